@@ -1,0 +1,52 @@
+"""Vigil's Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from backend import api, config, errors
+from backend.clock import SystemClock
+from backend.db import Database
+from backend.keys import load_keyring
+from backend.runtime import build_runtime
+
+
+def _blueprints() -> list:
+    from backend.accounts.resources import blp as accounts
+    from backend.audit.resources import blp as audit
+    from backend.auth.resources import blp as auth
+    from backend.devices.resources import blp as devices
+    from backend.patients.resources import blp as patients
+
+    return [auth, accounts, devices, patients, audit]
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app from the environment, with `overrides` (tests) taking precedence."""
+    overrides = dict(overrides or {})
+    instance = Path(overrides.pop("INSTANCE_PATH", None) or config.instance_path())
+    clock = overrides.pop("CLOCK", None) or SystemClock()
+    app = Flask("backend", instance_path=str(instance.resolve()))
+    app.config.update(config.load())
+    app.config.update(overrides)
+    config.validate(app.config)
+    instance.mkdir(parents=True, exist_ok=True)
+    if not app.config["DATABASE_URL"]:
+        app.config["DATABASE_URL"] = f"sqlite:///{instance / 'vigil.sqlite3'}"
+    logging.basicConfig(level=logging.INFO)
+    keys = load_keyring(app.config, instance)
+    app.extensions["vigil.runtime"] = build_runtime(app.config, clock, keys)
+    Database(app.config["DATABASE_URL"]).init_app(app)
+    errors.init_app(app)
+    api.init_app(app, _blueprints())
+    from backend.health.resources import blp as health
+
+    app.register_blueprint(health)
+    if app.config["TRUST_PROXY"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    return app

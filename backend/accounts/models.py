@@ -1,0 +1,54 @@
+"""Organisations and their users."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from backend.db import Base, new_id
+
+
+class Role(StrEnum):
+    """The one role each user holds."""
+
+    ADMIN = "admin"
+    PRESCRIBER = "prescriber"
+    PHARMACIST = "pharmacist"
+    NURSE = "nurse"
+    COMPLIANCE = "compliance"
+
+
+class Organisation(Base):
+    """A registrant: the home-infusion pharmacy whose DEA registration covers the stock."""
+
+    __tablename__ = "organisation"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    dea_registration: Mapped[str] = mapped_column(String(9))
+    timezone: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class User(Base):
+    """A person who signs in; deactivated rather than deleted so their history stays."""
+
+    __tablename__ = "app_user"
+    __table_args__ = (UniqueConstraint("organisation_id", "username"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
+    username: Mapped[str] = mapped_column(String(150))
+    display_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=20, create_constraint=True, name="role",
+                                            values_callable=lambda e: [m.value for m in e]))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    deactivated_at: Mapped[datetime | None]

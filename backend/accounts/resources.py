@@ -1,0 +1,72 @@
+"""HTTP endpoints for users and the caller's own account."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask.views import MethodView
+
+from backend import db
+from backend.accounts import service
+from backend.accounts.models import Organisation, Role, User
+from backend.accounts.schemas import MeSchema, UserCreateSchema, UserSchema, UserUpdateSchema
+from backend.api import Blueprint
+from backend.auth.guard import current_caller, requires
+from backend.runtime import runtime
+
+blp = Blueprint("accounts", __name__, description="Users and the caller's own account.")
+ALL_ROLES = tuple(Role)
+
+
+@blp.route("/me")
+class Me(MethodView):
+    """The caller's own account."""
+
+    @requires(*ALL_ROLES)
+    @blp.response(200, MeSchema)
+    def get(self):
+        """Return the caller's user, role and organisation."""
+        caller = current_caller()
+        session = db.session()
+        return {"user": session.get(User, caller.user_id),
+                "organisation": session.get(Organisation, caller.organisation_id),
+                "device_id": caller.device_id}
+
+
+@blp.route("/users")
+class Users(MethodView):
+    """The users of the caller's organisation."""
+
+    @requires(Role.ADMIN)
+    @blp.response(200, UserSchema(many=True))
+    def get(self):
+        """List the organisation's users, active and deactivated."""
+        return service.list_users(db.session(), current_caller())
+
+    @requires(Role.ADMIN)
+    @blp.arguments(UserCreateSchema)
+    @blp.response(201, UserSchema)
+    def post(self, body):
+        """Add a user with one role."""
+        caller = current_caller()
+        session = db.session()
+        user = service.create_user(session, runtime(), caller,
+                                   organisation_id=caller.organisation_id, **body)
+        session.commit()
+        return user
+
+
+@blp.route("/users/<uuid:user_id>")
+class UserDetail(MethodView):
+    """One user of the caller's organisation."""
+
+    @requires(Role.ADMIN)
+    @blp.arguments(UserUpdateSchema)
+    @blp.response(200, UserSchema)
+    def patch(self, body, user_id: uuid.UUID):
+        """Change a user's role, name or active flag; deactivation revokes their sessions."""
+        session = db.session()
+        user = service.update_user(session, runtime(), current_caller(), user_id,
+                                   service.UserChange(**body))
+        session.commit()
+        return user

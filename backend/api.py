@@ -1,0 +1,84 @@
+"""The flask-smorest API object, its OpenAPI metadata, and the strict Blueprint every feature uses."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from flask import Flask
+from flask_smorest import Api as SmorestApi
+from flask_smorest import Blueprint as SmorestBlueprint
+from webargs.flaskparser import FlaskParser
+
+from backend import errors
+
+DESCRIPTION = """\
+Vigil: the backend for home administration of ketamine by visiting nurses — visits, controlled
+substance custody, monitoring, and safeguards against misuse and diversion.
+
+**Authentication.** `POST /api/v1/auth/login` returns an access token (at most 15 minutes) and a
+rotating refresh token. Send `Authorization: Bearer <access_token>` on every other call.
+
+**Errors.** Every error has one shape:
+`{"error": {"code": "...", "message": "...", "details": {...}}}`. Validation errors list each
+field under `details.fields`. Unknown fields are refused. Bodies over the configured limit get 413.
+Objects of another organisation answer 404.
+"""
+
+
+class StrictParser(FlaskParser):
+    """Refuse unknown fields in every location a request can carry them."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "querystring": ma.RAISE, "query": ma.RAISE}
+
+
+class Blueprint(SmorestBlueprint):
+    """A flask-smorest Blueprint whose arguments refuse unknown fields."""
+
+    ARGUMENTS_PARSER = StrictParser()
+
+
+class ErrorDetailSchema(ma.Schema):
+    """Document the error body."""
+
+    code = ma.fields.String(metadata={"description": "Stable machine-readable error code."})
+    message = ma.fields.String(metadata={"description": "What went wrong, for a person."})
+    details = ma.fields.Dict(metadata={"description": "Fields and values behind the error."})
+
+
+class ErrorSchema(ma.Schema):
+    """Document Vigil's one error shape."""
+
+    error = ma.fields.Nested(ErrorDetailSchema)
+
+
+class Api(SmorestApi):
+    """flask-smorest Api that renders errors in Vigil's shape."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error):
+        """Render HTTP errors through Vigil's single error handler."""
+        return errors.handle_http_exception(error)
+
+
+def init_app(app: Flask, blueprints: list[SmorestBlueprint]) -> Api:
+    """Create the API on `app`, register `blueprints` and the bearer security scheme."""
+    app.config.update(
+        API_TITLE="Vigil",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "info": {"description": DESCRIPTION},
+            "security": [{"bearerAuth": []}],
+            "components": {"securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        },
+    )
+    api = Api(app)
+    for blueprint in blueprints:
+        api.register_blueprint(blueprint, url_prefix=f"/api/v1{blueprint.url_prefix or ''}")
+    return api

@@ -1,0 +1,61 @@
+"""Authenticate the bearer token and check the caller's role before a view runs."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import g, request
+
+from backend import db
+from backend.api import Blueprint
+from backend.accounts.models import Role
+from backend.auth import service
+from backend.auth.caller import Caller
+from backend.errors import Forbidden, Unauthenticated
+from backend.runtime import runtime
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def requires(*roles: Role) -> Callable[[View], View]:
+    """Let the view run only for an authenticated caller holding one of `roles`."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            caller = authenticate_request()
+            if caller.role not in roles:
+                raise Forbidden(f"The {caller.role} role may not do this.",
+                                {"role": caller.role, "allowed": sorted(roles)})
+            return view(*args, **kwargs)
+
+        allowed = ", ".join(sorted(roles))
+        documented = Blueprint.doc(**{"x-roles": sorted(roles), "responses": {
+            "401": {"description": "No valid access token."},
+            "403": {"description": f"Allowed roles: {allowed}."},
+        }})
+        return documented(guarded)
+
+    return decorate
+
+
+def authenticate_request() -> Caller:
+    """Return the caller of this request, authenticating its bearer token once."""
+    if "caller" not in g:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("Send an access token as 'Authorization: Bearer <token>'.")
+        g.caller = service.authenticate(db.session(), runtime(), token.strip(), client_address())
+    return g.caller
+
+
+def current_caller() -> Caller:
+    """Return the caller that `requires` authenticated."""
+    return g.caller
+
+
+def client_address() -> str | None:
+    """Return the client's address (behind ProxyFix when the proxy is trusted)."""
+    return request.remote_addr

@@ -1,0 +1,91 @@
+"""Read Vigil's configuration from the environment, in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Describe one environment variable: its config key, type and default."""
+
+    env: str
+    key: str
+    default: Any
+    parse: type = str
+    doc: str = ""
+
+
+def _parse_bool(raw: str) -> bool:
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("VIGIL_ENV", "VIGIL_ENV", "development", str,
+            "`development` generates missing keys; `production` refuses to start without them."),
+    Setting("DATABASE_URL", "DATABASE_URL", None, str,
+            "SQLAlchemy URL; defaults to a SQLite file `vigil.sqlite3` in the instance folder."),
+    Setting("VIGIL_SECRET_KEY", "SECRET_KEY", None, str,
+            "Base64 key (≥ 32 bytes) that signs access tokens."),
+    Setting("VIGIL_SIGNING_KEY", "SIGNING_KEY", None, str,
+            "Base64 raw 32-byte Ed25519 private key: the server's signature (ledger checkpoints)."),
+    Setting("VIGIL_PHI_KEYS", "PHI_KEYS", None, str,
+            "PHI encryption keys, `kid:base64key[,kid:base64key…]`; 32-byte AES-GCM keys."),
+    Setting("VIGIL_PHI_ACTIVE_KEY", "PHI_ACTIVE_KEY", None, str,
+            "Key id from `VIGIL_PHI_KEYS` that encrypts new values (default: the first)."),
+    Setting("VIGIL_BLIND_INDEX_KEY", "BLIND_INDEX_KEY", None, str,
+            "Base64 HMAC key (≥ 32 bytes) for exact-match lookups such as MRN."),
+    Setting("VIGIL_ACCESS_TOKEN_SECONDS", "ACCESS_TOKEN_SECONDS", 900, int,
+            "Access-token lifetime; at most 900 (15 min)."),
+    Setting("VIGIL_REFRESH_TOKEN_SECONDS", "REFRESH_TOKEN_SECONDS", 30 * 86400, int,
+            "Refresh-token lifetime (a phone may be offline for days)."),
+    Setting("VIGIL_MAX_REQUEST_BYTES", "MAX_CONTENT_LENGTH", 1_048_576, int,
+            "Largest accepted request body; larger bodies get 413."),
+    Setting("VIGIL_LOGIN_WINDOW_SECONDS", "LOGIN_WINDOW_SECONDS", 900, int,
+            "Window over which failed logins are counted, and the lockout length."),
+    Setting("VIGIL_LOGIN_MAX_PER_ACCOUNT", "LOGIN_MAX_PER_ACCOUNT", 5, int,
+            "Failed logins for one account within the window before it is locked."),
+    Setting("VIGIL_LOGIN_MAX_PER_ADDRESS", "LOGIN_MAX_PER_ADDRESS", 20, int,
+            "Failed logins from one address within the window before it is locked."),
+    Setting("VIGIL_ARGON2_TIME_COST", "ARGON2_TIME_COST", 3, int, "argon2id passes."),
+    Setting("VIGIL_ARGON2_MEMORY_KIB", "ARGON2_MEMORY_KIB", 65536, int, "argon2id memory (KiB)."),
+    Setting("VIGIL_ARGON2_PARALLELISM", "ARGON2_PARALLELISM", 4, int, "argon2id lanes."),
+    Setting("VIGIL_TRUST_PROXY", "TRUST_PROXY", False, _parse_bool,
+            "Take the client address from `X-Forwarded-For` (set only behind a proxy)."),
+)
+
+KEY_SETTINGS = ("SECRET_KEY", "SIGNING_KEY", "PHI_KEYS", "BLIND_INDEX_KEY")
+
+
+def instance_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Return the instance folder: `VIGIL_INSTANCE_PATH`, else `instance/` in the project."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("VIGIL_INSTANCE_PATH")
+    return Path(raw).resolve() if raw else PROJECT_ROOT / "instance"
+
+
+def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the configuration read from the environment, typed and defaulted."""
+    environ = os.environ if environ is None else environ
+    config: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.env)
+        if raw is None or raw == "":
+            config[setting.key] = setting.default
+        else:
+            config[setting.key] = setting.parse(raw)
+    return config
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    """Refuse settings that would weaken the service."""
+    if not 0 < config["ACCESS_TOKEN_SECONDS"] <= 900:
+        raise ValueError("VIGIL_ACCESS_TOKEN_SECONDS must be between 1 and 900")
+    if config["VIGIL_ENV"] not in {"development", "production", "test"}:
+        raise ValueError("VIGIL_ENV must be development, production or test")

@@ -1,0 +1,45 @@
+"""The complete table metadata, and Alembic runs against an engine: the only way to make schema."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine
+
+from backend.accounts import models as _accounts  # noqa: F401  (registers tables)
+from backend.audit import models as _audit  # noqa: F401
+from backend.auth import models as _auth  # noqa: F401
+from backend.config import PROJECT_ROOT
+from backend.db import Base
+from backend.devices import models as _devices  # noqa: F401
+from backend.patients import models as _patients  # noqa: F401
+
+metadata = Base.metadata
+MIGRATIONS = PROJECT_ROOT / "migrations"
+
+
+def _alembic(engine: Engine, connection=None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database up to `revision`."""
+    with engine.begin() as connection:
+        command.upgrade(_alembic(engine, connection), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate the database down to `revision` (`base` removes everything)."""
+    with engine.begin() as connection:
+        command.downgrade(_alembic(engine, connection), revision)
+
+
+def current(engine: Engine) -> str | None:
+    """Return the revision the database is at, or None when it is empty."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
