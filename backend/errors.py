@@ -130,8 +130,10 @@ def handle_http_exception(error: HTTPException) -> Response:
     if status == 413:
         return _respond(413, "payload_too_large", "The request body is larger than allowed.")
     code = HTTP_CODES.get(status, "error")
-    return _respond(status, code, error.description or error.name,
-                    headers=data.get("headers"))
+    # Keep the headers the status requires, such as Allow on a 405 (RFC 9110).
+    headers = {name: value for name, value in error.get_headers() if name != "Content-Type"}
+    headers.update(data.get("headers") or {})
+    return _respond(status, code, error.description or error.name, headers=headers)
 
 
 def handle_vigil_error(error: VigilError) -> Response:

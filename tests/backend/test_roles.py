@@ -1,0 +1,97 @@
+"""Every endpoint × every role: the allowed roles get through, the others get 403."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from backend.accounts.models import Role
+from tests.factories import Phone, World
+
+A, PR, PH, N, C = Role.ADMIN, Role.PRESCRIBER, Role.PHARMACIST, Role.NURSE, Role.COMPLIANCE
+ALL = frozenset(Role)
+
+# (method, path template, allowed roles). {user}, {device}, {patient} are the caller's org's.
+MATRIX = [
+    ("GET", "/api/v1/me", ALL),
+    ("POST", "/api/v1/auth/logout", ALL),
+    ("GET", "/api/v1/users", {A}),
+    ("POST", "/api/v1/users", {A}),
+    ("PATCH", "/api/v1/users/{user}", {A}),
+    ("GET", "/api/v1/devices", {A, C, N}),
+    ("POST", "/api/v1/devices", {N}),
+    ("DELETE", "/api/v1/devices/{device}", {A, N}),
+    ("GET", "/api/v1/patients", {A, PR, N, C}),
+    ("POST", "/api/v1/patients", {A, PR}),
+    ("GET", "/api/v1/patients/{patient}", {A, PR, N, C}),
+    ("GET", "/api/v1/audit-events", {A, C}),
+]
+PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/openapi.json",
+          "/api/v1/docs", "/api/v1/docs/<path:filename>", "/healthz"}
+
+
+@pytest.fixture
+def org_with_everyone(world: World):
+    org = world.org()
+    users = {role: world.user(org, role) for role in Role}
+    device_id, _ = world.device(org, users[N])
+    response = world.client.post("/api/v1/patients", headers=world.headers(org, users[A]), json={
+        "mrn": f"MRN-{uuid.uuid4().hex[:6]}", "name": "Pat Test", "date_of_birth": "1970-01-01",
+        "nurse_ids": [str(users[N].id)]})
+    ids = {"user": users[PH].id, "device": device_id, "patient": response.json["id"]}
+    return org, users, ids
+
+
+def _call(client, method: str, path: str, headers: dict):
+    return client.open(path, method=method, headers=headers, json={} if method in {
+        "POST", "PATCH"} else None)
+
+
+@pytest.mark.parametrize(("method", "template", "allowed"), MATRIX,
+                         ids=[f"{m} {p}" for m, p, _ in MATRIX])
+def test_role_matrix(world: World, org_with_everyone, method, template, allowed):
+    org, users, ids = org_with_everyone
+    path = template.format(**ids)
+    for role in Role:
+        response = _call(world.client, method, path, world.headers(org, users[role]))
+        if role in allowed:
+            assert response.status_code not in (401, 403), (role, response.json)
+        else:
+            assert response.status_code == 403, (role, response.status_code)
+            assert response.json["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(("method", "template", "_allowed"), MATRIX,
+                         ids=[f"{m} {p}" for m, p, _ in MATRIX])
+def test_every_protected_endpoint_requires_a_token(client, method, template, _allowed):
+    path = template.format(user=uuid.uuid4(), device=uuid.uuid4(), patient=uuid.uuid4())
+    response = _call(client, method, path, {})
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthenticated"
+
+
+def test_refused_role_changes_nothing(world: World, org_with_everyone):
+    org, users, _ = org_with_everyone
+    response = world.client.post("/api/v1/users", headers=world.headers(org, users[N]), json={
+        "username": "sneaky", "display_name": "S", "role": "admin", "password": "x" * 12})
+    assert response.status_code == 403
+    listed = world.client.get("/api/v1/users", headers=world.headers(org, users[A])).json
+    assert "sneaky" not in {u["username"] for u in listed}
+
+
+def test_pharmacist_cannot_register_a_device(world: World, org_with_everyone):
+    org, users, _ = org_with_everyone
+    response = world.client.post("/api/v1/devices", headers=world.headers(org, users[PH]),
+                                 json={"public_key": Phone.new().public_key_b64(), "label": "x"})
+    assert response.status_code == 403
+
+
+def test_matrix_covers_every_api_route(app):
+    """A new endpoint must be added to the matrix, so its refusals are tested too."""
+    covered = {(m, p.replace("{user}", "<uuid:user_id>").replace("{device}", "<uuid:device_id>")
+                .replace("{patient}", "<uuid:patient_id>")) for m, p, _ in MATRIX}
+    routes = {(method, rule.rule) for rule in app.url_map.iter_rules()
+              for method in rule.methods - {"HEAD", "OPTIONS"}
+              if rule.rule not in PUBLIC and rule.endpoint != "static"}
+    assert routes == covered

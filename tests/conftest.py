@@ -1,0 +1,140 @@
+"""Run every database test on SQLite and PostgreSQL, each test inside a rolled-back transaction."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from backend import create_app, schema
+from backend.clock import FixedClock
+from backend.db import build_engine
+from tests.factories import World
+
+POSTGRES_URL = os.environ.get(
+    "VIGIL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/vigil_test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+START = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
+# Cheap argon2 parameters keep the suite fast; bench/auth.py measures the real ones.
+FAST_ARGON2 = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_KIB": 1024, "ARGON2_PARALLELISM": 1}
+RAN_ON: set[str] = set()
+
+
+def postgres_available(url: str) -> bool:
+    """Tell whether PostgreSQL answers at `url`, creating its database if it is missing."""
+    target = make_url(url)
+    try:
+        admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            if not conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                               {"name": target.database}):
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+        admin.dispose()
+        return True
+    except OperationalError:
+        return False
+
+
+def require_postgres(url: str) -> None:
+    """Skip when PostgreSQL is missing, except in CI, where that is a failure."""
+    if postgres_available(url):
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true and PostgreSQL is unreachable at {url}")
+    pytest.skip(f"PostgreSQL unreachable at {url}")
+
+
+def reset_postgres(url: str) -> None:
+    """Empty the PostgreSQL test database so migrations start from nothing."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request, tmp_path_factory) -> str:
+    """Return a freshly migrated database URL, one per backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'vigil.sqlite3'}"
+    else:
+        require_postgres(POSTGRES_URL)
+        reset_postgres(POSTGRES_URL)
+        url = POSTGRES_URL
+    engine = build_engine(url)
+    schema.upgrade(engine)
+    engine.dispose()
+    RAN_ON.add(request.param)
+    return url
+
+
+@pytest.fixture(scope="session")
+def instance_path(tmp_path_factory):
+    """Return one instance folder for the session, where development keys are generated once."""
+    return tmp_path_factory.mktemp("instance")
+
+
+@pytest.fixture(scope="session")
+def engine(database_url):
+    """Return the session's engine on the migrated database."""
+    engine = build_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(engine):
+    """Yield a connection inside a transaction that is rolled back after the test."""
+    with engine.connect() as conn:
+        outer = conn.begin()
+        yield conn
+        outer.rollback()
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    """Return a clock the test can move."""
+    return FixedClock(START)
+
+
+def make_app(database_url: str, instance_path, clock: FixedClock, **overrides):
+    """Build an app for tests on `database_url`."""
+    return create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": instance_path,
+                       "CLOCK": clock, "VIGIL_ENV": "test", **FAST_ARGON2, **overrides})
+
+
+@pytest.fixture
+def app(database_url, instance_path, clock, connection):
+    """Return an app whose sessions commit into savepoints of the test's transaction."""
+    app = make_app(database_url, instance_path, clock)
+    app.extensions["vigil.db"].use_connection(connection)
+    yield app
+    app.extensions["vigil.db"].engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    """Return a test client of `app`."""
+    return app.test_client()
+
+
+@pytest.fixture
+def world(app) -> World:
+    """Return a builder of organisations, users and logins inside the test's transaction."""
+    return World(app)
+
+
+def pytest_report_header(config) -> str:
+    """Say which PostgreSQL the suite will use besides SQLite."""
+    return f"databases: sqlite (temporary file), postgresql ({POSTGRES_URL})"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say which databases the suite actually ran against."""
+    ran = ", ".join(sorted(RAN_ON)) or "none"
+    terminalreporter.write_line(f"database tests ran on: {ran}")
