@@ -21,9 +21,15 @@ def _blueprints() -> list:
     from backend.audit.resources import blp as audit
     from backend.auth.resources import blp as auth
     from backend.devices.resources import blp as devices
+    from backend.flags.resources import blp as flags
+    from backend.jobs.resources import blp as jobs
     from backend.patients.resources import blp as patients
+    from backend.plans.resources import blp as plans
+    from backend.policy.resources import blp as policy
+    from backend.products.resources import blp as products
+    from backend.visits.resources import blp as visits
 
-    return [auth, accounts, devices, patients, audit]
+    return [auth, accounts, devices, patients, products, plans, visits, flags, policy, audit, jobs]
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:

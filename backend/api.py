@@ -1,4 +1,4 @@
-"""The flask-smorest API object, its OpenAPI metadata, and the strict Blueprint every feature uses."""
+"""The flask-smorest API, its OpenAPI metadata, and the strict Blueprint every feature uses."""
 
 from __future__ import annotations
 

@@ -35,3 +35,9 @@ def drop_append_only(op: Operations, table: str) -> None:
         return
     for verb in ("update", "delete"):
         op.execute(f"DROP TRIGGER IF EXISTS {table}_no_{verb}")
+
+
+def drop_refuse_function(op: Operations) -> None:
+    """Remove the PostgreSQL function behind the triggers, once no table uses it."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS vigil_refuse_change()")

@@ -8,11 +8,13 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import FlaskGroup
+from werkzeug.serving import run_simple
 
 from backend import create_app, db, demo, schema
 from backend.accounts import service as accounts
 from backend.accounts.models import Role
 from backend.errors import VigilError
+from backend.jobs import scheduler as job_scheduler
 from backend.runtime import runtime
 
 
@@ -119,7 +121,44 @@ def demo_command() -> None:
 def serve(host: str, port: int) -> None:
     """Serve the API with the development server (use gunicorn in production)."""
     click.echo(f"API docs: http://{host}:{port}/api/v1/docs")
-    current_app.run(host=host, port=port, debug=False, use_reloader=False)
+    # Flask ignores app.run() under its own CLI, so serve through werkzeug directly.
+    run_simple(host, port, current_app._get_current_object(), threaded=True)
+
+
+def _job_periods(_ctx: click.Context, _param: click.Parameter,
+                 values: tuple[str, ...]) -> dict[str, int]:
+    try:
+        return {name: int(seconds) for name, _, seconds in (v.partition("=") for v in values)}
+    except ValueError:
+        raise click.BadParameter("use JOB=SECONDS, e.g. heartbeat=60") from None
+
+
+@cli.command("scheduler")
+@click.option("--every", "periods", multiple=True, metavar="JOB=SECONDS",
+              callback=_job_periods, help="Run JOB every SECONDS instead of its default.")
+@click.option("--retry-seconds", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, help="How often a standby tries the lock and the active renews.")
+@click.option("--lease-seconds", type=click.FloatRange(min=1), default=30.0,
+              show_default=True, help="How long the SQLite lease lasts unless renewed.")
+@click.option("--run-for", type=click.FloatRange(min=0.1), default=None,
+              help="Stop after SECONDS (default: until SIGTERM or Ctrl-C).")
+def scheduler_command(periods: dict[str, int], retry_seconds: float, lease_seconds: float,
+                      run_for: float | None) -> None:
+    """Run the scheduled jobs; however many run, only one is active at a time."""
+    try:
+        schedule = job_scheduler.with_periods(job_scheduler.SCHEDULE, periods)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--every") from exc
+    if lease_seconds <= 2 * retry_seconds:
+        raise click.BadParameter("must exceed twice --retry-seconds, so a renewal can fail once",
+                                 param_hint="--lease-seconds")
+    database, rt = current_app.extensions["vigil.db"], runtime()
+    holder = job_scheduler.holder_id()
+    lock = job_scheduler.lock_for(database, rt.clock, holder, lease_seconds)
+    click.echo(f"scheduler {holder} started; jobs: "
+               + ", ".join(f"{spec.name} every {spec.seconds} s" for spec in schedule))
+    job_scheduler.run(database.sessions, rt, lock, holder, schedule,
+                      retry_seconds=retry_seconds, run_for=run_for)
 
 
 def main() -> None:

@@ -13,7 +13,13 @@ from backend.auth import models as _auth  # noqa: F401
 from backend.config import PROJECT_ROOT
 from backend.db import Base
 from backend.devices import models as _devices  # noqa: F401
+from backend.flags import models as _flags  # noqa: F401
+from backend.jobs import models as _jobs  # noqa: F401
 from backend.patients import models as _patients  # noqa: F401
+from backend.plans import models as _plans  # noqa: F401
+from backend.policy import models as _policy  # noqa: F401
+from backend.products import models as _products  # noqa: F401
+from backend.visits import models as _visits  # noqa: F401
 
 metadata = Base.metadata
 MIGRATIONS = PROJECT_ROOT / "migrations"

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from backend import create_app, schema
+from backend import config, create_app, schema
 from backend.clock import FixedClock
 from backend.db import build_engine
 from tests.factories import World
@@ -55,6 +55,14 @@ def reset_postgres(url: str) -> None:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch):
+    """Remove every Vigil setting from the environment so only the test's values count."""
+    for setting in config.SETTINGS:
+        monkeypatch.delenv(setting.env, raising=False)
+    monkeypatch.delenv("VIGIL_INSTANCE_PATH", raising=False)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

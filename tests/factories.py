@@ -6,6 +6,7 @@ import base64
 import itertools
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -88,3 +89,69 @@ class World:
                                     json={"public_key": phone.public_key_b64(), "label": "phone"})
         assert response.status_code == 201, response.json
         return uuid.UUID(response.json["id"]), phone
+
+
+RACEMIC_50 = {"name": "Ketamine HCl 50 mg/mL, 10 mL vial", "active_ingredient": "ketamine",
+              "dea_schedule": "III", "form": "vial", "ug_per_unit": 50_000,
+              "units_per_container": "10", "allowed_routes": ["IV", "IM"],
+              "home_administration_allowed": True}
+ESKETAMINE = {"name": "Esketamine 28 mg nasal device", "active_ingredient": "esketamine",
+              "dea_schedule": "III", "form": "nasal_device", "ug_per_unit": 28_000,
+              "units_per_container": "1", "allowed_routes": ["intranasal"],
+              "home_administration_allowed": False}
+
+
+class Clinic:
+    """An organisation with one user per role, a patient with a nurse, and a home-safe product."""
+
+    def __init__(self, world: World, home=("41.878100", "-87.629800")) -> None:
+        self.world, self.client = world, world.client
+        self.org = world.org()
+        self.users = {role: world.user(self.org, role) for role in Role}
+        self.nurse = self.users[Role.NURSE]
+        self.prescriber = self.users[Role.PRESCRIBER]
+        self.patient_id = self.patient([self.nurse], home)
+        self.product_id = self.product(RACEMIC_50)
+
+    def as_(self, role: Role, device_id: uuid.UUID | None = None) -> dict:
+        """Return headers of a fresh login of the clinic's user with `role`."""
+        return self.world.headers(self.org, self.users[role], device_id)
+
+    def patient(self, nurses: list[User], home=None) -> str:
+        """Register a patient assigned to `nurses`, optionally with a home location."""
+        response = self.client.post("/api/v1/patients", headers=self.as_(Role.ADMIN), json={
+            "mrn": f"MRN-{next(_counter)}", "name": "Pat Test", "date_of_birth": "1970-01-01",
+            "nurse_ids": [str(n.id) for n in nurses]})
+        assert response.status_code == 201, response.json
+        patient_id = response.json["id"]
+        if home:
+            from backend.patients.models import Patient
+
+            patient = self.world.session.get(Patient, uuid.UUID(patient_id))
+            patient.home_latitude, patient.home_longitude = (Decimal(v) for v in home)
+            self.world.session.commit()
+        return patient_id
+
+    def product(self, body: dict) -> str:
+        """Add a product to the catalogue."""
+        response = self.client.post("/api/v1/products", headers=self.as_(Role.PHARMACIST),
+                                    json={**body, "name": f"{body['name']} #{next(_counter)}"})
+        assert response.status_code == 201, response.json
+        return response.json["id"]
+
+    def plan(self, patient_id: str | None = None, product_id: str | None = None,
+             **overrides) -> dict:
+        """Write a plan (0.5 mg/kg IV over 40 min, default phases from policy)."""
+        body = {"product_id": product_id or self.product_id, "route": "IV",
+                "dose_ug_per_kg": 500, "max_dose_ug": 70_000, "infusion_minutes": 40,
+                "starts_on": "2026-11-02", **overrides}
+        response = self.client.post(f"/api/v1/patients/{patient_id or self.patient_id}/plans",
+                                    headers=self.as_(Role.PRESCRIBER), json=body)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    def schedule(self, start: str, role: Role = Role.ADMIN, **body):
+        """Try to schedule a visit for the clinic's patient and nurse."""
+        return self.client.post("/api/v1/visits", headers=self.as_(role), json={
+            "patient_id": self.patient_id, "nurse_id": str(self.nurse.id),
+            "scheduled_start": start, **body})

@@ -45,8 +45,9 @@ class User(Base):
     organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
     username: Mapped[str] = mapped_column(String(150))
     display_name: Mapped[str] = mapped_column(String(200))
-    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=20, create_constraint=True, name="role",
-                                            values_callable=lambda e: [m.value for m in e]))
+    role: Mapped[Role] = mapped_column(Enum(
+        Role, native_enum=False, length=20, create_constraint=True, name="role",
+        values_callable=lambda roles: [role.value for role in roles]))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime]

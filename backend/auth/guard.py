@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from flask import g, request
 
 from backend import db
-from backend.api import Blueprint
 from backend.accounts.models import Role
+from backend.api import Blueprint
 from backend.auth import service
 from backend.auth.caller import Caller
 from backend.errors import Forbidden, Unauthenticated

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import uuid
@@ -109,10 +110,8 @@ def login(session: Session, rt: Runtime, *, org_slug: str, username: str, passwo
 
 def _password_ok(rt: Runtime, user: User | None, password: str) -> bool:
     if user is None or not user.active:
-        try:
+        with contextlib.suppress(VerificationError):
             rt.passwords.verify(rt.dummy_password_hash, password)
-        except VerificationError:
-            pass
         return False
     try:
         return rt.passwords.verify(user.password_hash, password)

@@ -1,14 +1,46 @@
-"""Request and response bodies for patients."""
+"""Request and response bodies for patients, their weights and their nurses."""
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+import re
+from decimal import Decimal
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+PLAIN_DECIMAL = re.compile(r"\d{1,6}(\.\d{1,12})?")
 
 
-class PatientCreateSchema(Schema):
+class DecimalString(fields.Decimal):
+    """A decimal written as a JSON string, such as "72.5": never a float, sign or exponent."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> Decimal:
+        if not isinstance(value, str) or not PLAIN_DECIMAL.fullmatch(value):
+            raise ValidationError('Not a decimal string such as "72.5".')
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class PatientDetailsSchema(Schema):
+    """The optional details of a patient; null clears one."""
+
+    address = fields.String(allow_none=True, validate=validate.Length(1, 500))
+    phone = fields.String(allow_none=True, validate=validate.Length(1, 40))
+    emergency_contact = fields.String(allow_none=True, validate=validate.Length(1, 500),
+                                      metadata={"description": "Name, relation and phone."})
+    notes = fields.String(allow_none=True, validate=validate.Length(1, 10_000))
+    home_latitude = fields.Decimal(
+        allow_none=True, as_string=True, places=6, validate=validate.Range(-90, 90),
+        metadata={"description": "Degrees; given together with home_longitude. Stored in "
+                                 "clear for visit verification."})
+    home_longitude = fields.Decimal(
+        allow_none=True, as_string=True, places=6, validate=validate.Range(-180, 180),
+        metadata={"description": "Degrees; given together with home_latitude."})
+
+
+class PatientCreateSchema(PatientDetailsSchema):
     """A new patient; every PHI field is encrypted before it is stored."""
 
-    id = fields.UUID(load_default=None, metadata={"description": "Optional client-made UUID."})
+    patient_id = fields.UUID(data_key="id", load_default=None,
+                             metadata={"description": "Optional client-made UUID."})
     mrn = fields.String(required=True, validate=validate.Length(1, 64),
                         metadata={"description": "Medical record number; found by blind index."})
     name = fields.String(required=True, validate=validate.Length(1, 200))
@@ -17,10 +49,50 @@ class PatientCreateSchema(Schema):
                             metadata={"description": "Nurses assigned to the patient."})
 
 
+class PatientUpdateSchema(PatientDetailsSchema):
+    """Any subset of a patient's details; each changed PHI field is re-encrypted."""
+
+    name = fields.String(validate=validate.Length(1, 200))
+    date_of_birth = fields.Date()
+
+
 class PatientQuerySchema(Schema):
     """Filters for listing patients."""
 
     mrn = fields.String(validate=validate.Length(1, 64))
+
+
+class WeightCreateSchema(Schema):
+    """A weighing as the nurse or prescriber enters it."""
+
+    weight_kg = DecimalString(required=True, metadata={
+        "description": 'Kilograms as a decimal string, at most 3 places ("72.5"); 20–400.'})
+    measured_at = fields.AwareDateTime(required=True,
+                                       metadata={"description": "When; not in the future."})
+
+
+class WeightSchema(Schema):
+    """A recorded weighing."""
+
+    id = fields.UUID()
+    patient_id = fields.UUID()
+    weight_kg = fields.Method("_kilograms", metadata={"description": "Kilograms, 3 places."})
+    measured_at = fields.AwareDateTime()
+    recorded_by_id = fields.UUID()
+    recorded_at = fields.AwareDateTime()
+
+    @staticmethod
+    def _kilograms(weight) -> str:
+        return f"{Decimal(weight.weight_g).scaleb(-3):f}"
+
+
+class LatestWeightSchema(Schema):
+    """The most recently measured weight."""
+
+    weight_kg = fields.Method("_kilograms")
+    measured_at = fields.AwareDateTime()
+
+    _kilograms = WeightSchema._kilograms
 
 
 class PatientSchema(Schema):
@@ -30,4 +102,28 @@ class PatientSchema(Schema):
     mrn = fields.String()
     name = fields.String()
     date_of_birth = fields.Date()
+    address = fields.String()
+    phone = fields.String()
+    emergency_contact = fields.String()
+    notes = fields.String()
+    home_latitude = fields.Decimal(as_string=True)
+    home_longitude = fields.Decimal(as_string=True)
     nurse_ids = fields.List(fields.UUID())
+    latest_weight = fields.Nested(LatestWeightSchema, allow_none=True)
+
+
+class NurseAssignmentCreateSchema(Schema):
+    """The nurse to assign."""
+
+    nurse_id = fields.UUID(required=True)
+
+
+class NurseAssignmentSchema(Schema):
+    """A nurse's assignment to a patient."""
+
+    id = fields.UUID()
+    patient_id = fields.UUID()
+    nurse_id = fields.UUID()
+    assigned_at = fields.AwareDateTime()
+    assigned_by_id = fields.UUID()
+    ended_at = fields.AwareDateTime()

@@ -8,7 +8,7 @@ Create Date: 2026-11-26
 import sqlalchemy as sa
 from alembic import op
 
-from backend.append_only import drop_append_only, make_append_only
+from backend.append_only import drop_append_only, drop_refuse_function, make_append_only
 
 revision = "0001"
 down_revision = None
@@ -264,6 +264,7 @@ def downgrade() -> None:
 
     drop_append_only(op, "audit_event")
     op.drop_table("audit_event")
+    drop_refuse_function(op)
     with op.batch_alter_table("patient", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_patient_organisation_id"))
 

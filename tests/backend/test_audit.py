@@ -1,4 +1,4 @@
-"""The audit trail: written for writes and patient reads, filterable, append-only in the database."""
+"""The audit trail: written for writes and patient reads, filterable, append-only in the DB."""
 
 from __future__ import annotations
 
@@ -42,14 +42,14 @@ def test_reading_a_patient_writes_an_audit_row(world: World, clinic):
 
 
 def test_a_refused_read_writes_no_read_row(world: World, clinic):
-    org, admin, _, compliance, patient_id = clinic
+    org, _, _, compliance, patient_id = clinic
     other_nurse = world.user(org, Role.NURSE)
     world.client.get(f"/api/v1/patients/{patient_id}", headers=world.headers(org, other_nurse))
     assert _events(world, org, compliance, action="patient.read", user_id=other_nurse.id) == []
 
 
 def test_writes_are_audited(world: World, clinic):
-    org, admin, nurse, compliance, patient_id = clinic
+    org, admin, nurse, compliance, _ = clinic
     world.client.patch(f"/api/v1/users/{nurse.id}", headers=world.headers(org, admin),
                        json={"display_name": "Renamed"})
     actions = {e["action"] for e in _events(world, org, compliance)}
@@ -81,7 +81,6 @@ def test_failed_logins_are_audited_in_the_organisation(world: World, clinic):
 
 
 def test_audit_rows_of_another_organisation_are_invisible(world: World, clinic):
-    org, *_ = clinic
     other = world.org()
     outsider = world.user(other, Role.COMPLIANCE)
     assert all(e["action"] != "patient.create" for e in _events(world, other, outsider))

@@ -104,7 +104,8 @@ def test_logout_revokes_access_and_refresh(world: World, client):
     org = world.org()
     user = world.user(org, Role.COMPLIANCE)
     pair = world.login(org, user)
-    assert client.post("/api/v1/auth/logout", headers=bearer(pair["access_token"])).status_code == 204
+    logout = client.post("/api/v1/auth/logout", headers=bearer(pair["access_token"]))
+    assert logout.status_code == 204
     assert client.get("/api/v1/me", headers=bearer(pair["access_token"])).status_code == 401
     assert client.post(REFRESH, json={"refresh_token": pair["refresh_token"]}).status_code == 401
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from backend.accounts.models import Role
-from tests.factories import Phone, World
+from tests.factories import Clinic, Phone, World
 
 A, PR, PH, N, C = Role.ADMIN, Role.PRESCRIBER, Role.PHARMACIST, Role.NURSE, Role.COMPLIANCE
 ALL = frozenset(Role)
@@ -26,26 +26,49 @@ MATRIX = [
     ("POST", "/api/v1/patients", {A, PR}),
     ("GET", "/api/v1/patients/{patient}", {A, PR, N, C}),
     ("GET", "/api/v1/audit-events", {A, C}),
+    ("GET", "/api/v1/products", ALL),
+    ("POST", "/api/v1/products", {A, PH}),
+    ("POST", "/api/v1/patients/{patient}/plans", {PR}),
+    ("GET", "/api/v1/plans/{plan}", {A, PR, PH, N, C}),
+    ("PUT", "/api/v1/plans/{plan}", {PR}),
+    ("POST", "/api/v1/plans/{plan}/visits", {A, PR}),
+    ("GET", "/api/v1/visits", ALL),
+    ("POST", "/api/v1/visits", {A, PR}),
+    ("GET", "/api/v1/visits/{visit}", ALL),
+    ("POST", "/api/v1/visits/{visit}/cancel", {A, PR, N}),
+    ("POST", "/api/v1/visits/{visit}/reschedule", {A, PR}),
+    ("POST", "/api/v1/visits/{visit}/check-in", {N}),
+    ("POST", "/api/v1/visits/{visit}/check-out", {N}),
+    ("GET", "/api/v1/visits/{visit}/evv", {A, N, C}),
+    ("GET", "/api/v1/flags", {A, C}),
+    ("GET", "/api/v1/policy", ALL),
+    ("PUT", "/api/v1/policy/{threshold}", {A}),
+    ("GET", "/api/v1/notifications", ALL),
+    ("GET", "/api/v1/jobs/runs", {A}),
 ]
 PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/openapi.json",
           "/api/v1/docs", "/api/v1/docs/<path:filename>", "/healthz"}
 
 
+PLACEHOLDERS = {"user": "<uuid:user_id>", "device": "<uuid:device_id>",
+                "patient": "<uuid:patient_id>", "plan": "<uuid:plan_id>",
+                "visit": "<uuid:visit_id>", "threshold": "<string:name>"}
+
+
 @pytest.fixture
 def org_with_everyone(world: World):
-    org = world.org()
-    users = {role: world.user(org, role) for role in Role}
-    device_id, _ = world.device(org, users[N])
-    response = world.client.post("/api/v1/patients", headers=world.headers(org, users[A]), json={
-        "mrn": f"MRN-{uuid.uuid4().hex[:6]}", "name": "Pat Test", "date_of_birth": "1970-01-01",
-        "nurse_ids": [str(users[N].id)]})
-    ids = {"user": users[PH].id, "device": device_id, "patient": response.json["id"]}
-    return org, users, ids
+    clinic = Clinic(world)
+    device_id, _ = world.device(clinic.org, clinic.nurse)
+    plan = clinic.plan()
+    visit = clinic.schedule("2026-11-03T15:00:00+00:00").json
+    ids = {"user": clinic.users[PH].id, "device": device_id, "patient": clinic.patient_id,
+           "plan": plan["id"], "visit": visit["id"], "threshold": "evv_radius_m"}
+    return clinic.org, clinic.users, ids
 
 
 def _call(client, method: str, path: str, headers: dict):
     return client.open(path, method=method, headers=headers, json={} if method in {
-        "POST", "PATCH"} else None)
+        "POST", "PATCH", "PUT"} else None)
 
 
 @pytest.mark.parametrize(("method", "template", "allowed"), MATRIX,
@@ -65,7 +88,7 @@ def test_role_matrix(world: World, org_with_everyone, method, template, allowed)
 @pytest.mark.parametrize(("method", "template", "_allowed"), MATRIX,
                          ids=[f"{m} {p}" for m, p, _ in MATRIX])
 def test_every_protected_endpoint_requires_a_token(client, method, template, _allowed):
-    path = template.format(user=uuid.uuid4(), device=uuid.uuid4(), patient=uuid.uuid4())
+    path = template.format(**{name: uuid.uuid4() for name in PLACEHOLDERS})
     response = _call(client, method, path, {})
     assert response.status_code == 401
     assert response.json["error"]["code"] == "unauthenticated"
@@ -89,8 +112,7 @@ def test_pharmacist_cannot_register_a_device(world: World, org_with_everyone):
 
 def test_matrix_covers_every_api_route(app):
     """A new endpoint must be added to the matrix, so its refusals are tested too."""
-    covered = {(m, p.replace("{user}", "<uuid:user_id>").replace("{device}", "<uuid:device_id>")
-                .replace("{patient}", "<uuid:patient_id>")) for m, p, _ in MATRIX}
+    covered = {(method, template.format(**PLACEHOLDERS)) for method, template, _ in MATRIX}
     routes = {(method, rule.rule) for rule in app.url_map.iter_rules()
               for method in rule.methods - {"HEAD", "OPTIONS"}
               if rule.rule not in PUBLIC and rule.endpoint != "static"}

@@ -1,0 +1,153 @@
+"""The scheduled jobs' work: each slot run once, visit reminders, missed visits; and their reads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.audit import service as audit
+from backend.auth.caller import Caller
+from backend.flags.service import raise_flag
+from backend.jobs.models import JobRun, Notification
+from backend.policy.service import policy_for
+from backend.runtime import Runtime
+from backend.visits.models import Visit, VisitStatus
+from safeguards.findings import Severity, Subject, SubjectKind
+from safeguards.registry import Mode, RuleMeta
+
+JobBody = Callable[[Session, Runtime], dict[str, Any]]
+
+VISIT_REMINDER = "visit.reminder"
+MISSED_VISIT = RuleMeta(
+    id="visit.missed", version=1, title="A scheduled visit was missed",
+    severity=Severity.MEDIUM,
+    rationale="A dose was due and no nurse checked in: the patient went without treatment, "
+              "or a dose was given off the record.",
+    source="DESIGN.md Jobs: missed-visit detection", mode=Mode.ENABLED)
+
+
+def run_slot(session: Session, rt: Runtime, job: str, slot: str, holder: str,
+             body: JobBody) -> JobRun | None:
+    """Run `body` for `job`'s `slot` unless that slot already ran; return the run, or None."""
+    run = JobRun(job=job, slot=slot, holder=holder, started_at=rt.clock.now(), outcome={})
+    try:
+        # A concurrent runner of the same slot waits on the unique key until we commit or fail.
+        with session.begin_nested():
+            session.add(run)
+    except IntegrityError:
+        return None
+    run.outcome = body(session, rt)
+    run.finished_at = rt.clock.now()
+    session.flush()
+    return run
+
+
+def heartbeat(session: Session, rt: Runtime) -> dict[str, Any]:
+    """Do nothing: the run's own row shows that the scheduler is alive."""
+    return {}
+
+
+def _organisations_with(session: Session, *conditions: Any) -> list[uuid.UUID]:
+    return list(session.scalars(select(Visit.organisation_id).where(*conditions).distinct()))
+
+
+def send_visit_reminders(session: Session, rt: Runtime) -> dict[str, Any]:
+    """Queue one reminder to the nurse of each scheduled visit that starts within the lead time."""
+    now = rt.clock.now()
+    upcoming = (Visit.status == VisitStatus.SCHEDULED, Visit.scheduled_start > now)
+    queued = 0
+    for organisation_id in _organisations_with(session, *upcoming):
+        lead = timedelta(hours=int(policy_for(session, organisation_id).value(
+            "reminder_lead_hours")))
+        visits = list(session.scalars(select(Visit).where(
+            Visit.organisation_id == organisation_id, *upcoming,
+            Visit.scheduled_start <= now + lead)))
+        keys = {_reminder_key(visit): visit for visit in visits}
+        sent = set(session.scalars(select(Notification.dedup_key).where(
+            Notification.dedup_key.in_(list(keys)))))
+        for key in keys.keys() - sent:
+            session.add(_reminder(keys[key], key, now))
+            queued += 1
+    session.flush()
+    return {"queued": queued}
+
+
+def _reminder_key(visit: Visit) -> str:
+    return f"{VISIT_REMINDER}:{visit.id}"
+
+
+def _reminder(visit: Visit, key: str, now: datetime) -> Notification:
+    # Ids and times only: the outbox leaves the database, so it carries no PHI.
+    return Notification(
+        organisation_id=visit.organisation_id, recipient_id=visit.nurse_id,
+        kind=VISIT_REMINDER, subject_type="visit", subject_id=str(visit.id), dedup_key=key,
+        body={"visit_id": str(visit.id), "patient_id": str(visit.patient_id),
+              "scheduled_start": visit.scheduled_start.isoformat(),
+              "scheduled_end": visit.scheduled_end.isoformat()},
+        created_at=now)
+
+
+def mark_missed_visits(session: Session, rt: Runtime) -> dict[str, Any]:
+    """Mark each scheduled visit unstarted past its end and grace as missed; audit and flag it."""
+    now = rt.clock.now()
+    ended = (Visit.status == VisitStatus.SCHEDULED, Visit.scheduled_end < now)
+    marked = 0
+    for organisation_id in _organisations_with(session, *ended):
+        grace = int(policy_for(session, organisation_id).value("missed_visit_grace_minutes"))
+        # Skip a visit that a check-in is changing right now: it is not missed.
+        overdue = list(session.scalars(select(Visit).where(
+            Visit.organisation_id == organisation_id, *ended,
+            Visit.scheduled_end < now - timedelta(minutes=grace),
+        ).with_for_update(skip_locked=True)))
+        for visit in overdue:
+            _mark_missed(session, now, visit, grace)
+            marked += 1
+    return {"marked_missed": marked}
+
+
+def _mark_missed(session: Session, now: datetime, visit: Visit, grace: int) -> None:
+    visit.status = VisitStatus.MISSED
+    visit.status_reason = (f"No check-in by {visit.scheduled_end.isoformat()} "
+                           f"plus {grace} min grace.")
+    visit.updated_at = now
+    audit.record(session, now, None, "visit.missed", "visit", visit.id,
+                 organisation_id=visit.organisation_id,
+                 detail={"scheduled_end": visit.scheduled_end.isoformat(),
+                         "grace_minutes": grace})
+    subject = Subject(SubjectKind.VISIT, str(visit.id))
+    finding = MISSED_VISIT.finding(
+        subject, f"Visit scheduled for {visit.scheduled_start.isoformat()} was missed; "
+                 "a dose was due.",
+        {"visit_id": str(visit.id), "patient_id": str(visit.patient_id),
+         "nurse_id": str(visit.nurse_id),
+         "scheduled_start": visit.scheduled_start.isoformat()})
+    raise_flag(session, now, visit.organisation_id, finding)
+
+
+def notifications_for(session: Session, caller: Caller, since: datetime | None = None,
+                      limit: int = 100, offset: int = 0) -> list[Notification]:
+    """Return the caller's own outbox items, newest first."""
+    query = select(Notification).where(Notification.organisation_id == caller.organisation_id,
+                                       Notification.recipient_id == caller.user_id)
+    if since:
+        query = query.where(Notification.created_at >= since)
+    query = query.order_by(Notification.created_at.desc(), Notification.id)
+    return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def list_runs(session: Session, job: str | None = None, since: datetime | None = None,
+              limit: int = 100, offset: int = 0) -> list[JobRun]:
+    """Return job runs, newest first, optionally of one job and since a time."""
+    query = select(JobRun)
+    if job:
+        query = query.where(JobRun.job == job)
+    if since:
+        query = query.where(JobRun.started_at >= since)
+    query = query.order_by(JobRun.started_at.desc(), JobRun.slot.desc())
+    return list(session.scalars(query.limit(limit).offset(offset)))

@@ -1,0 +1,70 @@
+"""Treatment plans, their immutable versions, and each version's ordered phases."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from backend.db import Base, new_id
+
+
+class TreatmentPlan(Base):
+    """A patient's course of treatment; every change is a new `PlanVersion`."""
+
+    __tablename__ = "treatment_plan"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"), index=True)
+    status: Mapped[str] = mapped_column(String(10))
+    current_version: Mapped[int]
+    created_at: Mapped[datetime]
+    created_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
+    ended_at: Mapped[datetime | None]
+
+    versions: Mapped[list[PlanVersion]] = relationship(
+        order_by="PlanVersion.version", back_populates="plan")
+
+
+class PlanVersion(Base):
+    """One version of a plan as the prescriber wrote it; never changed after it is written."""
+
+    __tablename__ = "plan_version"
+    __table_args__ = (UniqueConstraint("plan_id", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("treatment_plan.id"), index=True)
+    version: Mapped[int]
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drug_product.id"))
+    route: Mapped[str] = mapped_column(String(20))
+    dose_ug_per_kg: Mapped[int | None]
+    dose_ug: Mapped[int | None]
+    max_dose_ug: Mapped[int]
+    infusion_minutes: Mapped[int]
+    prescriber_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
+    created_at: Mapped[datetime]
+    change_reason: Mapped[str | None] = mapped_column(Text)
+
+    plan: Mapped[TreatmentPlan] = relationship(back_populates="versions")
+    phases: Mapped[list[PlanPhase]] = relationship(order_by="PlanPhase.ordinal")
+
+
+class PlanPhase(Base):
+    """A phase of a plan version (induction, maintenance, taper) and its frequency limits."""
+
+    __tablename__ = "plan_phase"
+    __table_args__ = (UniqueConstraint("version_id", "ordinal"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plan_version.id"), index=True)
+    ordinal: Mapped[int]
+    name: Mapped[str] = mapped_column(String(60))
+    starts_on: Mapped[date]
+    dose_ug_per_kg: Mapped[int | None]
+    dose_ug: Mapped[int | None]
+    min_interval_hours: Mapped[int]
+    max_per_7_days: Mapped[int]
+    max_per_28_days: Mapped[int]

@@ -1,0 +1,92 @@
+"""HTTP endpoints for treatment plans and the visit series generated from them."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask.views import MethodView
+
+from backend import db
+from backend.accounts.models import Role
+from backend.api import Blueprint
+from backend.auth.guard import current_caller, requires
+from backend.plans import service
+from backend.plans.schemas import (
+    PlanCreateSchema,
+    PlanReviseSchema,
+    PlanSchema,
+    SeriesSchema,
+)
+from backend.policy.service import policy_for
+from backend.runtime import runtime
+from backend.visits import service as visits
+from backend.visits.schemas import VisitSchema
+
+blp = Blueprint("plans", __name__, description="Treatment plans: versioned, with phases.")
+READERS = (Role.ADMIN, Role.PRESCRIBER, Role.PHARMACIST, Role.NURSE, Role.COMPLIANCE)
+
+
+def _spec(session, caller, body: dict) -> service.PlanSpec:
+    raw_phases = body.pop("phases")
+    phases = ([service.PhaseSpec(**phase) for phase in raw_phases] if raw_phases is not None
+              else service.default_phases(policy_for(session, caller.organisation_id),
+                                          body["starts_on"]))
+    return service.PlanSpec(phases=phases, **body)
+
+
+@blp.route("/patients/<uuid:patient_id>/plans")
+class PatientPlans(MethodView):
+    """A patient's plans."""
+
+    @requires(Role.PRESCRIBER)
+    @blp.arguments(PlanCreateSchema)
+    @blp.response(201, PlanSchema)
+    def post(self, body, patient_id: uuid.UUID):
+        """Write a patient's treatment plan (its version 1)."""
+        session, caller = db.session(), current_caller()
+        plan_id = body.pop("id")
+        plan = service.create(session, runtime(), caller, patient_id,
+                              _spec(session, caller, body), plan_id)
+        session.commit()
+        return plan
+
+
+@blp.route("/plans/<uuid:plan_id>")
+class PlanDetail(MethodView):
+    """One plan with its version history."""
+
+    @requires(*READERS)
+    @blp.response(200, PlanSchema)
+    def get(self, plan_id: uuid.UUID):
+        """Return a plan and every version of it."""
+        return service.get(db.session(), current_caller(), plan_id)
+
+    @requires(Role.PRESCRIBER)
+    @blp.arguments(PlanReviseSchema)
+    @blp.response(200, PlanSchema)
+    def put(self, body, plan_id: uuid.UUID):
+        """Write a new version; visits already scheduled keep the version they were made under."""
+        session, caller = db.session(), current_caller()
+        reason = body.pop("change_reason")
+        plan = service.revise(session, runtime(), caller, plan_id,
+                              _spec(session, caller, body), reason)
+        session.commit()
+        return plan
+
+
+@blp.route("/plans/<uuid:plan_id>/visits")
+class PlanVisits(MethodView):
+    """A series of visits under a plan."""
+
+    @requires(Role.ADMIN, Role.PRESCRIBER)
+    @blp.arguments(SeriesSchema)
+    @blp.response(201, VisitSchema(many=True))
+    def post(self, body, plan_id: uuid.UUID):
+        """Schedule a series from an RFC 5545 rule; one refused visit refuses them all."""
+        session = db.session()
+        created = visits.schedule_series(
+            session, runtime(), current_caller(), plan_id, nurse_id=body["nurse_id"],
+            first_start=body["first_start"], rule=body["rrule"],
+            duration_minutes=body["duration_minutes"], override_reason=body["override_reason"])
+        session.commit()
+        return created

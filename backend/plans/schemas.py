@@ -1,0 +1,94 @@
+"""Request and response bodies for treatment plans."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+DOSE_DOC = "Dose per kg of body weight in µg/kg (500 = 0.5 mg/kg); or give dose_ug."
+
+
+class PhaseSchema(Schema):
+    """A phase and its frequency limits."""
+
+    ordinal = fields.Integer(dump_only=True)
+    name = fields.String(required=True, validate=validate.Length(1, 60))
+    starts_on = fields.Date(required=True, metadata={
+        "description": "First day of the phase, in the organisation's timezone."})
+    dose_ug_per_kg = fields.Integer(allow_none=True, load_default=None,
+                                    validate=validate.Range(1), metadata={
+                                        "description": "Overrides the plan's dose."})
+    dose_ug = fields.Integer(allow_none=True, load_default=None, validate=validate.Range(1))
+    min_interval_hours = fields.Integer(required=True, validate=validate.Range(0, 24 * 90))
+    max_per_7_days = fields.Integer(required=True, validate=validate.Range(0, 14))
+    max_per_28_days = fields.Integer(required=True, validate=validate.Range(0, 56))
+
+
+class PlanWriteSchema(Schema):
+    """What a prescriber writes; phases default to policy (induction, maintenance, taper)."""
+
+    product_id = fields.UUID(required=True)
+    route = fields.String(required=True, validate=validate.Length(1, 20))
+    dose_ug_per_kg = fields.Integer(load_default=None, validate=validate.Range(1),
+                                    metadata={"description": DOSE_DOC})
+    dose_ug = fields.Integer(load_default=None, validate=validate.Range(1),
+                             metadata={"description": "Fixed dose in µg."})
+    max_dose_ug = fields.Integer(required=True, validate=validate.Range(1), metadata={
+        "description": "Most that may be given in one session, in µg."})
+    infusion_minutes = fields.Integer(required=True, validate=validate.Range(1, 600))
+    starts_on = fields.Date(required=True)
+    phases = fields.List(fields.Nested(PhaseSchema), load_default=None, metadata={
+        "description": "Ordered phases; omitted: induction, maintenance and taper from policy."})
+
+
+class PlanCreateSchema(PlanWriteSchema):
+    """A new plan for a patient."""
+
+    id = fields.UUID(load_default=None, metadata={"description": "Optional client-made UUID."})
+
+
+class PlanReviseSchema(PlanWriteSchema):
+    """A new version of a plan, with the reason for the change."""
+
+    change_reason = fields.String(required=True, validate=validate.Length(1, 2000))
+
+
+class PlanVersionSchema(Schema):
+    """One version of a plan, as written."""
+
+    id = fields.UUID()
+    version = fields.Integer()
+    product_id = fields.UUID()
+    route = fields.String()
+    dose_ug_per_kg = fields.Integer(allow_none=True)
+    dose_ug = fields.Integer(allow_none=True)
+    max_dose_ug = fields.Integer()
+    infusion_minutes = fields.Integer()
+    prescriber_id = fields.UUID()
+    created_at = fields.AwareDateTime()
+    change_reason = fields.String(allow_none=True)
+    phases = fields.List(fields.Nested(PhaseSchema))
+
+
+class PlanSchema(Schema):
+    """A plan with every version, oldest first."""
+
+    id = fields.UUID()
+    patient_id = fields.UUID()
+    status = fields.String()
+    current_version = fields.Integer()
+    created_at = fields.AwareDateTime()
+    versions = fields.List(fields.Nested(PlanVersionSchema))
+
+
+class SeriesSchema(Schema):
+    """Visits generated from an RFC 5545 recurrence rule."""
+
+    nurse_id = fields.UUID(required=True)
+    first_start = fields.AwareDateTime(required=True, metadata={
+        "description": "The first visit's start; later ones keep its local time of day."})
+    rrule = fields.String(required=True, validate=validate.Length(1, 500), metadata={
+        "description": "e.g. FREQ=WEEKLY;BYDAY=MO,TH;COUNT=8 (induction, twice weekly)."})
+    duration_minutes = fields.Integer(load_default=None, validate=validate.Range(15, 720))
+    override_reason = fields.String(load_default=None, validate=validate.Length(1, 2000),
+                                    metadata={"description": "Prescriber only: pass a "
+                                              "frequency limit; recorded and flagged."})

@@ -1,0 +1,167 @@
+"""Write treatment plans as immutable versions, and find the version and phase in force."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.accounts.models import Organisation
+from backend.audit import service as audit
+from backend.auth.caller import Caller
+from backend.errors import Conflict, InvalidField, NotFound
+from backend.patients.service import visible_patient
+from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
+from backend.policy.service import policy_for
+from backend.products import service as products
+from backend.runtime import Runtime
+from safeguards.policy import Policy
+
+ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """A phase as the prescriber writes it; limits left out come from policy."""
+
+    name: str
+    starts_on: date
+    min_interval_hours: int
+    max_per_7_days: int
+    max_per_28_days: int
+    dose_ug_per_kg: int | None = None
+    dose_ug: int | None = None
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """What a prescriber writes: drug, route, dose, ceiling, infusion time and phases."""
+
+    product_id: uuid.UUID
+    route: str
+    max_dose_ug: int
+    infusion_minutes: int
+    starts_on: date
+    phases: list[PhaseSpec]
+    dose_ug_per_kg: int | None = None
+    dose_ug: int | None = None
+
+
+def default_phases(policy: Policy, starts_on: date) -> list[PhaseSpec]:
+    """Return induction, maintenance and taper phases from policy (CLINICAL.md Frequency)."""
+    phases, start = [], starts_on
+    for name in ("induction", "maintenance", "taper"):
+        phases.append(PhaseSpec(
+            name=name, starts_on=start,
+            min_interval_hours=int(policy.value("min_interval_hours")),
+            max_per_7_days=int(policy.value(f"{name}_max_per_7_days")),
+            max_per_28_days=int(policy.value(f"{name}_max_per_28_days"))))
+        if name != "taper":
+            start += timedelta(weeks=int(policy.value(f"{name}_weeks")))
+    return phases
+
+
+def _check(session: Session, caller: Caller, policy: Policy, spec: PlanSpec) -> None:
+    product = products.get(session, caller, spec.product_id)
+    if spec.route not in product.allowed_routes:
+        raise InvalidField("route", f"{product.name} allows {', '.join(product.allowed_routes)}")
+    if (spec.dose_ug_per_kg is None) == (spec.dose_ug is None):
+        raise InvalidField("dose_ug_per_kg", "give exactly one of dose_ug_per_kg and dose_ug")
+    ceiling = policy.value("max_mg_per_kg_racemic_iv") * 1000
+    for field, value in (("dose_ug_per_kg", spec.dose_ug_per_kg),
+                         *((f"phases.{i}.dose_ug_per_kg", p.dose_ug_per_kg)
+                           for i, p in enumerate(spec.phases))):
+        if value is not None and value > ceiling:
+            raise InvalidField(field, f"above the policy ceiling of {ceiling} µg/kg")
+    starts = [phase.starts_on for phase in spec.phases]
+    if not starts or starts[0] != spec.starts_on or starts != sorted(set(starts)):
+        raise InvalidField("phases", "the first phase starts with the plan; starts increase")
+
+
+def _write_version(session: Session, caller: Caller, now: datetime, plan: TreatmentPlan,
+                   spec: PlanSpec, reason: str | None) -> PlanVersion:
+    version = PlanVersion(
+        plan_id=plan.id, version=plan.current_version, product_id=spec.product_id,
+        route=spec.route, dose_ug_per_kg=spec.dose_ug_per_kg, dose_ug=spec.dose_ug,
+        max_dose_ug=spec.max_dose_ug, infusion_minutes=spec.infusion_minutes,
+        prescriber_id=caller.user_id, created_at=now, change_reason=reason)
+    session.add(version)
+    session.flush()
+    session.add_all(PlanPhase(version_id=version.id, ordinal=i, name=p.name,
+                              starts_on=p.starts_on, dose_ug_per_kg=p.dose_ug_per_kg,
+                              dose_ug=p.dose_ug, min_interval_hours=p.min_interval_hours,
+                              max_per_7_days=p.max_per_7_days,
+                              max_per_28_days=p.max_per_28_days)
+                    for i, p in enumerate(spec.phases))
+    session.flush()
+    return version
+
+
+def create(session: Session, rt: Runtime, caller: Caller, patient_id: uuid.UUID,
+           spec: PlanSpec, plan_id: uuid.UUID | None = None) -> TreatmentPlan:
+    """Write a patient's first plan version; a patient has one active plan at a time."""
+    patient = visible_patient(session, caller, patient_id)
+    _check(session, caller, policy_for(session, caller.organisation_id), spec)
+    if session.scalar(select(TreatmentPlan.id).where(TreatmentPlan.patient_id == patient.id,
+                                                     TreatmentPlan.status == ACTIVE)):
+        raise Conflict("The patient already has an active plan; change it with PUT.",
+                       {"rule": "active_plan_exists"})
+    now = rt.clock.now()
+    plan = TreatmentPlan(id=plan_id or uuid.uuid4(), organisation_id=caller.organisation_id,
+                         patient_id=patient.id, status=ACTIVE, current_version=1,
+                         created_at=now, created_by_id=caller.user_id)
+    session.add(plan)
+    _write_version(session, caller, now, plan, spec, None)
+    audit.record(session, now, caller, "plan.create", "treatment_plan", plan.id)
+    return plan
+
+
+def revise(session: Session, rt: Runtime, caller: Caller, plan_id: uuid.UUID, spec: PlanSpec,
+           reason: str) -> TreatmentPlan:
+    """Write a new version of an active plan; earlier versions stay as they were."""
+    plan = get(session, caller, plan_id)
+    if plan.status != ACTIVE:
+        raise Conflict("Only an active plan can be changed.", {"rule": "plan_not_active"})
+    _check(session, caller, policy_for(session, caller.organisation_id), spec)
+    now = rt.clock.now()
+    plan.current_version += 1
+    _write_version(session, caller, now, plan, spec, reason)
+    session.refresh(plan, ["versions"])
+    audit.record(session, now, caller, "plan.revise", "treatment_plan", plan.id,
+                 detail={"version": plan.current_version, "reason": reason})
+    return plan
+
+
+def get(session: Session, caller: Caller, plan_id: uuid.UUID) -> TreatmentPlan:
+    """Return a plan whose patient the caller may see, or raise NotFound."""
+    plan = session.get(TreatmentPlan, plan_id)
+    if plan is None or plan.organisation_id != caller.organisation_id:
+        raise NotFound("No such plan.")
+    try:
+        visible_patient(session, caller, plan.patient_id)
+    except NotFound:
+        raise NotFound("No such plan.") from None
+    return plan
+
+
+def active_version(session: Session, patient_id: uuid.UUID) -> PlanVersion | None:
+    """Return the version in force of the patient's active plan, if there is one."""
+    return session.scalar(
+        select(PlanVersion).join(TreatmentPlan, PlanVersion.plan_id == TreatmentPlan.id)
+        .where(TreatmentPlan.patient_id == patient_id, TreatmentPlan.status == ACTIVE,
+               PlanVersion.version == TreatmentPlan.current_version))
+
+
+def phase_at(session: Session, version: PlanVersion, at: datetime) -> PlanPhase | None:
+    """Return the phase in force at `at`, judged by the date in the organisation's timezone."""
+    timezone = session.scalar(
+        select(Organisation.timezone).join(TreatmentPlan,
+                                           TreatmentPlan.organisation_id == Organisation.id)
+        .where(TreatmentPlan.id == version.plan_id))
+    local_day = at.astimezone(ZoneInfo(timezone)).date()
+    started = [phase for phase in version.phases if phase.starts_on <= local_day]
+    return started[-1] if started else None

@@ -1,0 +1,23 @@
+"""Request and response bodies for policy thresholds."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+
+class ThresholdSchema(Schema):
+    """A threshold: its value in force, its default, unit and source."""
+
+    name = fields.String()
+    value = fields.String(metadata={"description": "The value in force (decimal string)."})
+    default = fields.String()
+    unit = fields.String()
+    source = fields.String(metadata={"description": "Where the default comes from."})
+    practice = fields.Boolean(metadata={
+        "description": "True when the default is common practice, not a published rule."})
+
+
+class ThresholdUpdateSchema(Schema):
+    """A new value for one threshold; null returns it to the default."""
+
+    value = fields.String(required=True, allow_none=True, validate=validate.Length(1, 40))

@@ -1,0 +1,81 @@
+"""The policy in force for an organisation: safeguards' defaults under its stored overrides."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.audit import service as audit
+from backend.auth.caller import Caller
+from backend.errors import InvalidField, NotFound
+from backend.policy.models import PolicyOverride
+from backend.runtime import Runtime
+from safeguards.policy import Number, Policy, Threshold, UnknownThreshold
+
+
+def parse_value(policy: Policy, name: str, raw: str) -> Number:
+    """Return `raw` as the kind of number threshold `name` holds."""
+    threshold = policy.threshold(name)
+    return threshold.accept(Decimal(raw) if isinstance(threshold.default, Decimal) else int(raw))
+
+
+def policy_for(session: Session, organisation_id: uuid.UUID) -> Policy:
+    """Return the defaults with the organisation's overrides on top."""
+    base = Policy()
+    stored = session.execute(select(PolicyOverride.name, PolicyOverride.value).where(
+        PolicyOverride.organisation_id == organisation_id)).all()
+    return base.with_overrides({name: parse_value(base, name, raw) for name, raw in stored})
+
+
+@dataclass(frozen=True)
+class ThresholdView:
+    """A threshold as the API shows it: value in force, default, unit and source."""
+
+    name: str
+    value: Number
+    default: Number
+    unit: str
+    source: str
+    practice: bool
+
+    @classmethod
+    def of(cls, threshold: Threshold, policy: Policy) -> ThresholdView:
+        """Return the view of `threshold` under `policy`."""
+        return cls(threshold.name, policy.value(threshold.name), threshold.default,
+                   threshold.unit, threshold.source, threshold.practice)
+
+
+def describe(session: Session, caller: Caller) -> list[ThresholdView]:
+    """Return every threshold with the value in force for the caller's organisation."""
+    policy = policy_for(session, caller.organisation_id)
+    return [ThresholdView.of(t, policy) for t in policy.thresholds()]
+
+
+def set_value(session: Session, rt: Runtime, caller: Caller, name: str,
+              raw: str | None) -> ThresholdView:
+    """Override one threshold for the organisation; None returns it to its default."""
+    base = Policy()
+    try:
+        base.threshold(name)
+        value = None if raw is None else parse_value(base, name, raw)
+    except UnknownThreshold:
+        raise NotFound(f"No threshold {name!r}.") from None
+    except (ValueError, TypeError, InvalidOperation) as exc:
+        raise InvalidField("value", str(exc) or "not a number") from exc
+    stored = session.get(PolicyOverride, (caller.organisation_id, name))
+    before = stored.value if stored else None
+    now = rt.clock.now()
+    if value is None and stored is not None:
+        session.delete(stored)
+    elif value is not None:
+        stored = stored or PolicyOverride(organisation_id=caller.organisation_id, name=name)
+        stored.value, stored.set_by_id, stored.set_at = str(value), caller.user_id, now
+        session.add(stored)
+    session.flush()
+    audit.record(session, now, caller, "policy.set", "policy", name,
+                 detail={"from": before, "to": None if value is None else str(value)})
+    return ThresholdView.of(base.threshold(name), policy_for(session, caller.organisation_id))

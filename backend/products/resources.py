@@ -1,0 +1,38 @@
+"""HTTP endpoints for the drug catalogue."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+
+from backend import db
+from backend.accounts.models import Role
+from backend.api import Blueprint
+from backend.auth.guard import current_caller, requires
+from backend.products import service
+from backend.products.schemas import ProductSchema
+from backend.runtime import runtime
+
+blp = Blueprint("products", __name__, url_prefix="/products",
+                description="The organisation's controlled drug products.")
+
+
+@blp.route("")
+class Products(MethodView):
+    """The catalogue."""
+
+    @requires(*Role)
+    @blp.response(200, ProductSchema(many=True))
+    def get(self):
+        """List the organisation's products."""
+        return service.catalogue(db.session(), current_caller())
+
+    @requires(Role.ADMIN, Role.PHARMACIST)
+    @blp.arguments(ProductSchema)
+    @blp.response(201, ProductSchema)
+    def post(self, body):
+        """Add a product."""
+        session = db.session()
+        product_id = body.pop("id")
+        product = service.add(session, runtime(), current_caller(), product_id=product_id, **body)
+        session.commit()
+        return product

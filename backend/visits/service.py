@@ -1,0 +1,380 @@
+"""Schedule visits within the plan's limits, move them through their life, and verify them (EVV)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from dateutil.rrule import rrulestr
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from backend.accounts.models import Organisation, Role
+from backend.audit import service as audit
+from backend.auth.caller import Caller
+from backend.errors import Conflict, Forbidden, InvalidField, NotFound, VigilError
+from backend.flags.service import raise_flag
+from backend.patients.models import Patient, PatientNurse
+from backend.patients.service import visible_patient
+from backend.plans import service as plans
+from backend.plans.models import PlanVersion
+from backend.policy.service import policy_for
+from backend.products.models import DrugProduct
+from backend.runtime import Runtime
+from backend.visits.frequency import Limits, check_schedule
+from backend.visits.models import DOSE_HOLDING, EvvEvent, Visit, VisitStatus
+from safeguards.findings import Finding, Severity, Subject, SubjectKind, dedup_key
+from safeguards.policy import Policy
+
+# Frequency windows reach 28 days each way from every dose they touch.
+FREQUENCY_HORIZON = timedelta(days=56)
+EARTH_RADIUS_M = 6_371_008.8
+MAX_SERIES = 104
+
+
+class SchedulingRefused(VigilError):
+    """A visit breaks a scheduling rule; the error code names the rule."""
+
+    status = 409
+
+    def __init__(self, rule: str, message: str, details: dict | None = None) -> None:
+        super().__init__(message, {"rule": rule, **(details or {})})
+        self.code = rule
+
+
+@dataclass(frozen=True)
+class VisitRequest:
+    """One visit to schedule; an override reason lets a prescriber pass a frequency limit."""
+
+    patient_id: uuid.UUID
+    nurse_id: uuid.UUID
+    scheduled_start: datetime
+    scheduled_end: datetime | None = None
+    override_reason: str | None = None
+    visit_id: uuid.UUID | None = None
+
+
+def _finding(rule_id: str, severity: Severity, visit: Visit, summary: str,
+             evidence: dict) -> Finding:
+    subject = Subject(SubjectKind.VISIT, str(visit.id))
+    return Finding(rule_id=rule_id, rule_version=1, severity=severity, subject=subject,
+                   summary=summary, evidence=evidence, dedup_key=dedup_key(rule_id, subject))
+
+
+def _assigned_nurse(session: Session, patient: Patient, nurse_id: uuid.UUID) -> None:
+    if not session.scalar(select(PatientNurse.id).where(
+            PatientNurse.patient_id == patient.id, PatientNurse.nurse_id == nurse_id,
+            PatientNurse.ended_at.is_(None))):
+        raise InvalidField("nurse_id", "not a nurse currently assigned to this patient")
+
+
+def _plan_in_force(session: Session, patient: Patient) -> tuple[PlanVersion, DrugProduct]:
+    version = plans.active_version(session, patient.id)
+    if version is None:
+        raise SchedulingRefused("no_active_plan", "The patient has no active treatment plan.")
+    product = session.get(DrugProduct, version.product_id)
+    if not product.home_administration_allowed:
+        raise SchedulingRefused(
+            "home_administration_forbidden",
+            f"{product.name} may not be administered at home (its REMS forbids it).",
+            {"product_id": str(product.id)})
+    return version, product
+
+
+def _check_nurse_free(session: Session, policy: Policy, nurse_id: uuid.UUID, start: datetime,
+                      end: datetime, ignore: uuid.UUID | None) -> None:
+    buffer = timedelta(minutes=int(policy.value("travel_buffer_minutes")))
+    query = select(Visit).where(
+        Visit.nurse_id == nurse_id,
+        Visit.status.in_([VisitStatus.SCHEDULED, VisitStatus.CHECKED_IN]),
+        Visit.scheduled_start < end + buffer, Visit.scheduled_end > start - buffer)
+    if ignore is not None:
+        query = query.where(Visit.id != ignore)
+    clash = session.scalar(query.limit(1))
+    if clash is not None:
+        raise SchedulingRefused(
+            "nurse_double_booked",
+            f"The nurse has another visit within {buffer.seconds // 60} min of travel time.",
+            {"conflicting_visit_id": str(clash.id),
+             "travel_buffer_minutes": buffer.seconds // 60})
+
+
+def _dose_times(session: Session, patient_id: uuid.UUID, around: datetime,
+                ignore: uuid.UUID | None) -> list[datetime]:
+    query = select(Visit.scheduled_start).where(
+        Visit.patient_id == patient_id, Visit.status.in_(DOSE_HOLDING),
+        Visit.scheduled_start > around - FREQUENCY_HORIZON,
+        Visit.scheduled_start < around + FREQUENCY_HORIZON)
+    if ignore is not None:
+        query = query.where(Visit.id != ignore)
+    return list(session.scalars(query))
+
+
+def _limits_at(session: Session, version: PlanVersion):
+    def limits(at: datetime) -> Limits:
+        phase = plans.phase_at(session, version, at) or version.phases[0]
+        return Limits(phase.min_interval_hours, phase.max_per_7_days, phase.max_per_28_days)
+    return limits
+
+
+def schedule(session: Session, rt: Runtime, caller: Caller, request: VisitRequest, *,
+             series_id: uuid.UUID | None = None, ignore: uuid.UUID | None = None) -> Visit:
+    """Schedule one visit, refusing it with the rule it breaks unless a prescriber overrides."""
+    patient = visible_patient(session, caller, request.patient_id)
+    _assigned_nurse(session, patient, request.nurse_id)
+    version, _ = _plan_in_force(session, patient)
+    policy = policy_for(session, caller.organisation_id)
+    start = request.scheduled_start.astimezone(UTC)
+    end = (request.scheduled_end.astimezone(UTC) if request.scheduled_end
+           else start + timedelta(minutes=int(policy.value("visit_minutes"))))
+    if end <= start:
+        raise InvalidField("scheduled_end", "must be after scheduled_start")
+    phase = plans.phase_at(session, version, start)
+    if phase is None:
+        raise SchedulingRefused("no_active_plan", "The plan has not started by this date.")
+    _check_nurse_free(session, policy, request.nurse_id, start, end, ignore)
+    violation = check_schedule(_dose_times(session, patient.id, start, ignore), start,
+                               _limits_at(session, version))
+    if violation and not request.override_reason:
+        raise SchedulingRefused(violation.rule, violation.message(),
+                                {**violation.detail, "at": violation.at.isoformat()})
+    if violation and caller.role != Role.PRESCRIBER:
+        raise Forbidden("Only a prescriber may override a frequency limit.")
+    now = rt.clock.now()
+    visit = Visit(id=request.visit_id or uuid.uuid4(), organisation_id=caller.organisation_id,
+                  patient_id=patient.id, nurse_id=request.nurse_id, plan_version_id=version.id,
+                  phase_ordinal=phase.ordinal, scheduled_start=start, scheduled_end=end,
+                  status=VisitStatus.SCHEDULED, series_id=series_id, created_at=now,
+                  created_by_id=caller.user_id, updated_at=now)
+    if violation:
+        visit.override_reason, visit.override_by_id = request.override_reason, caller.user_id
+    session.add(visit)
+    session.flush()
+    if violation:
+        raise_flag(session, now, caller.organisation_id, _finding(
+            "scheduling.frequency_override", Severity.MEDIUM, visit,
+            f"A prescriber scheduled a visit past the {violation.rule} rule: "
+            f"{violation.message()}",
+            {"rule": violation.rule, "reason": request.override_reason,
+             "prescriber_id": str(caller.user_id), "patient_id": str(patient.id),
+             **{k: str(v) for k, v in violation.detail.items()}}))
+    audit.record(session, now, caller, "visit.schedule", "visit", visit.id,
+                 detail={"override": violation.rule if violation else None})
+    return visit
+
+
+def schedule_series(session: Session, rt: Runtime, caller: Caller, plan_id: uuid.UUID, *,
+                    nurse_id: uuid.UUID, first_start: datetime, rule: str,
+                    duration_minutes: int | None, override_reason: str | None) -> list[Visit]:
+    """Schedule every occurrence of an RFC 5545 rule; one refusal refuses the whole series."""
+    plan = plans.get(session, caller, plan_id)
+    timezone = ZoneInfo(session.get(Organisation, caller.organisation_id).timezone)
+    local_first = first_start.astimezone(timezone).replace(tzinfo=None)
+    try:
+        occurrences = list(rrulestr(rule, dtstart=local_first, cache=False)[:MAX_SERIES + 1])
+    except (ValueError, TypeError) as exc:
+        raise InvalidField("rrule", f"not a valid RFC 5545 rule: {exc}") from exc
+    if len(occurrences) > MAX_SERIES:
+        raise InvalidField("rrule", f"more than {MAX_SERIES} occurrences; give COUNT or UNTIL")
+    series_id = uuid.uuid4()
+    visits = []
+    for index, local in enumerate(occurrences):
+        # Localise each occurrence: 10:00 stays 10:00 at home across a DST change.
+        start = local.replace(tzinfo=timezone).astimezone(first_start.tzinfo)
+        end = start + timedelta(minutes=duration_minutes) if duration_minutes else None
+        try:
+            visits.append(schedule(session, rt, caller, VisitRequest(
+                plan.patient_id, nurse_id, start, end, override_reason), series_id=series_id))
+        except SchedulingRefused as refused:
+            refused.details.update({"occurrence": index, "scheduled_start": start.isoformat()})
+            raise
+    return visits
+
+
+def _visible(caller: Caller) -> Select[tuple[Visit]]:
+    query = select(Visit).where(Visit.organisation_id == caller.organisation_id)
+    if caller.role == Role.NURSE:
+        query = query.where(Visit.nurse_id == caller.user_id)
+    return query
+
+
+def get(session: Session, caller: Caller, visit_id: uuid.UUID) -> Visit:
+    """Return a visit the caller may see (a nurse: her own), or raise NotFound."""
+    visit = session.scalar(_visible(caller).where(Visit.id == visit_id))
+    if visit is None:
+        raise NotFound("No such visit.")
+    return visit
+
+
+@dataclass(frozen=True)
+class VisitFilter:
+    """Filters for listing visits."""
+
+    nurse_id: uuid.UUID | None = None
+    patient_id: uuid.UUID | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def listing(session: Session, caller: Caller, where: VisitFilter) -> list[Visit]:
+    """Return the visits the caller may see that match `where`, by start time."""
+    query = _visible(caller)
+    if where.nurse_id:
+        query = query.where(Visit.nurse_id == where.nurse_id)
+    if where.patient_id:
+        query = query.where(Visit.patient_id == where.patient_id)
+    if where.status:
+        query = query.where(Visit.status == where.status)
+    if where.since:
+        query = query.where(Visit.scheduled_end > where.since)
+    if where.until:
+        query = query.where(Visit.scheduled_start < where.until)
+    return list(session.scalars(query.order_by(Visit.scheduled_start).limit(1000)))
+
+
+def _require_status(visit: Visit, *allowed: VisitStatus) -> None:
+    if visit.status not in allowed:
+        raise Conflict(f"The visit is {visit.status}; this needs {' or '.join(allowed)}.",
+                       {"rule": "visit_state", "status": visit.status})
+
+
+def cancel(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+           reason: str) -> Visit:
+    """Cancel a scheduled visit with a reason."""
+    visit = get(session, caller, visit_id)
+    _require_status(visit, VisitStatus.SCHEDULED)
+    now = rt.clock.now()
+    visit.status, visit.status_reason, visit.updated_at = VisitStatus.CANCELLED, reason, now
+    audit.record(session, now, caller, "visit.cancel", "visit", visit.id,
+                 detail={"reason": reason})
+    return visit
+
+
+def reschedule(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID, *,
+               scheduled_start: datetime, scheduled_end: datetime | None,
+               nurse_id: uuid.UUID | None, override_reason: str | None) -> Visit:
+    """Replace a scheduled visit with a new one; the old stays, marked rescheduled."""
+    old = get(session, caller, visit_id)
+    _require_status(old, VisitStatus.SCHEDULED)
+    new = schedule(session, rt, caller, VisitRequest(
+        old.patient_id, nurse_id or old.nurse_id, scheduled_start, scheduled_end,
+        override_reason), series_id=old.series_id, ignore=old.id)
+    new.rescheduled_from_id = old.id
+    old.status, old.updated_at = VisitStatus.RESCHEDULED, rt.clock.now()
+    old.status_reason = f"rescheduled as {new.id}"
+    return new
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the phone says it is, how sure it is, and its own clock."""
+
+    latitude: Decimal
+    longitude: Decimal
+    accuracy_m: int
+    occurred_at: datetime
+    reason: str | None = None
+
+
+def distance_m(lat1: Decimal, lon1: Decimal, lat2: Decimal, lon2: Decimal) -> int:
+    """Return the great-circle (haversine) distance in whole metres."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    dphi, dlambda = phi2 - phi1, math.radians(lon2 - lon1)
+    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlambda / 2) ** 2
+    return round(2 * EARTH_RADIUS_M * math.asin(math.sqrt(a)))
+
+
+def _record_evv(session: Session, rt: Runtime, caller: Caller, visit: Visit, kind: str,
+                position: Position) -> EvvEvent:
+    if caller.device_id is None:
+        raise Forbidden("Check in and out from a registered phone (a device-bound session).",
+                        {"rule": "device_required"})
+    patient = session.get(Patient, visit.patient_id)
+    radius = int(policy_for(session, caller.organisation_id).value("evv_radius_m"))
+    distance = None
+    if patient.home_latitude is not None and patient.home_longitude is not None:
+        distance = distance_m(position.latitude, position.longitude, patient.home_latitude,
+                              patient.home_longitude)
+    within = distance is not None and distance <= radius
+    if not within and not position.reason:
+        problem = (f"{distance} m from the patient's home (policy radius {radius} m)"
+                   if distance is not None else "the patient's home location is not recorded")
+        raise InvalidField("reason", f"required: {problem}")
+    event = EvvEvent(organisation_id=visit.organisation_id, visit_id=visit.id, kind=kind,
+                     nurse_id=caller.user_id, device_id=caller.device_id,
+                     latitude=position.latitude, longitude=position.longitude,
+                     accuracy_m=position.accuracy_m, occurred_at=position.occurred_at,
+                     received_at=rt.clock.now(), distance_m=distance, radius_m=radius,
+                     within_radius=within, reason=position.reason)
+    session.add(event)
+    session.flush()
+    if not within:
+        raise_flag(session, event.received_at, visit.organisation_id, _finding(
+            f"evv.{kind}_out_of_range", Severity.MEDIUM, visit,
+            f"{kind.replace('_', '-').capitalize()} "
+            + (f"{distance} m from home (radius {radius} m)" if distance is not None
+               else "with no recorded home location") + f"; nurse's reason: {position.reason}",
+            {"evv_event_id": str(event.id), "distance_m": -1 if distance is None else distance,
+             "radius_m": radius, "accuracy_m": position.accuracy_m,
+             "nurse_id": str(caller.user_id), "reason": position.reason}))
+    return event
+
+
+def check_in(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+             position: Position) -> Visit:
+    """Check the nurse in at the home; out of range needs a reason and raises a flag."""
+    visit = get(session, caller, visit_id)
+    if visit.nurse_id != caller.user_id:
+        raise NotFound("No such visit.")
+    _require_status(visit, VisitStatus.SCHEDULED)
+    event = _record_evv(session, rt, caller, visit, "check_in", position)
+    visit.status, visit.checked_in_at, visit.updated_at = (VisitStatus.CHECKED_IN,
+                                                           event.received_at, event.received_at)
+    audit.record(session, event.received_at, caller, "visit.check_in", "visit", visit.id)
+    return visit
+
+
+def check_out(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+              position: Position) -> Visit:
+    """Check the nurse out and complete the visit."""
+    visit = get(session, caller, visit_id)
+    if visit.nurse_id != caller.user_id:
+        raise NotFound("No such visit.")
+    _require_status(visit, VisitStatus.CHECKED_IN)
+    event = _record_evv(session, rt, caller, visit, "check_out", position)
+    visit.status, visit.checked_out_at, visit.updated_at = (VisitStatus.COMPLETED,
+                                                            event.received_at, event.received_at)
+    audit.record(session, event.received_at, caller, "visit.check_out", "visit", visit.id)
+    return visit
+
+
+@dataclass(frozen=True)
+class EvvRecord:
+    """The six EVV elements of one visit (21st Century Cures Act §12006)."""
+
+    visit_id: uuid.UUID
+    service: str
+    patient_id: uuid.UUID
+    date: str
+    nurse_id: uuid.UUID
+    check_in: EvvEvent | None
+    check_out: EvvEvent | None
+
+
+def evv_record(session: Session, caller: Caller, visit_id: uuid.UUID) -> EvvRecord:
+    """Return the EVV elements of a visit: service, patient, date, location, nurse, start/end."""
+    visit = get(session, caller, visit_id)
+    version = session.get(PlanVersion, visit.plan_version_id)
+    product = session.get(DrugProduct, version.product_id)
+    events = {e.kind: e for e in session.scalars(select(EvvEvent).where(
+        EvvEvent.visit_id == visit.id).order_by(EvvEvent.received_at))}
+    timezone = ZoneInfo(session.get(Organisation, visit.organisation_id).timezone)
+    return EvvRecord(visit.id, f"{product.name}, {version.route} administration and monitoring",
+                     visit.patient_id, visit.scheduled_start.astimezone(timezone).date()
+                     .isoformat(), visit.nurse_id, events.get("check_in"),
+                     events.get("check_out"))

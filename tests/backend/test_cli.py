@@ -1,0 +1,138 @@
+"""The `vigil` command migrates, creates organisations and users, and seeds the demo once."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from backend import create_app, schema
+from backend.accounts.models import Organisation, User
+from backend.cli import cli
+from backend.db import build_engine
+
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture
+def database_file(tmp_path, monkeypatch):
+    """Point the command at a fresh instance folder and SQLite file; return the file's URL."""
+    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    settings = {"VIGIL_INSTANCE_PATH": str(tmp_path), "DATABASE_URL": url,
+                # Cheap argon2 parameters keep the tests fast.
+                "VIGIL_ARGON2_TIME_COST": "1", "VIGIL_ARGON2_MEMORY_KIB": "1024",
+                "VIGIL_ARGON2_PARALLELISM": "1"}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return url
+
+
+def vigil(*args: str, env: dict[str, str] | None = None):
+    """Run `vigil ARGS` and return click's result."""
+    return CliRunner(env=env).invoke(cli, list(args))
+
+
+def succeeded(result) -> str:
+    """Assert the command exited 0 and return what it printed."""
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+def demo_logins(printed: str) -> dict[str, str]:
+    """Return username → password from the output of `vigil demo`."""
+    rows = [line.split() for line in printed.splitlines() if line.startswith("  ")]
+    return {username: password for username, password in rows}
+
+
+def login(org: str, username: str, password: str):
+    """Sign in through the API of an app built from the same environment as the command."""
+    app = create_app()
+    try:
+        return app.test_client().post("/api/v1/auth/login", json={
+            "org": org, "username": username, "password": password})
+    finally:
+        app.extensions["vigil.db"].engine.dispose()
+
+
+def count(url: str, statement) -> int:
+    """Return the integer `statement` selects from the database at `url`."""
+    engine = build_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.scalar(statement)
+    finally:
+        engine.dispose()
+
+
+def test_db_upgrade_then_current(database_file):
+    assert succeeded(vigil("db", "current")).strip() == "empty"
+    assert "0001" in succeeded(vigil("db", "upgrade", "0001"))
+    assert succeeded(vigil("db", "current")).strip() == "0001"
+    head = ScriptDirectory(str(schema.MIGRATIONS)).get_current_head()
+    succeeded(vigil("db", "upgrade"))
+    assert succeeded(vigil("db", "current")).strip() == head
+
+
+def test_db_downgrade_to_base_empties(database_file):
+    succeeded(vigil("db", "upgrade"))
+    succeeded(vigil("db", "downgrade", "base"))
+    assert succeeded(vigil("db", "current")).strip() == "empty"
+
+
+def test_org_create(database_file):
+    succeeded(vigil("db", "upgrade"))
+    printed = succeeded(vigil("org", "create", "acme", "--name", "Acme", "--dea", "FV0000000"))
+    assert "created organisation acme" in printed
+    assert count(database_file, select(func.count()).select_from(Organisation)
+                 .where(Organisation.slug == "acme", Organisation.name == "Acme")) == 1
+
+
+def test_org_create_refuses_a_bad_dea_number(database_file):
+    succeeded(vigil("db", "upgrade"))
+    result = vigil("org", "create", "acme", "--name", "Acme", "--dea", "FV0000001")
+    assert result.exit_code != 0
+    assert "dea_registration" in result.output
+    assert "check digit" in result.output
+    assert count(database_file, select(func.count()).select_from(Organisation)) == 0
+
+
+def test_org_create_refuses_a_taken_slug(database_file):
+    succeeded(vigil("db", "upgrade"))
+    succeeded(vigil("org", "create", "acme", "--name", "Acme", "--dea", "FV0000000"))
+    result = vigil("org", "create", "acme", "--name", "Other", "--dea", "FV0000000")
+    assert result.exit_code != 0
+    assert "already exists" in result.output
+
+
+def test_user_create_takes_the_password_from_the_environment(database_file):
+    succeeded(vigil("db", "upgrade"))
+    succeeded(vigil("org", "create", "acme", "--name", "Acme", "--dea", "FV0000000"))
+    printed = succeeded(vigil("user", "create", "--org", "acme", "--role", "nurse", "alice",
+                              env={"VIGIL_PASSWORD": PASSWORD}))
+    assert "created nurse alice in acme" in printed
+    assert login("acme", "alice", PASSWORD).status_code == 200
+    assert login("acme", "alice", "not the password").status_code == 401
+
+
+def test_user_create_refuses_an_unknown_organisation(database_file):
+    succeeded(vigil("db", "upgrade"))
+    result = vigil("user", "create", "--org", "nowhere", "--role", "nurse", "alice",
+                   env={"VIGIL_PASSWORD": PASSWORD})
+    assert result.exit_code != 0
+    assert "nowhere" in result.output
+    assert count(database_file, select(func.count()).select_from(User)) == 0
+
+
+def test_demo_is_idempotent_and_its_logins_work(database_file):
+    first = demo_logins(succeeded(vigil("demo")))
+    second = demo_logins(succeeded(vigil("demo")))
+    assert second == first
+    assert set(first) == {"demo-admin", "demo-prescriber", "demo-pharmacist", "demo-nurse",
+                          "demo-compliance"}
+    assert count(database_file, select(func.count()).select_from(Organisation)) == 1
+    assert count(database_file, select(func.count()).select_from(User).join(Organisation)
+                 .where(Organisation.slug == "demo")) == 5
+    response = login("demo", "demo-nurse", first["demo-nurse"])
+    assert response.status_code == 200, response.json
+    assert response.json["access_token"]

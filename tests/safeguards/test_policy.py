@@ -1,0 +1,99 @@
+"""Threshold defaults, organisation and plan overrides, and the values a policy refuses."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from safeguards import DEFAULT_THRESHOLDS, Policy, Threshold, UnknownThreshold
+
+
+@pytest.mark.parametrize(("name", "value", "unit"), [
+    ("min_interval_hours", 48, "h"),
+    ("bp_hold_systolic", 140, "mmHg"),
+    ("bp_hold_diastolic", 90, "mmHg"),
+    ("monitoring_window_minutes", 120, "min"),
+    ("max_mg_per_kg_racemic_iv", Decimal("1.0"), "mg/kg"),
+    ("evv_radius_m", 250, "m"),
+    ("loss_notice_business_days", 1, "business days"),
+    ("form_106_days", 45, "days"),
+])
+def test_defaults_come_from_the_clinical_reference(name, value, unit):
+    policy = Policy()
+    assert policy.value(name) == value
+    assert type(policy.value(name)) is type(value)
+    assert policy.threshold(name).unit == unit
+
+
+@pytest.mark.parametrize("threshold", DEFAULT_THRESHOLDS, ids=lambda t: t.name)
+def test_every_default_cites_its_source(threshold):
+    # A practice default has no literature to cite, but must say it is a choice.
+    assert "CLINICAL.md" in threshold.source or threshold.practice
+
+
+@pytest.mark.parametrize(("name", "practice"), [
+    ("bp_hold_systolic", True),
+    ("evv_radius_m", True),
+    ("monitoring_window_minutes", False),
+    ("form_106_days", False),
+])
+def test_practice_defaults_are_marked(name, practice):
+    assert Policy().threshold(name).practice is practice
+
+
+@pytest.mark.parametrize(("organisation", "plan", "expected"), [
+    ({}, {}, 48),
+    ({"min_interval_hours": 72}, {}, 72),
+    ({}, {"min_interval_hours": 96}, 96),
+    ({"min_interval_hours": 72}, {"min_interval_hours": 96}, 96),  # the plan has the last word
+    ({"min_interval_hours": 72}, {"bp_hold_systolic": 150}, 72),
+])
+def test_plan_overrides_sit_on_organisation_overrides(organisation, plan, expected):
+    policy = Policy().with_overrides(organisation).with_overrides(plan)
+    assert policy.value("min_interval_hours") == expected
+
+
+def test_overriding_leaves_the_base_policy_unchanged():
+    base = Policy()
+    base.with_overrides({"bp_hold_systolic": 150})
+    assert base.value("bp_hold_systolic") == 140
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"max_mg_per_kg_racemic_iv": Decimal("0.75")}, Decimal("0.75")),
+    ({"max_mg_per_kg_racemic_iv": 1}, Decimal(1)),
+])
+def test_decimal_thresholds_take_decimals_and_ints(overrides, expected):
+    value = Policy().with_overrides(overrides).value("max_mg_per_kg_racemic_iv")
+    assert value == expected
+    assert isinstance(value, Decimal)
+
+
+@pytest.mark.parametrize(("overrides", "error"), [
+    ({"min_interval_hourz": 72}, UnknownThreshold),
+    ({"max_mg_per_kg_racemic_iv": 0.75}, TypeError),
+    ({"min_interval_hours": Decimal("36.5")}, TypeError),
+    ({"min_interval_hours": "48"}, TypeError),
+    ({"min_interval_hours": True}, TypeError),
+    ({"min_interval_hours": -1}, ValueError),
+    ({"max_mg_per_kg_racemic_iv": Decimal("NaN")}, ValueError),
+])
+def test_overrides_are_refused_unless_known_and_exact(overrides, error):
+    with pytest.raises(error):
+        Policy().with_overrides(overrides)
+
+
+def test_unknown_name_is_refused_on_lookup():
+    with pytest.raises(UnknownThreshold, match="bp_hold"):
+        Policy().value("bp_hold")
+
+
+def test_policy_refuses_a_threshold_defined_twice():
+    with pytest.raises(ValueError, match="twice"):
+        Policy([Threshold("a", 1, "h", "x"), Threshold("a", 2, "h", "x")])
+
+
+def test_threshold_default_cannot_be_a_float():
+    with pytest.raises(TypeError):
+        Threshold("max_mg", 1.0, "mg/kg", "x")
