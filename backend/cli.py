@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from backend.accounts import service as accounts
 from backend.accounts.models import Role
 from backend.errors import VigilError
 from backend.jobs import scheduler as job_scheduler
+from backend.phi import keyfile, rotation
 from backend.runtime import runtime
 
 
@@ -159,6 +161,71 @@ def scheduler_command(periods: dict[str, int], retry_seconds: float, lease_secon
                + ", ".join(f"{spec.name} every {spec.seconds} s" for spec in schedule))
     job_scheduler.run(database.sessions, rt, lock, holder, schedule,
                       retry_seconds=retry_seconds, run_for=run_for)
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Rotate the PHI encryption keys, and see which key encrypts how many values."""
+
+
+@keys_group.command("status")
+def keys_status() -> None:
+    """Print the values per key id per column, and which keys can be retired."""
+    keys = runtime().keys
+    counts = rotation.key_counts(db.session())
+    for count in counts:
+        click.echo(f"{count.table}.{count.column:<24} {count.key_id:<16} {count.values:>9}")
+    click.echo(f"active key: {keys.phi_active}")
+    for kid in rotation.unused_key_ids(counts, keys):
+        click.echo(f"key {kid}: 0 values; it can be removed from VIGIL_PHI_KEYS")
+    for kid in rotation.unknown_key_ids(counts, keys):
+        click.echo(f"key {kid!r}: NOT CONFIGURED; its values cannot be read")
+
+
+@keys_group.command("rotate")
+@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Rows re-encrypted per committed transaction.")
+@click.option("--max-batches", type=click.IntRange(min=1), default=None,
+              help="Stop after this many batches; run again to resume.")
+@click.option("--pause", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to wait between batches, to spare a busy database.")
+def keys_rotate(batch_size: int, max_batches: int | None, pause: float) -> None:
+    """Re-encrypt every PHI value under the active key, one committed batch at a time."""
+    session, rt = db.session(), runtime()
+    unknown = rotation.unknown_key_ids(rotation.key_counts(session), rt.keys)
+    if unknown:
+        raise click.ClickException(
+            "stored values name key ids that are not configured: "
+            f"{', '.join(map(repr, unknown))}; add them to VIGIL_PHI_KEYS before rotating")
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        try:
+            moved = rotation.rotate_batch(session, rt, batch_size)
+        except VigilError as exc:
+            raise click.ClickException(exc.message) from exc
+        if not moved:
+            break
+        session.commit()
+        batches += 1
+        click.echo(f"batch {batches}: {moved} values re-encrypted under {rt.keys.phi_active}")
+        time.sleep(pause)
+    remaining = rotation.stale_count(session, rt.keys)
+    click.echo(f"{remaining} rows still hold values under older keys; run again to continue"
+               if remaining else f"every value is under key {rt.keys.phi_active}")
+
+
+@keys_group.command("add")
+def keys_add() -> None:
+    """Add a fresh PHI key to the development key file and make it active."""
+    if current_app.config["VIGIL_ENV"] == "production":
+        raise click.ClickException("refused in production: add the key to VIGIL_PHI_KEYS "
+                                   "and name it in VIGIL_PHI_ACTIVE_KEY")
+    if current_app.config["PHI_KEYS"]:
+        raise click.ClickException("the PHI keys come from VIGIL_PHI_KEYS: add the key there "
+                                   "and name it in VIGIL_PHI_ACTIVE_KEY")
+    kid = keyfile.add_phi_key(Path(current_app.instance_path))
+    click.echo(f"added PHI key {kid} and made it active; restart the server, "
+               "then run `vigil keys rotate`")
 
 
 def main() -> None:

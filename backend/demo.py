@@ -1,11 +1,12 @@
-"""Seed a demonstration organisation: one user of each role and two fictitious patients."""
+"""Seed a demonstration organisation: users, fictitious patients, products, plans and visits."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-from datetime import date
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import select
@@ -15,14 +16,38 @@ from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role, User
 from backend.auth.caller import Caller
 from backend.patients import service as patients
+from backend.plans import service as plans
+from backend.policy.service import policy_for
+from backend.products import service as products
 from backend.runtime import Runtime
+from backend.visits import service as visits
 
 DEMO_SLUG = "demo"
 LOGINS_FILE = "demo-logins.json"
 # Fictitious registration with a valid check digit; real numbers never appear in the repo.
 DEMO_DEA = "FV0000000"
-DEMO_PATIENTS = (("DEMO-0001", "Alex Example", date(1980, 4, 12)),
-                 ("DEMO-0002", "Sam Placeholder", date(1991, 9, 3)))
+# Fictitious people at public landmarks in Manhattan; no real patient data.
+DEMO_PATIENTS = (
+    ("DEMO-0001", "Alex Example", date(1980, 4, 12), "11 W 53rd St, New York, NY",
+     "+1 212 555 0101", Decimal("40.761400"), Decimal("-73.977600")),
+    ("DEMO-0002", "Sam Placeholder", date(1991, 9, 3), "200 Central Park W, New York, NY",
+     "+1 212 555 0102", Decimal("40.781300"), Decimal("-73.974000")),
+)
+DEMO_PRODUCTS = (
+    {"name": "Ketamine HCl 50 mg/mL, 10 mL vial", "active_ingredient": "ketamine",
+     "dea_schedule": "III", "form": "vial", "ug_per_unit": 50_000,
+     "units_per_container": Decimal(10), "allowed_routes": ["IV", "IM"],
+     "home_administration_allowed": True},
+    {"name": "Ketamine HCl 10 mg/mL, 20 mL vial", "active_ingredient": "ketamine",
+     "dea_schedule": "III", "form": "vial", "ug_per_unit": 10_000,
+     "units_per_container": Decimal(20), "allowed_routes": ["IV", "IM", "SC"],
+     "home_administration_allowed": True},
+    # The Spravato REMS forbids dispensing esketamine for use at home.
+    {"name": "Esketamine 28 mg nasal spray device", "active_ingredient": "esketamine",
+     "dea_schedule": "III", "form": "nasal_device", "ug_per_unit": 28_000,
+     "units_per_container": Decimal(1), "allowed_routes": ["intranasal"],
+     "home_administration_allowed": False},
+)
 
 
 def _passwords(instance: Path) -> dict[str, str]:
@@ -54,16 +79,35 @@ def seed(session: Session, rt: Runtime, instance: Path) -> dict[str, str]:
             session, rt, None, organisation_id=org.id, username=username,
             display_name=f"Demo {role.value.title()}", role=role,
             password=passwords[role.value])
-    _seed_patients(session, rt, users)
+    if not products.catalogue(session, _as(users[Role.PHARMACIST])):
+        _seed_clinic(session, rt, users)
     return {f"demo-{role}": password for role, password in passwords.items()}
 
 
-def _seed_patients(session: Session, rt: Runtime, users: dict[Role, User]) -> None:
-    admin = users[Role.ADMIN]
-    caller = Caller(user_id=admin.id, organisation_id=admin.organisation_id, role=Role.ADMIN,
-                    family_id=None, device_id=None, address=None)
-    if patients.search(session, rt, caller, DEMO_PATIENTS[0][0]):
-        return
-    for mrn, name, born in DEMO_PATIENTS:
-        patients.register(session, rt, caller, mrn=mrn, name=name, date_of_birth=born,
-                          nurse_ids=[users[Role.NURSE].id], patient_id=None)
+def _as(user: User) -> Caller:
+    return Caller(user_id=user.id, organisation_id=user.organisation_id, role=user.role,
+                  family_id=None, device_id=None, address=None)
+
+
+def _seed_clinic(session: Session, rt: Runtime, users: dict[Role, User]) -> None:
+    vial, *_ = [products.add(session, rt, _as(users[Role.PHARMACIST]), **product)
+                for product in DEMO_PRODUCTS]
+    today = rt.clock.now().date()
+    for index, (mrn, name, born, address, phone, latitude, longitude) in enumerate(
+            DEMO_PATIENTS):
+        patient = patients.register(
+            session, rt, _as(users[Role.ADMIN]), mrn=mrn, name=name, date_of_birth=born,
+            nurse_ids=[users[Role.NURSE].id], patient_id=None, address=address, phone=phone,
+            home_latitude=latitude, home_longitude=longitude)
+        prescriber = _as(users[Role.PRESCRIBER])
+        policy = policy_for(session, prescriber.organisation_id)
+        plan = plans.create(session, rt, prescriber, patient.id, plans.PlanSpec(
+            product_id=vial.id, route="IV", dose_ug_per_kg=500, max_dose_ug=70_000,
+            infusion_minutes=40, starts_on=today, phases=plans.default_phases(policy, today)))
+        # Mornings for one patient, afternoons for the other: one nurse visits both.
+        first = datetime.combine(today + timedelta(days=1), time(9 + 5 * index))
+        timezone = accounts.organisation_zone(session, prescriber.organisation_id)
+        visits.schedule_series(
+            session, rt, _as(users[Role.ADMIN]), plan.id, nurse_id=users[Role.NURSE].id,
+            first_start=first.replace(tzinfo=timezone), rule="FREQ=WEEKLY;BYDAY=MO,TH;COUNT=6",
+            duration_minutes=None, override_reason=None)

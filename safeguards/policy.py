@@ -88,12 +88,14 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "CLINICAL.md: 40 min infusion (Krystal et al. 2019) + 2 h monitoring (Spravato "
               "REMS) + setting up", practice=True),
     Threshold("travel_buffer_minutes", 30, "min",
-              "Vigil practice default (no published rule): time between two homes", practice=True),
-    Threshold("missed_visit_grace_minutes", 60, "min",
-              "Vigil practice default (no published rule): a late check-in before a visit counts as missed",
+              "Vigil practice default (no published rule): time between two homes",
               practice=True),
+    Threshold("missed_visit_grace_minutes", 60, "min",
+              "Vigil practice default (no published rule): how late a check-in may be before "
+              "the visit counts as missed", practice=True),
     Threshold("reminder_lead_hours", 24, "h",
-              "Vigil practice default (no published rule): nurses are reminded the day before", practice=True),
+              "Vigil practice default (no published rule): nurses are reminded the day before",
+              practice=True),
 )
 
 

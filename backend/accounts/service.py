@@ -65,6 +65,11 @@ def organisation_by_slug(session: Session, slug: str) -> Organisation:
     return org
 
 
+def organisation_zone(session: Session, organisation_id: uuid.UUID) -> ZoneInfo:
+    """Return the organisation's timezone, in which its days and phases are counted."""
+    return ZoneInfo(session.get(Organisation, organisation_id).timezone)
+
+
 def check_password(password: str) -> None:
     """Refuse passwords too short to resist guessing."""
     if len(password) < MIN_PASSWORD_LENGTH:

@@ -154,7 +154,7 @@ class LeaseLock:
         until = now + timedelta(seconds=self.seconds)
         try:
             with self.sessions() as session:
-                won = session.execute(self._claim(session, now, until)).rowcount == 1
+                won = session.execute(self._claim(session, now, until)).first() is not None
                 session.commit()
         except DBAPIError:
             # Keep what we had: the lease is ours until it lapses, renewed or not.
@@ -164,13 +164,15 @@ class LeaseLock:
         return won
 
     def _claim(self, session: Session, now: datetime, until: datetime):
-        # One statement decides, so two schedulers claiming together cannot both win.
+        # One statement decides, so two schedulers claiming together cannot both win; it
+        # returns a row only when it inserted or updated.
         lease = SchedulerLease.__table__
         upsert = _UPSERTS[session.get_bind().dialect.name](lease).values(
             name=LEASE_NAME, holder=self.holder, expires_at=until)
         return upsert.on_conflict_do_update(
             index_elements=[lease.c.name], set_={"holder": self.holder, "expires_at": until},
-            where=or_(lease.c.holder == self.holder, lease.c.expires_at < now))
+            where=or_(lease.c.holder == self.holder, lease.c.expires_at < now),
+        ).returning(lease.c.holder)
 
     def held(self) -> bool:
         """Tell whether this process holds an unlapsed lease."""
@@ -212,7 +214,8 @@ def run_job(sessions: sessionmaker[Session], rt: Runtime, spec: JobSpec, lock: L
     if not lock.held():
         return
     # APScheduler 3 does not pass the fire time. Triggers fire on period boundaries from the
-    # epoch and a run later than half a period is dropped, so the fire time is the boundary.
+    # epoch, and a run later than its grace (under one period) is dropped as misfired, so the
+    # boundary at or before now is the fire time.
     slot = slot_of(rt.clock.now(), spec.seconds)
     with sessions() as session:
         run = service.run_slot(session, rt, spec.name, slot, holder, spec.body)
@@ -242,7 +245,7 @@ def run(sessions: sessionmaker[Session], rt: Runtime, lock: Lock, holder: str,
         scheduler.add_job(
             run_job, IntervalTrigger(seconds=spec.seconds, start_date=EPOCH, timezone=UTC),
             args=(sessions, rt, spec, lock, holder), id=spec.name, name=spec.name,
-            coalesce=True, max_instances=1, misfire_grace_time=max(1, spec.seconds // 2))
+            coalesce=True, max_instances=1, misfire_grace_time=max(1, spec.seconds - 1))
     # Each run is logged as a JobRun and above; the executor's lines would only repeat them.
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _stop)

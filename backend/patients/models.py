@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Numeric, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, new_id
@@ -45,7 +45,12 @@ class PatientNurse(Base):
     """A nurse's assignment to a patient; ended rather than deleted, so history stays."""
 
     __tablename__ = "patient_nurse"
-    __table_args__ = (Index("ix_patient_nurse_nurse_patient", "nurse_id", "patient_id"),)
+    __table_args__ = (
+        Index("ix_patient_nurse_nurse_patient", "nurse_id", "patient_id"),
+        # One open assignment per nurse and patient, even under concurrent assign requests.
+        Index("uq_patient_nurse_open", "patient_id", "nurse_id", unique=True,
+              sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"), index=True)

@@ -1,4 +1,4 @@
-"""HTTP endpoints for patients; every read writes an audit row."""
+"""HTTP endpoints for patients, their weights and nurses; every read writes an audit row."""
 
 from __future__ import annotations
 
@@ -11,12 +11,22 @@ from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
 from backend.patients import service
-from backend.patients.schemas import PatientCreateSchema, PatientQuerySchema, PatientSchema
+from backend.patients.schemas import (
+    NurseAssignmentCreateSchema,
+    NurseAssignmentSchema,
+    PatientCreateSchema,
+    PatientQuerySchema,
+    PatientSchema,
+    PatientUpdateSchema,
+    WeightCreateSchema,
+    WeightSchema,
+)
 from backend.runtime import runtime
 
 blp = Blueprint("patients", __name__, url_prefix="/patients",
                 description="Patients, with PHI encrypted at rest; nurses see only theirs.")
 READERS = (Role.ADMIN, Role.PRESCRIBER, Role.NURSE, Role.COMPLIANCE)
+EDITORS = (Role.ADMIN, Role.PRESCRIBER)
 
 
 @blp.route("")
@@ -33,15 +43,13 @@ class Patients(MethodView):
         session.commit()
         return patients
 
-    @requires(Role.ADMIN, Role.PRESCRIBER)
+    @requires(*EDITORS)
     @blp.arguments(PatientCreateSchema)
     @blp.response(201, PatientSchema)
     def post(self, body):
         """Register a patient and assign nurses."""
         session = db.session()
-        patient = service.register(session, runtime(), current_caller(), mrn=body["mrn"],
-                                   name=body["name"], date_of_birth=body["date_of_birth"],
-                                   nurse_ids=body["nurse_ids"], patient_id=body["id"])
+        patient = service.register(session, runtime(), current_caller(), **body)
         session.commit()
         return patient
 
@@ -58,3 +66,66 @@ class PatientDetail(MethodView):
         patient = service.read(session, runtime(), current_caller(), patient_id)
         session.commit()
         return patient
+
+    @requires(*EDITORS)
+    @blp.arguments(PatientUpdateSchema)
+    @blp.response(200, PatientSchema)
+    def patch(self, body, patient_id: uuid.UUID):
+        """Change any of a patient's details; the audit row names the changed fields."""
+        session = db.session()
+        patient = service.update(session, runtime(), current_caller(), patient_id, body)
+        session.commit()
+        return patient
+
+
+@blp.route("/<uuid:patient_id>/weights")
+class PatientWeights(MethodView):
+    """A patient's weighings, from which doses in mg/kg are computed."""
+
+    @requires(*READERS)
+    @blp.response(200, WeightSchema(many=True))
+    def get(self, patient_id: uuid.UUID):
+        """List the patient's weighings, newest first; the read is audited."""
+        session = db.session()
+        weights = service.weights(session, runtime(), current_caller(), patient_id)
+        session.commit()
+        return weights
+
+    @requires(*EDITORS, Role.NURSE)
+    @blp.arguments(WeightCreateSchema)
+    @blp.response(201, WeightSchema)
+    def post(self, body, patient_id: uuid.UUID):
+        """Record a weighing (a nurse: of her own patient)."""
+        session = db.session()
+        weight = service.record_weight(session, runtime(), current_caller(), patient_id, **body)
+        session.commit()
+        return weight
+
+
+@blp.route("/<uuid:patient_id>/nurses")
+class PatientNurses(MethodView):
+    """The nurses assigned to a patient."""
+
+    @requires(*EDITORS)
+    @blp.arguments(NurseAssignmentCreateSchema)
+    @blp.response(201, NurseAssignmentSchema)
+    def post(self, body, patient_id: uuid.UUID):
+        """Assign a nurse; assigning one already assigned returns that assignment."""
+        session = db.session()
+        assignment = service.assign_nurse(session, runtime(), current_caller(), patient_id,
+                                          body["nurse_id"])
+        session.commit()
+        return assignment
+
+
+@blp.route("/<uuid:patient_id>/nurses/<uuid:nurse_id>")
+class PatientNurseDetail(MethodView):
+    """One nurse's assignment to a patient."""
+
+    @requires(*EDITORS)
+    @blp.response(204)
+    def delete(self, patient_id: uuid.UUID, nurse_id: uuid.UUID):
+        """End the nurse's assignment; it stays in the history with its end time."""
+        session = db.session()
+        service.end_assignment(session, runtime(), current_caller(), patient_id, nurse_id)
+        session.commit()

@@ -71,28 +71,28 @@ class WeightCreateSchema(Schema):
                                        metadata={"description": "When; not in the future."})
 
 
+def kilograms(weight) -> str:
+    """Return a weighing's grams as kilograms with three places, such as "72.500"."""
+    return f"{Decimal(weight.weight_g).scaleb(-3):f}"
+
+
 class WeightSchema(Schema):
     """A recorded weighing."""
 
     id = fields.UUID()
     patient_id = fields.UUID()
-    weight_kg = fields.Method("_kilograms", metadata={"description": "Kilograms, 3 places."})
+    weight_kg = fields.Function(kilograms, metadata={"type": "string",
+                                                     "description": "Kilograms, 3 places."})
     measured_at = fields.AwareDateTime()
     recorded_by_id = fields.UUID()
     recorded_at = fields.AwareDateTime()
-
-    @staticmethod
-    def _kilograms(weight) -> str:
-        return f"{Decimal(weight.weight_g).scaleb(-3):f}"
 
 
 class LatestWeightSchema(Schema):
     """The most recently measured weight."""
 
-    weight_kg = fields.Method("_kilograms")
+    weight_kg = fields.Function(kilograms, metadata={"type": "string"})
     measured_at = fields.AwareDateTime()
-
-    _kilograms = WeightSchema._kilograms
 
 
 class PatientSchema(Schema):

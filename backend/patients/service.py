@@ -216,7 +216,8 @@ def weights(session: Session, rt: Runtime, caller: Caller,
 
 
 def _assigned_nurse_ids(session: Session, patient_id: uuid.UUID) -> list[uuid.UUID]:
-    return list(session.scalars(select(PatientNurse.nurse_id).where(
+    # Distinct: two concurrent assignments of one nurse may both have been written.
+    return list(session.scalars(select(PatientNurse.nurse_id).distinct().where(
         PatientNurse.patient_id == patient_id, PatientNurse.ended_at.is_(None))))
 
 

@@ -52,7 +52,8 @@ def _integrity_failure(place: Place, problem: str) -> PhiIntegrityError:
     log.error("PHI integrity failure at %s.%s row %s: %s", place.table, place.column,
               place.row_id, problem)
     return PhiIntegrityError(
-        f"The stored {place.table}.{place.column} of this record fails its integrity check.",
+        f"The stored {place.table}.{place.column} of row {place.row_id} fails its integrity "
+        "check; it is not shown.",
         {"table": place.table, "column": place.column, "row_id": str(place.row_id),
          "problem": problem})
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta, tzinfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.accounts.models import Organisation
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.errors import Conflict, InvalidField, NotFound
@@ -156,12 +154,8 @@ def active_version(session: Session, patient_id: uuid.UUID) -> PlanVersion | Non
                PlanVersion.version == TreatmentPlan.current_version))
 
 
-def phase_at(session: Session, version: PlanVersion, at: datetime) -> PlanPhase | None:
-    """Return the phase in force at `at`, judged by the date in the organisation's timezone."""
-    timezone = session.scalar(
-        select(Organisation.timezone).join(TreatmentPlan,
-                                           TreatmentPlan.organisation_id == Organisation.id)
-        .where(TreatmentPlan.id == version.plan_id))
-    local_day = at.astimezone(ZoneInfo(timezone)).date()
+def phase_at(version: PlanVersion, at: datetime, zone: tzinfo) -> PlanPhase | None:
+    """Return the phase in force at `at`, judged by the date in the organisation's `zone`."""
+    local_day = at.astimezone(zone).date()
     started = [phase for phase in version.phases if phase.starts_on <= local_day]
     return started[-1] if started else None

@@ -1,14 +1,18 @@
-"""Check a proposed dose time against a phase's minimum interval and 7- and 28-day limits."""
+"""Check a proposed dose time against a phase's minimum interval and 7- and 28-day limits.
+
+The minimum interval is in real hours. The 7- and 28-day limits count local calendar days, as
+a clinic does: a weekly dose at 10:00 stays weekly across a daylight-saving change, when the
+real gap is 167 or 169 hours.
+"""
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
-WEEK = timedelta(days=7)
-FOUR_WEEKS = timedelta(days=28)
+WINDOWS = (("weekly_limit", 7), ("monthly_limit", 28))
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,10 @@ class Limits:
     min_interval_hours: int
     max_per_7_days: int
     max_per_28_days: int
+
+    def per_window(self, days: int) -> int:
+        """Return the most doses allowed in any `days` consecutive days."""
+        return self.max_per_7_days if days == 7 else self.max_per_28_days
 
 
 @dataclass(frozen=True)
@@ -37,14 +45,28 @@ class Violation:
                 f"allows {self.detail['limit']}.")
 
 
-def _max_in_window(times: Sequence[datetime], at: datetime, span: timedelta) -> int:
-    """Return the most doses in any half-open window of length `span` that contains `at`."""
-    best = 0
-    # The busiest window containing `at` can always be slid right until it starts on a dose.
-    for start in times[bisect_left(times, at - span + timedelta(microseconds=1)):
-                       bisect_right(times, at)]:
-        best = max(best, bisect_left(times, start + span) - bisect_left(times, start))
-    return best
+@dataclass(frozen=True)
+class Schedule:
+    """Dose times in order, with the local calendar day of each."""
+
+    times: list[datetime]
+    days: list[int]
+
+    @classmethod
+    def of(cls, times: Sequence[datetime], zone: tzinfo) -> Schedule:
+        """Return the schedule of `times`, with days counted in `zone`."""
+        ordered = sorted(times)
+        return cls(ordered, [t.astimezone(zone).date().toordinal() for t in ordered])
+
+    def most_in_window(self, at: datetime, days: int) -> int:
+        """Return the most doses in any `days` consecutive local days that include `at`'s."""
+        day = self.days[bisect_left(self.times, at)]
+        best = 0
+        # The busiest window containing `day` can always be slid right to start on a dose.
+        for start in self.days[bisect_left(self.days, day - days + 1):
+                               bisect_right(self.days, day)]:
+            best = max(best, bisect_left(self.days, start + days) - bisect_left(self.days, start))
+        return best
 
 
 def _interval_violation(at: datetime, other: datetime, limits: Limits) -> Violation | None:
@@ -55,43 +77,44 @@ def _interval_violation(at: datetime, other: datetime, limits: Limits) -> Violat
                                           "min_interval_hours": limits.min_interval_hours})
 
 
-def _window_counts(times: Sequence[datetime], at: datetime, limits: Limits):
-    for rule, span, limit in (("weekly_limit", WEEK, limits.max_per_7_days),
-                              ("monthly_limit", FOUR_WEEKS, limits.max_per_28_days)):
-        yield rule, span, limit, _max_in_window(times, at, span)
+def _window_counts(schedule: Schedule, at: datetime,
+                   limits: Limits) -> Iterator[tuple[str, int, int, int]]:
+    for rule, days in WINDOWS:
+        yield rule, days, limits.per_window(days), schedule.most_in_window(at, days)
 
 
-def violation_at(times: Sequence[datetime], at: datetime, limits: Limits) -> Violation | None:
-    """Return the first rule that the dose at `at` breaks among sorted `times` (which hold it)."""
-    index = bisect_left(times, at)
-    for neighbour in (times[index - 1] if index else None,
-                      times[index + 1] if index + 1 < len(times) else None):
+def violation_at(schedule: Schedule, at: datetime, limits: Limits) -> Violation | None:
+    """Return the first rule that the dose at `at` breaks in `schedule` (which holds it)."""
+    index = bisect_left(schedule.times, at)
+    for neighbour in (schedule.times[index - 1] if index else None,
+                      schedule.times[index + 1] if index + 1 < len(schedule.times) else None):
         if neighbour is not None and (found := _interval_violation(at, neighbour, limits)):
             return found
-    for rule, span, limit, count in _window_counts(times, at, limits):
+    for rule, days, limit, count in _window_counts(schedule, at, limits):
         if count > limit:
-            return Violation(rule, at, {"count": count, "days": span.days, "limit": limit})
+            return Violation(rule, at, {"count": count, "days": days, "limit": limit})
     return None
 
 
 def check_schedule(existing: Sequence[datetime], proposed: datetime,
-                   limits_at: Callable[[datetime], Limits]) -> Violation | None:
+                   limits_at: Callable[[datetime], Limits],
+                   zone: tzinfo = UTC) -> Violation | None:
     """Return the rule that adding `proposed` breaks, for it or for a dose already scheduled.
 
     A dose already scheduled counts only for what `proposed` makes worse, so that an earlier
     prescriber override does not block every later visit near it.
     """
-    before = sorted(existing)
-    after = sorted([*before, proposed])
+    before = Schedule.of(existing, zone)
+    after = Schedule.of([*existing, proposed], zone)
     if found := violation_at(after, proposed, limits_at(proposed)):
         return found
-    for at in before:
-        if abs(at - proposed) >= FOUR_WEEKS:
+    for at in before.times:
+        if abs(at - proposed) >= timedelta(days=29):
             continue
         limits = limits_at(at)
         if found := _interval_violation(at, proposed, limits):
             return found
-        for rule, span, limit, count in _window_counts(after, at, limits):
-            if count > limit and count > _max_in_window(before, at, span):
-                return Violation(rule, at, {"count": count, "days": span.days, "limit": limit})
+        for rule, days, limit, count in _window_counts(after, at, limits):
+            if count > limit and count > before.most_in_window(at, days):
+                return Violation(rule, at, {"count": count, "days": days, "limit": limit})
     return None

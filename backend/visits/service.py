@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrulestr
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from backend.accounts.models import Organisation, Role
+from backend.accounts.models import Role
+from backend.accounts.service import organisation_zone
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.errors import Conflict, Forbidden, InvalidField, NotFound, VigilError
@@ -114,11 +114,22 @@ def _dose_times(session: Session, patient_id: uuid.UUID, around: datetime,
     return list(session.scalars(query))
 
 
-def _limits_at(session: Session, version: PlanVersion):
+def _limits_at(version: PlanVersion, zone: tzinfo):
     def limits(at: datetime) -> Limits:
-        phase = plans.phase_at(session, version, at) or version.phases[0]
+        phase = plans.phase_at(version, at, zone) or version.phases[0]
         return Limits(phase.min_interval_hours, phase.max_per_7_days, phase.max_per_28_days)
     return limits
+
+
+def _visit_times(rt: Runtime, policy: Policy, request: VisitRequest) -> tuple[datetime, datetime]:
+    start = request.scheduled_start.astimezone(UTC)
+    end = (request.scheduled_end.astimezone(UTC) if request.scheduled_end
+           else start + timedelta(minutes=int(policy.value("visit_minutes"))))
+    if end <= start:
+        raise InvalidField("scheduled_end", "must be after scheduled_start")
+    if start < rt.clock.now():
+        raise InvalidField("scheduled_start", "is in the past")
+    return start, end
 
 
 def schedule(session: Session, rt: Runtime, caller: Caller, request: VisitRequest, *,
@@ -128,17 +139,14 @@ def schedule(session: Session, rt: Runtime, caller: Caller, request: VisitReques
     _assigned_nurse(session, patient, request.nurse_id)
     version, _ = _plan_in_force(session, patient)
     policy = policy_for(session, caller.organisation_id)
-    start = request.scheduled_start.astimezone(UTC)
-    end = (request.scheduled_end.astimezone(UTC) if request.scheduled_end
-           else start + timedelta(minutes=int(policy.value("visit_minutes"))))
-    if end <= start:
-        raise InvalidField("scheduled_end", "must be after scheduled_start")
-    phase = plans.phase_at(session, version, start)
+    zone = organisation_zone(session, caller.organisation_id)
+    start, end = _visit_times(rt, policy, request)
+    phase = plans.phase_at(version, start, zone)
     if phase is None:
         raise SchedulingRefused("no_active_plan", "The plan has not started by this date.")
     _check_nurse_free(session, policy, request.nurse_id, start, end, ignore)
     violation = check_schedule(_dose_times(session, patient.id, start, ignore), start,
-                               _limits_at(session, version))
+                               _limits_at(version, zone), zone)
     if violation and not request.override_reason:
         raise SchedulingRefused(violation.rule, violation.message(),
                                 {**violation.detail, "at": violation.at.isoformat()})
@@ -172,7 +180,7 @@ def schedule_series(session: Session, rt: Runtime, caller: Caller, plan_id: uuid
                     duration_minutes: int | None, override_reason: str | None) -> list[Visit]:
     """Schedule every occurrence of an RFC 5545 rule; one refusal refuses the whole series."""
     plan = plans.get(session, caller, plan_id)
-    timezone = ZoneInfo(session.get(Organisation, caller.organisation_id).timezone)
+    timezone = organisation_zone(session, caller.organisation_id)
     local_first = first_start.astimezone(timezone).replace(tzinfo=None)
     try:
         occurrences = list(rrulestr(rule, dtstart=local_first, cache=False)[:MAX_SERIES + 1])
@@ -184,7 +192,7 @@ def schedule_series(session: Session, rt: Runtime, caller: Caller, plan_id: uuid
     visits = []
     for index, local in enumerate(occurrences):
         # Localise each occurrence: 10:00 stays 10:00 at home across a DST change.
-        start = local.replace(tzinfo=timezone).astimezone(first_start.tzinfo)
+        start = local.replace(tzinfo=timezone).astimezone(UTC)
         end = start + timedelta(minutes=duration_minutes) if duration_minutes else None
         try:
             visits.append(schedule(session, rt, caller, VisitRequest(
@@ -202,9 +210,12 @@ def _visible(caller: Caller) -> Select[tuple[Visit]]:
     return query
 
 
-def get(session: Session, caller: Caller, visit_id: uuid.UUID) -> Visit:
+def get(session: Session, caller: Caller, visit_id: uuid.UUID, *,
+        for_update: bool = False) -> Visit:
     """Return a visit the caller may see (a nurse: her own), or raise NotFound."""
-    visit = session.scalar(_visible(caller).where(Visit.id == visit_id))
+    query = _visible(caller).where(Visit.id == visit_id)
+    # A state change locks the row, so the missed-visit job and a check-in cannot both win.
+    visit = session.scalar(query.with_for_update() if for_update else query)
     if visit is None:
         raise NotFound("No such visit.")
     return visit
@@ -246,7 +257,7 @@ def _require_status(visit: Visit, *allowed: VisitStatus) -> None:
 def cancel(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
            reason: str) -> Visit:
     """Cancel a scheduled visit with a reason."""
-    visit = get(session, caller, visit_id)
+    visit = get(session, caller, visit_id, for_update=True)
     _require_status(visit, VisitStatus.SCHEDULED)
     now = rt.clock.now()
     visit.status, visit.status_reason, visit.updated_at = VisitStatus.CANCELLED, reason, now
@@ -259,7 +270,7 @@ def reschedule(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUI
                scheduled_start: datetime, scheduled_end: datetime | None,
                nurse_id: uuid.UUID | None, override_reason: str | None) -> Visit:
     """Replace a scheduled visit with a new one; the old stays, marked rescheduled."""
-    old = get(session, caller, visit_id)
+    old = get(session, caller, visit_id, for_update=True)
     _require_status(old, VisitStatus.SCHEDULED)
     new = schedule(session, rt, caller, VisitRequest(
         old.patient_id, nurse_id or old.nurse_id, scheduled_start, scheduled_end,
@@ -328,7 +339,7 @@ def _record_evv(session: Session, rt: Runtime, caller: Caller, visit: Visit, kin
 def check_in(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
              position: Position) -> Visit:
     """Check the nurse in at the home; out of range needs a reason and raises a flag."""
-    visit = get(session, caller, visit_id)
+    visit = get(session, caller, visit_id, for_update=True)
     if visit.nurse_id != caller.user_id:
         raise NotFound("No such visit.")
     _require_status(visit, VisitStatus.SCHEDULED)
@@ -342,7 +353,7 @@ def check_in(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
 def check_out(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
               position: Position) -> Visit:
     """Check the nurse out and complete the visit."""
-    visit = get(session, caller, visit_id)
+    visit = get(session, caller, visit_id, for_update=True)
     if visit.nurse_id != caller.user_id:
         raise NotFound("No such visit.")
     _require_status(visit, VisitStatus.CHECKED_IN)
@@ -373,7 +384,7 @@ def evv_record(session: Session, caller: Caller, visit_id: uuid.UUID) -> EvvReco
     product = session.get(DrugProduct, version.product_id)
     events = {e.kind: e for e in session.scalars(select(EvvEvent).where(
         EvvEvent.visit_id == visit.id).order_by(EvvEvent.received_at))}
-    timezone = ZoneInfo(session.get(Organisation, visit.organisation_id).timezone)
+    timezone = organisation_zone(session, visit.organisation_id)
     return EvvRecord(visit.id, f"{product.name}, {version.route} administration and monitoring",
                      visit.patient_id, visit.scheduled_start.astimezone(timezone).date()
                      .isoformat(), visit.nurse_id, events.get("check_in"),

@@ -355,10 +355,15 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("organisation_id", "name", name=op.f("pk_policy_override")),
     )
+    op.create_index(
+        "uq_patient_nurse_open", "patient_nurse", ["patient_id", "nurse_id"], unique=True,
+        sqlite_where=sa.text("ended_at IS NULL"), postgresql_where=sa.text("ended_at IS NULL"),
+    )
 
 
 def downgrade() -> None:
     """Revert this revision."""
+    op.drop_index("uq_patient_nurse_open", table_name="patient_nurse")
     op.drop_table("policy_override")
     with op.batch_alter_table("patient", schema=None) as batch_op:
         batch_op.drop_column("updated_at")

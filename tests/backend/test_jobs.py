@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from backend.accounts.models import Role
 from backend.audit.models import AuditEvent
+from backend.cli import cli
 from backend.flags.models import Flag
 from backend.jobs import scheduler, service
 from backend.jobs.models import JobRun, Notification
@@ -282,3 +284,16 @@ def test_an_admin_lists_job_runs_by_job_and_time(world: World, clinic, clock):
     recent = world.client.get("/api/v1/jobs/runs", headers=headers, query_string={"since": since})
     assert [run["slot"] for run in recent.json] == ["b", "a"]
     assert [run["job"] for run in recent.json] == ["heartbeat", "missed_visits"]
+
+
+@pytest.mark.parametrize(("options", "complaint"), [
+    (["--every", "nightly=1"], "no job named nightly"),
+    (["--every", "heartbeat"], "JOB=SECONDS"),
+    (["--every", "heartbeat=0"], "at least 1 second"),
+    (["--lease-seconds", "5"], "twice --retry-seconds"),
+])
+def test_the_scheduler_command_refuses_bad_options(tmp_path, monkeypatch, options, complaint):
+    monkeypatch.setenv("VIGIL_INSTANCE_PATH", str(tmp_path))
+    result = CliRunner().invoke(cli, ["scheduler", *options])
+    assert result.exit_code == 2
+    assert complaint in result.output

@@ -6,6 +6,8 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import delete, insert, inspect, text, update
 from sqlalchemy.engine import make_url
@@ -122,3 +124,11 @@ def test_audit_events_refuse_truncate_on_postgresql(empty_engine):
         conn.execute(text("TRUNCATE audit_event"))
     with empty_engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM audit_event")) == 1
+
+
+def test_migrations_match_the_models(empty_engine):
+    """The models and the migrated schema agree, so no change is left out of a revision."""
+    schema.upgrade(empty_engine)
+    with empty_engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), schema.metadata)
+    assert differences == []

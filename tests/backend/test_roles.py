@@ -25,6 +25,11 @@ MATRIX = [
     ("GET", "/api/v1/patients", {A, PR, N, C}),
     ("POST", "/api/v1/patients", {A, PR}),
     ("GET", "/api/v1/patients/{patient}", {A, PR, N, C}),
+    ("PATCH", "/api/v1/patients/{patient}", {A, PR}),
+    ("GET", "/api/v1/patients/{patient}/weights", {A, PR, N, C}),
+    ("POST", "/api/v1/patients/{patient}/weights", {A, PR, N}),
+    ("POST", "/api/v1/patients/{patient}/nurses", {A, PR}),
+    ("DELETE", "/api/v1/patients/{patient}/nurses/{nurse}", {A, PR}),
     ("GET", "/api/v1/audit-events", {A, C}),
     ("GET", "/api/v1/products", ALL),
     ("POST", "/api/v1/products", {A, PH}),
@@ -52,7 +57,8 @@ PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/openapi.json",
 
 PLACEHOLDERS = {"user": "<uuid:user_id>", "device": "<uuid:device_id>",
                 "patient": "<uuid:patient_id>", "plan": "<uuid:plan_id>",
-                "visit": "<uuid:visit_id>", "threshold": "<string:name>"}
+                "visit": "<uuid:visit_id>", "threshold": "<string:name>",
+                "nurse": "<uuid:nurse_id>"}
 
 
 @pytest.fixture
@@ -62,7 +68,8 @@ def org_with_everyone(world: World):
     plan = clinic.plan()
     visit = clinic.schedule("2026-11-03T15:00:00+00:00").json
     ids = {"user": clinic.users[PH].id, "device": device_id, "patient": clinic.patient_id,
-           "plan": plan["id"], "visit": visit["id"], "threshold": "evv_radius_m"}
+           "plan": plan["id"], "visit": visit["id"], "threshold": "evv_radius_m",
+           "nurse": clinic.nurse.id}
     return clinic.org, clinic.users, ids
 
 

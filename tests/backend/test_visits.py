@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from backend.accounts.models import Role
 from backend.flags.models import Flag
+from backend.visits.frequency import Limits, Schedule, violation_at
 from tests.factories import ESKETAMINE, Clinic, World
 
 DAY1, DAY2, DAY3 = "2026-11-03T15:00:00+00:00", "2026-11-04T15:00:00+00:00", \
@@ -113,7 +119,8 @@ def test_only_a_prescriber_may_override(clinic: Clinic):
     assert _flags(clinic, "scheduling.frequency_override") == []
 
 
-def test_series_from_rrule_keeps_local_time_across_dst(world: World):
+def test_series_from_rrule_keeps_local_time_across_dst(world: World, clock):
+    clock.set(datetime(2026, 10, 20, tzinfo=UTC))
     clinic = Clinic(world)
     clinic.plan(starts_on="2026-10-26")
     response = clinic.client.post(f"/api/v1/plans/{_plan_id(clinic)}/visits",
@@ -271,3 +278,54 @@ def test_impossible_positions_are_refused(clinic: Clinic, field, value):
                                   headers=_nurse_phone(clinic), json={**HOME, field: value})
     assert response.status_code == 422
     assert field in response.json["error"]["details"]["fields"]
+
+
+CHICAGO = ZoneInfo("America/Chicago")
+SLOTS = st.integers(min_value=0, max_value=4 * 70).map(
+    lambda k: datetime(2026, 11, 2, 15, tzinfo=UTC) + timedelta(hours=6 * k))
+PHASES = [(datetime(2026, 11, 2, 6, tzinfo=UTC), Limits(48, 2, 8)),
+          (datetime(2026, 11, 30, 6, tzinfo=UTC), Limits(48, 1, 4)),
+          (datetime(2026, 12, 28, 6, tzinfo=UTC), Limits(48, 1, 2))]
+
+
+def _policy_limits(at: datetime) -> Limits:
+    return [limits for start, limits in PHASES if start <= at][-1]
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.one_of(
+    st.tuples(st.just("schedule"), SLOTS),
+    st.tuples(st.just("cancel"), st.integers(0, 20)),
+    st.tuples(st.just("reschedule"), st.integers(0, 20), SLOTS)), min_size=1, max_size=12))
+def test_the_service_never_stores_a_schedule_that_breaks_the_plan(clinic: Clinic, connection,
+                                                                  ops):
+    headers = clinic.as_(Role.ADMIN)
+    example = connection.begin_nested()
+    try:
+        for op in ops:
+            held = [v for v in clinic.client.get("/api/v1/visits", headers=headers).json
+                    if v["status"] == "scheduled"]
+            if op[0] == "schedule":
+                clinic.client.post("/api/v1/visits", headers=headers, json={
+                    "patient_id": clinic.patient_id, "nurse_id": str(clinic.nurse.id),
+                    "scheduled_start": op[1].isoformat()})
+            elif held and op[0] == "cancel":
+                clinic.client.post(f"/api/v1/visits/{held[op[1] % len(held)]['id']}/cancel",
+                                   headers=headers, json={"reason": "test"})
+            elif held:
+                clinic.client.post(f"/api/v1/visits/{held[op[1] % len(held)]['id']}/reschedule",
+                                   headers=headers, json={"scheduled_start": op[2].isoformat()})
+            starts = Schedule.of([datetime.fromisoformat(v["scheduled_start"]) for v in
+                                  clinic.client.get("/api/v1/visits", headers=headers).json
+                                  if v["status"] == "scheduled"], CHICAGO)
+            assert [t for t in starts.times
+                    if violation_at(starts, t, _policy_limits(t))] == []
+    finally:
+        example.rollback()
+
+
+def test_a_visit_cannot_be_scheduled_in_the_past(clinic: Clinic):
+    response = clinic.schedule("2026-11-01T15:00:00+00:00")
+    assert response.status_code == 422
+    assert "scheduled_start" in response.json["error"]["details"]["fields"]

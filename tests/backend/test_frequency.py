@@ -1,0 +1,93 @@
+"""Property tests: no sequence of schedule, cancel and reschedule breaks a phase's limits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backend.visits.frequency import Limits, Schedule, check_schedule, violation_at
+
+EPOCH = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
+INDUCTION = Limits(min_interval_hours=48, max_per_7_days=2, max_per_28_days=8)
+MAINTENANCE = Limits(min_interval_hours=48, max_per_7_days=1, max_per_28_days=4)
+TAPER = Limits(min_interval_hours=72, max_per_7_days=1, max_per_28_days=2)
+
+
+def limits_at(at: datetime) -> Limits:
+    """Phase limits by date: induction 4 weeks, maintenance 4 weeks, then taper."""
+    weeks = (at - EPOCH) // timedelta(weeks=1)
+    return INDUCTION if weeks < 4 else MAINTENANCE if weeks < 8 else TAPER
+
+
+# Times on a six-hour grid over twelve weeks, so that collisions and boundaries are common.
+times = st.integers(min_value=0, max_value=12 * 28).map(lambda k: EPOCH + timedelta(hours=6 * k))
+operations = st.lists(st.one_of(
+    st.tuples(st.just("schedule"), times),
+    st.tuples(st.just("cancel"), st.integers(min_value=0, max_value=40)),
+    st.tuples(st.just("reschedule"), st.integers(min_value=0, max_value=40), times),
+), max_size=60)
+
+
+def broken(times: list[datetime], zone=UTC) -> list[datetime]:
+    """Return the doses at which the schedule breaks its phase's limits."""
+    schedule = Schedule.of(times, zone)
+    return [at for at in schedule.times if violation_at(schedule, at, limits_at(at))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_no_sequence_of_operations_breaks_the_limits(ops):
+    schedule: list[datetime] = []
+    for op in ops:
+        if op[0] == "schedule" and check_schedule(schedule, op[1], limits_at) is None:
+            schedule.append(op[1])
+        elif op[0] == "cancel" and schedule:
+            schedule.pop(op[1] % len(schedule))
+        elif op[0] == "reschedule" and schedule:
+            rest = schedule[:op[1] % len(schedule)] + schedule[op[1] % len(schedule) + 1:]
+            if check_schedule(rest, op[2], limits_at) is None:
+                schedule = [*rest, op[2]]
+        assert broken(schedule) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(times, max_size=30), times)
+def test_a_refusal_names_a_rule_the_schedule_would_break(existing, proposed):
+    """check_schedule refuses exactly when adding the dose creates a new break."""
+    schedule: list[datetime] = []
+    for at in existing:
+        if check_schedule(schedule, at, limits_at) is None:
+            schedule.append(at)
+    refusal = check_schedule(schedule, proposed, limits_at)
+    new_breaks = broken([*schedule, proposed])
+    assert (refusal is None) == (new_breaks == [])
+    if refusal is not None:
+        assert refusal.rule in {"min_interval", "weekly_limit", "monthly_limit"}
+
+
+def test_an_earlier_override_does_not_block_a_visit_it_does_not_touch():
+    forced = [EPOCH, EPOCH + timedelta(hours=24)]
+    assert broken(forced) != []
+    assert check_schedule(forced, EPOCH + timedelta(days=8), limits_at) is None
+    assert check_schedule(forced, EPOCH + timedelta(days=6), limits_at).rule == "weekly_limit"
+    assert check_schedule(forced, EPOCH + timedelta(days=2), limits_at).rule == "min_interval"
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    # Spring forward in Chicago: 10:00 to 10:00 a week later is 167 hours.
+    (datetime(2027, 3, 8, 15, tzinfo=UTC), datetime(2027, 3, 15, 14, tzinfo=UTC)),
+    # Fall back: 169 hours.
+    (datetime(2026, 10, 26, 15, tzinfo=UTC), datetime(2026, 11, 2, 16, tzinfo=UTC)),
+])
+def test_weekly_doses_at_the_same_local_time_stay_weekly_across_dst(first, second):
+    weekly = Limits(min_interval_hours=48, max_per_7_days=1, max_per_28_days=4)
+    chicago = ZoneInfo("America/Chicago")
+    assert check_schedule([first], second, lambda _: weekly, chicago) is None
+    same_day_earlier = second - timedelta(hours=2)
+    assert check_schedule([first], same_day_earlier, lambda _: weekly, chicago) is None
+    day_before = second - timedelta(days=1)
+    assert check_schedule([first], day_before, lambda _: weekly, chicago).rule == "weekly_limit"
