@@ -20,6 +20,7 @@ def _blueprints() -> list:
     from backend.accounts.resources import blp as accounts
     from backend.audit.resources import blp as audit
     from backend.auth.resources import blp as auth
+    from backend.custody.resources import blp as custody
     from backend.devices.resources import blp as devices
     from backend.flags.resources import blp as flags
     from backend.jobs.resources import blp as jobs
@@ -29,7 +30,8 @@ def _blueprints() -> list:
     from backend.products.resources import blp as products
     from backend.visits.resources import blp as visits
 
-    return [auth, accounts, devices, patients, products, plans, visits, flags, policy, audit, jobs]
+    return [auth, accounts, devices, patients, products, plans, visits, custody, flags, policy,
+            audit, jobs]
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -42,6 +44,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.update(overrides)
     config.validate(app.config)
     instance.mkdir(parents=True, exist_ok=True)
+    app.config["CHECKPOINT_DIR"] = Path(app.config["CHECKPOINT_DIR"] or instance / "checkpoints")
     if not app.config["DATABASE_URL"]:
         app.config["DATABASE_URL"] = f"sqlite:///{instance / 'vigil.sqlite3'}"
     logging.basicConfig(level=logging.INFO)

@@ -56,6 +56,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VIGIL_ARGON2_TIME_COST", "ARGON2_TIME_COST", 3, int, "argon2id passes."),
     Setting("VIGIL_ARGON2_MEMORY_KIB", "ARGON2_MEMORY_KIB", 65536, int, "argon2id memory (KiB)."),
     Setting("VIGIL_ARGON2_PARALLELISM", "ARGON2_PARALLELISM", 4, int, "argon2id lanes."),
+    Setting("VIGIL_CHECKPOINT_DIR", "CHECKPOINT_DIR", None, str,
+            "Where signed ledger checkpoints are appended (default `<instance>/checkpoints`); "
+            "keep it off the database's disk."),
     Setting("VIGIL_TRUST_PROXY", "TRUST_PROXY", False, _parse_bool,
             "Take the client address from `X-Forwarded-For` (set only behind a proxy)."),
 )

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import DateTime, Engine, MetaData, Uuid, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -103,6 +104,12 @@ def session() -> Session:
     if "db_session" not in g:
         g.db_session = current_app.extensions["vigil.db"].sessions()
     return g.db_session
+
+
+def upsert(session: Session, table: Any) -> Any:
+    """Return an INSERT for `table` that accepts `on_conflict_do_*` on either backend."""
+    dialect = session.get_bind().dialect.name
+    return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect](table)
 
 
 def new_id() -> uuid.UUID:

@@ -11,6 +11,7 @@ from backend.accounts import models as _accounts  # noqa: F401  (registers table
 from backend.audit import models as _audit  # noqa: F401
 from backend.auth import models as _auth  # noqa: F401
 from backend.config import PROJECT_ROOT
+from backend.custody import models as _custody  # noqa: F401
 from backend.db import Base
 from backend.devices import models as _devices  # noqa: F401
 from backend.flags import models as _flags  # noqa: F401

@@ -6,6 +6,7 @@ import base64
 import itertools
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -155,3 +156,52 @@ class Clinic:
         return self.client.post("/api/v1/visits", headers=self.as_(role), json={
             "patient_id": self.patient_id, "nurse_id": str(self.nurse.id),
             "scheduled_start": start, **body})
+
+
+SUPPLIER = {"supplier_name": "Example Wholesale Inc.", "supplier_address": "1 Depot Rd, Elk Grove",
+            "supplier_dea": "RW0000000", "invoice": "INV-1"}
+
+
+class Pharmacy(Clinic):
+    """A clinic with a vault, a nurse's phone, and helpers that post custody entries."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        self.device_id, self.phone = world.device(self.org, self.nurse)
+
+    def post(self, role: Role, body: dict, *, sign_with: Phone | None = None):
+        """Post a custody entry as `role` (a nurse from her phone, signing the entry)."""
+        body = {"occurred_at": "2026-11-02T14:00:00+00:00", "product_id": self.product_id,
+                "lot": "L1", "expiry": "2028-01-31", **body}
+        body.setdefault("id", str(uuid.uuid4()))
+        headers = self.as_(role, self.device_id if role == Role.NURSE else None)
+        if role == Role.NURSE and "signature" not in body:
+            body["signature"] = (sign_with or self.phone).sign(signed_payload(self, body))
+        return self.client.post("/api/v1/custody/entries", headers=headers, json=body)
+
+    def receive(self, quantity_ug: int, lot: str = "L1"):
+        """Receive stock into the vault."""
+        return self.post(Role.PHARMACIST, {"kind": "receive", "lot": lot,
+                                           "quantity_ug": quantity_ug, "details": SUPPLIER})
+
+    def dispense(self, quantity_ug: int, lot: str = "L1", seal: str = "S-1"):
+        """Dispense a kit from the vault to the clinic's nurse."""
+        return self.post(Role.PHARMACIST, {"kind": "dispense", "lot": lot,
+                                           "quantity_ug": quantity_ug,
+                                           "nurse_id": str(self.nurse.id),
+                                           "details": {"seal_id": seal}})
+
+
+def signed_payload(pharmacy: Pharmacy, body: dict) -> dict:
+    """Return what the nurse's phone signs for `body` (the server derives the same)."""
+    from backend.custody.chain import signed_payload as payload
+
+    holders = {"administer": (f"bag:{pharmacy.nurse.id}", f"patient:{body.get('patient_id')}"),
+               "waste": (f"bag:{pharmacy.nurse.id}", "waste"),
+               "return": (f"bag:{pharmacy.nurse.id}", "vault"),
+               "transfer": (f"bag:{pharmacy.nurse.id}", f"bag:{body.get('nurse_id')}")}
+    from_holder, to_holder = holders[body["kind"]]
+    return payload({**body, "from_holder": from_holder, "to_holder": to_holder,
+                    "visit_id": body.get("visit_id"), "details": body.get("details", {}),
+                    "occurred_at": datetime.fromisoformat(body["occurred_at"]),
+                    "expiry": body["expiry"]})

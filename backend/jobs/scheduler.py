@@ -20,13 +20,12 @@ from typing import Protocol
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, delete, or_, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.clock import Clock
-from backend.db import Database
+from backend.db import Database, upsert
 from backend.jobs import service
 from backend.jobs.models import SchedulerLease
 from backend.runtime import Runtime
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 ADVISORY_KEY = int.from_bytes(b"vigilsch", "big")
 LEASE_NAME = "scheduler"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_UPSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 @dataclass(frozen=True)
@@ -167,9 +165,9 @@ class LeaseLock:
         # One statement decides, so two schedulers claiming together cannot both win; it
         # returns a row only when it inserted or updated.
         lease = SchedulerLease.__table__
-        upsert = _UPSERTS[session.get_bind().dialect.name](lease).values(
+        claim = upsert(session, lease).values(
             name=LEASE_NAME, holder=self.holder, expires_at=until)
-        return upsert.on_conflict_do_update(
+        return claim.on_conflict_do_update(
             index_elements=[lease.c.name], set_={"holder": self.holder, "expires_at": until},
             where=or_(lease.c.holder == self.holder, lease.c.expires_at < now),
         ).returning(lease.c.holder)

@@ -1,0 +1,123 @@
+"""The controlled-substance ledger, its per-organisation head, balances, checkpoints and losses."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from enum import StrEnum
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from backend.db import Base, new_id
+
+
+class Kind(StrEnum):
+    """What a ledger entry records."""
+
+    RECEIVE = "receive"
+    DISPENSE = "dispense"
+    TRANSFER = "transfer"
+    ADMINISTER = "administer"
+    WASTE = "waste"
+    RETURN = "return"
+    ADJUST = "adjust"
+    LOSS = "loss"
+    DESTROY = "destroy"
+
+
+class CustodyEntry(Base):
+    """One movement of stock, hash-chained to the one before it; never updated or deleted.
+
+    Holders are strings: `vault`, `bag:<nurse id>`, `patient:<patient id>`, `supplier`,
+    `waste`, `destruction`, `loss`, `count` (a counting correction). Patients appear only by
+    their surrogate id: the ledger holds no PHI.
+    """
+
+    __tablename__ = "custody_entry"
+    __table_args__ = (
+        UniqueConstraint("organisation_id", "seq"),
+        Index("ix_custody_entry_org_from", "organisation_id", "from_holder"),
+        Index("ix_custody_entry_org_to", "organisation_id", "to_holder"),
+        Index("ix_custody_entry_org_occurred", "organisation_id", "occurred_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    seq: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(12))
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drug_product.id"))
+    lot: Mapped[str] = mapped_column(String(40))
+    expiry: Mapped[date]
+    quantity_ug: Mapped[int]
+    from_holder: Mapped[str] = mapped_column(String(60))
+    to_holder: Mapped[str] = mapped_column(String(60))
+    actor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
+    device_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("device.id"))
+    device_signature: Mapped[str | None] = mapped_column(String(100))
+    visit_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("visit.id"))
+    corrects_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("custody_entry.id"))
+    details: Mapped[dict] = mapped_column(JSON)
+    confirmations: Mapped[list] = mapped_column(JSON)
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class CustodyHead(Base):
+    """The head of an organisation's chain: its row lock serialises appends."""
+
+    __tablename__ = "custody_head"
+
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"),
+                                                       primary_key=True)
+    seq: Mapped[int]
+    head_hash: Mapped[str] = mapped_column(String(64))
+
+
+class CustodyBalance(Base):
+    """What one holder holds of one product lot, kept in step with the ledger."""
+
+    __tablename__ = "custody_balance"
+
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"),
+                                                       primary_key=True)
+    holder: Mapped[str] = mapped_column(String(60), primary_key=True)
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drug_product.id"),
+                                                  primary_key=True)
+    lot: Mapped[str] = mapped_column(String(40), primary_key=True)
+    expiry: Mapped[date]
+    quantity_ug: Mapped[int]
+
+
+class CustodyCheckpoint(Base):
+    """The server's Ed25519 signature over (organisation, seq, head hash, time)."""
+
+    __tablename__ = "custody_checkpoint"
+    __table_args__ = (UniqueConstraint("organisation_id", "seq"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    seq: Mapped[int]
+    head_hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime]
+    signature: Mapped[str] = mapped_column(String(100))
+    public_key: Mapped[str] = mapped_column(String(64))
+
+
+class LossReport(Base):
+    """A theft or significant loss and its two DEA deadlines (21 CFR 1301.76(b))."""
+
+    __tablename__ = "loss_report"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"),
+                                                       index=True)
+    entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("custody_entry.id"), unique=True)
+    discovered_at: Mapped[datetime]
+    notice_due_at: Mapped[datetime]
+    form_106_due_at: Mapped[datetime]
+    notice_filed_at: Mapped[datetime | None]
+    form_106_filed_at: Mapped[datetime | None]
+    circumstances: Mapped[str] = mapped_column(Text)

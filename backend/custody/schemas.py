@@ -1,0 +1,121 @@
+"""Request and response bodies for the custody ledger."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from backend.custody.models import Kind
+
+SIGNING = (
+    "Nurses sign with their registered phone: Ed25519 over the RFC 8785 canonical JSON of "
+    "`{id, kind, product_id, lot, expiry, quantity_ug, from_holder, to_holder, visit_id, "
+    "details, occurred_at}`, where holders are `vault`, `bag:<nurse id>`, `patient:<patient "
+    "id>`, `waste`, and `occurred_at` is UTC with microseconds "
+    "(`2026-11-03T15:00:00.000000+00:00`). A witness signs the same object.")
+
+
+class WitnessSchema(Schema):
+    """A witness's own confirmation: a signature from their phone, or their password."""
+
+    user_id = fields.UUID(required=True)
+    device_id = fields.UUID(load_default=None)
+    signature = fields.String(load_default=None, validate=validate.Length(1, 100))
+    password = fields.String(load_default=None, load_only=True,
+                             validate=validate.Length(1, 1024))
+
+
+class EntryCreateSchema(Schema):
+    """A custody entry; its kind decides which fields it needs and who may post it."""
+
+    id = fields.UUID(load_default=None, metadata={
+        "description": "Client-made UUID: a retry with the same entry is answered, not doubled."})
+    kind = fields.Enum(Kind, by_value=True, required=True)
+    product_id = fields.UUID(required=True)
+    lot = fields.String(required=True, validate=validate.Length(1, 40))
+    expiry = fields.Date(required=True)
+    quantity_ug = fields.Integer(required=True, strict=True,
+                                 validate=validate.Range(1, 1_000_000_000),
+                                 metadata={"description": "Integer micrograms."})
+    occurred_at = fields.AwareDateTime(required=True)
+    nurse_id = fields.UUID(load_default=None, metadata={
+        "description": "dispense: the receiving nurse; transfer: the other nurse; "
+                       "return by a pharmacist: the returning nurse."})
+    holder = fields.String(load_default=None, validate=validate.Length(1, 60), metadata={
+        "description": "adjust and a pharmacist's loss: `vault` or `bag:<nurse id>`."})
+    patient_id = fields.UUID(load_default=None)
+    visit_id = fields.UUID(load_default=None)
+    corrects_id = fields.UUID(load_default=None, metadata={
+        "description": "The entry this one corrects (entries are never changed)."})
+    details = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict,
+                          metadata={"description": (
+                              "receive: supplier_name, supplier_address, supplier_dea, invoice; "
+                              "dispense, return: seal_id; adjust: reason, direction up|down; "
+                              "loss: circumstances; destroy: method.")})
+    witnesses = fields.List(fields.Nested(WitnessSchema), load_default=list, metadata={
+        "description": "waste: one witness; destroy: two (DEA Form 41)."})
+    signature = fields.String(load_default=None, validate=validate.Length(1, 100),
+                              metadata={"description": SIGNING})
+
+
+class EntrySchema(Schema):
+    """A ledger entry as stored, with its place in the chain."""
+
+    id = fields.UUID()
+    seq = fields.Integer()
+    kind = fields.String()
+    product_id = fields.UUID()
+    lot = fields.String()
+    expiry = fields.Date()
+    quantity_ug = fields.Integer()
+    from_holder = fields.String()
+    to_holder = fields.String()
+    actor_id = fields.UUID()
+    device_id = fields.UUID(allow_none=True)
+    visit_id = fields.UUID(allow_none=True)
+    corrects_id = fields.UUID(allow_none=True)
+    details = fields.Dict()
+    witnesses = fields.Function(lambda entry: [
+        {"user_id": c["user_id"], "method": c["method"]} for c in entry.confirmations])
+    occurred_at = fields.AwareDateTime()
+    received_at = fields.AwareDateTime()
+    prev_hash = fields.String()
+    entry_hash = fields.String()
+
+
+class EntryQuerySchema(Schema):
+    """Filters for listing entries."""
+
+    holder = fields.String(validate=validate.Length(1, 60))
+    lot = fields.String(validate=validate.Length(1, 40))
+    kind = fields.Enum(Kind, by_value=True)
+    since = fields.AwareDateTime(data_key="from")
+    until = fields.AwareDateTime(data_key="to")
+    limit = fields.Integer(load_default=500, validate=validate.Range(1, 5000))
+    after_seq = fields.Integer(load_default=0, validate=validate.Range(0), metadata={
+        "description": "Page by seq: return entries after this one."})
+
+
+class BalanceQuerySchema(Schema):
+    """Filters for balances."""
+
+    holder = fields.String(validate=validate.Length(1, 60))
+
+
+class BalanceSchema(Schema):
+    """What one holder holds of one lot."""
+
+    holder = fields.String()
+    product_id = fields.UUID()
+    lot = fields.String()
+    expiry = fields.Date()
+    quantity_ug = fields.Integer()
+
+
+class CheckpointSchema(Schema):
+    """A signed checkpoint of the chain head."""
+
+    seq = fields.Integer()
+    head_hash = fields.String()
+    signed_at = fields.AwareDateTime()
+    signature = fields.String()
+    public_key = fields.String()

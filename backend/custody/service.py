@@ -1,0 +1,335 @@
+"""Record custody movements by kind, with the roles, witnesses, seals and signatures each needs."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from argon2.exceptions import VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.accounts.models import Role, User
+from backend.accounts.service import dea_number_problem, organisation_zone
+from backend.audit import service as audit
+from backend.auth.caller import Caller
+from backend.custody.ledger import VAULT, Attestation, Movement, append, bag
+from backend.custody.models import (
+    CustodyBalance,
+    CustodyCheckpoint,
+    CustodyEntry,
+    Kind,
+    LossReport,
+)
+from backend.devices.signatures import verify_device_signature
+from backend.errors import Forbidden, InvalidField, NotFound, SignatureInvalid, VigilError
+from backend.policy.service import policy_for
+from backend.products import service as products
+from backend.runtime import Runtime
+from backend.visits.models import Visit
+
+PHARMACY = (Role.PHARMACIST,)
+# Who may post each kind, and whether it must come signed from the poster's phone.
+POSTERS: dict[Kind, tuple[tuple[Role, ...], bool]] = {
+    Kind.RECEIVE: (PHARMACY, False), Kind.DISPENSE: (PHARMACY, False),
+    Kind.ADJUST: (PHARMACY, False), Kind.DESTROY: (PHARMACY, False),
+    Kind.ADMINISTER: ((Role.NURSE,), True), Kind.WASTE: ((Role.NURSE,), True),
+    Kind.TRANSFER: ((Role.NURSE,), True), Kind.RETURN: ((Role.NURSE, Role.PHARMACIST), True),
+    Kind.LOSS: ((Role.NURSE, Role.PHARMACIST), False),
+}
+WITNESSES = {Kind.WASTE: 1, Kind.DESTROY: 2}
+
+
+class WitnessRequired(VigilError):
+    """A waste or destruction lacks the witnesses it needs, or one did not confirm."""
+
+    status = 422
+    code = "witness_required"
+
+
+class SealMismatch(VigilError):
+    """A returned kit's seal is not the seal it was dispensed under."""
+
+    status = 409
+    code = "seal_mismatch"
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A witness's confirmation: a signature from their phone, or their password."""
+
+    user_id: uuid.UUID
+    device_id: uuid.UUID | None = None
+    signature: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class EntryRequest:
+    """A custody entry as posted; the kind decides which fields matter."""
+
+    kind: Kind
+    product_id: uuid.UUID
+    lot: str
+    expiry: date
+    quantity_ug: int
+    occurred_at: datetime
+    id: uuid.UUID | None = None
+    nurse_id: uuid.UUID | None = None
+    holder: str | None = None
+    patient_id: uuid.UUID | None = None
+    visit_id: uuid.UUID | None = None
+    corrects_id: uuid.UUID | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    witnesses: list[Witness] = field(default_factory=list)
+    signature: str | None = None
+
+
+def _require(request: EntryRequest, *names: str) -> None:
+    for name in names:
+        if not request.details.get(name):
+            raise InvalidField(f"details.{name}", f"required for a {request.kind} entry")
+
+
+def _nurse(session: Session, caller: Caller, nurse_id: uuid.UUID | None, name: str) -> User:
+    nurse = nurse_id and session.get(User, nurse_id)
+    if (not nurse or nurse.organisation_id != caller.organisation_id
+            or nurse.role != Role.NURSE or not nurse.active):
+        raise InvalidField(name, "must be an active nurse of this organisation")
+    return nurse
+
+
+def _holders(session: Session, caller: Caller, request: EntryRequest) -> tuple[str, str]:
+    """Return (from, to) for the request's kind, checking the kind's own fields."""
+    kind = request.kind
+    if kind == Kind.RECEIVE:
+        _require(request, "supplier_name", "supplier_address", "supplier_dea", "invoice")
+        if problem := dea_number_problem(str(request.details["supplier_dea"]).upper()):
+            raise InvalidField("details.supplier_dea", problem)
+        return "supplier", VAULT
+    if kind == Kind.DISPENSE:
+        _require(request, "seal_id")
+        return VAULT, bag(_nurse(session, caller, request.nurse_id, "nurse_id").id)
+    if kind == Kind.TRANSFER:
+        receiver = _nurse(session, caller, request.nurse_id, "nurse_id")
+        if receiver.id == caller.user_id:
+            raise InvalidField("nurse_id", "a transfer goes to another nurse")
+        return bag(caller.user_id), bag(receiver.id)
+    if kind == Kind.ADMINISTER:
+        visit = request.visit_id and session.get(Visit, request.visit_id)
+        if (not visit or visit.organisation_id != caller.organisation_id
+                or visit.nurse_id != caller.user_id or visit.patient_id != request.patient_id):
+            raise InvalidField("visit_id", "must be the caller's visit to this patient")
+        return bag(caller.user_id), f"patient:{visit.patient_id}"
+    if kind == Kind.WASTE:
+        return bag(caller.user_id), "waste"
+    if kind == Kind.RETURN:
+        nurse_id = caller.user_id if caller.role == Role.NURSE else request.nurse_id
+        return bag(_nurse(session, caller, nurse_id, "nurse_id").id), VAULT
+    if kind == Kind.ADJUST:
+        _require(request, "reason", "direction")
+        if request.details["direction"] not in ("up", "down"):
+            raise InvalidField("details.direction", "up (found more) or down (found less)")
+        holder = _counted_holder(session, caller, request.holder)
+        return ("count", holder) if request.details["direction"] == "up" else (holder, "count")
+    if kind == Kind.LOSS:
+        _require(request, "circumstances")
+        holder = (bag(caller.user_id) if caller.role == Role.NURSE
+                  else _counted_holder(session, caller, request.holder))
+        return holder, "loss"
+    _require(request, "method")
+    return VAULT, "destruction"
+
+
+def _counted_holder(session: Session, caller: Caller, holder: str | None) -> str:
+    if holder == VAULT:
+        return VAULT
+    if holder and holder.startswith("bag:"):
+        try:
+            return bag(_nurse(session, caller, uuid.UUID(holder[4:]), "holder").id)
+        except ValueError:
+            pass
+    raise InvalidField("holder", "`vault` or `bag:<nurse id>`")
+
+
+def _check_seal(session: Session, caller: Caller, movement: Movement) -> None:
+    dispensed = session.scalar(
+        select(CustodyEntry.details).where(
+            CustodyEntry.organisation_id == caller.organisation_id,
+            CustodyEntry.kind == Kind.DISPENSE, CustodyEntry.to_holder == movement.from_holder,
+            CustodyEntry.product_id == movement.product_id, CustodyEntry.lot == movement.lot)
+        .order_by(CustodyEntry.seq.desc()).limit(1))
+    expected = dispensed and dispensed.get("seal_id")
+    if not expected or movement.details.get("seal_id") != expected:
+        raise SealMismatch("The kit's seal does not match the seal it was dispensed under.",
+                           {"expected": expected, "presented": movement.details.get("seal_id")})
+
+
+def _confirm(session: Session, rt: Runtime, caller: Caller, movement: Movement,
+             witnesses: list[Witness], needed: int) -> list[dict[str, Any]]:
+    ids = {w.user_id for w in witnesses}
+    if len(witnesses) < needed or len(ids) < len(witnesses) or caller.user_id in ids:
+        raise WitnessRequired(f"A {movement.kind} needs {needed} witness(es), each another "
+                              "user of the organisation, who confirm it themselves.")
+    return [_confirmation(session, rt, caller, movement, w) for w in witnesses]
+
+
+def _confirmation(session: Session, rt: Runtime, caller: Caller, movement: Movement,
+                  witness: Witness) -> dict[str, Any]:
+    user = session.get(User, witness.user_id)
+    if not user or user.organisation_id != caller.organisation_id or not user.active:
+        raise WitnessRequired("A witness must be an active user of this organisation.")
+    if witness.device_id and witness.signature:
+        try:
+            verify_device_signature(session, organisation_id=caller.organisation_id,
+                                    user_id=user.id, device_id=witness.device_id,
+                                    payload=movement.signed(), signature_b64=witness.signature)
+        except SignatureInvalid as exc:
+            raise WitnessRequired(f"The witness's signature failed: {exc.message}") from exc
+        return {"user_id": str(user.id), "method": "device_signature",
+                "device_id": str(witness.device_id), "signature": witness.signature}
+    try:
+        rt.passwords.verify(user.password_hash, witness.password or "")
+    except VerificationError as exc:
+        raise WitnessRequired("The witness's password did not confirm the entry.") from exc
+    return {"user_id": str(user.id), "method": "password"}
+
+
+def _attest(session: Session, caller: Caller, movement: Movement, request: EntryRequest,
+            signed: bool) -> Attestation:
+    # A pharmacist takes a return at the counter, not from a phone.
+    if not signed or caller.role == Role.PHARMACIST:
+        return Attestation(actor_id=caller.user_id)
+    if caller.device_id is None or not request.signature:
+        raise SignatureInvalid("This entry must be signed by the nurse's registered phone.",
+                               {"reason": "unsigned"})
+    verify_device_signature(session, organisation_id=caller.organisation_id,
+                            user_id=caller.user_id, device_id=caller.device_id,
+                            payload=movement.signed(), signature_b64=request.signature)
+    return Attestation(caller.user_id, caller.device_id, request.signature)
+
+
+def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest) -> CustodyEntry:
+    """Record one custody entry after checking role, fields, stock, seal, witnesses, signature."""
+    roles, signed = POSTERS[request.kind]
+    if caller.role not in roles:
+        raise Forbidden(f"The {caller.role} role may not post a {request.kind} entry.",
+                        {"kind": request.kind, "allowed": sorted(roles)})
+    product = products.get(session, caller, request.product_id)
+    now = rt.clock.now()
+    if request.expiry < now.astimezone(organisation_zone(session, caller.organisation_id)).date() \
+            and request.kind in (Kind.RECEIVE, Kind.DISPENSE):
+        raise InvalidField("expiry", "the lot has expired")
+    from_holder, to_holder = _holders(session, caller, request)
+    if request.corrects_id is not None:
+        get_entry(session, caller, request.corrects_id)
+    movement = Movement(id=request.id or uuid.uuid4(), kind=request.kind, product_id=product.id,
+                        lot=request.lot, expiry=request.expiry, quantity_ug=request.quantity_ug,
+                        from_holder=from_holder, to_holder=to_holder,
+                        occurred_at=request.occurred_at, details=request.details,
+                        visit_id=request.visit_id, corrects_id=request.corrects_id)
+    if request.kind == Kind.RETURN:
+        _check_seal(session, caller, movement)
+    attestation = _attest(session, caller, movement, request, signed)
+    if needed := WITNESSES.get(request.kind):
+        attestation = replace(attestation, confirmations=_confirm(
+            session, rt, caller, movement, request.witnesses, needed))
+    entry = append(session, caller.organisation_id, movement, attestation, now)
+    if request.kind == Kind.LOSS:
+        _open_loss_report(session, rt, caller, entry)
+    audit.record(session, now, caller, f"custody.{request.kind}", "custody_entry", entry.id,
+                 detail={"seq": entry.seq})
+    return entry
+
+
+def add_business_days(start: datetime, days: int) -> datetime:
+    """Return `start` moved forward by `days` weekdays (Saturday and Sunday skipped)."""
+    moved = start
+    while days:
+        moved += timedelta(days=1)
+        if moved.weekday() < 5:
+            days -= 1
+    return moved
+
+
+def _open_loss_report(session: Session, rt: Runtime, caller: Caller,
+                      entry: CustodyEntry) -> LossReport:
+    policy = policy_for(session, caller.organisation_id)
+    # Deadlines run in the organisation's own days, so weekends are its weekends.
+    discovered = entry.received_at.astimezone(organisation_zone(session, caller.organisation_id))
+    report = LossReport(
+        organisation_id=caller.organisation_id, entry_id=entry.id, discovered_at=discovered,
+        notice_due_at=add_business_days(discovered,
+                                        int(policy.value("loss_notice_business_days"))),
+        form_106_due_at=discovered + timedelta(days=int(policy.value("form_106_days"))),
+        circumstances=entry.details["circumstances"])
+    session.add(report)
+    session.flush()
+    return report
+
+
+def get_entry(session: Session, caller: Caller, entry_id: uuid.UUID) -> CustodyEntry:
+    """Return one of the organisation's entries (a nurse: those of her bag)."""
+    entry = session.get(CustodyEntry, entry_id)
+    mine = bag(caller.user_id)
+    if (entry is None or entry.organisation_id != caller.organisation_id
+            or (caller.role == Role.NURSE and mine not in (entry.from_holder, entry.to_holder))):
+        raise NotFound("No such custody entry.")
+    return entry
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """Filters for listing entries."""
+
+    holder: str | None = None
+    lot: str | None = None
+    kind: Kind | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 500
+    after_seq: int = 0
+
+
+def _nurse_holder(caller: Caller, holder: str | None) -> str | None:
+    if caller.role != Role.NURSE:
+        return holder
+    if holder not in (None, bag(caller.user_id)):
+        raise NotFound("A nurse sees only her own bag.")
+    return bag(caller.user_id)
+
+
+def entries(session: Session, caller: Caller, where: EntryFilter) -> list[CustodyEntry]:
+    """Return the organisation's entries in chain order (a nurse: those of her bag)."""
+    query = select(CustodyEntry).where(CustodyEntry.organisation_id == caller.organisation_id,
+                                       CustodyEntry.seq > where.after_seq)
+    if holder := _nurse_holder(caller, where.holder):
+        query = query.where((CustodyEntry.from_holder == holder)
+                            | (CustodyEntry.to_holder == holder))
+    if where.lot:
+        query = query.where(CustodyEntry.lot == where.lot)
+    if where.kind:
+        query = query.where(CustodyEntry.kind == where.kind)
+    if where.since:
+        query = query.where(CustodyEntry.occurred_at >= where.since)
+    if where.until:
+        query = query.where(CustodyEntry.occurred_at < where.until)
+    return list(session.scalars(query.order_by(CustodyEntry.seq).limit(where.limit)))
+
+
+def balances(session: Session, caller: Caller, holder: str | None) -> list[CustodyBalance]:
+    """Return non-zero balances per holder and lot (a nurse: her bag's)."""
+    query = select(CustodyBalance).where(CustodyBalance.organisation_id == caller.organisation_id,
+                                         CustodyBalance.quantity_ug != 0)
+    if holder := _nurse_holder(caller, holder):
+        query = query.where(CustodyBalance.holder == holder)
+    return list(session.scalars(query.order_by(CustodyBalance.holder, CustodyBalance.lot)))
+
+
+def checkpoints(session: Session, caller: Caller) -> list[CustodyCheckpoint]:
+    """Return the organisation's signed checkpoints, newest first."""
+    return list(session.scalars(select(CustodyCheckpoint).where(
+        CustodyCheckpoint.organisation_id == caller.organisation_id)
+        .order_by(CustodyCheckpoint.seq.desc())))
