@@ -113,8 +113,8 @@ class VisitCheckIn(MethodView):
     def post(self, body, visit_id: uuid.UUID):
         """Check in from the nurse's phone; outside the radius needs a reason and is flagged."""
         session = db.session()
-        visit = service.check_in(session, runtime(), current_caller(), visit_id,
-                                 service.Position(**body))
+        visit = service.verify_presence(session, runtime(), current_caller(), visit_id,
+                                        "check_in", service.Position(**body))
         session.commit()
         return visit
 
@@ -129,8 +129,8 @@ class VisitCheckOut(MethodView):
     def post(self, body, visit_id: uuid.UUID):
         """Check out and complete the visit; outside the radius needs a reason and is flagged."""
         session = db.session()
-        visit = service.check_out(session, runtime(), current_caller(), visit_id,
-                                  service.Position(**body))
+        visit = service.verify_presence(session, runtime(), current_caller(), visit_id,
+                                        "check_out", service.Position(**body))
         session.commit()
         return visit
 

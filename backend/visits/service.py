@@ -336,31 +336,23 @@ def _record_evv(session: Session, rt: Runtime, caller: Caller, visit: Visit, kin
     return event
 
 
-def check_in(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
-             position: Position) -> Visit:
-    """Check the nurse in at the home; out of range needs a reason and raises a flag."""
+# Each EVV step: the status it needs, the status it leaves, and the visit's timestamp it sets.
+EVV_STEPS = {"check_in": (VisitStatus.SCHEDULED, VisitStatus.CHECKED_IN, "checked_in_at"),
+             "check_out": (VisitStatus.CHECKED_IN, VisitStatus.COMPLETED, "checked_out_at")}
+
+
+def verify_presence(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+                    kind: str, position: Position) -> Visit:
+    """Check the nurse in or out at the home; out of range needs a reason and raises a flag."""
+    needs, leaves, stamp = EVV_STEPS[kind]
     visit = get(session, caller, visit_id, for_update=True)
     if visit.nurse_id != caller.user_id:
         raise NotFound("No such visit.")
-    _require_status(visit, VisitStatus.SCHEDULED)
-    event = _record_evv(session, rt, caller, visit, "check_in", position)
-    visit.status, visit.checked_in_at, visit.updated_at = (VisitStatus.CHECKED_IN,
-                                                           event.received_at, event.received_at)
-    audit.record(session, event.received_at, caller, "visit.check_in", "visit", visit.id)
-    return visit
-
-
-def check_out(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
-              position: Position) -> Visit:
-    """Check the nurse out and complete the visit."""
-    visit = get(session, caller, visit_id, for_update=True)
-    if visit.nurse_id != caller.user_id:
-        raise NotFound("No such visit.")
-    _require_status(visit, VisitStatus.CHECKED_IN)
-    event = _record_evv(session, rt, caller, visit, "check_out", position)
-    visit.status, visit.checked_out_at, visit.updated_at = (VisitStatus.COMPLETED,
-                                                            event.received_at, event.received_at)
-    audit.record(session, event.received_at, caller, "visit.check_out", "visit", visit.id)
+    _require_status(visit, needs)
+    event = _record_evv(session, rt, caller, visit, kind, position)
+    visit.status, visit.updated_at = leaves, event.received_at
+    setattr(visit, stamp, event.received_at)
+    audit.record(session, event.received_at, caller, f"visit.{kind}", "visit", visit.id)
     return visit
 
 
