@@ -9,11 +9,15 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import FlaskGroup
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.serving import run_simple
 
 from backend import create_app, db, demo, schema
 from backend.accounts import service as accounts
-from backend.accounts.models import Role
+from backend.accounts.models import Organisation, Role
+from backend.custody import checkpoints
+from backend.custody.verify import verify as verify_ledger
 from backend.errors import VigilError
 from backend.jobs import scheduler as job_scheduler
 from backend.phi import keyfile, rotation
@@ -226,6 +230,56 @@ def keys_add() -> None:
     kid = keyfile.add_phi_key(Path(current_app.instance_path))
     click.echo(f"added PHI key {kid} and made it active; restart the server, "
                "then run `vigil keys rotate`")
+
+
+@cli.group("ledger")
+def ledger_group() -> None:
+    """Verify the custody ledger's chains and sign their heads."""
+
+
+def _organisations(session: Session, slug: str | None) -> list[Organisation]:
+    if slug is None:
+        return list(session.scalars(select(Organisation).order_by(Organisation.slug)))
+    try:
+        return [accounts.organisation_by_slug(session, slug)]
+    except VigilError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@ledger_group.command("verify")
+@click.option("--org", "org_slug", default=None, help="Only this organisation (default: all).")
+def ledger_verify(org_slug: str | None) -> None:
+    """Recompute each chain and check its signatures, checkpoints and balances."""
+    session, rt = db.session(), runtime()
+    failed = 0
+    for org in _organisations(session, org_slug):
+        report = verify_ledger(session, org.id, rt.keys.signing_public_key(),
+                                       current_app.config["CHECKPOINT_DIR"])
+        checked = f"{report.entries} entries, {report.checkpoints} checkpoints"
+        if report.ok:
+            click.echo(f"{org.slug}: {checked} checked, OK")
+            continue
+        failed += 1
+        where = "balances" if report.problem.seq is None else f"seq {report.problem.seq}"
+        click.echo(f"{org.slug}: FAILED at {where}: {report.problem.message} ({checked} read)")
+    if failed:
+        raise click.ClickException(f"{failed} organisation(s) failed verification")
+
+
+@ledger_group.command("checkpoint")
+@click.option("--org", "org_slug", default=None, help="Only this organisation (default: all).")
+def ledger_checkpoint(org_slug: str | None) -> None:
+    """Sign the chain heads that moved since their last checkpoint, now."""
+    session, rt = db.session(), runtime()
+    export_dir = current_app.config["CHECKPOINT_DIR"]
+    signed = 0
+    for org in _organisations(session, org_slug):
+        checkpoint = checkpoints.sign_head(session, rt, org.id, export_dir)
+        if checkpoint is not None:
+            signed += 1
+            click.echo(f"{org.slug}: signed seq {checkpoint.seq} ({checkpoint.head_hash})")
+    session.commit()
+    click.echo(f"{signed} checkpoint(s) signed; exported to {export_dir}")
 
 
 def main() -> None:

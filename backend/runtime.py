@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher, Type
@@ -33,6 +34,7 @@ class Runtime:
     login_limits: LoginLimits
     access_token_seconds: int
     refresh_token_seconds: int
+    checkpoint_dir: Path
 
     @cached_property
     def dummy_password_hash(self) -> str:
@@ -58,6 +60,7 @@ def build_runtime(config: dict[str, Any], clock: Clock, keys: KeyRing) -> Runtim
         ),
         access_token_seconds=config["ACCESS_TOKEN_SECONDS"],
         refresh_token_seconds=config["REFRESH_TOKEN_SECONDS"],
+        checkpoint_dir=Path(config["CHECKPOINT_DIR"]),
     )
 
 

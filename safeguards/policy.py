@@ -96,6 +96,10 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
     Threshold("reminder_lead_hours", 24, "h",
               "Vigil practice default (no published rule): nurses are reminded the day before",
               practice=True),
+    Threshold("bag_return_deadline_hours", 2, "h",
+              "Vigil practice default (no published rule): a nurse's bag is back to zero this "
+              "long after her last visit of the day; CLINICAL.md Diversion: dispense = "
+              "administered + wasted + returned (Bluesight)", practice=True),
 )
 
 

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Response
 from flask.views import MethodView
 
 from backend import db
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
-from backend.custody import service
+from backend.custody import counts, losses, reports, service, shifts
 from backend.custody.schemas import (
+    BagStatementSchema,
     BalanceQuerySchema,
     BalanceSchema,
     CheckpointSchema,
+    CountCreateSchema,
+    CountSchema,
+    DispensingEventSchema,
+    DispensingLogSchema,
+    DispensingQuerySchema,
     EntryCreateSchema,
     EntryQuerySchema,
     EntrySchema,
+    FilingSchema,
+    InventoryLineSchema,
+    InventoryQuerySchema,
+    InventorySchema,
+    LossSchema,
+    StatementQuerySchema,
 )
 from backend.runtime import runtime
 
@@ -24,6 +41,7 @@ blp = Blueprint("custody", __name__, url_prefix="/custody", description=(
     "micrograms. Error codes: `insufficient_stock`, `witness_required`, `seal_mismatch`, "
     "`signature_invalid`, `append_only`."))
 READERS = (Role.ADMIN, Role.PHARMACIST, Role.COMPLIANCE, Role.NURSE)
+REPORT_READERS = (Role.ADMIN, Role.PHARMACIST, Role.COMPLIANCE)
 
 
 @blp.route("/entries")
@@ -72,3 +90,113 @@ class Checkpoints(MethodView):
     def get(self):
         """List the server's signed checkpoints of the chain head, newest first."""
         return service.checkpoints(db.session(), current_caller())
+
+
+@blp.route("/counts")
+class Counts(MethodView):
+    """Physical counts reconciled against the ledger."""
+
+    @requires(Role.PHARMACIST)
+    @blp.arguments(CountCreateSchema)
+    @blp.response(201, CountSchema)
+    def post(self, body):
+        """Reconcile a count with the ledger: flag each discrepancy, adjust those with a reason."""
+        session = db.session()
+        lines = [counts.CountedLot(**line) for line in body.pop("counts")]
+        count = counts.reconcile(session, runtime(), current_caller(),
+                                 counts.CountRequest(counts=lines, **body))
+        session.commit()
+        return count
+
+
+@blp.route("/losses")
+class Losses(MethodView):
+    """Thefts and significant losses, with their DEA deadlines."""
+
+    @requires(*REPORT_READERS)
+    @blp.response(200, LossSchema(many=True))
+    def get(self):
+        """List loss reports, newest first, with each deadline and whether it is overdue."""
+        return losses.losses(db.session(), runtime(), current_caller())
+
+
+@blp.route("/losses/<uuid:loss_id>/filings")
+class LossFilings(MethodView):
+    """What was filed with DEA about a loss."""
+
+    @requires(Role.PHARMACIST, Role.COMPLIANCE)
+    @blp.arguments(FilingSchema)
+    @blp.response(201, LossSchema)
+    def post(self, body, loss_id: uuid.UUID):
+        """Record the written DEA notice or Form 106 as filed; each is filed once."""
+        session = db.session()
+        loss = losses.record_filing(session, runtime(), current_caller(), loss_id, **body)
+        session.commit()
+        return loss
+
+
+@blp.route("/bags/<uuid:nurse_id>/statement")
+class Statement(MethodView):
+    """A nurse's bag, lot by lot."""
+
+    @requires(*READERS)
+    @blp.arguments(StatementQuerySchema, location="query")
+    @blp.response(200, BagStatementSchema)
+    def get(self, query, nurse_id: uuid.UUID):
+        """Show a bag's movements and remainder per lot over a period (a nurse: her own bag)."""
+        return shifts.bag_statement(db.session(), runtime(), current_caller(), nurse_id,
+                                    **query)
+
+
+def _csv(columns: list[str], rows: list[Mapping[str, Any]], name: str) -> Response:
+    return Response(reports.csv_text(rows, columns), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+# Documents the CSV beside the JSON (the description of the last one documented wins).
+CSV = {"schema": {"type": "string"}, "content_type": "text/csv", "success": True}
+
+
+@blp.route("/reports/dispensing")
+class DispensingReport(MethodView):
+    """The dispensing log of 21 CFR 1304.22(c)."""
+
+    @requires(*REPORT_READERS)
+    @blp.arguments(DispensingQuerySchema, location="query")
+    @blp.response(200, DispensingLogSchema)
+    @blp.alt_response(200, description=(
+        "The log; with `format=csv`, its events as text/csv (RFC 4180) with a header row."),
+        **CSV)
+    def get(self, query):
+        """List each custody event of a period with what 1304.22(c) asks; an audited PHI read."""
+        session = db.session()
+        output = query.pop("output")
+        log = reports.dispensing_log(session, runtime(), current_caller(), **query)
+        session.commit()
+        if output == "csv":
+            events = DispensingLogSchema().dump(log)["events"]
+            return _csv(list(DispensingEventSchema().fields), events, "dispensing")
+        return log
+
+
+@blp.route("/reports/inventory")
+class InventoryReport(MethodView):
+    """The inventory of 21 CFR 1304.11."""
+
+    @requires(*REPORT_READERS)
+    @blp.arguments(InventoryQuerySchema, location="query")
+    @blp.response(200, InventorySchema)
+    @blp.alt_response(200, description=(
+        "The inventory; with `format=csv`, one text/csv row per holder and lot, each with the "
+        "inventory's date and open/close."), **CSV)
+    def get(self, query):
+        """Show the vault's and each bag's stock per lot as the ledger stood at `as_of`."""
+        output = query.pop("output")
+        stock = reports.inventory(db.session(), runtime(), current_caller(), **query)
+        if output == "csv":
+            dumped = InventorySchema().dump(stock)
+            # Each row carries the inventory's date and open/close, as 1304.11 asks of it.
+            heading = {name: dumped[name] for name in ("date", "at")}
+            return _csv([*heading, *InventoryLineSchema().fields],
+                        [{**heading, **line} for line in dumped["lines"]], "inventory")
+        return stock

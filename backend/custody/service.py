@@ -15,7 +15,7 @@ from backend.accounts.models import Role, User
 from backend.accounts.service import dea_number_problem, organisation_zone
 from backend.audit import service as audit
 from backend.auth.caller import Caller
-from backend.custody.ledger import VAULT, Attestation, Movement, append, bag
+from backend.custody.ledger import VAULT, Attestation, Movement, append, bag, existing
 from backend.custody.models import (
     CustodyBalance,
     CustodyCheckpoint,
@@ -236,6 +236,9 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
     if needed := WITNESSES.get(request.kind):
         attestation = replace(attestation, confirmations=_confirm(
             session, rt, caller, movement, request.witnesses, needed))
+    if (stored := existing(session, caller.organisation_id, movement)) is not None:
+        # A retry: its loss report and audit event were written the first time.
+        return stored
     entry = append(session, caller.organisation_id, movement, attestation, now)
     if request.kind == Kind.LOSS:
         _open_loss_report(session, rt, caller, entry)

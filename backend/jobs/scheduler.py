@@ -51,6 +51,9 @@ SCHEDULE: tuple[JobSpec, ...] = (
     JobSpec("heartbeat", 3600, service.heartbeat),
     JobSpec("visit_reminders", 900, service.send_visit_reminders),
     JobSpec("missed_visits", 300, service.mark_missed_visits),
+    JobSpec("bag_reconciliation", 900, service.reconcile_bags),
+    JobSpec("loss_deadlines", 3600, service.track_loss_deadlines),
+    JobSpec("ledger_checkpoint", 3600, service.sign_checkpoints),
 )
 
 

@@ -1,4 +1,4 @@
-"""The scheduled jobs' work: each slot run once, visit reminders, missed visits; and their reads."""
+"""Scheduled jobs' work (each slot once, reminders, missed visits, bags, loss deadlines), reads."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from sqlalchemy.orm import Session
 
 from backend.audit import service as audit
 from backend.auth.caller import Caller
+from backend.custody import checkpoints, losses, shifts
+from backend.flags.models import Flag
 from backend.flags.service import raise_flag
 from backend.jobs.models import JobRun, Notification
 from backend.policy.service import policy_for
 from backend.runtime import Runtime
 from backend.visits.models import Visit, VisitStatus
-from safeguards.findings import Severity, Subject, SubjectKind
+from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.registry import Mode, RuleMeta
 
 JobBody = Callable[[Session, Runtime], dict[str, Any]]
@@ -130,6 +132,35 @@ def _mark_missed(session: Session, now: datetime, visit: Visit, grace: int) -> N
     raise_flag(session, now, visit.organisation_id, finding)
 
 
+def _raise_new(session: Session, now: datetime,
+               findings: list[tuple[uuid.UUID, Finding]]) -> int:
+    """Raise and audit each finding not flagged before; return how many were new."""
+    keys = {finding.dedup_key for _, finding in findings}
+    flagged = {(org, key) for org, key in session.execute(select(
+        Flag.organisation_id, Flag.dedup_key).where(Flag.dedup_key.in_(keys)))}
+    # A job finds the same overdue thing every run: once flagged, it waits for its reviewer.
+    new = [(org, finding) for org, finding in findings
+           if (org, finding.dedup_key) not in flagged]
+    for organisation_id, finding in new:
+        flag = raise_flag(session, now, organisation_id, finding)
+        audit.record(session, now, None, finding.rule_id, "flag", flag.id,
+                     organisation_id=organisation_id,
+                     detail={"subject": f"{finding.subject.kind}:{finding.subject.id}"})
+    return len(new)
+
+
+def reconcile_bags(session: Session, rt: Runtime) -> dict[str, Any]:
+    """Flag each nurse whose bag was not back to zero by the deadline after her day's visits."""
+    now = rt.clock.now()
+    return {"flagged": _raise_new(session, now, shifts.unbalanced_bags(session, now))}
+
+
+def track_loss_deadlines(session: Session, rt: Runtime) -> dict[str, Any]:
+    """Flag each DEA loss-report deadline that passed without its filing."""
+    now = rt.clock.now()
+    return {"flagged": _raise_new(session, now, losses.missed_deadlines(session, now))}
+
+
 def notifications_for(session: Session, caller: Caller, since: datetime | None = None,
                       limit: int = 100, offset: int = 0) -> list[Notification]:
     """Return the caller's own outbox items, newest first."""
@@ -151,3 +182,8 @@ def list_runs(session: Session, job: str | None = None, since: datetime | None =
         query = query.where(JobRun.started_at >= since)
     query = query.order_by(JobRun.started_at.desc(), JobRun.slot.desc())
     return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def sign_checkpoints(session: Session, rt: Runtime) -> dict[str, Any]:
+    """Sign every custody chain head that moved since its last checkpoint."""
+    return {"signed": checkpoints.sign_all(session, rt, rt.checkpoint_dir)}

@@ -72,3 +72,19 @@ def test_a_nurse_cannot_receive(pharmacy: Pharmacy):
 def test_a_pharmacist_cannot_administer_for_a_nurse(pharmacy: Pharmacy):
     response = pharmacy.post(Role.PHARMACIST, {"kind": "administer", "quantity_ug": 1})
     assert response.status_code == 403
+
+
+def test_the_checkpoint_job_signs_moved_heads_once(pharmacy: Pharmacy, app):
+    from backend.custody.verify import exported_checkpoints
+    from backend.jobs.service import sign_checkpoints
+
+    pharmacy.receive(1_000)
+    session, rt = pharmacy.world.session, pharmacy.world.rt
+    assert sign_checkpoints(session, rt)["signed"] >= 1
+    assert sign_checkpoints(session, rt) == {"signed": 0}
+    [line] = exported_checkpoints(rt.checkpoint_dir, pharmacy.org.id)
+    assert (line["seq"], len(line["head_hash"])) == (1, 64)
+    listed = pharmacy.client.get("/api/v1/custody/checkpoints",
+                                 headers=pharmacy.as_(Role.COMPLIANCE)).json
+    assert [c["seq"] for c in listed] == [1]
+    assert _verify(pharmacy, app).checkpoints == 1

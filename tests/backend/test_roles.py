@@ -50,6 +50,16 @@ MATRIX = [
     ("PUT", "/api/v1/policy/{threshold}", {A}),
     ("GET", "/api/v1/notifications", ALL),
     ("GET", "/api/v1/jobs/runs", {A}),
+    ("GET", "/api/v1/custody/entries", {A, PH, C, N}),
+    ("POST", "/api/v1/custody/entries", {PH, N}),
+    ("GET", "/api/v1/custody/balances", {A, PH, C, N}),
+    ("GET", "/api/v1/custody/checkpoints", {A, PH, C}),
+    ("POST", "/api/v1/custody/counts", {PH}),
+    ("GET", "/api/v1/custody/losses", {A, PH, C}),
+    ("POST", "/api/v1/custody/losses/{loss}/filings", {PH, C}),
+    ("GET", "/api/v1/custody/bags/{nurse}/statement", {A, PH, C, N}),
+    ("GET", "/api/v1/custody/reports/dispensing", {A, PH, C}),
+    ("GET", "/api/v1/custody/reports/inventory", {A, PH, C}),
 ]
 PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/openapi.json",
           "/api/v1/docs", "/api/v1/docs/<path:filename>", "/healthz"}
@@ -58,7 +68,7 @@ PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/openapi.json",
 PLACEHOLDERS = {"user": "<uuid:user_id>", "device": "<uuid:device_id>",
                 "patient": "<uuid:patient_id>", "plan": "<uuid:plan_id>",
                 "visit": "<uuid:visit_id>", "threshold": "<string:name>",
-                "nurse": "<uuid:nurse_id>"}
+                "nurse": "<uuid:nurse_id>", "loss": "<uuid:loss_id>"}
 
 
 @pytest.fixture
@@ -69,7 +79,7 @@ def org_with_everyone(world: World):
     visit = clinic.schedule("2026-11-03T15:00:00+00:00").json
     ids = {"user": clinic.users[PH].id, "device": device_id, "patient": clinic.patient_id,
            "plan": plan["id"], "visit": visit["id"], "threshold": "evv_radius_m",
-           "nurse": clinic.nurse.id}
+           "nurse": clinic.nurse.id, "loss": uuid.uuid4()}
     return clinic.org, clinic.users, ids
 
 

@@ -1,0 +1,181 @@
+"""Reconcile a physical count of the vault or a bag against the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.audit import service as audit
+from backend.auth.caller import Caller
+from backend.custody import service
+from backend.custody.ledger import VAULT, bag
+from backend.custody.models import CustodyEntry, Kind
+from backend.custody.reports import holdings
+from backend.custody.shifts import nurse_of
+from backend.errors import InvalidField, NotFound
+from backend.flags.service import raise_flag
+from backend.products import service as products
+from backend.runtime import Runtime
+from safeguards.findings import Severity, Subject, SubjectKind
+from safeguards.registry import Mode, RuleMeta
+
+COUNT_DISCREPANCY = RuleMeta(
+    id="custody.count_discrepancy", version=1, title="A count does not match the ledger",
+    severity=Severity.HIGH,
+    rationale="What is on the shelf or in the bag must be what the ledger says: a shortfall "
+              "may be diversion, a surplus an unrecorded movement.",
+    source="DESIGN.md Safeguards: count mismatch at reconciliation; CLINICAL.md DEA: "
+           "inventory, 21 CFR 1304.11", mode=Mode.ENABLED)
+
+
+@dataclass(frozen=True)
+class CountedLot:
+    """What the counter found of one lot; the expiry matters only for a lot new to the ledger."""
+
+    product_id: uuid.UUID
+    lot: str
+    quantity_ug: int
+    expiry: date | None = None
+
+
+@dataclass(frozen=True)
+class CountRequest:
+    """A count of one holder's stock, with the reason for each discrepancy to adjust."""
+
+    holder: str
+    counted_at: datetime
+    counts: list[CountedLot]
+    reasons: dict[str, str] = field(default_factory=dict)
+    id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class LotCount:
+    """One lot's ledger balance against its count, and what was done about a difference."""
+
+    product_id: uuid.UUID
+    lot: str
+    ledger_ug: int
+    counted_ug: int
+    reason: str | None = None
+    adjustment_id: uuid.UUID | None = None
+    flag_id: uuid.UUID | None = None
+
+    @property
+    def difference_ug(self) -> int:
+        """Return counted less ledger: positive when more was found than recorded."""
+        return self.counted_ug - self.ledger_ug
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """A count reconciled lot by lot."""
+
+    id: uuid.UUID
+    holder: str
+    counted_at: datetime
+    lots: list[LotCount]
+
+    @property
+    def discrepancies(self) -> int:
+        """Return how many lots did not match."""
+        return sum(1 for lot in self.lots if lot.difference_ug)
+
+
+def _holder(session: Session, caller: Caller, holder: str) -> str:
+    if holder == VAULT:
+        return VAULT
+    try:
+        return bag(nurse_of(session, caller, uuid.UUID(holder.removeprefix("bag:"))).id)
+    except (ValueError, NotFound):
+        raise InvalidField("holder", "`vault` or `bag:<nurse id>` of a nurse of this "
+                                     "organisation") from None
+
+
+def _counted(session: Session, caller: Caller,
+             counts: list[CountedLot]) -> dict[tuple[uuid.UUID, str], CountedLot]:
+    counted: dict[tuple[uuid.UUID, str], CountedLot] = {}
+    for index, line in enumerate(counts):
+        product = products.get(session, caller, line.product_id)
+        if (product.id, line.lot) in counted:
+            raise InvalidField(f"counts.{index}", f"lot {line.lot} is counted twice")
+        counted[product.id, line.lot] = line
+    return counted
+
+
+def reconcile(session: Session, rt: Runtime, caller: Caller,
+              request: CountRequest) -> Reconciliation:
+    """Reconcile a count with the ledger as of it; flag differences, adjust those with reasons."""
+    holder = _holder(session, caller, request.holder)
+    now = rt.clock.now()
+    if request.counted_at > now:
+        raise InvalidField("counted_at", "must not be in the future")
+    counted = _counted(session, caller, request.counts)
+    ledger = {(h.product_id, h.lot): h for h in holdings(
+        session, caller.organisation_id, request.counted_at, holder)}
+    keys = sorted(ledger.keys() | counted.keys(), key=lambda key: (key[1], str(key[0])))
+    if unknown := set(request.reasons) - {lot for _, lot in keys}:
+        raise InvalidField("reasons", f"no lot {', '.join(sorted(unknown))} in this count")
+    count = Reconciliation(request.id or uuid.uuid4(), holder, request.counted_at, [])
+    lines = []
+    for product_id, lot in keys:
+        held, found = ledger.get((product_id, lot)), counted.get((product_id, lot))
+        line = LotCount(product_id, lot, held.quantity_ug if held else 0,
+                        found.quantity_ug if found else 0)
+        if line.difference_ug:
+            line = _discrepancy(session, rt, caller, count, line, request.reasons.get(lot),
+                                found and found.expiry)
+        lines.append(line)
+    count = replace(count, lots=lines)
+    audit.record(session, now, caller, "custody.count", "custody_count", count.id, detail={
+        "holder": holder, "counted_at": request.counted_at.isoformat(),
+        "lots": [{"product_id": str(line.product_id), "lot": line.lot,
+                  "ledger_ug": line.ledger_ug, "counted_ug": line.counted_ug,
+                  "adjustment_id": line.adjustment_id and str(line.adjustment_id)}
+                 for line in count.lots]})
+    return count
+
+
+def _expiry(session: Session, caller: Caller, line: LotCount, given: date | None) -> date:
+    """Return the lot's expiry as the ledger knows it, else as the counter gave it."""
+    known = session.scalar(select(CustodyEntry.expiry).where(
+        CustodyEntry.organisation_id == caller.organisation_id,
+        CustodyEntry.product_id == line.product_id, CustodyEntry.lot == line.lot).limit(1))
+    if known is None and given is None:
+        raise InvalidField("counts", f"give the expiry of lot {line.lot}: the ledger has "
+                                     "never held it")
+    return known or given
+
+
+def _discrepancy(session: Session, rt: Runtime, caller: Caller, count: Reconciliation,
+                 line: LotCount, reason: str | None, expiry: date | None) -> LotCount:
+    """Flag a lot's difference; with a reason, also correct the ledger by an adjust entry."""
+    adjustment = None
+    if reason:
+        # Derived from the count's id, so a retried count finds its adjustment already made.
+        adjustment = service.record(session, rt, caller, service.EntryRequest(
+            kind=Kind.ADJUST, id=uuid.uuid5(count.id, f"{line.product_id}/{line.lot}"),
+            product_id=line.product_id, lot=line.lot,
+            expiry=_expiry(session, caller, line, expiry),
+            quantity_ug=abs(line.difference_ug), occurred_at=count.counted_at,
+            holder=count.holder,
+            details={"reason": reason, "direction": "up" if line.difference_ug > 0 else "down",
+                     "count_id": str(count.id)}))
+    evidence = {"holder": count.holder, "product_id": str(line.product_id), "lot": line.lot,
+                "ledger_ug": line.ledger_ug, "counted_ug": line.counted_ug,
+                "difference_ug": line.difference_ug, "count_id": str(count.id),
+                "counted_at": count.counted_at.isoformat()}
+    if adjustment:
+        evidence |= {"adjustment_id": str(adjustment.id), "reason": reason}
+    flag = raise_flag(session, rt.clock.now(), caller.organisation_id, COUNT_DISCREPANCY.finding(
+        Subject(SubjectKind.LOT, line.lot),
+        f"Counted {line.counted_ug} µg of lot {line.lot} in {count.holder}; the ledger says "
+        f"{line.ledger_ug} µg ({line.difference_ug:+} µg)"
+        + (f"; adjusted: {reason}." if adjustment else "; not adjusted, no reason given."),
+        evidence, key=(str(count.id), count.holder, str(line.product_id))))
+    return replace(line, reason=reason, adjustment_id=adjustment and adjustment.id,
+                   flag_id=flag.id)

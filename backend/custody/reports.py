@@ -1,0 +1,294 @@
+"""DEA records from the ledger: the dispensing log (21 CFR 1304.22(c)) and inventory (1304.11)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, or_, select, union_all
+from sqlalchemy.orm import Session
+
+from backend.accounts.models import Organisation, User
+from backend.accounts.service import organisation_zone
+from backend.audit import service as audit
+from backend.auth.caller import Caller
+from backend.custody.ledger import VAULT
+from backend.custody.models import CustodyEntry, Kind
+from backend.errors import InvalidField
+from backend.patients import service as patients
+from backend.products.models import DrugProduct
+from backend.runtime import Runtime
+
+KIND_LABELS = {Kind.RECEIVE: "received", Kind.DISPENSE: "dispensed to nurse",
+               Kind.TRANSFER: "transferred to nurse", Kind.ADMINISTER: "administered",
+               Kind.WASTE: "wasted", Kind.RETURN: "returned", Kind.ADJUST: "count adjustment",
+               Kind.LOSS: "lost", Kind.DESTROY: "destroyed"}
+PATIENT = "patient:"
+BAG = "bag:"
+THOUSANDTHS = Decimal("0.001")
+
+
+@dataclass(frozen=True)
+class Holding:
+    """What one holder held of one lot at a moment."""
+
+    holder: str
+    product_id: uuid.UUID
+    lot: str
+    expiry: date
+    quantity_ug: int
+
+
+def holdings(session: Session, organisation_id: uuid.UUID, as_of: datetime,
+             holder: str | None = None) -> list[Holding]:
+    """Return each vault or bag lot's non-zero holding from entries recorded by `as_of`."""
+    recorded = (CustodyEntry.organisation_id == organisation_id,
+                CustodyEntry.received_at <= as_of)
+    lot = (CustodyEntry.product_id, CustodyEntry.lot, CustodyEntry.expiry)
+    moves = union_all(
+        select(CustodyEntry.to_holder.label("holder"), *lot,
+               CustodyEntry.quantity_ug.label("quantity_ug")).where(
+            *recorded, _held_by(CustodyEntry.to_holder, holder)),
+        select(CustodyEntry.from_holder.label("holder"), *lot,
+               (-CustodyEntry.quantity_ug).label("quantity_ug")).where(
+            *recorded, _held_by(CustodyEntry.from_holder, holder)),
+    ).subquery()
+    held = func.sum(moves.c.quantity_ug)
+    keys = (moves.c.holder, moves.c.product_id, moves.c.lot)
+    rows = session.execute(select(*keys, func.max(moves.c.expiry), held).group_by(*keys)
+                           .having(held != 0).order_by(*keys))
+    return [Holding(*row) for row in rows]
+
+
+def _held_by(column: Any, holder: str | None) -> Any:
+    if holder is not None:
+        return column == holder
+    return or_(column == VAULT, column.startswith(BAG))
+
+
+def _product_columns(product: DrugProduct) -> dict[str, Any]:
+    return {"substance": product.active_ingredient, "product": product.name,
+            "dea_schedule": product.dea_schedule, "dosage_form": product.form,
+            "strength": f"{product.ug_per_unit} µg/{product.unit}",
+            "units_per_container": product.units_per_container}
+
+
+def milligrams(quantity_ug: int) -> Decimal:
+    """Return micrograms as exact milligrams with three places."""
+    return Decimal(quantity_ug).scaleb(-3)
+
+
+def _products(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DrugProduct]:
+    return {p.id: p for p in session.scalars(select(DrugProduct).where(
+        DrugProduct.id.in_(set(ids))))}
+
+
+def _users(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, User]:
+    return {u.id: u for u in session.scalars(select(User).where(User.id.in_(set(ids))))}
+
+
+def _holder_id(holder: str, prefix: str) -> uuid.UUID | None:
+    return uuid.UUID(holder.removeprefix(prefix)) if holder.startswith(prefix) else None
+
+
+@dataclass(frozen=True)
+class DispensingEvent:
+    """One ledger event with every field 21 CFR 1304.22(c) asks of its kind."""
+
+    entry_id: uuid.UUID
+    seq: int
+    date: date
+    occurred_at: datetime
+    kind: str
+    substance: str
+    product: str
+    dea_schedule: str
+    dosage_form: str
+    strength: str
+    units_per_container: Decimal
+    quantity_ug: int
+    quantity_mg: Decimal
+    lot: str
+    expiry: date
+    from_holder: str
+    recipient: str
+    recipient_name: str
+    recipient_address: str
+    supplier_name: str
+    supplier_address: str
+    supplier_dea: str
+    manner: str
+    by_username: str
+    witness_usernames: list[str]
+
+
+@dataclass(frozen=True)
+class DispensingLog:
+    """The registrant's dispensing and disposal record over a period."""
+
+    organisation: str
+    dea_registration: str
+    since: datetime
+    until: datetime
+    events: list[DispensingEvent]
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who or what received stock, by name and address where the record needs them."""
+
+    name: str = ""
+    address: str = ""
+
+
+def _manner(entry: CustodyEntry) -> str:
+    details = entry.details
+    if entry.kind == Kind.WASTE:
+        return details.get("method") or "partial dose wasted before a witness"
+    if entry.kind == Kind.DESTROY:
+        return details["method"]
+    if entry.kind == Kind.LOSS:
+        return details["circumstances"]
+    if entry.kind == Kind.ADJUST:
+        return f"count correction ({details['direction']}): {details['reason']}"
+    return ""
+
+
+def _recipients(session: Session, rt: Runtime, caller: Caller, organisation: Organisation,
+                entries: list[CustodyEntry]) -> dict[str, Recipient]:
+    """Name each receiving holder; patients' names and addresses are PHI reads, each audited."""
+    holders = {entry.to_holder for entry in entries}
+    names = {VAULT: Recipient(organisation.name)}
+    nurses = _users(session, filter(None, (_holder_id(h, BAG) for h in holders)))
+    names |= {f"{BAG}{nurse.id}": Recipient(nurse.display_name) for nurse in nurses.values()}
+    for patient_id in sorted(filter(None, (_holder_id(h, PATIENT) for h in holders)), key=str):
+        patient = patients.read(session, rt, caller, patient_id)
+        names[f"{PATIENT}{patient_id}"] = Recipient(patient.name, patient.address or "")
+    return names
+
+
+def _event(entry: CustodyEntry, product: DrugProduct, people: Mapping[uuid.UUID, User],
+           recipient: Recipient, zone: ZoneInfo) -> DispensingEvent:
+    return DispensingEvent(
+        entry_id=entry.id, seq=entry.seq, date=entry.occurred_at.astimezone(zone).date(),
+        occurred_at=entry.occurred_at, kind=KIND_LABELS[Kind(entry.kind)],
+        **_product_columns(product), quantity_ug=entry.quantity_ug,
+        quantity_mg=milligrams(entry.quantity_ug), lot=entry.lot, expiry=entry.expiry,
+        from_holder=entry.from_holder, recipient=entry.to_holder,
+        recipient_name=recipient.name, recipient_address=recipient.address,
+        supplier_name=entry.details.get("supplier_name", ""),
+        supplier_address=entry.details.get("supplier_address", ""),
+        supplier_dea=entry.details.get("supplier_dea", ""), manner=_manner(entry),
+        by_username=people[entry.actor_id].username,
+        witness_usernames=[people[uuid.UUID(c["user_id"])].username
+                           for c in entry.confirmations])
+
+
+def dispensing_log(session: Session, rt: Runtime, caller: Caller, since: datetime,
+                   until: datetime) -> DispensingLog:
+    """Return every ledger event that occurred in [since, until), as 1304.22(c) records it."""
+    if until <= since:
+        raise InvalidField("to", "must be after from")
+    entries = list(session.scalars(select(CustodyEntry).where(
+        CustodyEntry.organisation_id == caller.organisation_id,
+        CustodyEntry.occurred_at >= since, CustodyEntry.occurred_at < until,
+    ).order_by(CustodyEntry.occurred_at, CustodyEntry.seq)))
+    organisation = session.get(Organisation, caller.organisation_id)
+    products = _products(session, (entry.product_id for entry in entries))
+    people = _users(session, [entry.actor_id for entry in entries] + [
+        uuid.UUID(c["user_id"]) for entry in entries for c in entry.confirmations])
+    recipients = _recipients(session, rt, caller, organisation, entries)
+    zone = organisation_zone(session, caller.organisation_id)
+    events = [_event(entry, products[entry.product_id], people,
+                     recipients.get(entry.to_holder, Recipient()), zone) for entry in entries]
+    audit.record(session, rt.clock.now(), caller, "custody.dispensing_log", "organisation",
+                 caller.organisation_id, detail={
+                     "from": since.isoformat(), "to": until.isoformat(), "events": len(events),
+                     "patients": sum(holder.startswith(PATIENT) for holder in recipients)})
+    return DispensingLog(organisation.name, organisation.dea_registration, since, until, events)
+
+
+@dataclass(frozen=True)
+class InventoryLine:
+    """One holder's stock of one lot, in micrograms, units and containers."""
+
+    holder: str
+    holder_name: str
+    substance: str
+    product: str
+    dea_schedule: str
+    dosage_form: str
+    strength: str
+    units_per_container: Decimal
+    lot: str
+    expiry: date
+    quantity_ug: int
+    quantity_mg: Decimal
+    quantity_units: Decimal
+    unit: str
+    containers: Decimal
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The stock on hand at a moment, dated and marked open or close of business (1304.11)."""
+
+    organisation: str
+    dea_registration: str
+    as_of: datetime
+    date: date
+    at: str
+    taken_by: str
+    lines: list[InventoryLine]
+
+
+def _inventory_line(holding: Holding, product: DrugProduct, holder_name: str) -> InventoryLine:
+    units = (Decimal(holding.quantity_ug) / product.ug_per_unit).quantize(THOUSANDTHS)
+    return InventoryLine(
+        holder=holding.holder, holder_name=holder_name, **_product_columns(product),
+        lot=holding.lot, expiry=holding.expiry, quantity_ug=holding.quantity_ug,
+        quantity_mg=milligrams(holding.quantity_ug), quantity_units=units, unit=product.unit,
+        containers=(units / product.units_per_container).quantize(THOUSANDTHS))
+
+
+def inventory(session: Session, rt: Runtime, caller: Caller, as_of: datetime | None,
+              at: str) -> Inventory:
+    """Return the stock of the vault and every bag as the ledger stood at `as_of` (default now)."""
+    now = rt.clock.now()
+    as_of = as_of or now
+    if as_of > now:
+        raise InvalidField("as_of", "must not be in the future")
+    held = holdings(session, caller.organisation_id, as_of)
+    products = _products(session, (h.product_id for h in held))
+    nurses = _users(session, filter(None, (_holder_id(h.holder, BAG) for h in held)))
+    organisation = session.get(Organisation, caller.organisation_id)
+    names = {VAULT: organisation.name} | {
+        f"{BAG}{nurse.id}": nurse.display_name for nurse in nurses.values()}
+    zone = organisation_zone(session, caller.organisation_id)
+    return Inventory(
+        organisation=organisation.name, dea_registration=organisation.dea_registration,
+        as_of=as_of, date=as_of.astimezone(zone).date(), at=at,
+        taken_by=session.get(User, caller.user_id).username,
+        lines=[_inventory_line(h, products[h.product_id], names[h.holder]) for h in held])
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return "; ".join(value) if isinstance(value, list) else value
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> str:
+    """Return `rows` as RFC 4180 CSV (CRLF, minimal quoting) under a header of `columns`."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows({name: _cell(row[name]) for name in columns} for row in rows)
+    return out.getvalue()

@@ -1,0 +1,349 @@
+"""Measure custody-ledger appends per second and how fast `verify` walks a long chain.
+
+Appends: writer threads call `ledger.append`, each append its own committed transaction, first
+one writer then 8 into one organisation's chain, then 8 spread over 20 organisations.
+Verification: a chain of 1,000,000 entries is generated in Python with correct hashes and
+bulk-inserted in batches (not through `append`), then `verify.verify` walks it; the same rows
+hashed in memory, and the same rows only read, show where its time goes.
+
+Runs on the PostgreSQL database in BENCH_DATABASE_URL (its name must contain "bench"), whose
+public schema is dropped and recreated first; without it, on a temporary SQLite file, where
+writers queue on one file lock. Usage: python bench/ledger.py [--appends 2000] [--writers 8]
+[--organisations 20] [--entries 1000000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import io
+import os
+import platform
+import pstats
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from flask import Flask
+from sqlalchemy import insert, select, text
+
+from backend.accounts import service as accounts
+from backend.accounts.models import Role
+from backend.auth.caller import Caller
+from backend.custody.chain import GENESIS, HASHED_FIELDS, entry_hash, signed_payload
+from backend.custody.ledger import VAULT, Attestation, Movement, append, bag
+from backend.custody.models import CustodyBalance, CustodyEntry, CustodyHead, Kind
+from backend.custody.verify import verify
+from backend.devices.signatures import canonical_bytes, verify_with_key
+from backend.products import service as products
+from database import describe, migrated_app
+
+# The seeded logins are never used: this benchmark measures the ledger, not argon2id.
+CHEAP_ARGON2 = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_KIB": 1024, "ARGON2_PARALLELISM": 1}
+TARGET_APPENDS, TARGET_VERIFIED = 1_500, 300_000
+EXPIRY = date(2028, 1, 31)
+BATCH = 10_000
+# Phone-signed entries whose signature check, and chain entries whose reading, are timed
+# apart from `verify`: enough for a steady rate.
+SIGNED_SAMPLE, READ_SAMPLE = 2_000, 100_000
+# Stock each organisation's vault holds before the timed appends draw on it.
+OPENING_STOCK = 1_000_000_000
+SUPPLIER = {"supplier_name": "Bench Wholesale", "supplier_address": "1 Depot Rd",
+            "supplier_dea": "RW0000000", "invoice": "INV-BENCH"}
+
+
+@dataclass(frozen=True)
+class Pharmacy:
+    """An organisation's id with the pharmacist, nurse and product its entries name."""
+
+    organisation_id: uuid.UUID
+    pharmacist_id: uuid.UUID
+    nurse_id: uuid.UUID
+    product_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Load:
+    """The wall time of a concurrent run and the milliseconds each append took."""
+
+    seconds: float
+    samples: list[float]
+
+
+def parse_args() -> argparse.Namespace:
+    """Read the sizes of the runs."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--appends", type=int, default=2_000,
+                        help="appends timed in each concurrent run")
+    parser.add_argument("--writers", type=int, default=8, help="concurrent writer threads")
+    parser.add_argument("--organisations", type=int, default=20,
+                        help="organisations the spread run writes to")
+    parser.add_argument("--entries", type=int, default=1_000_000,
+                        help="length of the chain `verify` walks")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile `verify` and print its costliest functions")
+    args = parser.parse_args()
+    if min(args.appends, args.writers, args.organisations, args.entries) < 2:
+        parser.error("every size must be at least 2")
+    return args
+
+
+def add_pharmacy(app: Flask, number: int) -> Pharmacy:
+    """Create an organisation with a pharmacist, a nurse and a product."""
+    rt = app.extensions["vigil.runtime"]
+    with app.extensions["vigil.db"].sessions() as session:
+        org = accounts.create_organisation(
+            session, rt, slug=f"bench-{number:02d}", name=f"Bench Pharmacy {number}",
+            dea_registration="FV1234563", timezone="UTC")
+        pharmacist, nurse = (accounts.create_user(
+            session, rt, None, organisation_id=org.id, username=role.value,
+            display_name=role.value, role=role, password="a bench password long enough")
+            for role in (Role.PHARMACIST, Role.NURSE))
+        product = products.add(
+            session, rt, Caller(pharmacist.id, org.id, Role.PHARMACIST, None, None, None),
+            name="Ketamine HCl 50 mg/mL, 10 mL vial", active_ingredient="ketamine",
+            dea_schedule="III", form="vial", ug_per_unit=50_000, units_per_container=Decimal(10),
+            allowed_routes=["IV", "IM"], home_administration_allowed=True)
+        session.commit()
+    return Pharmacy(org.id, pharmacist.id, nurse.id, product.id)
+
+
+def stock(app: Flask, pharmacy: Pharmacy) -> Pharmacy:
+    """Receive enough into the pharmacy's vault for every timed dispense; return it."""
+    with app.extensions["vigil.db"].sessions() as session:
+        append(session, pharmacy.organisation_id, receipt(pharmacy, OPENING_STOCK),
+               Attestation(pharmacy.pharmacist_id), app.extensions["vigil.runtime"].clock.now())
+        session.commit()
+    return pharmacy
+
+
+def receipt(pharmacy: Pharmacy, quantity_ug: int) -> Movement:
+    """Return a receipt from the supplier into the vault."""
+    return Movement(id=uuid.uuid4(), kind=Kind.RECEIVE, product_id=pharmacy.product_id,
+                    lot="L1", expiry=EXPIRY, quantity_ug=quantity_ug, from_holder="supplier",
+                    to_holder=VAULT, occurred_at=datetime.now(UTC), details=SUPPLIER)
+
+
+def movement(pharmacy: Pharmacy, number: int) -> Movement:
+    """Return the `number`-th timed movement: receipts alternate with dispenses to the nurse."""
+    if number % 2 == 0:
+        return receipt(pharmacy, 2)
+    return Movement(id=uuid.uuid4(), kind=Kind.DISPENSE, product_id=pharmacy.product_id,
+                    lot="L1", expiry=EXPIRY, quantity_ug=1, from_holder=VAULT,
+                    to_holder=bag(pharmacy.nurse_id), occurred_at=datetime.now(UTC),
+                    details={"seal_id": f"S-{number}"})
+
+
+def append_load(app: Flask, pharmacies: list[Pharmacy], appends: int, writers: int) -> Load:
+    """Append `appends` movements from `writers` threads, the n-th to pharmacy n mod count."""
+    sessions, clock = app.extensions["vigil.db"].sessions, app.extensions["vigil.runtime"].clock
+    start = threading.Barrier(writers + 1)
+
+    def writer(first: int) -> list[float]:
+        samples = []
+        with sessions() as session:
+            start.wait()
+            for number in range(first, appends, writers):
+                pharmacy = pharmacies[number % len(pharmacies)]
+                began = time.perf_counter()
+                append(session, pharmacy.organisation_id, movement(pharmacy, number),
+                       Attestation(pharmacy.pharmacist_id), clock.now())
+                session.commit()
+                samples.append((time.perf_counter() - began) * 1000)
+        return samples
+
+    with ThreadPoolExecutor(writers) as pool:
+        running = [pool.submit(writer, first) for first in range(writers)]
+        start.wait()
+        began = time.perf_counter()
+        samples = [sample for future in running for sample in future.result()]
+    return Load(time.perf_counter() - began, samples)
+
+
+def measure_appends(app: Flask, args: argparse.Namespace) -> dict[str, Load]:
+    """Time one writer, then `writers` on one organisation, then on `organisations`."""
+    pharmacies = [stock(app, add_pharmacy(app, number)) for number in range(args.organisations)]
+    append_load(app, pharmacies[:1], 50, 1)  # Untimed: warms the pool and the caches.
+    return {
+        "1 organisation, 1 writer": append_load(app, pharmacies[:1], args.appends // 4, 1),
+        f"1 organisation, {args.writers} writers": append_load(app, pharmacies[:1], args.appends,
+                                                              args.writers),
+        f"{args.organisations} organisations, {args.writers} writers": append_load(
+            app, pharmacies, args.appends, args.writers),
+    }
+
+
+def chain_rows(pharmacy: Pharmacy, entries: int) -> Iterator[list[dict]]:
+    """Yield the chain's rows in batches, unhashed: receipts, dispenses, returns, recounts."""
+    nurse_bag, start = bag(pharmacy.nurse_id), datetime(2026, 1, 1, tzinfo=UTC)
+    cycle = ((Kind.RECEIVE, "supplier", VAULT, 1_000, SUPPLIER),
+             (Kind.DISPENSE, VAULT, nurse_bag, 500, {"seal_id": "S-1"}),
+             (Kind.RETURN, nurse_bag, VAULT, 200, {"seal_id": "S-1"}),
+             (Kind.ADJUST, VAULT, "count", 100, {"reason": "recount", "direction": "down"}))
+    for first in range(1, entries + 1, BATCH):
+        batch = []
+        for seq in range(first, min(first + BATCH, entries + 1)):
+            kind, source, target, quantity, details = cycle[(seq - 1) % len(cycle)]
+            at = start + timedelta(seconds=seq)
+            batch.append({
+                "id": uuid.uuid4(), "organisation_id": pharmacy.organisation_id, "seq": seq,
+                "kind": kind.value, "product_id": pharmacy.product_id, "lot": "L1",
+                "expiry": EXPIRY, "quantity_ug": quantity, "from_holder": source,
+                "to_holder": target, "actor_id": pharmacy.pharmacist_id, "device_id": None,
+                "device_signature": None, "visit_id": None, "corrects_id": None,
+                "details": details, "confirmations": [], "occurred_at": at, "received_at": at})
+        yield batch
+
+
+def bulk_chain(app: Flask, pharmacy: Pharmacy, entries: int) -> dict[str, float]:
+    """Insert a hashed chain of `entries` with its head and balances; return seconds per part."""
+    seconds: Counter[str] = Counter()
+    held: Counter[str] = Counter()
+    digest = GENESIS
+    with app.extensions["vigil.db"].engine.begin() as conn:
+        for batch in chain_rows(pharmacy, entries):
+            began = time.perf_counter()
+            for row in batch:
+                row["prev_hash"], digest = digest, entry_hash(digest, row)
+                row["entry_hash"] = digest
+            seconds["hash"] += time.perf_counter() - began
+            for row in batch:
+                held[row["from_holder"]] -= row["quantity_ug"]
+                held[row["to_holder"]] += row["quantity_ug"]
+            began = time.perf_counter()
+            conn.execute(insert(CustodyEntry.__table__), batch)
+            seconds["insert"] += time.perf_counter() - began
+        conn.execute(insert(CustodyHead.__table__).values(
+            organisation_id=pharmacy.organisation_id, seq=entries, head_hash=digest))
+        conn.execute(insert(CustodyBalance.__table__), [
+            {"organisation_id": pharmacy.organisation_id, "holder": holder,
+             "product_id": pharmacy.product_id, "lot": "L1", "expiry": EXPIRY,
+             "quantity_ug": quantity}
+            for holder, quantity in held.items() if holder in (VAULT, bag(pharmacy.nurse_id))])
+    with app.extensions["vigil.db"].engine.connect() as conn:
+        # What autovacuum would do after a load this size, before anyone verifies.
+        conn.execute(text("ANALYZE custody_entry"))
+        conn.commit()
+    return seconds
+
+
+def read_only(app: Flask, pharmacy: Pharmacy, count: int) -> float:
+    """Return the seconds it takes only to read `count` entries' columns, as `verify` does."""
+    columns = [CustodyEntry.__table__.c[name] for name in (*HASHED_FIELDS, "prev_hash",
+                                                           "entry_hash")]
+    began = time.perf_counter()
+    with app.extensions["vigil.db"].sessions() as session, session.execute(
+            select(*columns).where(CustodyEntry.organisation_id == pharmacy.organisation_id)
+            .order_by(CustodyEntry.seq).limit(count)
+            .execution_options(yield_per=BATCH)) as result:
+        for _ in result.mappings():
+            pass
+    return time.perf_counter() - began
+
+
+def signature_checks(count: int) -> float:
+    """Return the seconds `verify` spends checking `count` phone-signed entries' signatures."""
+    phone = Ed25519PrivateKey.generate()
+    public_key = phone.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    entries = []
+    for number in range(count):
+        payload = signed_payload({
+            "id": uuid.uuid4(), "kind": Kind.ADMINISTER.value, "product_id": uuid.uuid4(),
+            "lot": "L1", "expiry": EXPIRY, "quantity_ug": 35_000 + number,
+            "from_holder": f"bag:{uuid.uuid4()}", "to_holder": f"patient:{uuid.uuid4()}",
+            "visit_id": uuid.uuid4(), "details": {}, "occurred_at": datetime.now(UTC)})
+        entries.append((payload, base64.b64encode(phone.sign(canonical_bytes(payload))).decode()))
+    began = time.perf_counter()
+    for payload, signature in entries:
+        verify_with_key(public_key, payload, signature)
+    return time.perf_counter() - began
+
+
+def timed_verify(app: Flask, pharmacy: Pharmacy, export_dir: Path,
+                 profile: cProfile.Profile | None = None) -> float:
+    """Verify the pharmacy's chain, which must pass; return the seconds it took."""
+    key = app.extensions["vigil.runtime"].keys.signing_public_key()
+    with app.extensions["vigil.db"].sessions() as session:
+        began = time.perf_counter()
+        if profile:
+            profile.enable()
+        report = verify(session, pharmacy.organisation_id, key, export_dir)
+        if profile:
+            profile.disable()
+        seconds = time.perf_counter() - began
+    if not report.ok:
+        raise RuntimeError(f"the generated chain does not verify: {report.problem}")
+    return seconds
+
+
+def print_appends(loads: dict[str, Load]) -> None:
+    """Print one line per append run: throughput and per-append latency."""
+    width = max(len(name) for name in loads) + 2
+    print(f"{'append (commit each)':<{width}}{'n':>6}{'s':>8}{'per s':>9}{'p50 ms':>9}"
+          f"{'p95 ms':>9}")
+    for name, load in loads.items():
+        cuts = statistics.quantiles(load.samples, n=100, method="inclusive")
+        rate = len(load.samples) / load.seconds
+        print(f"{name:<{width}}{len(load.samples):>6}{load.seconds:>8.2f}{rate:>9.0f}"
+              f"{cuts[49]:>9.1f}{cuts[94]:>9.1f}")
+
+
+def print_verify(entries: int, build: dict[str, float], verified: float, read: float,
+                 signatures: float) -> None:
+    """Print the verification throughput and how it divides into reading and hashing."""
+    print(f"chain     {entries:,} pharmacy entries (no phone signatures) generated: hashing "
+          f"{build['hash']:.1f} s, inserting in batches of {BATCH:,} {build['insert']:.1f} s")
+    print(f"{'verify':<50}{'n':>10}{'s':>8}{'per s':>10}")
+    for name, count, seconds in (
+            ("verify.verify, whole chain", entries, verified),
+            ("  reading the rows only (same SELECT)", min(entries, READ_SAMPLE), read),
+            ("  hashing the rows only (in memory)", entries, build["hash"]),
+            ("  a phone-signed entry's signature (in memory)", SIGNED_SAMPLE, signatures)):
+        print(f"{name:<50}{count:>10,}{seconds:>8.1f}{count / seconds:>10,.0f}")
+
+
+def print_profile(profile: cProfile.Profile) -> None:
+    """Print the functions `verify` spent most of its own time in."""
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(14)
+    print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
+
+
+def main() -> None:
+    """Run the append and verification benchmarks on a fresh database and print the figures."""
+    args = parse_args()
+    with migrated_app(CHEAP_ARGON2) as app, tempfile.TemporaryDirectory() as export_dir:
+        print(f"database  {describe(app.extensions['vigil.db'].engine)}")
+        print(f"machine   {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+              f"{args.writers} writer threads in one process, database on the same machine")
+        loads = measure_appends(app, args)
+        print_appends(loads)
+        chained = add_pharmacy(app, args.organisations)
+        build = bulk_chain(app, chained, args.entries)
+        verified = timed_verify(app, chained, Path(export_dir))
+        read = read_only(app, chained, READ_SAMPLE)
+        print_verify(args.entries, build, verified, read, signature_checks(SIGNED_SAMPLE))
+        one = loads[f"1 organisation, {args.writers} writers"]
+        print(f"targets   one organisation {len(one.samples) / one.seconds:,.0f} appends/s "
+              f"(target {TARGET_APPENDS:,}); verify {args.entries / verified:,.0f} entries/s "
+              f"(target {TARGET_VERIFIED:,})")
+        if args.profile:
+            profile = cProfile.Profile()
+            timed_verify(app, chained, Path(export_dir), profile)
+            print_profile(profile)
+
+
+if __name__ == "__main__":
+    main()
