@@ -8,6 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
 from backend.accounts import models as _accounts  # noqa: F401  (registers tables)
+from backend.administration import models as _administration  # noqa: F401
 from backend.audit import models as _audit  # noqa: F401
 from backend.auth import models as _auth  # noqa: F401
 from backend.config import PROJECT_ROOT

@@ -33,6 +33,7 @@ class EncryptedColumns:
 
 def encrypted_columns() -> tuple[EncryptedColumns, ...]:
     """Return every model's encrypted columns; a feature that stores PHI adds its line here."""
+    from backend.administration.models import DISCHARGE_PHI
     from backend.patients.models import PATIENT_PHI
 
-    return (PATIENT_PHI,)
+    return (PATIENT_PHI, DISCHARGE_PHI)

@@ -1,0 +1,168 @@
+"""Request and response bodies for a home session's clinical record."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+SIGNATURE = ("Ed25519 signature by the nurse's registered phone over the RFC 8785 canonical "
+             "JSON of this object without `signature`.")
+# Physiologically impossible beyond these: refused. Alarming values inside them are flagged.
+VITAL_RANGES = {"systolic": (40, 300), "diastolic": (20, 200), "heart_rate": (20, 250),
+                "spo2": (50, 100), "respiratory_rate": (4, 60), "moaas": (0, 5)}
+CO_MEDICATIONS = ("benzodiazepine", "sedative_hypnotic", "psychostimulant", "maoi", "opioid")
+ADVERSE_CATEGORIES = ("none", "hypertension", "nausea_vomiting", "excess_sedation",
+                      "dissociation", "psychotomimetic", "respiratory", "cardiac", "other")
+
+
+def _vital(name: str, required: bool = False) -> fields.Integer:
+    low, high = VITAL_RANGES[name]
+    presence = {"required": True} if required else {"load_default": None}
+    return fields.Integer(strict=True, validate=validate.Range(low, high), **presence)
+
+
+class SignedSchema(Schema):
+    """A record from a phone: client-made id, the phone's clock, and its signature."""
+
+    id = fields.UUID(required=True)
+    occurred_at = fields.AwareDateTime(required=True)
+    signature = fields.String(required=True, validate=validate.Length(1, 100),
+                              metadata={"description": SIGNATURE})
+
+
+class VitalsSchema(SignedSchema):
+    """Vital signs and the sedation and dissociation scales."""
+
+    systolic = _vital("systolic")
+    diastolic = _vital("diastolic")
+    heart_rate = _vital("heart_rate")
+    spo2 = _vital("spo2")
+    respiratory_rate = _vital("respiratory_rate")
+    moaas = _vital("moaas")
+    cadss_items = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True),
+                              load_default=None, metadata={
+                                  "description": "CADSS item number → score 0-4: all 23, or "
+                                                 "the short form 1, 2, 6, 7, 15, 22."})
+    cadss_total = fields.Integer(load_default=None, metadata={
+        "description": "Ignored: Vigil computes it; a disagreeing value is noted."})
+
+    @validates_schema
+    def _pressures(self, data, **_kwargs):
+        if data.get("systolic") and data.get("diastolic") and \
+                data["diastolic"] >= data["systolic"]:
+            raise ValidationError("must be below systolic", "diastolic")
+
+
+class PreDoseSchema(VitalsSchema):
+    """Before the dose: vitals, baselines, co-medications, weight, and the decision."""
+
+    systolic = _vital("systolic", required=True)
+    diastolic = _vital("diastolic", required=True)
+    heart_rate = _vital("heart_rate", required=True)
+    spo2 = _vital("spo2", required=True)
+    respiratory_rate = _vital("respiratory_rate", required=True)
+    moaas = _vital("moaas", required=True)
+    co_medications = fields.List(fields.String(validate=validate.OneOf(CO_MEDICATIONS)),
+                                 load_default=list, metadata={
+                                     "description": "Sedating co-medications taken today."})
+    decision = fields.String(required=True, validate=validate.OneOf(["go", "no_go"]))
+    decision_reason = fields.String(load_default=None, validate=validate.Length(1, 2000))
+    bp_justification = fields.String(load_default=None, validate=validate.Length(1, 2000),
+                                     metadata={"description": "Why dosing goes ahead over the "
+                                                              "blood-pressure hold threshold."})
+
+
+class DoseSchema(SignedSchema):
+    """The dose: lot, micrograms, route, infusion start and end."""
+
+    product_id = fields.UUID(required=True)
+    lot = fields.String(required=True, validate=validate.Length(1, 40))
+    expiry = fields.Date(required=True)
+    quantity_ug = fields.Integer(required=True, strict=True,
+                                 validate=validate.Range(1, 10_000_000))
+    route = fields.String(required=True, validate=validate.Length(1, 20))
+    infusion_started_at = fields.AwareDateTime(required=True)
+    infusion_ended_at = fields.AwareDateTime(required=True)
+
+    @validates_schema
+    def _infusion(self, data, **_kwargs):
+        if data["infusion_ended_at"] <= data["infusion_started_at"]:
+            raise ValidationError("must be after infusion_started_at", "infusion_ended_at")
+
+
+class ObservationSchema(VitalsSchema):
+    """A timed observation after the dose."""
+
+    bprs_items = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True),
+                             load_default=None, metadata={
+                                 "description": "BPRS positive items 1-4 → score 1-7."})
+    bprs_total = fields.Integer(load_default=None, metadata={"description": "Ignored."})
+
+
+class DischargeSchema(VitalsSchema):
+    """The end of monitoring."""
+
+    state = fields.String(required=True, validate=validate.OneOf(
+        ["baseline", "improving", "transferred", "left_against_advice"]))
+    adverse_event_category = fields.String(required=True,
+                                           validate=validate.OneOf(ADVERSE_CATEGORIES))
+    adverse_events = fields.String(load_default=None, validate=validate.Length(1, 5000),
+                                   metadata={"description": "Free text; stored encrypted."})
+
+
+class OutcomeSchema(SignedSchema):
+    """A PHQ-9 or MADRS at the session."""
+
+    instrument = fields.String(required=True, validate=validate.OneOf(["phq9", "madrs"]))
+    items = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True),
+                        required=True)
+    total = fields.Integer(load_default=None, metadata={"description": "Ignored."})
+
+
+class SessionSchema(Schema):
+    """A whole session as a phone sends it after an offline visit; each part signed alone."""
+
+    pre_dose = fields.Nested(PreDoseSchema, load_default=None)
+    dose = fields.Nested(DoseSchema, load_default=None)
+    observations = fields.List(fields.Nested(ObservationSchema), load_default=list)
+    discharge = fields.Nested(DischargeSchema, load_default=None)
+    outcomes = fields.List(fields.Nested(OutcomeSchema), load_default=list)
+
+
+class RecordSchema(Schema):
+    """A stored record: its id, the server's receipt time, and the body the phone signed."""
+
+    id = fields.UUID()
+    occurred_at = fields.AwareDateTime()
+    received_at = fields.AwareDateTime()
+    device_id = fields.UUID()
+    signed_body = fields.Dict()
+
+
+class DoseRecordSchema(RecordSchema):
+    """A stored dose with Vigil's mg/kg arithmetic and its custody entry."""
+
+    weight_g = fields.Integer(allow_none=True)
+    ug_per_kg = fields.Decimal(as_string=True, allow_none=True)
+    custody_entry_id = fields.UUID(allow_none=True, metadata={
+        "description": "Null when the bag did not hold the lot: flagged as a discrepancy."})
+
+
+class ScoredRecordSchema(RecordSchema):
+    """A stored record with Vigil's own scale totals."""
+
+    cadss_total = fields.Integer(allow_none=True)
+    bprs_total = fields.Integer(allow_none=True)
+    total = fields.Integer()
+    client_totals = fields.Dict()
+    weight_g = fields.Integer(allow_none=True)
+
+
+class SessionRecordSchema(Schema):
+    """Everything recorded for a visit's session, and what was quarantined."""
+
+    pre_dose = fields.Nested(ScoredRecordSchema, allow_none=True)
+    dose = fields.Nested(DoseRecordSchema, allow_none=True)
+    observations = fields.List(fields.Nested(ScoredRecordSchema))
+    discharge = fields.Nested(ScoredRecordSchema, allow_none=True)
+    outcomes = fields.List(fields.Nested(ScoredRecordSchema))
+    quarantined = fields.List(fields.Dict())

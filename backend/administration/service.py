@@ -1,0 +1,344 @@
+"""Record a home session from the nurse's phone: verify, validate, store, and never lose it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.administration import instruments
+from backend.administration.models import (
+    DISCHARGE_PHI,
+    Discharge,
+    DoseRecord,
+    Observation,
+    OutcomeScore,
+    PreDose,
+    QuarantinedEvent,
+    SignedRecord,
+)
+from backend.audit import service as audit
+from backend.auth.caller import Caller
+from backend.custody.ledger import Attestation, InsufficientStock, Movement, append, bag
+from backend.custody.models import Kind
+from backend.devices.signatures import verify_device_signature
+from backend.errors import Conflict, InvalidField, NotFound, SignatureInvalid, VigilError
+from backend.flags.service import raise_flag
+from backend.phi.cipher import PhiCipher, Place
+from backend.plans.models import PlanVersion
+from backend.runtime import Runtime
+from backend.visits import service as visits
+from backend.visits.models import Visit
+from safeguards.findings import Finding, Severity, Subject, SubjectKind, dedup_key
+
+
+class Untrusted(Exception):
+    """A record that must not be applied: why, and what the phone sent."""
+
+    def __init__(self, code: str, message: str, record_type: str, raw: dict[str, Any],
+                 reason: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+        self.record_type, self.raw, self.reason = record_type, raw, reason
+
+
+class Quarantined(VigilError):
+    """A record could not be trusted; it is kept in quarantine, flagged, and not applied."""
+
+    status = 422
+
+    def __init__(self, untrusted: Untrusted, held: QuarantinedEvent) -> None:
+        super().__init__(untrusted.message, {"quarantine_id": str(held.id),
+                                             "record_id": held.record_id,
+                                             "reason": held.reason})
+        self.code = untrusted.code
+
+
+@dataclass(frozen=True)
+class Received:
+    """One record as the phone sent it (`raw`, which it signed) and as validated (`data`)."""
+
+    raw: dict[str, Any]
+    data: dict[str, Any]
+
+
+def _finding(rule_id: str, severity: Severity, visit: Visit, summary: str,
+             evidence: dict[str, Any], key: tuple = ()) -> Finding:
+    subject = Subject(SubjectKind.VISIT, str(visit.id))
+    return Finding(rule_id=rule_id, rule_version=1, severity=severity, subject=subject,
+                   summary=summary, evidence=evidence, dedup_key=dedup_key(rule_id, subject, key))
+
+
+def quarantine(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID | None,
+               untrusted: Untrusted) -> QuarantinedEvent:
+    """Keep an untrusted record with its payload and the reason, and flag it for review."""
+    record_type, raw, reason = untrusted.record_type, untrusted.raw, untrusted.reason
+    held = QuarantinedEvent(
+        organisation_id=caller.organisation_id, record_type=record_type,
+        record_id=str(raw.get("id"))[:64] if raw.get("id") else None,
+        visit_id=visit_id, user_id=caller.user_id,
+        device_id=caller.device_id, payload=raw, reason=reason, received_at=rt.clock.now())
+    session.add(held)
+    session.flush()
+    subject = Subject(SubjectKind.DEVICE if caller.device_id else SubjectKind.NURSE,
+                      str(caller.device_id or caller.user_id))
+    raise_flag(session, held.received_at, caller.organisation_id, Finding(
+        rule_id="sync.quarantined_event", rule_version=1, severity=Severity.HIGH,
+        subject=subject, summary=f"A {record_type} record from a phone was quarantined: {reason}",
+        evidence={"quarantine_id": str(held.id), "record_type": record_type,
+                  "record_id": held.record_id or "", "reason": reason},
+        dedup_key=dedup_key("sync.quarantined_event", subject, (str(held.id),))))
+    return held
+
+
+def _trust(session: Session, caller: Caller, visit: Visit, model: type,
+           received: Received) -> SignedRecord | None:
+    """Return the stored twin of an identical retry, or None; quarantine what fails trust."""
+    payload = {k: v for k, v in received.raw.items() if k != "signature"}
+    record_type = model.__tablename__
+    try:
+        if caller.device_id is None:
+            raise SignatureInvalid("Records come signed from a registered phone.",
+                                   {"reason": "no_device"})
+        verify_device_signature(session, organisation_id=caller.organisation_id,
+                                user_id=caller.user_id, device_id=caller.device_id,
+                                payload=payload, signature_b64=received.raw["signature"])
+    except SignatureInvalid as exc:
+        raise Untrusted("signature_invalid", exc.message, record_type, received.raw,
+                        f"signature_invalid: {exc.details.get('reason', exc.message)}") from exc
+    stored = session.get(model, received.data["id"])
+    if stored is None:
+        return None
+    if stored.signed_body == payload and stored.visit_id == visit.id:
+        return stored
+    raise Untrusted("append_only", "A different record already has this id.", record_type,
+                    received.raw, "conflicting_duplicate: another record already has this id")
+
+
+def _nurse_visit(session: Session, caller: Caller, visit_id: uuid.UUID) -> Visit:
+    visit = visits.get(session, caller, visit_id, for_update=True)
+    if visit.nurse_id != caller.user_id:
+        raise NotFound("No such visit.")
+    return visit
+
+
+def _common(caller: Caller, visit: Visit, received: Received, rt: Runtime) -> dict[str, Any]:
+    return {"id": received.data["id"], "organisation_id": caller.organisation_id,
+            "visit_id": visit.id, "nurse_id": caller.user_id, "device_id": caller.device_id,
+            "device_signature": received.raw["signature"],
+            "signed_body": {k: v for k, v in received.raw.items() if k != "signature"},
+            "occurred_at": received.data["occurred_at"], "received_at": rt.clock.now()}
+
+
+def _vitals(data: dict[str, Any]) -> dict[str, Any]:
+    cadss = data.get("cadss_items")
+    return {"systolic": data.get("systolic"), "diastolic": data.get("diastolic"),
+            "heart_rate": data.get("heart_rate"), "spo2": data.get("spo2"),
+            "respiratory_rate": data.get("respiratory_rate"), "moaas": data.get("moaas"),
+            "cadss_items": cadss,
+            "cadss_total": instruments.CADSS.total("cadss_items", cadss) if cadss else None}
+
+
+def _store(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID, model: type,
+           received: Received, build) -> SignedRecord:
+    visit = _nurse_visit(session, caller, visit_id)
+    if (stored := _trust(session, caller, visit, model, received)) is not None:
+        return stored
+    record = model(**_common(caller, visit, received, rt), **build(visit))
+    session.add(record)
+    session.flush()
+    audit.record(session, record.received_at, caller, f"session.{model.__tablename__}",
+                 model.__tablename__, record.id, detail={"visit_id": str(visit.id)})
+    return record
+
+
+def record_pre_dose(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+                    received: Received) -> PreDose:
+    """Store the pre-dose assessment, with the patient's latest weight as the weight used."""
+    from backend.patients.service import latest_weight
+
+    def build(visit: Visit) -> dict[str, Any]:
+        if session.scalar(select(PreDose.id).where(PreDose.visit_id == visit.id)):
+            raise Conflict("This visit already has a pre-dose record.", {"rule": "once"})
+        weight = latest_weight(session, visit.patient_id)
+        data = received.data
+        return {**_vitals(data), "co_medications": data["co_medications"],
+                "weight_g": weight.weight_g if weight else None,
+                "weight_measured_at": weight.measured_at if weight else None,
+                "decision": data["decision"], "decision_reason": data["decision_reason"],
+                "bp_justification": data["bp_justification"]}
+
+    return _store(session, rt, caller, visit_id, PreDose, received, build)
+
+
+def ug_per_kg(quantity_ug: int, weight_g: int | None) -> Decimal | None:
+    """Return the dose in µg per kg of body weight, to 0.001, or None without a weight."""
+    if not weight_g:
+        return None
+    return (Decimal(quantity_ug) * 1000 / weight_g).quantize(Decimal("0.001"), ROUND_HALF_UP)
+
+
+def record_dose(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+                received: Received) -> DoseRecord:
+    """Store the dose and its custody `administer` entry; a bag without the lot is flagged."""
+    data = received.data
+
+    def build(visit: Visit) -> dict[str, Any]:
+        if session.scalar(select(DoseRecord.id).where(DoseRecord.visit_id == visit.id)):
+            raise Conflict("This visit already has a dose record.", {"rule": "once"})
+        pre = session.scalar(select(PreDose).where(PreDose.visit_id == visit.id))
+        weight_g = pre.weight_g if pre else None
+        return {"plan_version_id": visit.plan_version_id, "product_id": data["product_id"],
+                "lot": data["lot"], "expiry": data["expiry"],
+                "quantity_ug": data["quantity_ug"], "route": data["route"],
+                "infusion_started_at": data["infusion_started_at"],
+                "infusion_ended_at": data["infusion_ended_at"], "weight_g": weight_g,
+                "ug_per_kg": ug_per_kg(data["quantity_ug"], weight_g),
+                "custody_entry_id": _administer(session, rt, caller, visit, data)}
+
+    return _store(session, rt, caller, visit_id, DoseRecord, received, build)
+
+
+def _administer(session: Session, rt: Runtime, caller: Caller, visit: Visit,
+                data: dict[str, Any]) -> uuid.UUID | None:
+    """Move the dose out of the nurse's bag; return the custody entry, or flag the shortage."""
+    now = rt.clock.now()
+    version = session.get(PlanVersion, visit.plan_version_id)
+    if data["product_id"] != version.product_id or data["route"] != version.route:
+        raise_flag(session, now, caller.organisation_id, _finding(
+            "dosing.off_plan_product", Severity.HIGH, visit,
+            "The dose's product or route differs from the plan version in force.",
+            {"dose_id": str(data["id"]), "route": data["route"], "plan_route": version.route}))
+    movement = Movement(id=uuid.uuid5(data["id"], "administer"), kind=Kind.ADMINISTER,
+                        product_id=data["product_id"], lot=data["lot"], expiry=data["expiry"],
+                        quantity_ug=data["quantity_ug"], from_holder=bag(caller.user_id),
+                        to_holder=f"patient:{visit.patient_id}",
+                        occurred_at=data["infusion_started_at"], visit_id=visit.id,
+                        details={"dose_record_id": str(data["id"])})
+    try:
+        # A savepoint: a refused withdrawal leaves the ledger untouched, and the dose is kept.
+        with session.begin_nested():
+            return append(session, caller.organisation_id, movement,
+                          Attestation(actor_id=caller.user_id), now).id
+    except InsufficientStock as shortage:
+        raise_flag(session, now, caller.organisation_id, _finding(
+            "custody.administer_discrepancy", Severity.HIGH, visit,
+            f"A dose of {data['quantity_ug']} µg from lot {data['lot']} was recorded, but the "
+            "nurse's bag does not hold it: the administration is kept, custody is not moved.",
+            {"dose_id": str(data["id"]), "lot": data["lot"], "quantity_ug": data["quantity_ug"],
+             "held_ug": shortage.details["held_ug"], "nurse_id": str(caller.user_id)}))
+        return None
+
+
+def record_observation(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+                       received: Received) -> Observation:
+    """Store one observation; scale totals are Vigil's, and a disagreeing client total noted."""
+    data = received.data
+
+    def build(_visit: Visit) -> dict[str, Any]:
+        vitals = _vitals(data)
+        bprs = data.get("bprs_items")
+        bprs_total = instruments.BPRS_POSITIVE.total("bprs_items", bprs) if bprs else None
+        claimed = {name: data[name] for name, ours in
+                   (("cadss_total", vitals["cadss_total"]), ("bprs_total", bprs_total))
+                   if data.get(name) is not None and data[name] != ours}
+        return {**vitals, "bprs_items": bprs, "bprs_total": bprs_total,
+                "client_totals": claimed}
+
+    return _store(session, rt, caller, visit_id, Observation, received, build)
+
+
+def record_discharge(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+                     received: Received) -> Discharge:
+    """Store the discharge; adverse-event free text is encrypted as PHI."""
+    data = received.data
+
+    def build(visit: Visit) -> dict[str, Any]:
+        if session.scalar(select(Discharge.id).where(Discharge.visit_id == visit.id)):
+            raise Conflict("This visit already has a discharge record.", {"rule": "once"})
+        text = data.get("adverse_events")
+        place = Place(caller.organisation_id, DISCHARGE_PHI.table, "adverse_events", data["id"])
+        return {**_vitals(data), "state": data["state"],
+                "adverse_event_category": data["adverse_event_category"],
+                "adverse_events_enc": PhiCipher.from_keyring(rt.keys).encrypt(text, place)
+                if text else None}
+
+    return _store(session, rt, caller, visit_id, Discharge, received, build)
+
+
+def record_outcome(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+                   received: Received) -> OutcomeScore:
+    """Store a PHQ-9 or MADRS, totalled by Vigil."""
+    data = received.data
+    scale = instruments.OUTCOMES[data["instrument"]]
+
+    def build(_visit: Visit) -> dict[str, Any]:
+        if data["items"] is None:
+            raise InvalidField("items", "required")
+        return {"instrument": data["instrument"], "items": data["items"],
+                "total": scale.total("items", data["items"])}
+
+    return _store(session, rt, caller, visit_id, OutcomeScore, received, build)
+
+
+RECORDERS = {"pre_dose": record_pre_dose, "dose": record_dose,
+             "observations": record_observation, "discharge": record_discharge,
+             "outcomes": record_outcome}
+
+
+def record_one(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID, name: str,
+               received: Received) -> SignedRecord:
+    """Store one record; an untrusted one is quarantined and refused with `Quarantined`."""
+    try:
+        return RECORDERS[name](session, rt, caller, visit_id, received)
+    except Untrusted as untrusted:
+        raise Quarantined(untrusted, quarantine(session, rt, caller, visit_id,
+                                                untrusted)) from untrusted
+
+
+def record_session(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+                   parts: dict[str, list[Received]]) -> list[QuarantinedEvent]:
+    """Store a whole session in one transaction; untrusted parts are quarantined, not lost."""
+    held = []
+    for name in RECORDERS:
+        for received in parts.get(name, []):
+            try:
+                # A savepoint per part: an untrusted part leaves no trace but its quarantine.
+                with session.begin_nested():
+                    RECORDERS[name](session, rt, caller, visit_id, received)
+            except Untrusted as untrusted:
+                held.append(quarantine(session, rt, caller, visit_id, untrusted))
+    return held
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A visit's session as stored."""
+
+    pre_dose: PreDose | None
+    dose: DoseRecord | None
+    observations: list[Observation]
+    discharge: Discharge | None
+    outcomes: list[OutcomeScore]
+    quarantined: list[dict[str, Any]]
+
+
+def read_session(session: Session, caller: Caller, visit_id: uuid.UUID) -> SessionRecord:
+    """Return everything recorded for a visit (a nurse: her own visits)."""
+    visit = visits.get(session, caller, visit_id)
+
+    def rows(model: type) -> list:
+        return list(session.scalars(select(model).where(model.visit_id == visit.id)
+                                    .order_by(model.occurred_at)))
+
+    held = session.scalars(select(QuarantinedEvent).where(QuarantinedEvent.visit_id == visit.id))
+    return SessionRecord(
+        pre_dose=next(iter(rows(PreDose)), None), dose=next(iter(rows(DoseRecord)), None),
+        observations=rows(Observation), discharge=next(iter(rows(Discharge)), None),
+        outcomes=rows(OutcomeScore),
+        quarantined=[{"id": str(q.id), "record_type": q.record_type, "reason": q.reason,
+                      "received_at": q.received_at.isoformat()} for q in held])
