@@ -27,6 +27,7 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/auth.py
 	$(BIN)/python bench/schedule.py
+	$(BIN)/python bench/session.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
