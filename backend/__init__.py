@@ -19,6 +19,7 @@ from backend.runtime import build_runtime
 def _blueprints() -> list:
     from backend.accounts.resources import blp as accounts
     from backend.administration.resources import blp as administration
+    from backend.administration.resources import patient_blp as trajectory
     from backend.audit.resources import blp as audit
     from backend.auth.resources import blp as auth
     from backend.custody.resources import blp as custody
@@ -31,8 +32,8 @@ def _blueprints() -> list:
     from backend.products.resources import blp as products
     from backend.visits.resources import blp as visits
 
-    return [auth, accounts, devices, patients, products, plans, visits, administration, custody,
-            flags, policy, audit, jobs]
+    return [auth, accounts, devices, patients, products, plans, visits, administration, trajectory,
+            custody, flags, policy, audit, jobs]
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:

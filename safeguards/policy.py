@@ -100,6 +100,49 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "Vigil practice default (no published rule): a nurse's bag is back to zero this "
               "long after her last visit of the day; CLINICAL.md Diversion: dispense = "
               "administered + wasted + returned (Bluesight)", practice=True),
+    Threshold("infusion_tolerance_minutes", 5, "min",
+              "Vigil practice default (no published rule): how much shorter than the plan's "
+              "infusion minutes an infusion may run; CLINICAL.md Drugs: 0.5 mg/kg over 40 min",
+              practice=True),
+    Threshold("cadss_discharge_delta", 4, "CADSS points",
+              "Vigil practice default (no published rule): discharge CADSS total above the "
+              "pre-dose total by more than this is unresolved dissociation; CLINICAL.md "
+              "Monitoring: until dissociation resolves, Spravato REMS", practice=True),
+    Threshold("observation_interval_minutes", 15, "min",
+              "CLINICAL.md Monitoring: IV practice every 15 min after the dose, Emory series"),
+    Threshold("bp_peak_minutes", 40, "min",
+              "CLINICAL.md Monitoring: blood pressure ~40 min after the dose (the peak), "
+              "Spravato label"),
+    Threshold("bp_peak_tolerance_minutes", 10, "min",
+              "Vigil practice default (no published rule): how far from the 40 min peak a "
+              "blood-pressure reading still counts", practice=True),
+    Threshold("weight_max_age_days", 30, "days",
+              "Vigil practice default (no published rule): oldest weight a mg/kg dose may use",
+              practice=True),
+    Threshold("alarm_systolic", 180, "mmHg",
+              "Alarm at or above; CLINICAL.md Monitoring: severe hypertension in 0.98% of IV "
+              "sessions, Yale series 2024 (the 180 cut-off is practice)", practice=True),
+    Threshold("alarm_diastolic", 110, "mmHg",
+              "Alarm at or above; CLINICAL.md Monitoring: severe hypertension, Yale series 2024 "
+              "(the 110 cut-off is practice)", practice=True),
+    Threshold("bp_rise_systolic", 40, "mmHg",
+              "Alarm at a rise this large over pre-dose; CLINICAL.md Monitoring: >= +40 mmHg "
+              "systolic, Spravato label"),
+    Threshold("bp_rise_diastolic", 25, "mmHg",
+              "Alarm at a rise this large over pre-dose; CLINICAL.md Monitoring: >= +25 mmHg "
+              "diastolic, Spravato label"),
+    Threshold("alarm_spo2", 92, "%",
+              "Vigil practice default (no published rule): alarm below this SpO2",
+              practice=True),
+    Threshold("alarm_respiratory_rate", 10, "breaths/min",
+              "Vigil practice default (no published rule): alarm below this respiratory rate",
+              practice=True),
+    Threshold("alarm_heart_rate_high", 120, "beats/min",
+              "Vigil practice default (no published rule): alarm above this heart rate",
+              practice=True),
+    Threshold("alarm_heart_rate_low", 50, "beats/min",
+              "Vigil practice default (no published rule): alarm below this heart rate",
+              practice=True),
 )
 
 

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import uuid
 
-from flask import request
+from flask import Response, request
 from flask.views import MethodView
 
 from backend import db
 from backend.accounts.models import Role
-from backend.administration import service
+from backend.administration import fhir, reports, service
 from backend.administration.schemas import (
     DischargeSchema,
     DoseRecordSchema,
     DoseSchema,
+    FhirBundleSchema,
+    MonitoringQuerySchema,
+    MonitoringRecordSchema,
     ObservationSchema,
     OutcomeSchema,
     PreDoseSchema,
     ScoredRecordSchema,
     SessionRecordSchema,
     SessionSchema,
+    TrajectorySchema,
 )
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
+from backend.custody.reports import csv_text
 from backend.runtime import runtime
 
 blp = Blueprint("administration", __name__, url_prefix="/visits", description=(
@@ -115,7 +120,10 @@ class WholeSession(MethodView):
     @blp.response(200, SessionRecordSchema)
     def get(self, visit_id: uuid.UUID):
         """Return everything recorded for the visit, and what was quarantined."""
-        return service.read_session(db.session(), current_caller(), visit_id)
+        session = db.session()
+        record = service.view_session(session, runtime(), current_caller(), visit_id)
+        session.commit()
+        return record
 
     @requires(Role.NURSE)
     @blp.arguments(SessionSchema)
@@ -132,3 +140,58 @@ class WholeSession(MethodView):
         service.record_session(session, runtime(), caller, visit_id, parts)
         session.commit()
         return service.read_session(session, caller, visit_id)
+
+
+@blp.route("/<uuid:visit_id>/monitoring-record")
+class MonitoringRecord(MethodView):
+    """The Spravato-REMS-style patient monitoring record."""
+
+    @requires(*READERS)
+    @blp.arguments(MonitoringQuerySchema, location="query")
+    @blp.response(200, MonitoringRecordSchema)
+    @blp.alt_response(200, description=(
+        "The record; with `format=csv`, text/csv (RFC 4180): a header row and one data row."),
+        schema={"type": "string"}, content_type="text/csv", success=True)
+    def get(self, query, visit_id: uuid.UUID):
+        """Return the session's REMS monitoring form fields; an audited PHI read."""
+        session = db.session()
+        record = reports.monitoring_record(session, runtime(), current_caller(), visit_id)
+        session.commit()
+        if query["output"] == "csv":
+            row = MonitoringRecordSchema().dump(record)
+            return Response(csv_text([row], list(row)), mimetype="text/csv", headers={
+                "Content-Disposition": f'attachment; filename="monitoring-{visit_id}.csv"'})
+        return record
+
+
+@blp.route("/<uuid:visit_id>/fhir")
+class FhirExport(MethodView):
+    """The session as FHIR R4."""
+
+    @requires(*READERS)
+    @blp.response(200, FhirBundleSchema)
+    def get(self, visit_id: uuid.UUID):
+        """Return the dose and observations as a FHIR R4 collection Bundle; audited."""
+        session = db.session()
+        bundle = fhir.session_bundle(session, runtime(), current_caller(), visit_id)
+        session.commit()
+        return bundle
+
+
+# The trajectory is a patient's, so it lives under /patients beside the visits' records.
+patient_blp = Blueprint("administration_trajectory", __name__, url_prefix="/patients",
+                        description="A patient's outcome scores and doses over time.")
+
+
+@patient_blp.route("/<uuid:patient_id>/trajectory")
+class PatientTrajectory(MethodView):
+    """Outcomes and doses over time."""
+
+    @requires(*READERS)
+    @patient_blp.response(200, TrajectorySchema)
+    def get(self, patient_id: uuid.UUID):
+        """Return the patient's outcome scores and doses by date (a nurse: assigned); audited."""
+        session = db.session()
+        path = reports.trajectory(session, runtime(), current_caller(), patient_id)
+        session.commit()
+        return path

@@ -166,3 +166,97 @@ class SessionRecordSchema(Schema):
     discharge = fields.Nested(ScoredRecordSchema, allow_none=True)
     outcomes = fields.List(fields.Nested(ScoredRecordSchema))
     quarantined = fields.List(fields.Dict())
+
+
+class MonitoringQuerySchema(Schema):
+    """The format of a monitoring record."""
+
+    output = fields.String(data_key="format", load_default="json",
+                           validate=validate.OneOf(["json", "csv"]), metadata={
+                               "description": "`csv`: text/csv (RFC 4180), a header row and "
+                                              "one data row."})
+
+
+class MonitoringRecordSchema(Schema):
+    """The Spravato REMS patient monitoring form's fields for one home session."""
+
+    visit_id = fields.UUID()
+    patient_id = fields.UUID()
+    date = fields.String(metadata={"description": "The visit's date, organisation time."})
+    clinician = fields.String(metadata={"description": "The nurse who gave and monitored it."})
+    site = fields.String()
+    check_in_latitude = fields.Decimal(as_string=True, allow_none=True)
+    check_in_longitude = fields.Decimal(as_string=True, allow_none=True)
+    check_in_distance_m = fields.Integer(allow_none=True, metadata={
+        "description": "EVV check-in distance from the patient's recorded home."})
+    check_in_within_radius = fields.Boolean(allow_none=True)
+    product = fields.String(allow_none=True)
+    route = fields.String(allow_none=True)
+    lot = fields.String(allow_none=True)
+    dose_ug = fields.Integer(allow_none=True)
+    dose_mg = fields.Decimal(as_string=True, allow_none=True)
+    dose_mg_per_kg = fields.Decimal(as_string=True, allow_none=True)
+    dose_started_at = fields.AwareDateTime(allow_none=True)
+    discharged_at = fields.AwareDateTime(allow_none=True)
+    minutes_monitored = fields.Integer(allow_none=True, metadata={
+        "description": "Whole minutes from the start of the dose to discharge."})
+    bp_pre_systolic = fields.Integer(allow_none=True)
+    bp_pre_diastolic = fields.Integer(allow_none=True)
+    bp_40_min_systolic = fields.Integer(allow_none=True, metadata={
+        "description": "The reading nearest 40 min after dose start, within ±10 min."})
+    bp_40_min_diastolic = fields.Integer(allow_none=True)
+    bp_40_min_at = fields.AwareDateTime(allow_none=True)
+    bp_end_systolic = fields.Integer(allow_none=True)
+    bp_end_diastolic = fields.Integer(allow_none=True)
+    vitals_acceptable_pre = fields.Boolean(allow_none=True, metadata={
+        "description": "BP within the policy hold thresholds and SpO2 ≥ 90; null if a value "
+                       "was not measured."})
+    vitals_acceptable_end = fields.Boolean(allow_none=True)
+    sedation = fields.Boolean(allow_none=True, metadata={
+        "description": "Any MOAA/S after the dose below the pre-dose baseline."})
+    dissociation = fields.Boolean(allow_none=True, metadata={
+        "description": "Any CADSS total after the dose above the pre-dose baseline."})
+    sedating_co_medications = fields.List(fields.String())
+    adverse_event_category = fields.String(allow_none=True)
+    adverse_events = fields.String(allow_none=True, metadata={
+        "description": "Decrypted free text: reading it is an audited PHI read."})
+
+
+class ScorePointSchema(Schema):
+    """An outcome score on the trajectory."""
+
+    instrument = fields.String()
+    total = fields.Integer()
+    date = fields.Date(metadata={"description": "Organisation time."})
+    occurred_at = fields.AwareDateTime()
+    visit_id = fields.UUID()
+
+
+class DosePointSchema(Schema):
+    """A dose on the trajectory."""
+
+    date = fields.Date(metadata={"description": "Organisation time."})
+    occurred_at = fields.AwareDateTime(metadata={"description": "When the infusion started."})
+    quantity_ug = fields.Integer()
+    ug_per_kg = fields.Decimal(as_string=True, allow_none=True)
+    visit_id = fields.UUID()
+
+
+class TrajectorySchema(Schema):
+    """A patient's outcome scores and doses, each oldest first."""
+
+    patient_id = fields.UUID()
+    scores = fields.List(fields.Nested(ScorePointSchema))
+    doses = fields.List(fields.Nested(DosePointSchema))
+
+
+class FhirBundleSchema(Schema):
+    """A FHIR R4 Bundle of type `collection`; each entry is a FHIR resource as JSON."""
+
+    resourceType = fields.String()  # noqa: N815 -- FHIR's own element name
+    id = fields.String()
+    type = fields.String()
+    timestamp = fields.String()
+    entry = fields.List(fields.Dict(), metadata={
+        "description": "One MedicationAdministration for the dose; one Observation per vital "
+                       "(LOINC) and per MOAA/S and CADSS total (Vigil's code system)."})

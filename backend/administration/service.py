@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.administration import instruments
+from backend.administration import instruments, monitoring
 from backend.administration.models import (
     DISCHARGE_PHI,
     Discharge,
@@ -294,10 +294,12 @@ def record_one(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUI
                received: Received) -> SignedRecord:
     """Store one record; an untrusted one is quarantined and refused with `Quarantined`."""
     try:
-        return RECORDERS[name](session, rt, caller, visit_id, received)
+        record = RECORDERS[name](session, rt, caller, visit_id, received)
     except Untrusted as untrusted:
         raise Quarantined(untrusted, quarantine(session, rt, caller, visit_id,
                                                 untrusted)) from untrusted
+    monitoring.evaluate(session, rt, visit_id, caller.organisation_id)
+    return record
 
 
 def record_session(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
@@ -312,6 +314,7 @@ def record_session(session: Session, rt: Runtime, caller: Caller, visit_id: uuid
                     RECORDERS[name](session, rt, caller, visit_id, received)
             except Untrusted as untrusted:
                 held.append(quarantine(session, rt, caller, visit_id, untrusted))
+    monitoring.evaluate(session, rt, visit_id, caller.organisation_id)
     return held
 
 
@@ -342,3 +345,11 @@ def read_session(session: Session, caller: Caller, visit_id: uuid.UUID) -> Sessi
         outcomes=rows(OutcomeScore),
         quarantined=[{"id": str(q.id), "record_type": q.record_type, "reason": q.reason,
                       "received_at": q.received_at.isoformat()} for q in held])
+
+
+def view_session(session: Session, rt: Runtime, caller: Caller,
+                 visit_id: uuid.UUID) -> SessionRecord:
+    """Return a visit's session record for a reader, auditing the read of clinical data."""
+    record = read_session(session, caller, visit_id)
+    audit.record(session, rt.clock.now(), caller, "session.read", "visit", visit_id)
+    return record

@@ -1,0 +1,226 @@
+"""Records drawn from sessions: the REMS-style monitoring record and a patient's trajectory."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.accounts.models import User
+from backend.accounts.service import organisation_zone
+from backend.administration.models import (
+    DISCHARGE_PHI,
+    Discharge,
+    DoseRecord,
+    Observation,
+    OutcomeScore,
+    PreDose,
+)
+from backend.administration.service import SessionRecord, read_session
+from backend.audit import service as audit
+from backend.auth.caller import Caller
+from backend.patients.service import visible_patient
+from backend.phi.cipher import PhiCipher
+from backend.policy.service import policy_for
+from backend.products.models import DrugProduct
+from backend.runtime import Runtime
+from backend.visits import service as visits
+from backend.visits.models import Visit
+from safeguards.policy import Policy
+
+THOUSANDTHS = Decimal("0.001")
+# The REMS form asks for blood pressure "at ~40 min": the reading nearest then, within ±10.
+BP_CHECK_AFTER = timedelta(minutes=40)
+BP_CHECK_TOLERANCE = timedelta(minutes=10)
+MIN_ACCEPTABLE_SPO2 = 90
+
+
+@dataclass(frozen=True)
+class MonitoringRecord:
+    """The fields of the Spravato REMS patient monitoring form, for one home session."""
+
+    visit_id: uuid.UUID
+    patient_id: uuid.UUID
+    date: str
+    clinician: str
+    site: str
+    check_in_latitude: Decimal | None
+    check_in_longitude: Decimal | None
+    check_in_distance_m: int | None
+    check_in_within_radius: bool | None
+    product: str | None
+    route: str | None
+    lot: str | None
+    dose_ug: int | None
+    dose_mg: Decimal | None
+    dose_mg_per_kg: Decimal | None
+    dose_started_at: datetime | None
+    discharged_at: datetime | None
+    minutes_monitored: int | None
+    bp_pre_systolic: int | None
+    bp_pre_diastolic: int | None
+    bp_40_min_systolic: int | None
+    bp_40_min_diastolic: int | None
+    bp_40_min_at: datetime | None
+    bp_end_systolic: int | None
+    bp_end_diastolic: int | None
+    vitals_acceptable_pre: bool | None
+    vitals_acceptable_end: bool | None
+    sedation: bool | None
+    dissociation: bool | None
+    sedating_co_medications: list[str]
+    adverse_event_category: str | None
+    adverse_events: str | None
+
+
+def _mg(micrograms: Decimal | int | None) -> Decimal | None:
+    return None if micrograms is None else (Decimal(micrograms) / 1000).quantize(THOUSANDTHS)
+
+
+def vitals_acceptable(policy: Policy, vitals: PreDose | Discharge | None) -> bool | None:
+    """Return whether BP is within the hold thresholds and SpO2 ≥ 90; None if unmeasured."""
+    if vitals is None or None in (vitals.systolic, vitals.diastolic, vitals.spo2):
+        return None
+    return (vitals.systolic <= int(policy.value("bp_hold_systolic"))
+            and vitals.diastolic <= int(policy.value("bp_hold_diastolic"))
+            and vitals.spo2 >= MIN_ACCEPTABLE_SPO2)
+
+
+def bp_near_40_minutes(dose: DoseRecord | None,
+                       observations: list[Observation]) -> Observation | None:
+    """Return the blood-pressure observation nearest 40 min after dose start, within ±10."""
+    if dose is None:
+        return None
+    target = dose.infusion_started_at + BP_CHECK_AFTER
+    near = [o for o in observations if o.systolic is not None
+            and abs(o.occurred_at - target) <= BP_CHECK_TOLERANCE]
+    return min(near, key=lambda o: abs(o.occurred_at - target), default=None)
+
+
+def _after_dose(record: SessionRecord) -> list[Observation | Discharge]:
+    return [*record.observations, *([record.discharge] if record.discharge else [])]
+
+
+def sedation(record: SessionRecord) -> bool | None:
+    """Return whether any MOAA/S after the dose fell below the pre-dose baseline."""
+    if record.pre_dose is None or record.pre_dose.moaas is None:
+        return None
+    return any(r.moaas is not None and r.moaas < record.pre_dose.moaas
+               for r in _after_dose(record))
+
+
+def dissociation(record: SessionRecord) -> bool | None:
+    """Return whether any CADSS total after the dose rose above the pre-dose baseline."""
+    if record.pre_dose is None:
+        return None
+    # The baseline CADSS is optional; without one, any dissociative symptom counts.
+    baseline = record.pre_dose.cadss_total or 0
+    return any(r.cadss_total is not None and r.cadss_total > baseline
+               for r in _after_dose(record))
+
+
+def _adverse_events(rt: Runtime, discharge: Discharge | None) -> str | None:
+    if discharge is None or discharge.adverse_events_enc is None:
+        return None
+    return PhiCipher.from_keyring(rt.keys).decrypt(
+        discharge.adverse_events_enc, DISCHARGE_PHI.place(discharge, "adverse_events"))
+
+
+def monitoring_record(session: Session, rt: Runtime, caller: Caller,
+                      visit_id: uuid.UUID) -> MonitoringRecord:
+    """Return a visit's REMS monitoring record with adverse events decrypted; audit the read."""
+    record = read_session(session, caller, visit_id)
+    evv = visits.evv_record(session, caller, visit_id)
+    visit = session.get(Visit, visit_id)
+    policy = policy_for(session, caller.organisation_id)
+    pre, dose, end = record.pre_dose, record.dose, record.discharge
+    product = session.get(DrugProduct, dose.product_id) if dose else None
+    at_40 = bp_near_40_minutes(dose, record.observations)
+    check_in = evv.check_in
+    audit.record(session, rt.clock.now(), caller, "session.monitoring_record_read", "visit",
+                 visit.id, detail={"patient_id": str(visit.patient_id),
+                                   "phi": ["adverse_events"] if end and end.adverse_events_enc
+                                   else []})
+    return MonitoringRecord(
+        visit_id=visit.id, patient_id=visit.patient_id, date=evv.date,
+        clinician=session.get(User, visit.nurse_id).display_name, site="patient's home",
+        check_in_latitude=check_in.latitude if check_in else None,
+        check_in_longitude=check_in.longitude if check_in else None,
+        check_in_distance_m=check_in.distance_m if check_in else None,
+        check_in_within_radius=check_in.within_radius if check_in else None,
+        product=product.name if product else None, route=dose.route if dose else None,
+        lot=dose.lot if dose else None, dose_ug=dose.quantity_ug if dose else None,
+        dose_mg=_mg(dose.quantity_ug) if dose else None,
+        dose_mg_per_kg=_mg(dose.ug_per_kg) if dose else None,
+        dose_started_at=dose.infusion_started_at if dose else None,
+        discharged_at=end.occurred_at if end else None,
+        minutes_monitored=int((end.occurred_at - dose.infusion_started_at)
+                              .total_seconds() // 60) if dose and end else None,
+        bp_pre_systolic=pre.systolic if pre else None,
+        bp_pre_diastolic=pre.diastolic if pre else None,
+        bp_40_min_systolic=at_40.systolic if at_40 else None,
+        bp_40_min_diastolic=at_40.diastolic if at_40 else None,
+        bp_40_min_at=at_40.occurred_at if at_40 else None,
+        bp_end_systolic=end.systolic if end else None,
+        bp_end_diastolic=end.diastolic if end else None,
+        vitals_acceptable_pre=vitals_acceptable(policy, pre),
+        vitals_acceptable_end=vitals_acceptable(policy, end),
+        sedation=sedation(record), dissociation=dissociation(record),
+        sedating_co_medications=list(pre.co_medications) if pre else [],
+        adverse_event_category=end.adverse_event_category if end else None,
+        adverse_events=_adverse_events(rt, end))
+
+
+@dataclass(frozen=True)
+class ScorePoint:
+    """One outcome score on a patient's trajectory."""
+
+    instrument: str
+    total: int
+    date: date
+    occurred_at: datetime
+    visit_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class DosePoint:
+    """One dose on a patient's trajectory."""
+
+    date: date
+    occurred_at: datetime
+    quantity_ug: int
+    ug_per_kg: Decimal | None
+    visit_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A patient's outcome scores and doses over time, each oldest first."""
+
+    patient_id: uuid.UUID
+    scores: list[ScorePoint]
+    doses: list[DosePoint]
+
+
+def trajectory(session: Session, rt: Runtime, caller: Caller,
+               patient_id: uuid.UUID) -> Trajectory:
+    """Return a patient's outcome scores and doses by date (a nurse: her patient); audited."""
+    patient = visible_patient(session, caller, patient_id)
+    zone = organisation_zone(session, patient.organisation_id)
+    of_patient = select(Visit.id).where(Visit.patient_id == patient.id)
+    scores = session.scalars(select(OutcomeScore).where(OutcomeScore.visit_id.in_(of_patient))
+                             .order_by(OutcomeScore.occurred_at, OutcomeScore.id))
+    doses = session.scalars(select(DoseRecord).where(DoseRecord.visit_id.in_(of_patient))
+                            .order_by(DoseRecord.infusion_started_at, DoseRecord.id))
+    audit.record(session, rt.clock.now(), caller, "patient.trajectory_read", "patient",
+                 patient.id)
+    return Trajectory(
+        patient_id=patient.id,
+        scores=[ScorePoint(s.instrument, s.total, s.occurred_at.astimezone(zone).date(),
+                           s.occurred_at, s.visit_id) for s in scores],
+        doses=[DosePoint(d.infusion_started_at.astimezone(zone).date(), d.infusion_started_at,
+                         d.quantity_ug, d.ug_per_kg, d.visit_id) for d in doses])

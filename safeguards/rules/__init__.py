@@ -1,0 +1,1 @@
+"""Families of safeguard rules, each a registry of pure checks over its own facts."""
