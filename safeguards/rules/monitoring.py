@@ -131,9 +131,10 @@ NO_PRE_DOSE = _meta(
 @MONITORING.rule(NO_PRE_DOSE)
 def dose_without_pre_dose_vitals(facts: SessionFacts, policy: Policy) -> Iterator[Finding]:
     """Flag a dose with no pre-dose vitals, some missing, or vitals taken after it began."""
-    if not facts.dosed:
-        return
     pre = facts.pre_dose
+    # A phone may send the dose before the pre-dose record: wait for either it or the discharge.
+    if not facts.dosed or (pre is None and facts.discharged_at is None):
+        return
     missing = [name for name in PRE_DOSE_VITALS if pre is None or getattr(pre, name) is None]
     late = (facts.pre_dose_at is not None and facts.infusion_started_at is not None
             and facts.pre_dose_at > facts.infusion_started_at)

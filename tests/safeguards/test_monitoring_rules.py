@@ -83,6 +83,9 @@ CASES = [
      replace(UNDOSED, pre_dose=replace(PRE, systolic=160)), {}, False),
     # monitoring.dose_without_pre_dose_vitals
     ("monitoring.dose_without_pre_dose_vitals", replace(CLEAN, pre_dose=None), {}, True),
+    # Until the discharge, a missing pre-dose record may still be on its way from the phone.
+    ("monitoring.dose_without_pre_dose_vitals",
+     replace(CLEAN, pre_dose=None, discharged_at=None, discharge=None), {}, False),
     ("monitoring.dose_without_pre_dose_vitals", with_pre(spo2=None), {}, True),
     ("monitoring.dose_without_pre_dose_vitals", with_pre(moaas=None), {}, False),
     ("monitoring.dose_without_pre_dose_vitals",
