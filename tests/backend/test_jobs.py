@@ -232,9 +232,8 @@ def test_a_released_lease_is_free_at_once(world: World, clock):
     assert second.acquire() and not first.held()
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_an_advisory_lock_has_one_holder_until_released(engine):
-    if engine.dialect.name != "postgresql":
-        pytest.skip("advisory locks are PostgreSQL's")
     first, second = scheduler.AdvisoryLock(engine), scheduler.AdvisoryLock(engine)
     try:
         assert first.acquire() and not second.acquire()
