@@ -354,9 +354,8 @@ def test_the_database_refuses_to_change_a_stored_entry(ledger: Ledger, statement
     assert ledger.verify().ok
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_postgresql_refuses_to_truncate_the_ledger(ledger: Ledger):
-    if ledger.connection.dialect.name != "postgresql":
-        pytest.skip("SQLite has no TRUNCATE")
     with pytest.raises(DBAPIError, match="append_only"), ledger.connection.begin_nested():
         ledger.connection.execute(text("TRUNCATE custody_entry CASCADE"))
     assert ledger.verify().ok
