@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.accounts.models import Role
 from backend.custody.chain import (
     GENESIS,
     HASHED_FIELDS,
@@ -25,15 +24,11 @@ from backend.custody.chain import (
 )
 from backend.custody.ledger import is_balanced
 from backend.custody.models import CustodyBalance, CustodyCheckpoint, CustodyEntry, CustodyHead
-from backend.custody.service import POSTERS
 from backend.devices.models import Device
 from backend.devices.signatures import verify_with_key
 from backend.errors import SignatureInvalid
 
 BATCH = 5000
-# Kinds only a nurse's phone posts: one stored without a device signature was stripped of it.
-PHONE_ONLY = frozenset(kind for kind, (roles, signed) in POSTERS.items()
-                       if signed and roles == (Role.NURSE,))
 
 
 @dataclass(frozen=True)
@@ -96,8 +91,6 @@ class _Checker:
         digest = entry_hash(self.head, row)
         if digest != row["entry_hash"]:
             return Problem(seq, "entry_hash does not match the entry's contents")
-        if row["device_id"] is None and row["kind"] in PHONE_ONLY:
-            return Problem(seq, f"a {row['kind']} entry must carry its device signature")
         if row["device_id"] is not None and not self._signature_ok(row):
             return Problem(seq, "the device signature does not match the entry")
         self.head = digest
