@@ -28,6 +28,7 @@ from backend.administration.schemas import (
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
 from backend.custody.reports import csv_text
+from backend.custody.schemas import EntrySchema, VisitWasteSchema
 from backend.runtime import runtime
 
 blp = Blueprint("administration", __name__, url_prefix="/visits", description=(
@@ -195,3 +196,18 @@ class PatientTrajectory(MethodView):
         path = reports.trajectory(session, runtime(), current_caller(), patient_id)
         session.commit()
         return path
+
+
+@blp.route("/<uuid:visit_id>/waste")
+class Waste(MethodView):
+    """The remainder of the dose, wasted before a witness."""
+
+    @requires(Role.NURSE)
+    @blp.arguments(VisitWasteSchema)
+    @blp.response(201, EntrySchema)
+    def post(self, body, visit_id: uuid.UUID):
+        """Record the waste as a custody `waste` entry of this visit, with its witness."""
+        session = db.session()
+        entry = service.record_waste(session, runtime(), current_caller(), visit_id, body)
+        session.commit()
+        return entry

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from backend.custody.schemas import VisitWasteSchema
+
 SIGNATURE = ("Ed25519 signature by the nurse's registered phone over the RFC 8785 canonical "
              "JSON of this object without `signature`.")
 # Physiologically impossible beyond these: refused. Alarming values inside them are flagged.
@@ -70,6 +72,11 @@ class PreDoseSchema(VitalsSchema):
                                      metadata={"description": "Why dosing goes ahead over the "
                                                               "blood-pressure hold threshold."})
 
+    @validates_schema
+    def _no_go_reason(self, data, **_kwargs):
+        if data.get("decision") == "no_go" and not data.get("decision_reason"):
+            raise ValidationError("required when the decision is no_go", "decision_reason")
+
 
 class DoseSchema(SignedSchema):
     """The dose: lot, micrograms, route, infusion start and end."""
@@ -125,6 +132,8 @@ class SessionSchema(Schema):
     dose = fields.Nested(DoseSchema, load_default=None)
     observations = fields.List(fields.Nested(ObservationSchema), load_default=list)
     discharge = fields.Nested(DischargeSchema, load_default=None)
+    waste = fields.Nested(VisitWasteSchema, load_default=None, metadata={
+        "description": "A waste the ledger refuses (no witness, no stock) is quarantined."})
     outcomes = fields.List(fields.Nested(OutcomeSchema), load_default=list)
 
 

@@ -23,8 +23,9 @@ from backend.administration.models import (
 )
 from backend.audit import service as audit
 from backend.auth.caller import Caller
+from backend.custody import service as custody
 from backend.custody.ledger import Attestation, InsufficientStock, Movement, append, bag
-from backend.custody.models import Kind
+from backend.custody.models import CustodyEntry, Kind
 from backend.devices.signatures import verify_device_signature
 from backend.errors import Conflict, InvalidField, NotFound, SignatureInvalid, VigilError
 from backend.flags.service import raise_flag
@@ -314,8 +315,26 @@ def record_session(session: Session, rt: Runtime, caller: Caller, visit_id: uuid
                     RECORDERS[name](session, rt, caller, visit_id, received)
             except Untrusted as untrusted:
                 held.append(quarantine(session, rt, caller, visit_id, untrusted))
+    for received in parts.get("waste", []):
+        try:
+            with session.begin_nested():
+                record_waste(session, rt, caller, visit_id, received.data)
+        except VigilError as refused:
+            # Recorded offline, so it happened: keep it, with why the ledger refused it.
+            held.append(quarantine(session, rt, caller, visit_id, Untrusted(
+                refused.code, refused.message, "custody_waste", received.raw,
+                f"{refused.code}: {refused.message}")))
     monitoring.evaluate(session, rt, visit_id, caller.organisation_id)
     return held
+
+
+def record_waste(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+                 data: dict[str, Any]) -> CustodyEntry:
+    """Record the remainder of a visit's dose as a witnessed custody `waste` entry."""
+    fields = dict(data)
+    witnesses = [custody.Witness(**w) for w in fields.pop("witnesses")]
+    return custody.record(session, rt, caller, custody.EntryRequest(
+        kind=Kind.WASTE, visit_id=visit_id, witnesses=witnesses, **fields))
 
 
 @dataclass(frozen=True)

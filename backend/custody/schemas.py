@@ -57,6 +57,24 @@ class EntryCreateSchema(Schema):
                               metadata={"description": SIGNING})
 
 
+class VisitWasteSchema(Schema):
+    """The waste of a visit's remainder: the custody fields a waste needs, and its witness."""
+
+    id = fields.UUID(load_default=None, metadata={"description": "Client-made UUID."})
+    product_id = fields.UUID(required=True)
+    lot = fields.String(required=True, validate=validate.Length(1, 40))
+    expiry = fields.Date(required=True)
+    quantity_ug = fields.Integer(required=True, strict=True,
+                                 validate=validate.Range(1, 1_000_000_000))
+    occurred_at = fields.AwareDateTime(required=True)
+    details = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict)
+    witnesses = fields.List(fields.Nested(WitnessSchema), required=True,
+                            validate=validate.Length(1), metadata={
+                                "description": "One witness, who confirms it themselves."})
+    signature = fields.String(required=True, validate=validate.Length(1, 100),
+                              metadata={"description": SIGNING})
+
+
 class EntrySchema(Schema):
     """A ledger entry as stored, with its place in the chain."""
 

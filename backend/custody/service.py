@@ -124,6 +124,11 @@ def _holders(session: Session, caller: Caller, request: EntryRequest) -> tuple[s
             raise InvalidField("visit_id", "must be the caller's visit to this patient")
         return bag(caller.user_id), f"patient:{visit.patient_id}"
     if kind == Kind.WASTE:
+        if request.visit_id is not None:
+            visit = session.get(Visit, request.visit_id)
+            if (not visit or visit.organisation_id != caller.organisation_id
+                    or visit.nurse_id != caller.user_id):
+                raise NotFound("No such visit.")
         return bag(caller.user_id), "waste"
     if kind == Kind.RETURN:
         nurse_id = caller.user_id if caller.role == Role.NURSE else request.nurse_id

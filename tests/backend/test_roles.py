@@ -50,6 +50,7 @@ MATRIX = [
     ("POST", "/api/v1/visits/{visit}/observations", {N}),
     ("POST", "/api/v1/visits/{visit}/discharge", {N}),
     ("POST", "/api/v1/visits/{visit}/outcomes", {N}),
+    ("POST", "/api/v1/visits/{visit}/waste", {N}),
     ("GET", "/api/v1/visits/{visit}/session", {A, PR, N, C}),
     ("POST", "/api/v1/visits/{visit}/session", {N}),
     ("GET", "/api/v1/visits/{visit}/monitoring-record", {A, PR, N, C}),

@@ -125,6 +125,7 @@ def test_an_identical_retry_is_a_no_op_and_a_different_body_is_quarantined(visit
     ("pre-dose", {**PRE, "systolic": 400}, "systolic"),
     ("pre-dose", {**PRE, "spo2": 120}, "spo2"),
     ("pre-dose", {**PRE, "diastolic": 130}, "diastolic"),
+    ("pre-dose", {**PRE, "decision": "no_go"}, "decision_reason"),
     ("observations", {"cadss_items": {"1": 5, "2": 0, "6": 0, "7": 0, "15": 0, "22": 0}},
      "cadss_items.1"),
     ("observations", {"cadss_items": {"1": 1}}, "cadss_items"),
@@ -171,3 +172,40 @@ def test_a_whole_session_at_once_quarantines_only_the_bad_part(visit: Session):
     assert len(response.json["observations"]) == 1
     assert [q["record_type"] for q in response.json["quarantined"]] == [
         "monitoring_observation"]
+
+
+def test_the_remainder_is_wasted_before_a_witness(visit: Session):
+    from tests.factories import signed_payload
+
+    pharmacy = visit.pharmacy
+    body = {"id": str(uuid.uuid4()), "kind": "waste", "product_id": pharmacy.product_id,
+            "lot": "L1", "expiry": "2028-01-31", "quantity_ug": 15_000, "occurred_at": DAY1,
+            "visit_id": visit.visit["id"]}
+    witness = {"user_id": str(pharmacy.users[Role.PHARMACIST].id),
+               "password": "correct horse battery staple"}
+    signature = pharmacy.phone.sign(signed_payload(pharmacy, body))
+    payload = {k: v for k, v in body.items() if k not in ("kind", "visit_id")}
+    unwitnessed = visit.post("waste", {**payload, "signature": signature, "witnesses": []})
+    assert unwitnessed.status_code == 422
+    wasted = visit.post("waste", {**payload, "signature": signature, "witnesses": [witness]})
+    assert wasted.status_code == 201, wasted.json
+    assert (wasted.json["to_holder"], wasted.json["visit_id"]) == ("waste", visit.visit["id"])
+
+
+def test_a_whole_session_keeps_a_refused_waste_in_quarantine(visit: Session):
+    from tests.factories import signed_payload
+
+    pharmacy = visit.pharmacy
+    waste = {"id": str(uuid.uuid4()), "kind": "waste", "product_id": pharmacy.product_id,
+             "lot": "L1", "expiry": "2028-01-31", "quantity_ug": 15_000, "occurred_at": DAY1,
+             "visit_id": visit.visit["id"]}
+    signature = pharmacy.phone.sign(signed_payload(pharmacy, waste))
+    unwitnessed = {**{k: v for k, v in waste.items() if k not in ("kind", "visit_id")},
+                   "signature": signature, "witnesses": [
+                       {"user_id": str(pharmacy.nurse.id), "password": "x"}]}
+    response = visit.post("session", {"pre_dose": visit.signed(PRE), "waste": unwitnessed})
+    assert response.status_code == 201, response.json
+    [held] = response.json["quarantined"]
+    assert held["record_type"] == "custody_waste"
+    assert held["reason"].startswith("witness_required")
+    assert response.json["pre_dose"] is not None
