@@ -33,10 +33,6 @@ from backend.visits.models import Visit
 from safeguards.policy import Policy
 
 THOUSANDTHS = Decimal("0.001")
-# The REMS form asks for blood pressure "at ~40 min": the reading nearest then, within ±10.
-BP_CHECK_AFTER = timedelta(minutes=40)
-BP_CHECK_TOLERANCE = timedelta(minutes=10)
-MIN_ACCEPTABLE_SPO2 = 90
 
 
 @dataclass(frozen=True)
@@ -82,22 +78,23 @@ def _mg(micrograms: Decimal | int | None) -> Decimal | None:
 
 
 def vitals_acceptable(policy: Policy, vitals: PreDose | Discharge | None) -> bool | None:
-    """Return whether BP is within the hold thresholds and SpO2 ≥ 90; None if unmeasured."""
+    """Return whether BP is within the hold thresholds and SpO2 not alarming; None if unmeasured."""
     if vitals is None or None in (vitals.systolic, vitals.diastolic, vitals.spo2):
         return None
     return (vitals.systolic <= int(policy.value("bp_hold_systolic"))
             and vitals.diastolic <= int(policy.value("bp_hold_diastolic"))
-            and vitals.spo2 >= MIN_ACCEPTABLE_SPO2)
+            and vitals.spo2 >= int(policy.value("alarm_spo2")))
 
 
-def bp_near_40_minutes(dose: DoseRecord | None,
-                       observations: list[Observation]) -> Observation | None:
-    """Return the blood-pressure observation nearest 40 min after dose start, within ±10."""
+def bp_near_peak(policy: Policy, dose: DoseRecord | None,
+                 observations: list[Observation]) -> Observation | None:
+    """Return the blood-pressure reading nearest the policy's peak time (the REMS "~40 min")."""
     if dose is None:
         return None
-    target = dose.infusion_started_at + BP_CHECK_AFTER
+    target = dose.infusion_started_at + timedelta(minutes=int(policy.value("bp_peak_minutes")))
+    tolerance = timedelta(minutes=int(policy.value("bp_peak_tolerance_minutes")))
     near = [o for o in observations if o.systolic is not None
-            and abs(o.occurred_at - target) <= BP_CHECK_TOLERANCE]
+            and abs(o.occurred_at - target) <= tolerance]
     return min(near, key=lambda o: abs(o.occurred_at - target), default=None)
 
 
@@ -139,7 +136,7 @@ def monitoring_record(session: Session, rt: Runtime, caller: Caller,
     policy = policy_for(session, caller.organisation_id)
     pre, dose, end = record.pre_dose, record.dose, record.discharge
     product = session.get(DrugProduct, dose.product_id) if dose else None
-    at_40 = bp_near_40_minutes(dose, record.observations)
+    at_40 = bp_near_peak(policy, dose, record.observations)
     check_in = evv.check_in
     audit.record(session, rt.clock.now(), caller, "session.monitoring_record_read", "visit",
                  visit.id, detail={"patient_id": str(visit.patient_id),

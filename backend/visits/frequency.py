@@ -109,7 +109,9 @@ def check_schedule(existing: Sequence[datetime], proposed: datetime,
     if found := violation_at(after, proposed, limits_at(proposed)):
         return found
     for at in before.times:
-        if abs(at - proposed) >= timedelta(days=29):
+        # Beyond the longest window (28 local days, plus one for where days start) they
+        # share no window, so `proposed` cannot change this dose's counts.
+        if abs(at - proposed) >= timedelta(days=max(days for _, days in WINDOWS) + 1):
             continue
         limits = limits_at(at)
         if found := _interval_violation(at, proposed, limits):

@@ -103,6 +103,14 @@ class VisitReschedule(MethodView):
         return visit
 
 
+def _presence(visit_id: uuid.UUID, step: str, body: dict):
+    session = db.session()
+    visit = service.verify_presence(session, runtime(), current_caller(), visit_id, step,
+                                    service.Position(**body))
+    session.commit()
+    return visit
+
+
 @blp.route("/<uuid:visit_id>/check-in")
 class VisitCheckIn(MethodView):
     """Arrive at the home."""
@@ -112,11 +120,7 @@ class VisitCheckIn(MethodView):
     @blp.response(200, VisitSchema)
     def post(self, body, visit_id: uuid.UUID):
         """Check in from the nurse's phone; outside the radius needs a reason and is flagged."""
-        session = db.session()
-        visit = service.verify_presence(session, runtime(), current_caller(), visit_id,
-                                        "check_in", service.Position(**body))
-        session.commit()
-        return visit
+        return _presence(visit_id, "check_in", body)
 
 
 @blp.route("/<uuid:visit_id>/check-out")
@@ -128,11 +132,7 @@ class VisitCheckOut(MethodView):
     @blp.response(200, VisitSchema)
     def post(self, body, visit_id: uuid.UUID):
         """Check out and complete the visit; outside the radius needs a reason and is flagged."""
-        session = db.session()
-        visit = service.verify_presence(session, runtime(), current_caller(), visit_id,
-                                        "check_out", service.Position(**body))
-        session.commit()
-        return visit
+        return _presence(visit_id, "check_out", body)
 
 
 @blp.route("/<uuid:visit_id>/evv")
