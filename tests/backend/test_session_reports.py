@@ -7,7 +7,7 @@ import io
 from types import SimpleNamespace
 
 import pytest
-from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.bundle import Bundle
 from sqlalchemy import select
 
 from backend.accounts.models import Role
@@ -173,7 +173,7 @@ def test_the_fhir_export_validates_as_an_r4_bundle(recorded: Session):
     response = _get(recorded, f"/api/v1/visits/{recorded.visit['id']}/fhir",
                     role=Role.PRESCRIBER)
     assert response.status_code == 200, response.json
-    bundle = Bundle.model_validate(response.json)
+    bundle = Bundle.parse_obj(response.json)
     assert bundle.type == "collection"
     resources = [entry.resource for entry in bundle.entry]
     [given] = [r for r in resources if r.get_resource_type() == "MedicationAdministration"]
