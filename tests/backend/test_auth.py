@@ -11,7 +11,7 @@ from sqlalchemy import select
 from backend.accounts.models import Role, User
 from backend.auth.models import RefreshToken, TokenFamily
 from backend.auth.service import hash_refresh_token
-from tests.conftest import make_app
+from tests.backend.conftest import make_app
 from tests.factories import PASSWORD, World
 
 LOGIN = "/api/v1/auth/login"

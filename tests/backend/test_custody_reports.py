@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from backend.accounts.models import Role
 from backend.audit.models import AuditEvent
-from tests.conftest import START
+from tests.backend.conftest import START
 from tests.factories import PASSWORD, Pharmacy, World
 
 # November 2026 in Chicago: from midnight CDT on the 1st to midnight CST on 1 December.

@@ -13,7 +13,7 @@ from backend.audit.models import AuditEvent
 from backend.flags.models import Flag
 from backend.jobs import scheduler
 from backend.jobs import service as jobs
-from tests.conftest import START
+from tests.backend.conftest import START
 from tests.factories import PASSWORD, Pharmacy, World
 
 HOME = {"latitude": "41.878100", "longitude": "-87.629800", "accuracy_m": 12}

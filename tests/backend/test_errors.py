@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backend.accounts.models import Role
-from tests.conftest import make_app
+from tests.backend.conftest import make_app
 from tests.factories import World
 
 NEW_USER = {"username": "newcomer", "display_name": "New Comer", "role": "nurse",

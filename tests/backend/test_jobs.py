@@ -20,7 +20,7 @@ from backend.plans.models import PlanVersion, TreatmentPlan
 from backend.policy.models import PolicyOverride
 from backend.products.models import DrugProduct
 from backend.visits.models import Visit, VisitStatus
-from tests.conftest import START
+from tests.backend.conftest import START
 from tests.factories import World
 
 

@@ -30,7 +30,7 @@ from backend.keys import KEY_FILE
 from backend.patients import service as patients
 from backend.patients.models import PATIENT_PHI, Patient
 from backend.phi.cipher import PhiCipher
-from tests.conftest import FAST_ARGON2, make_app
+from tests.backend.conftest import FAST_ARGON2, make_app
 from tests.factories import World
 
 KEYS = {kid: base64.b64encode(secrets.token_bytes(32)).decode() for kid in ("old", "new")}

@@ -31,7 +31,7 @@ from backend.custody.models import CustodyBalance, CustodyEntry, Kind
 from backend.custody.verify import verify
 from backend.db import build_engine
 from backend.products import service as products
-from tests.conftest import POSTGRES_URL, START, make_app, require_postgres, reset_postgres
+from tests.backend.conftest import POSTGRES_URL, START, make_app, require_postgres, reset_postgres
 
 pytestmark = pytest.mark.postgres_only
 WRITERS, APPENDS_EACH = 8, 25

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from backend import schema
 from backend.db import build_engine
-from tests.conftest import POSTGRES_URL, require_postgres, reset_postgres
+from tests.backend.conftest import POSTGRES_URL, require_postgres, reset_postgres
 
 TABLES = {"organisation", "app_user", "device", "token_family", "refresh_token",
           "login_failure", "audit_event", "patient", "patient_nurse"}

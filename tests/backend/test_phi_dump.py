@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from backend import create_app, schema
 from backend.accounts.models import Role
-from tests.conftest import FAST_ARGON2, IN_CI, POSTGRES_URL, require_postgres
+from tests.backend.conftest import FAST_ARGON2, IN_CI, POSTGRES_URL, require_postgres
 from tests.factories import World
 
 PATIENTS = [

@@ -26,7 +26,7 @@ from backend.config import PROJECT_ROOT
 from backend.db import build_engine
 from backend.jobs.models import JobRun
 from backend.jobs.scheduler import ADVISORY_KEY
-from tests.conftest import POSTGRES_URL, require_postgres, reset_postgres
+from tests.backend.conftest import POSTGRES_URL, require_postgres, reset_postgres
 
 # The same entry point as the installed `vigil` script, without depending on its install.
 VIGIL = [sys.executable, "-c", "from backend.cli import main; main()"]
