@@ -1,0 +1,276 @@
+"""The facts rules read: plain records of doses, wastes, visits, custody and devices.
+
+The backend turns rows into these; the rules never see a database. Ids are strings (the
+backend's UUIDs as text), amounts integer micrograms, times aware UTC datetimes. A field is
+None where nothing was recorded, never a made-up default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from types import MappingProxyType
+
+from safeguards.policy import Policy
+from safeguards.rules.monitoring import SessionFacts
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """The plan phase in force at a dose: its name and frequency limits."""
+
+    name: str
+    min_interval_hours: int
+    max_per_7_days: int
+    max_per_28_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dose:
+    """One dose given (or recorded as given) to a patient."""
+
+    id: str
+    patient_id: str
+    nurse_id: str
+    visit_id: str | None
+    device_id: str | None
+    plan_version_id: str | None
+    # The infusion start as the phone recorded it; received_at is the server's receipt.
+    given_at: datetime
+    received_at: datetime
+    quantity_ug: int
+    ug_per_kg: Decimal | None = None
+    # What the plan meant to give at this dose (its phase's dose, or the version's).
+    planned_ug: int | None = None
+    plan_max_ug: int | None = None
+    # The whole container the dose was drawn from, so waste can be checked against it.
+    container_ug: int | None = None
+    lot: str | None = None
+    phase: Phase | None = None
+    infusion_ended_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Waste:
+    """One waste of a partly used container, with who witnessed it."""
+
+    id: str
+    nurse_id: str
+    visit_id: str | None
+    patient_id: str | None
+    quantity_ug: int
+    occurred_at: datetime
+    received_at: datetime
+    witness_ids: tuple[str, ...] = ()
+    lot: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """One visit: when it was meant to be, its state, and when the nurse was really there."""
+
+    id: str
+    patient_id: str
+    nurse_id: str
+    scheduled_start: datetime
+    scheduled_end: datetime
+    status: str
+    # A prescriber's override of a frequency rule, or a visit booked outside a series.
+    override: bool = False
+    series: bool = False
+    created_at: datetime | None = None
+    checked_in_at: datetime | None = None
+    checked_out_at: datetime | None = None
+    plan_infusion_minutes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvvEvent:
+    """A check-in or check-out: where the phone was, and how far that is from the home."""
+
+    id: str
+    visit_id: str
+    nurse_id: str
+    patient_id: str
+    device_id: str | None
+    kind: str
+    occurred_at: datetime
+    received_at: datetime
+    latitude: Decimal
+    longitude: Decimal
+    accuracy_m: int
+    distance_m: int | None
+    radius_m: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BagShift:
+    """A nurse's bag for one lot over one shift: what came in and went out, and what is left."""
+
+    nurse_id: str
+    shift_day: str
+    lot: str
+    product_id: str
+    deadline: datetime
+    dispensed_ug: int
+    administered_ug: int
+    wasted_ug: int
+    returned_ug: int
+    other_in_ug: int
+    other_out_ug: int
+    remaining_ug: int
+
+
+@dataclass(frozen=True, slots=True)
+class BagHolding:
+    """Stock still in a nurse's bag, and since when it should have been back in the vault."""
+
+    nurse_id: str
+    lot: str
+    product_id: str
+    quantity_ug: int
+    due_back_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A physical count of a holder's lot against the balance the ledger gives."""
+
+    id: str
+    holder: str
+    lot: str
+    product_id: str
+    counted_at: datetime
+    counted_by_id: str
+    expected_ug: int
+    counted_ug: int
+    # The bag's nurse when the holder is a bag, so the review queue can find her.
+    nurse_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Loss:
+    """A theft or loss entry and its DEA deadlines, with what was filed."""
+
+    id: str
+    entry_id: str
+    holder: str
+    lot: str
+    quantity_ug: int
+    discovered_at: datetime
+    notice_due_at: datetime
+    form_106_due_at: datetime
+    notice_filed_at: datetime | None = None
+    form_106_filed_at: datetime | None = None
+    # The bag's nurse when the stock was lost from a bag.
+    nurse_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerBreak:
+    """An entry where the ledger's hash chain, a checkpoint or a device signature fails."""
+
+    entry_id: str | None
+    seq: int | None
+    problem: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedEvent:
+    """A record from a phone kept aside because it could not be trusted or applied."""
+
+    id: str
+    record_type: str
+    record_id: str | None
+    user_id: str
+    device_id: str | None
+    visit_id: str | None
+    reason: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NurseActivity:
+    """One nurse's activity over the scan window, summed for peer comparison."""
+
+    nurse_id: str
+    role: str
+    visits: int
+    days_worked: int
+    doses: int
+    administered_ug: int
+    wastes: int
+    wasted_ug: int
+    # Milligrams per kilogram summed over her doses, so a per-visit figure does not depend on
+    # which patients (and weights) she happens to see.
+    ug_per_kg_total: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessPair:
+    """How often one witness signed a nurse's wastes, and how many witnesses she could use."""
+
+    nurse_id: str
+    witness_id: str
+    together: int
+    nurse_wastes: int
+    available_witnesses: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceClock:
+    """How a device's recorded times compare with the server's receipt of them."""
+
+    device_id: str
+    nurse_id: str
+    events: int
+    # Largest amount by which the device's time ran ahead of the server's receipt, in
+    # seconds; nothing is received before it happens, so any lead is the clock's error.
+    max_lead_seconds: int
+    # The lead reported by the phone itself (e.g. an X-Device-Time header), when it sent one.
+    reported_offset_seconds: int | None = None
+    last_event_id: str | None = None
+    last_received_at: datetime | None = None
+
+
+def _frozen(mapping: Mapping[str, Mapping[str, object]]) -> Mapping[str, Mapping[str, object]]:
+    return MappingProxyType({key: MappingProxyType(dict(value)) for key, value in mapping.items()})
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything one run of the rules looks at, for one organisation as of one moment."""
+
+    organisation_id: str
+    as_of: datetime
+    # The organisation's IANA zone: the 7- and 28-day limits count its calendar days.
+    timezone: str = "UTC"
+    doses: tuple[Dose, ...] = ()
+    wastes: tuple[Waste, ...] = ()
+    visits: tuple[Visit, ...] = ()
+    evv: tuple[EvvEvent, ...] = ()
+    sessions: tuple[SessionFacts, ...] = ()
+    shifts: tuple[BagShift, ...] = ()
+    holdings: tuple[BagHolding, ...] = ()
+    counts: tuple[Count, ...] = ()
+    losses: tuple[Loss, ...] = ()
+    ledger_breaks: tuple[LedgerBreak, ...] = ()
+    quarantined: tuple[QuarantinedEvent, ...] = ()
+    activity: tuple[NurseActivity, ...] = ()
+    witness_pairs: tuple[WitnessPair, ...] = ()
+    clocks: tuple[DeviceClock, ...] = ()
+    # Each plan version's own threshold overrides, layered on the organisation's policy.
+    plan_overrides: Mapping[str, Mapping[str, object]] = field(
+        default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan_overrides", _frozen(self.plan_overrides))
+
+    def policy_for(self, policy: Policy, plan_version_id: str | None) -> Policy:
+        """Return `policy` with the plan version's overrides on top, if it has any."""
+        overrides = self.plan_overrides.get(plan_version_id or "")
+        return policy.with_overrides(overrides) if overrides else policy
