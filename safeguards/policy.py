@@ -143,6 +143,87 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
     Threshold("alarm_heart_rate_low", 50, "beats/min",
               "Vigil practice default (no published rule): alarm below this heart rate",
               practice=True),
+    Threshold("creep_recent_doses", 3, "doses",
+              "Vigil practice default (no published rule): the latest doses whose median is "
+              "compared with the earlier ones'; CLINICAL.md Drugs: steep dose-response, "
+              "Krystal et al. 2019", practice=True),
+    Threshold("creep_min_doses", 6, "doses",
+              "Vigil practice default (no published rule): fewest doses before creep is "
+              "judged, so the earlier doses outnumber one odd session", practice=True),
+    Threshold("creep_max_rise", Decimal("0.20"), "ratio",
+              "Vigil practice default (no published rule): how far the recent median dose may "
+              "rise over the earlier median; CLINICAL.md Drugs: more dissociation and no added "
+              "benefit at higher doses, Krystal et al. 2019; Fava 2017", practice=True),
+    Threshold("low_dose_ratio", Decimal("0.4"), "ratio of the planned dose",
+              "CLINICAL.md Drugs: 0.2 mg/kg is subtherapeutic against the usual 0.5 mg/kg, "
+              "Krystal et al. 2019: a dose under 0.4 of the plan's treats nothing"),
+    Threshold("large_waste_ratio", Decimal("0.5"), "ratio of the planned dose",
+              "Vigil practice default (no published rule): waste this large a share of the "
+              "planned dose; CLINICAL.md Diversion: whole-dose waste, BD/CareFusion patents",
+              practice=True),
+    Threshold("dose_outside_visit_minutes", 60, "min",
+              "Vigil practice default (no published rule): how far outside its visit's "
+              "scheduled window a dose may start (as late as a check-in may be)",
+              practice=True),
+    Threshold("extra_visit_cluster_count", 3, "visits",
+              "Vigil practice default (no published rule): override or out-of-series visits "
+              "of one patient that make a cluster", practice=True),
+    Threshold("extra_visit_cluster_days", 28, "days",
+              "Vigil practice default: the window a cluster of extra visits falls in, as long "
+              "as the longest frequency window; CLINICAL.md Frequency: doses per 28 days",
+              practice=True),
+    Threshold("waste_late_hours", 4, "h",
+              "Vigil practice default: longest gap from the end of the dose to its waste, "
+              "40 min infusion + 2 h monitoring + margin; CLINICAL.md Diversion: long delay "
+              "between dispense and waste, BD/CareFusion patents", practice=True),
+    Threshold("witness_pair_max_p_value", Decimal("0.0001"), "probability",
+              "Vigil practice default: chance of so many shared wastes if witnesses were "
+              "picked at random; 40 nurses make ~1,600 pairs, so 1 in 10,000 keeps an honest "
+              "scan near zero; CLINICAL.md Diversion: waste score (BD/CareFusion)",
+              practice=True),
+    Threshold("witness_pair_min_wastes", 10, "wastes",
+              "Vigil practice default (no published rule): fewest wastes of a nurse before "
+              "her witnesses are compared with chance", practice=True),
+    Threshold("witness_pair_min_share", Decimal("0.5"), "share of her wastes",
+              "Vigil practice default (no published rule): one witness on at least half of "
+              "a nurse's wastes, so a small team's regular partner is not flagged on p alone",
+              practice=True),
+    Threshold("waste_rate_z", Decimal("3.5"), "modified z",
+              "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier (Epstein's 2 SD "
+              "flags ~1 in 40 honest nurses); CLINICAL.md Diversion: more waste than usual "
+              "(BD/CareFusion), peer score within a role (Omnicell; Bluesight IRIS)"),
+    Threshold("administered_z", Decimal("3.5"), "modified z",
+              "Iglewicz & Hoaglin 1993: |modified z| above 3.5 is an outlier; CLINICAL.md "
+              "Diversion: per-shift usage against peers in the same role, normalised per "
+              "visit (Omnicell; Bluesight IRIS; heliometrics)"),
+    Threshold("activity_low_z", Decimal("3.5"), "modified z",
+              "Iglewicz & Hoaglin 1993: modified z below -3.5 is an outlier; CLINICAL.md "
+              "Diversion: count per day worked (Epstein 2007), unusually low activity counts "
+              "too (Omnicell; Bluesight IRIS)"),
+    Threshold("peer_min_visits", 20, "visits",
+              "Vigil practice default (no published rule): fewest visits before a nurse's "
+              "waste per visit is compared with her peers'", practice=True),
+    Threshold("peer_min_doses", 20, "doses",
+              "Vigil practice default (no published rule): fewest doses before a nurse's "
+              "mg/kg per dose is compared with her peers'", practice=True),
+    Threshold("peer_min_days_worked", 10, "days",
+              "Vigil practice default (no published rule): fewest days worked before a "
+              "nurse's visits per day are compared with her peers'", practice=True),
+    Threshold("peer_min_peers", 8, "nurses",
+              "Vigil practice default (no published rule): fewest other nurses in the role "
+              "with enough activity for a median and MAD to mean anything", practice=True),
+    Threshold("peer_min_difference", Decimal("0.15"), "ratio to the peer median",
+              "Vigil practice default (no published rule): smallest departure from the peer "
+              "median worth a review, as a z-score explodes when peers barely differ",
+              practice=True),
+    Threshold("travel_max_kmh", 100, "km/h",
+              "Vigil practice default (no published rule): faster than a nurse can drive "
+              "between two homes; DESIGN.md Safeguards: too far apart for the time between",
+              practice=True),
+    Threshold("clock_drift_max_seconds", 300, "s",
+              "Vigil practice default (no published rule): device clock error that starts to "
+              "distort dose intervals and monitoring minutes (DESIGN.md: device time is never "
+              "trusted for ordering)", practice=True),
 )
 
 

@@ -1,1 +1,17 @@
-"""Families of safeguard rules, each a registry of pure checks over its own facts."""
+"""Every safeguard rule, by family, and `ALL`: the one registry the engine runs over `Facts`."""
+
+from safeguards.registry import Registry
+from safeguards.rules.custody import CUSTODY
+from safeguards.rules.devices import DEVICES
+from safeguards.rules.dosing import DOSING
+from safeguards.rules.evv import EVV
+from safeguards.rules.frequency import FREQUENCY
+from safeguards.rules.peers import PEERS
+from safeguards.rules.sessions import SESSIONS
+from safeguards.rules.waste import WASTE
+
+FAMILIES = (SESSIONS, DOSING, FREQUENCY, CUSTODY, WASTE, PEERS, EVV, DEVICES)
+ALL = Registry(rule for family in FAMILIES for rule in family)
+
+__all__ = ["ALL", "CUSTODY", "DEVICES", "DOSING", "EVV", "FREQUENCY", "PEERS", "SESSIONS",
+           "WASTE"]

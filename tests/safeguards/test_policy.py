@@ -18,6 +18,10 @@ from safeguards import DEFAULT_THRESHOLDS, Policy, Threshold, UnknownThreshold
     ("evv_radius_m", 250, "m"),
     ("loss_notice_business_days", 1, "business days"),
     ("form_106_days", 45, "days"),
+    ("low_dose_ratio", Decimal("0.4"), "ratio of the planned dose"),
+    ("waste_rate_z", Decimal("3.5"), "modified z"),
+    ("administered_z", Decimal("3.5"), "modified z"),
+    ("activity_low_z", Decimal("3.5"), "modified z"),
 ])
 def test_defaults_come_from_the_clinical_reference(name, value, unit):
     policy = Policy()
@@ -37,6 +41,10 @@ def test_every_default_cites_its_source(threshold):
     ("evv_radius_m", True),
     ("monitoring_window_minutes", False),
     ("form_106_days", False),
+    ("peer_min_visits", True),
+    ("witness_pair_max_p_value", True),
+    ("clock_drift_max_seconds", True),
+    ("waste_rate_z", False),
 ])
 def test_practice_defaults_are_marked(name, practice):
     assert Policy().threshold(name).practice is practice

@@ -1,0 +1,151 @@
+"""Waste rules: every waste witnessed, by a witness not chosen too often, in time, and possible."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from safeguards.findings import Finding, Severity, Subject, SubjectKind
+from safeguards.policy import Policy
+from safeguards.registry import Mode, Registry, RuleMeta
+from safeguards.rules.evidence import evidence, hours
+from safeguards.rules.indexes import doses_by_visit, wasted_by_visit
+from safeguards.stats import binomial_upper_tail, rounded, significant
+
+if TYPE_CHECKING:
+    # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
+    from safeguards.facts import Facts
+
+WASTE = Registry()
+
+UNWITNESSED = RuleMeta(
+    id="waste.unwitnessed", version=1, title="Waste with no witness", severity=Severity.HIGH,
+    rationale="Nobody but the nurse saw the drug go down the drain; unwitnessed waste is the "
+              "commonest cover for diversion.",
+    source="CLINICAL.md Diversion: unwitnessed waste (BD/CareFusion patents); DEA: waste of a "
+           "partly used dose with a witness (practice)",
+    mode=Mode.ENABLED)
+
+
+@WASTE.rule(UNWITNESSED)
+def unwitnessed(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag each waste with no witness other than the nurse herself."""
+    for waste in facts.wastes:
+        if set(waste.witness_ids) - {waste.nurse_id}:
+            continue
+        yield UNWITNESSED.finding(
+            Subject(SubjectKind.NURSE, waste.nurse_id),
+            f"{waste.quantity_ug} µg was wasted at {waste.occurred_at.isoformat()} with no "
+            "witness.",
+            evidence(nurse_id=waste.nurse_id, patient_id=waste.patient_id, waste_id=waste.id,
+                     visit_id=waste.visit_id, quantity_ug=waste.quantity_ug, lot=waste.lot,
+                     occurred_at=waste.occurred_at),
+            key=(waste.id,))
+
+
+WITNESS_PAIR = RuleMeta(
+    id="waste.witness_pair", version=1, title="One witness on far more wastes than chance",
+    severity=Severity.HIGH,
+    rationale="A witness who signs for a friend makes witnessed waste worthless; it shows as "
+              "one name on a nurse's wastes far more often than her colleagues would be.",
+    source="CLINICAL.md Diversion: waste score (BD/CareFusion patents); DEA: waste with a "
+           "witness (practice); binomial test against a uniform choice of witness",
+    mode=Mode.ENABLED)
+
+
+@WASTE.rule(WITNESS_PAIR)
+def witness_pair(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag a witness on more of a nurse's wastes than a random choice of witness explains."""
+    least, share = policy.value("witness_pair_min_wastes"), policy.value("witness_pair_min_share")
+    for pair in facts.witness_pairs:
+        if pair.nurse_wastes < least or pair.available_witnesses < 1:
+            continue
+        seen = Fraction(pair.together, pair.nurse_wastes)
+        # The share is checked first: it is cheap, and it alone spares a large team's pairs.
+        if seen < share:
+            continue
+        chance = Fraction(1, pair.available_witnesses)
+        p_value = binomial_upper_tail(pair.together, pair.nurse_wastes, chance)
+        if p_value > policy.value("witness_pair_max_p_value"):
+            continue
+        yield WITNESS_PAIR.finding(
+            Subject(SubjectKind.NURSE, pair.nurse_id),
+            f"Witness {pair.witness_id} signed {pair.together} of the nurse's "
+            f"{pair.nurse_wastes} wastes ({rounded(seen * 100, 0)}%); with "
+            f"{pair.available_witnesses} witnesses to choose from, chance gives that with "
+            f"probability {significant(p_value)}.",
+            evidence(nurse_id=pair.nurse_id, witness_id=pair.witness_id,
+                     together=pair.together, nurse_wastes=pair.nurse_wastes,
+                     available_witnesses=pair.available_witnesses, share=rounded(seen, 3),
+                     p_value=significant(p_value),
+                     max_p_value=policy.value("witness_pair_max_p_value")),
+            key=(pair.witness_id,))
+
+
+EXCEEDS_REMAINDER = RuleMeta(
+    id="waste.exceeds_remainder", version=1,
+    title="More wasted than the container held after the dose", severity=Severity.HIGH,
+    rationale="A container holds what it holds: waste beyond container minus dose means the "
+              "dose, the waste or the container is misrecorded.",
+    source="DESIGN.md Safeguards: waste larger than vial-minus-dose; CLINICAL.md Diversion: "
+           "bigger vial chosen when a smaller one fits (BD/CareFusion patents)",
+    mode=Mode.ENABLED)
+
+
+@WASTE.rule(EXCEEDS_REMAINDER)
+def exceeds_remainder(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag a visit whose wastes exceed its containers less its doses."""
+    wasted = wasted_by_visit(facts)
+    for visit_id, doses in doses_by_visit(facts).items():
+        measured = [dose for dose in doses if dose.container_ug is not None]
+        if visit_id not in wasted or not measured:
+            continue
+        container = sum(dose.container_ug for dose in measured)
+        given = sum(dose.quantity_ug for dose in measured)
+        excess = wasted[visit_id] - (container - given)
+        if excess <= 0:
+            continue
+        first = measured[0]
+        yield EXCEEDS_REMAINDER.finding(
+            Subject(SubjectKind.VISIT, visit_id),
+            f"{wasted[visit_id]} µg was wasted at the visit, but the container held "
+            f"{container} µg and {given} µg was given: {excess} µg more than was left.",
+            evidence(nurse_id=first.nurse_id, patient_id=first.patient_id, visit_id=visit_id,
+                     wasted_ug=wasted[visit_id], container_ug=container, dose_ug=given,
+                     remainder_ug=container - given, excess_ug=excess),
+            key=(visit_id,))
+
+
+LATE = RuleMeta(
+    id="waste.late", version=1, title="Waste recorded long after the dose",
+    severity=Severity.MEDIUM,
+    rationale="The remainder of a dose is wasted at the bedside; hours later, it has been "
+              "somewhere nobody saw.",
+    source="CLINICAL.md Diversion: long delay between dispense and waste (BD/CareFusion "
+           "patents); the hours are practice",
+    mode=Mode.ENABLED)
+
+
+@WASTE.rule(LATE)
+def late(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag a waste recorded more than the policy's hours after its visit's dose ended."""
+    doses = doses_by_visit(facts)
+    limit = policy.value("waste_late_hours")
+    for waste in facts.wastes:
+        ends = [dose.infusion_ended_at or dose.given_at for dose in doses.get(waste.visit_id, ())]
+        if not ends:
+            continue
+        delay = waste.occurred_at - max(ends)
+        if delay <= timedelta(hours=limit):
+            continue
+        yield LATE.finding(
+            Subject(SubjectKind.NURSE, waste.nurse_id),
+            f"{waste.quantity_ug} µg was wasted {hours(delay)} h after the dose ended; at most "
+            f"{limit} h is expected.",
+            evidence(nurse_id=waste.nurse_id, patient_id=waste.patient_id, waste_id=waste.id,
+                     visit_id=waste.visit_id, quantity_ug=waste.quantity_ug,
+                     dose_ended_at=max(ends), occurred_at=waste.occurred_at,
+                     hours_after_dose=hours(delay), limit_hours=limit),
+            key=(waste.id,))

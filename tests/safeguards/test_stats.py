@@ -1,0 +1,150 @@
+"""Median, MAD, robust z-scores and binomial tails: known values and their properties."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from safeguards.stats import (
+    binomial_upper_tail,
+    mad,
+    mean_absolute_deviation,
+    median,
+    robust_scores,
+    robust_z,
+    rounded,
+    significant,
+)
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([3], Fraction(3)),
+    ([5, 1, 3], Fraction(3)),
+    ([4, 1, 3, 2], Fraction(5, 2)),
+    ([Decimal("0.1"), Decimal("0.2")], Fraction(3, 20)),
+])
+def test_median(values, expected):
+    assert median(values) == expected
+
+
+def test_median_of_nothing_is_refused():
+    with pytest.raises(ValueError, match="nothing"):
+        median([])
+
+
+@pytest.mark.parametrize(("values", "expected_mad", "expected_mean_ad"), [
+    ([1, 1, 2, 2, 4, 6, 9], Fraction(1), Fraction(15, 7)),  # median 2: deviations 1,1,0,0,2,4,7
+    ([5, 5, 5, 5, 9], Fraction(0), Fraction(4, 5)),
+])
+def test_mad_and_mean_absolute_deviation(values, expected_mad, expected_mean_ad):
+    assert mad(values) == expected_mad
+    assert mean_absolute_deviation(values) == expected_mean_ad
+
+
+@pytest.mark.parametrize(("value", "values", "expected"), [
+    # 0.6745 (x - median) / MAD: median 2, MAD 1
+    (9, [1, 1, 2, 2, 4, 6, 9], Fraction("0.6745") * 7),
+    (2, [1, 1, 2, 2, 4, 6, 9], Fraction(0)),
+    # MAD 0: (x - median) / (1.253314 x mean absolute deviation)
+    (9, [5, 5, 5, 5, 9], 4 / (Fraction("1.253314") * Fraction(4, 5))),
+    (5, [5, 5, 5, 5], None),
+])
+def test_robust_z_known_values(value, values, expected):
+    assert robust_z(value, values) == expected
+
+
+def test_iglewicz_hoaglin_cut_off_separates_an_outlier():
+    values = [10, 11, 12, 12, 13, 13, 14, 15, 40]
+    scores = robust_scores(values)
+    assert [score > Decimal("3.5") for score in scores] == [False] * 8 + [True]
+
+
+figures = st.lists(st.integers(min_value=-10**6, max_value=10**6), min_size=1, max_size=30)
+scales = st.fractions(min_value=Fraction(1, 1000), max_value=Fraction(1000))
+shifts = st.fractions(min_value=-10**6, max_value=10**6)
+
+
+@given(figures, st.integers(min_value=0, max_value=29), scales, shifts)
+def test_robust_z_ignores_units_and_origin(values, pick, scale, shift):
+    value = values[pick % len(values)]
+    moved = [scale * x + shift for x in values]
+    assert robust_z(scale * value + shift, moved) == robust_z(value, values)
+
+
+@given(figures)
+def test_robust_scores_match_one_at_a_time(values):
+    assert robust_scores(values) == [robust_z(value, values) for value in values]
+
+
+@given(figures, st.integers(min_value=0, max_value=29))
+def test_robust_z_sign_follows_the_median(values, pick):
+    value = values[pick % len(values)]
+    z = robust_z(value, values)
+    assume(z is not None)
+    assert (z > 0) == (value > median(values))
+    assert (z < 0) == (value < median(values))
+
+
+@pytest.mark.parametrize(("successes", "trials", "p", "expected"), [
+    (0, 10, Fraction(1, 2), Fraction(1)),
+    (11, 10, Fraction(1, 2), Fraction(0)),
+    (10, 10, Fraction(1, 2), Fraction(1, 1024)),
+    (1, 3, Fraction(1, 3), 1 - Fraction(2, 3) ** 3),
+    (2, 4, Fraction(1, 4), Fraction(6 * 9 + 4 * 3 + 1, 256)),
+    (3, 5, Fraction(0), Fraction(0)),
+    (3, 5, Fraction(1), Fraction(1)),
+])
+def test_binomial_upper_tail_known_values(successes, trials, p, expected):
+    assert binomial_upper_tail(successes, trials, p) == expected
+
+
+@pytest.mark.parametrize(("p", "trials"), [(Fraction(3, 2), 5), (Fraction(-1, 2), 5),
+                                           (Fraction(1, 2), -1)])
+def test_binomial_upper_tail_refuses_nonsense(p, trials):
+    with pytest.raises(ValueError):
+        binomial_upper_tail(1, trials, p)
+
+
+probabilities = st.fractions(min_value=0, max_value=1, max_denominator=60)
+
+
+@given(st.integers(min_value=0, max_value=60), st.integers(min_value=0, max_value=60),
+       probabilities)
+def test_binomial_tail_falls_as_successes_rise(successes, trials, p):
+    assert (binomial_upper_tail(successes + 1, trials, p)
+            <= binomial_upper_tail(successes, trials, p))
+
+
+@given(st.integers(min_value=1, max_value=40), st.integers(min_value=1, max_value=40),
+       probabilities, probabilities)
+def test_binomial_tail_rises_with_p(successes, trials, p, q):
+    low, high = sorted((p, q))
+    assert binomial_upper_tail(successes, trials, low) <= binomial_upper_tail(
+        successes, trials, high)
+
+
+@given(st.integers(min_value=0, max_value=40), st.integers(min_value=0, max_value=40),
+       probabilities)
+def test_binomial_tail_and_its_complement_sum_to_one(successes, trials, p):
+    below = sum((math.comb(trials, i) * p ** i * (1 - p) ** (trials - i)
+                 for i in range(min(successes, trials + 1))), Fraction(0))
+    assert binomial_upper_tail(successes, trials, p) + below == 1
+
+
+@pytest.mark.parametrize(("value", "places", "expected"), [
+    (Fraction(2, 3), 3, Decimal("0.667")),
+    (Fraction(5, 2), 0, Decimal("2")),  # half to even
+    (Decimal("1.25"), 1, Decimal("1.2")),
+])
+def test_rounded(value, places, expected):
+    assert rounded(value, places) == expected
+    assert str(rounded(value, places)) == str(expected)
+
+
+def test_significant_keeps_tiny_probabilities_readable():
+    assert significant(Fraction(1, 3 * 10**12)) == Decimal("3.33E-13")

@@ -1,0 +1,151 @@
+"""Unwitnessed, late and impossible waste, and witnesses chosen far more often than chance."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from safeguards import WitnessPair
+from safeguards.rules.waste import WASTE
+from tests.safeguards.factories import T0, dose, facts, found, ids, waste
+
+SECOND = timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(("witnesses", "expected"), [
+    ((), True),
+    (("nurse-1",), True),  # her own signature witnesses nothing
+    (("nurse-2",), False),
+    (("nurse-1", "nurse-2"), False),
+])
+def test_unwitnessed_cases(witnesses, expected):
+    findings = found(WASTE, facts(wastes=(waste(witness_ids=witnesses),)))
+    assert ("waste.unwitnessed" in ids(findings)) is expected
+
+
+def test_unwitnessed_names_the_nurse_and_patient_once_per_waste():
+    wastes = (waste(1, witness_ids=()), waste(2, witness_ids=()))
+    findings = found(WASTE, facts(wastes=wastes))
+    assert [f.evidence["waste_id"] for f in findings] == ["waste-1", "waste-2"]
+    assert {(f.evidence["nurse_id"], f.evidence["patient_id"]) for f in findings} == {
+        ("nurse-1", "patient-1")}
+    assert findings[0].dedup_key == found(WASTE, facts(wastes=wastes[:1]))[0].dedup_key
+
+
+def pair(together: int, wastes: int, available: int) -> WitnessPair:
+    return WitnessPair("nurse-1", "nurse-7", together, wastes, available)
+
+
+WITNESS_CASES = [
+    # witness_pair_min_wastes 10
+    ("9 of 9", pair(9, 9, 40), {}, False),
+    ("10 of 10", pair(10, 10, 40), {}, True),
+    # witness_pair_min_share 0.5
+    ("5 of 10 of 40 witnesses", pair(5, 10, 40), {}, True),
+    ("4 of 10", pair(4, 10, 40), {}, False),
+    # witness_pair_max_p_value 0.0001; with 2 witnesses P(10 of 10) = 1/1024 = 0.0009765625
+    ("10 of 10 of 2 witnesses", pair(10, 10, 2), {}, False),
+    ("p exactly at the limit", pair(10, 10, 2),
+     {"witness_pair_max_p_value": Decimal("0.0009765625")}, True),
+    ("p just over the limit", pair(10, 10, 2),
+     {"witness_pair_max_p_value": Decimal("0.0009765624")}, False),
+    ("only one witness to choose", pair(30, 30, 1), {}, False),
+    ("no witnesses known", pair(30, 30, 0), {}, False),
+]
+
+
+@pytest.mark.parametrize(("witnessed", "overrides", "expected"),
+                         [c[1:] for c in WITNESS_CASES], ids=[c[0] for c in WITNESS_CASES])
+def test_witness_pair_thresholds(witnessed, overrides, expected):
+    findings = found(WASTE, facts(witness_pairs=(witnessed,)), overrides)
+    assert ("waste.witness_pair" in ids(findings)) is expected
+
+
+def test_witness_pair_evidence_and_key_per_pair():
+    [finding] = found(WASTE, facts(witness_pairs=(pair(8, 10, 40),)))
+    assert finding.evidence["nurse_id"] == "nurse-1"
+    assert finding.evidence["witness_id"] == "nurse-7"
+    assert finding.evidence["share"] == Decimal("0.800")
+    assert finding.evidence["p_value"] < Decimal("1E-10")
+    [grown] = found(WASTE, facts(witness_pairs=(pair(40, 50, 40),)))
+    assert grown.dedup_key == finding.dedup_key
+
+
+def witness_pairs(rng: random.Random, nurses: int, wastes: int,
+                  friend_share: float = 0.0) -> list[WitnessPair]:
+    """Return each nurse's witness counts when nurse-0's friend takes `friend_share` of hers."""
+    pairs = []
+    for nurse in range(nurses):
+        others = [f"nurse-{n}" for n in range(nurses) if n != nurse]
+        share = friend_share if nurse == 0 else 0.0
+        chosen = Counter("nurse-1" if rng.random() < share else rng.choice(others)
+                         for _ in range(wastes))
+        pairs += [WitnessPair(f"nurse-{nurse}", witness, together, wastes, len(others))
+                  for witness, together in chosen.items()]
+    return pairs
+
+
+def test_an_honest_organisation_raises_no_witness_pair_but_a_friend_on_80_percent_is_caught():
+    rng = random.Random(7)
+    for _ in range(20):
+        honest = witness_pairs(rng, nurses=40, wastes=30)
+        assert found(WASTE, facts(witness_pairs=tuple(honest))) == []
+    friendly = witness_pairs(rng, nurses=40, wastes=30, friend_share=0.8)
+    [finding] = found(WASTE, facts(witness_pairs=tuple(friendly)))
+    assert (finding.evidence["nurse_id"], finding.evidence["witness_id"]) == ("nurse-0", "nurse-1")
+
+
+def one_visit(container_ug: int | None, dose_ug: int, *wasted: int) -> dict:
+    return {"doses": (dose(quantity_ug=dose_ug, container_ug=container_ug),),
+            "wastes": tuple(waste(n, visit_id="visit-1", quantity_ug=q)
+                            for n, q in enumerate(wasted, 1))}
+
+
+REMAINDER_CASES = [
+    # 50,000 µg vial, 35,000 µg dose: 15,000 µg may be wasted
+    ("waste equals the remainder", one_visit(50_000, 35_000, 15_000), None),
+    ("1 µg more", one_visit(50_000, 35_000, 15_001), 1),
+    ("two wastes together", one_visit(50_000, 35_000, 10_000, 6_000), 1_000),
+    ("container unknown", one_visit(None, 35_000, 60_000), None),
+]
+
+
+@pytest.mark.parametrize(("visit_facts", "excess"), [c[1:] for c in REMAINDER_CASES],
+                         ids=[c[0] for c in REMAINDER_CASES])
+def test_exceeds_remainder_cases(visit_facts, excess):
+    findings = [f for f in found(WASTE, facts(**visit_facts))
+                if f.rule_id == "waste.exceeds_remainder"]
+    assert [f.evidence["excess_ug"] for f in findings] == ([excess] if excess else [])
+    assert all(f.evidence["nurse_id"] == "nurse-1" for f in findings)
+
+
+ENDED = T0 + timedelta(minutes=40)
+LATE_CASES = [
+    # waste_late_hours 4 after the infusion ended
+    ("4 h after", waste(at=ENDED + timedelta(hours=4)), dose(), False),
+    ("4 h and a second after", waste(at=ENDED + timedelta(hours=4) + SECOND), dose(), True),
+    ("no end recorded: from the start", waste(at=T0 + timedelta(hours=4) + SECOND),
+     dose(infusion_ended_at=None), True),
+    ("no dose at the visit", waste(at=ENDED + timedelta(days=1)), dose(visit_id="visit-9"),
+     False),
+]
+
+
+@pytest.mark.parametrize(("wasted", "given", "expected"), [c[1:] for c in LATE_CASES],
+                         ids=[c[0] for c in LATE_CASES])
+def test_late_waste_cases(wasted, given, expected):
+    findings = found(WASTE, facts(doses=(given,), wastes=(wasted,)))
+    assert ("waste.late" in ids(findings)) is expected
+
+
+def test_late_waste_policy_can_allow_longer():
+    late = waste(at=ENDED + timedelta(hours=5))
+    given = facts(doses=(dose(),), wastes=(late,))
+    assert found(WASTE, given, {"waste_late_hours": 6}) == []
+    [finding] = found(WASTE, given)
+    assert str(finding.evidence["hours_after_dose"]) == "5.0"
+    assert finding.evidence["patient_id"] == "patient-1"
