@@ -51,7 +51,7 @@ def bag_unbalanced(facts: Facts, policy: Policy) -> Iterator[Finding]:
             Subject(SubjectKind.NURSE, nurse_id),
             f"The nurse's bag still held {remaining} µg (lots {lots}) at the deadline of her "
             f"shift of {day}; it must come back to zero.",
-            evidence(nurse_id=nurse_id, day=day, deadline_at=max(x.deadline for x in lines),
+            evidence(nurse_id=nurse_id, day=day, deadline_at=max(line.deadline for line in lines),
                      remaining_ug=remaining, **figures),
             key=(day,))
 

@@ -14,7 +14,7 @@ from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
-from safeguards.rules.indexes import doses_by_patient, wasted_by_visit
+from safeguards.rules.indexes import doses_by_patient, plan_policies, wasted_by_visit
 from safeguards.stats import median, rounded
 
 if TYPE_CHECKING:
@@ -47,8 +47,9 @@ def _measured(doses: list[Dose], least: int) -> tuple[str, list[Dose], list[Frac
 @DOSING.rule(CREEP)
 def creep(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a patient whose median recent dose rose beyond policy over the earlier doses'."""
+    policy_of = plan_policies(facts, policy)
     for patient_id, doses in doses_by_patient(facts).items():
-        rules = facts.policy_for(policy, doses[-1].plan_version_id)
+        rules = policy_of(doses[-1].plan_version_id)
         # At least one recent dose, and at least one earlier dose to compare it with.
         recent_count = max(rules.value("creep_recent_doses"), 1)
         measured = _measured(doses, max(rules.value("creep_min_doses"), recent_count + 1))
@@ -87,11 +88,11 @@ LOW_DOSE_LARGE_WASTE = RuleMeta(
 @DOSING.rule(LOW_DOSE_LARGE_WASTE)
 def low_dose_large_waste(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a dose far below its planned dose at a visit whose waste is large."""
-    wasted = wasted_by_visit(facts)
+    wasted, policy_of = wasted_by_visit(facts), plan_policies(facts, policy)
     for dose in facts.doses:
         if not dose.planned_ug or dose.visit_id is None:
             continue
-        rules = facts.policy_for(policy, dose.plan_version_id)
+        rules = policy_of(dose.plan_version_id)
         low, large = rules.value("low_dose_ratio"), rules.value("large_waste_ratio")
         waste = wasted.get(dose.visit_id, 0)
         if dose.quantity_ug >= low * dose.planned_ug or waste < large * dose.planned_ug:

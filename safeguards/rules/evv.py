@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 from safeguards.findings import EvidenceValue, Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
-from safeguards.registry import Check, Mode, Registry, RuleMeta
+from safeguards.registry import Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence, minutes
-from safeguards.rules.indexes import doses_by_visit
+from safeguards.rules.indexes import doses_by_visit, plan_policies
 
 if TYPE_CHECKING:
     # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
@@ -33,30 +33,6 @@ def distance_m(lat1: Decimal, lon1: Decimal, lat2: Decimal, lon2: Decimal) -> in
     return round(2 * EARTH_RADIUS_M * math.asin(math.sqrt(a)))
 
 
-def _out_of_range(meta: RuleMeta, kind: str) -> Check:
-    def check(facts: Facts, policy: Policy) -> Iterator[Finding]:
-        for event in facts.evv:
-            if event.kind != kind or (
-                    event.distance_m is not None and event.distance_m <= event.radius_m):
-                continue
-            where = (f"{event.distance_m} m from home (radius {event.radius_m} m)"
-                     if event.distance_m is not None else "with no recorded home location")
-            why = f"nurse's reason: {event.reason}" if event.reason else "no reason given"
-            # A reason is what EVV vendors ask for, and a reviewer can weigh it: less urgent.
-            yield meta.finding(
-                Subject(SubjectKind.VISIT, event.visit_id),
-                f"{kind.replace('_', '-').capitalize()} {where}; {why}",
-                evidence(evv_event_id=event.id, visit_id=event.visit_id,
-                         nurse_id=event.nurse_id, patient_id=event.patient_id,
-                         device_id=event.device_id, distance_m=event.distance_m,
-                         radius_m=event.radius_m, accuracy_m=event.accuracy_m,
-                         reason=event.reason, occurred_at=event.occurred_at),
-                severity=Severity.LOW if event.reason else None)
-
-    check.__doc__ = f"Flag each {kind.replace('_', '-')} outside the home's radius or unplaced."
-    return check
-
-
 def _out_of_range_meta(kind: str) -> RuleMeta:
     words = kind.replace("_", "-")
     return RuleMeta(
@@ -70,10 +46,41 @@ def _out_of_range_meta(kind: str) -> RuleMeta:
         mode=Mode.ENABLED)
 
 
+def _out_of_range(meta: RuleMeta, kind: str, facts: Facts) -> Iterator[Finding]:
+    for event in facts.evv:
+        if event.kind != kind or (
+                event.distance_m is not None and event.distance_m <= event.radius_m):
+            continue
+        where = (f"{event.distance_m} m from home (radius {event.radius_m} m)"
+                 if event.distance_m is not None else "with no recorded home location")
+        why = f"nurse's reason: {event.reason}" if event.reason else "no reason given"
+        # A reason is what EVV vendors ask for, and a reviewer can weigh it: less urgent.
+        yield meta.finding(
+            Subject(SubjectKind.VISIT, event.visit_id),
+            f"{kind.replace('_', '-').capitalize()} {where}; {why}",
+            evidence(evv_event_id=event.id, visit_id=event.visit_id, nurse_id=event.nurse_id,
+                     patient_id=event.patient_id, device_id=event.device_id,
+                     distance_m=event.distance_m, radius_m=event.radius_m,
+                     accuracy_m=event.accuracy_m, reason=event.reason,
+                     occurred_at=event.occurred_at),
+            severity=Severity.LOW if event.reason else None)
+
+
 CHECK_IN_OUT_OF_RANGE = _out_of_range_meta("check_in")
 CHECK_OUT_OUT_OF_RANGE = _out_of_range_meta("check_out")
-EVV.rule(CHECK_IN_OUT_OF_RANGE)(_out_of_range(CHECK_IN_OUT_OF_RANGE, "check_in"))
-EVV.rule(CHECK_OUT_OUT_OF_RANGE)(_out_of_range(CHECK_OUT_OUT_OF_RANGE, "check_out"))
+
+
+@EVV.rule(CHECK_IN_OUT_OF_RANGE)
+def check_in_out_of_range(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag each check-in outside the home's radius, or at a home with no location."""
+    return _out_of_range(CHECK_IN_OUT_OF_RANGE, "check_in", facts)
+
+
+@EVV.rule(CHECK_OUT_OUT_OF_RANGE)
+def check_out_out_of_range(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag each check-out outside the home's radius, or at a home with no location."""
+    return _out_of_range(CHECK_OUT_OUT_OF_RANGE, "check_out", facts)
+
 
 TOO_SHORT = RuleMeta(
     id="evv.visit_too_short", version=1, title="Visit too short for the dose and its monitoring",
@@ -88,11 +95,11 @@ TOO_SHORT = RuleMeta(
 @EVV.rule(TOO_SHORT)
 def visit_too_short(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a dosed visit checked out sooner than its infusion plus the monitoring window."""
-    doses = doses_by_visit(facts)
+    doses, policy_of = doses_by_visit(facts), plan_policies(facts, policy)
     for visit in facts.visits:
         if visit.checked_in_at is None or visit.checked_out_at is None or visit.id not in doses:
             continue
-        rules = facts.policy_for(policy, doses[visit.id][0].plan_version_id)
+        rules = policy_of(doses[visit.id][0].plan_version_id)
         # An injection has no infusion: the monitoring window alone is the least it can take.
         infusion = visit.plan_infusion_minutes or 0
         required = infusion + rules.value("monitoring_window_minutes")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 from itertools import pairwise
@@ -20,7 +20,7 @@ from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence, hours, minutes
-from safeguards.rules.indexes import doses_by_patient
+from safeguards.rules.indexes import doses_by_patient, plan_policies
 
 if TYPE_CHECKING:
     # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
@@ -41,13 +41,13 @@ def _overridden(dose: Dose, visits: dict[str, Visit]) -> bool:
     return visit is not None and visit.override
 
 
-def _limits(dose: Dose, facts: Facts, policy: Policy) -> tuple[int, int, int]:
+def _limits(dose: Dose, policy_of: Callable[[str | None], Policy]) -> tuple[int, int, int]:
     """Return the dose's minimum interval in hours and its 7- and 28-day limits."""
     if dose.phase is not None:
         phase = dose.phase
         return phase.min_interval_hours, phase.max_per_7_days, phase.max_per_28_days
     # With no phase known, only the loosest default phase's limits can be held against it.
-    rules = facts.policy_for(policy, dose.plan_version_id)
+    rules = policy_of(dose.plan_version_id)
     return (rules.value("min_interval_hours"), rules.value("induction_max_per_7_days"),
             rules.value("induction_max_per_28_days"))
 
@@ -65,10 +65,10 @@ INTERVAL = RuleMeta(
 @FREQUENCY.rule(INTERVAL)
 def interval_below_min(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a dose given sooner after the patient's previous dose than its phase's minimum."""
-    visits = {visit.id: visit for visit in facts.visits}
+    visits, policy_of = {visit.id: visit for visit in facts.visits}, plan_policies(facts, policy)
     for patient_id, doses in doses_by_patient(facts).items():
         for previous, dose in pairwise(doses):
-            least = _limits(dose, facts, policy)[0]
+            least = _limits(dose, policy_of)[0]
             gap = dose.given_at - previous.given_at
             if gap >= timedelta(hours=least) or _overridden(dose, visits):
                 continue
@@ -97,14 +97,14 @@ WINDOW = RuleMeta(
 @FREQUENCY.rule(WINDOW)
 def window_exceeded(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag the dose that takes a patient over a phase's doses in 7 or 28 local days."""
-    zone = ZoneInfo(facts.timezone)
+    zone, policy_of = ZoneInfo(facts.timezone), plan_policies(facts, policy)
     visits = {visit.id: visit for visit in facts.visits}
     for patient_id, doses in doses_by_patient(facts).items():
         days = [dose.given_at.astimezone(zone).date().toordinal() for dose in doses]
         for index, dose in enumerate(doses):
             if _overridden(dose, visits):
                 continue
-            limits = dict(zip(WINDOW_DAYS, _limits(dose, facts, policy)[1:], strict=True))
+            limits = dict(zip(WINDOW_DAYS, _limits(dose, policy_of)[1:], strict=True))
             for span, limit in limits.items():
                 # Any window holding too many doses ends on or after its last one: counting the
                 # window that ends on each dose's day, up to that dose, finds every excess.
@@ -144,14 +144,14 @@ WITHOUT_VISIT = RuleMeta(
 @FREQUENCY.rule(WITHOUT_VISIT)
 def dose_without_visit(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a dose with no visit, at a visit that did not happen, or far outside its window."""
-    visits = {visit.id: visit for visit in facts.visits}
+    visits, policy_of = {visit.id: visit for visit in facts.visits}, plan_policies(facts, policy)
     for dose in facts.doses:
         visit = visits.get(dose.visit_id) if dose.visit_id is not None else None
         if dose.visit_id is not None and visit is None:
             # The visit is recorded but was not loaded with these facts: nothing to judge.
             continue
-        problem, outside = _without_visit(dose, visit, facts.policy_for(
-            policy, dose.plan_version_id).value("dose_outside_visit_minutes"))
+        problem, outside = _without_visit(dose, visit, policy_of(
+            dose.plan_version_id).value("dose_outside_visit_minutes"))
         if problem is None:
             continue
         yield WITHOUT_VISIT.finding(

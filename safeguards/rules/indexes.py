@@ -1,13 +1,23 @@
-"""Facts grouped the ways rules look them up: doses by patient and by visit, waste by visit."""
+"""Facts looked up the ways rules need them: by patient, by visit, and each plan's policy."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+from functools import cache, partial
 from typing import TYPE_CHECKING
+
+from safeguards.policy import Policy
 
 if TYPE_CHECKING:
     # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
     from safeguards.facts import Dose, Facts
+
+
+def plan_policies(facts: Facts, policy: Policy) -> Callable[[str | None], Policy]:
+    """Return each plan version's policy by its id, each built once however often asked."""
+    # A scan meets the same few plans on a million doses; layering overrides is not free.
+    return cache(partial(facts.policy_for, policy))
 
 
 def doses_by_patient(facts: Facts) -> dict[str, list[Dose]]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from safeguards.findings import Finding
 from safeguards.policy import Policy
 from safeguards.registry import Registry, Rule
+from safeguards.rules.indexes import plan_policies
 from safeguards.rules.monitoring import MONITORING
 
 if TYPE_CHECKING:
@@ -22,10 +23,10 @@ def over_sessions(rule: Rule) -> Rule:
     def check(facts: Facts, policy: Policy) -> Iterator[Finding]:
         visits = {visit.id: visit for visit in facts.visits}
         plans = {dose.visit_id: dose.plan_version_id for dose in facts.doses}
+        policy_of = plan_policies(facts, policy)
         for session in facts.sessions:
             visit = visits.get(session.visit_id)
-            for finding in rule.check(session, facts.policy_for(policy,
-                                                                plans.get(session.visit_id))):
+            for finding in rule.check(session, policy_of(plans.get(session.visit_id))):
                 # The session knows only its visit; the review queue filters on the people.
                 yield finding if visit is None else replace(finding, evidence={
                     **finding.evidence, "nurse_id": visit.nurse_id,
