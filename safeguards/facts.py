@@ -205,7 +205,7 @@ class NurseActivity:
     administered_ug: int
     wastes: int
     wasted_ug: int
-    # Milligrams per kilogram summed over her doses, so a per-visit figure does not depend on
+    # Micrograms per kilogram summed over her doses, so a per-visit figure does not depend on
     # which patients (and weights) she happens to see.
     ug_per_kg_total: Decimal = Decimal(0)
 

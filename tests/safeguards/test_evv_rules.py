@@ -64,9 +64,9 @@ def dosed_visit(stay: timedelta, infusion: int | None = 40, **fields) -> dict:
 
 
 SHORT_CASES = [
-    # 40 min infusion + monitoring_window_minutes 120 = 160 min
-    ("160 min", dosed_visit(timedelta(minutes=160)), {}, False),
-    ("a second under 160 min", dosed_visit(timedelta(minutes=160) - SECOND), {}, True),
+    # monitoring_window_minutes 120, from the dose; the 40 min infusion runs inside it
+    ("120 min", dosed_visit(timedelta(minutes=120)), {}, False),
+    ("a second under 120 min", dosed_visit(timedelta(minutes=120) - SECOND), {}, True),
     ("injection: 120 min", dosed_visit(timedelta(minutes=120), infusion=None), {}, False),
     ("injection: under 120 min", dosed_visit(timedelta(minutes=119), infusion=None), {}, True),
     ("window shortened", dosed_visit(timedelta(minutes=100)),
@@ -84,11 +84,11 @@ def test_visit_too_short_cases(visit_facts, overrides, expected):
 
 
 def test_visit_too_short_uses_the_plan_s_monitoring_window():
-    visit_facts = dosed_visit(timedelta(minutes=150))
+    visit_facts = dosed_visit(timedelta(minutes=110))
     plans = {"plan-1": {"monitoring_window_minutes": 90}}
     assert found(EVV, facts(**visit_facts, plan_overrides=plans)) == []
     [finding] = found(EVV, facts(**visit_facts))
-    assert finding.evidence["required_minutes"] == 160
+    assert finding.evidence["required_minutes"] == 120
     assert finding.evidence["patient_id"] == "patient-1"
 
 
