@@ -50,6 +50,13 @@ class Dose:
     lot: str | None = None
     phase: Phase | None = None
     infusion_ended_at: datetime | None = None
+    # The product and route given, and the plan version's, to catch a dose off the plan.
+    product_id: str | None = None
+    route: str | None = None
+    plan_product_id: str | None = None
+    plan_route: str | None = None
+    # The ledger's `administer` entry; None when the nurse's bag did not hold the dose.
+    custody_entry_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +86,15 @@ class Visit:
     status: str
     # A prescriber's override of a frequency rule, or a visit booked outside a series.
     override: bool = False
+    override_reason: str | None = None
+    override_by_id: str | None = None
     series: bool = False
     created_at: datetime | None = None
     checked_in_at: datetime | None = None
     checked_out_at: datetime | None = None
     plan_infusion_minutes: int | None = None
+    # Why the visit ended as it did (cancelled, missed), as recorded.
+    status_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +160,9 @@ class Count:
     counted_ug: int
     # The bag's nurse when the holder is a bag, so the review queue can find her.
     nurse_id: str | None = None
+    # The ledger correction made with the count, and its reason, if the counter made one.
+    adjustment_id: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

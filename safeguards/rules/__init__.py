@@ -8,10 +8,11 @@ from safeguards.rules.evv import EVV
 from safeguards.rules.frequency import FREQUENCY
 from safeguards.rules.peers import PEERS
 from safeguards.rules.sessions import SESSIONS
+from safeguards.rules.visits import VISITS
 from safeguards.rules.waste import WASTE
 
-FAMILIES = (SESSIONS, DOSING, FREQUENCY, CUSTODY, WASTE, PEERS, EVV, DEVICES)
+FAMILIES = (SESSIONS, DOSING, FREQUENCY, VISITS, CUSTODY, WASTE, PEERS, EVV, DEVICES)
 ALL = Registry(rule for family in FAMILIES for rule in family)
 
 __all__ = ["ALL", "CUSTODY", "DEVICES", "DOSING", "EVV", "FREQUENCY", "PEERS", "SESSIONS",
-           "WASTE"]
+           "VISITS", "WASTE"]

@@ -103,11 +103,14 @@ def count_discrepancy(facts: Facts, policy: Policy) -> Iterator[Finding]:
         yield COUNT_DISCREPANCY.finding(
             Subject(SubjectKind.LOT, count.lot),
             f"Counted {count.counted_ug} µg of lot {count.lot} in {count.holder}; the ledger "
-            f"says {count.expected_ug} µg ({difference:+} µg).",
+            f"says {count.expected_ug} µg ({difference:+} µg)"
+            + (f"; adjusted: {count.reason}." if count.adjustment_id
+               else "; not adjusted, no reason given."),
             evidence(nurse_id=count.nurse_id, holder=count.holder, product_id=count.product_id,
                      lot=count.lot, ledger_ug=count.expected_ug, counted_ug=count.counted_ug,
                      difference_ug=difference, count_id=count.id,
-                     counted_by_id=count.counted_by_id, counted_at=count.counted_at),
+                     counted_by_id=count.counted_by_id, counted_at=count.counted_at,
+                     adjustment_id=count.adjustment_id, reason=count.reason),
             key=(count.id, count.holder, count.product_id))
 
 

@@ -58,7 +58,9 @@ def dose(number: int = 1, at: datetime = T0, **fields) -> Dose:
         visit_id=f"visit-{number}", device_id="device-1", plan_version_id="plan-1",
         given_at=at, received_at=at + timedelta(minutes=5), quantity_ug=35_000,
         ug_per_kg=Decimal("500"), planned_ug=35_000, plan_max_ug=70_000, container_ug=50_000,
-        lot="LOT-1", phase=INDUCTION, infusion_ended_at=at + timedelta(minutes=40))
+        lot="LOT-1", phase=INDUCTION, infusion_ended_at=at + timedelta(minutes=40),
+        product_id="product-1", route="IV", plan_product_id="product-1", plan_route="IV",
+        custody_entry_id=f"entry-{number}")
     return Dose(**{**defaults, **fields})
 
 

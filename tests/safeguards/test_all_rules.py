@@ -47,6 +47,8 @@ RULE_IDS = [
     "dosing.creep", "dosing.low_dose_large_waste",
     "frequency.interval_below_min", "frequency.window_exceeded",
     "frequency.dose_without_visit", "frequency.extra_visit_cluster",
+    "visit.missed", "scheduling.frequency_override", "dosing.off_plan_product",
+    "custody.administer_discrepancy",
     "custody.bag_unbalanced", "custody.unreturned_stock", "custody.count_discrepancy",
     "custody.loss_reported", "custody.loss_deadline_missed", "custody.ledger_break",
     "sync.quarantined_event",
@@ -87,12 +89,16 @@ def team() -> tuple[NurseActivity, ...]:
 def everything(**more) -> dict:
     """Return facts in which every rule finds something."""
     rising = with_quantities(doses_every(1, 6), [35_000] * 3 + [50_000] * 3)
-    low = dose(7, T0 + timedelta(days=20), quantity_ug=10_000, patient_id="patient-2")
-    stray = dose(8, T0 + timedelta(days=25), visit_id=None, patient_id="patient-3")
+    low = dose(7, T0 + timedelta(days=20), quantity_ug=10_000, patient_id="patient-2",
+               route="IM")
+    stray = dose(8, T0 + timedelta(days=25), visit_id=None, patient_id="patient-3",
+                 custody_entry_id=None)
     visits = [visit(n, d.given_at, patient_id=d.patient_id)
               for n, d in enumerate([*rising, low], 1)]
     visits[0] = replace(visits[0], checked_out_at=visits[0].checked_in_at + H)
     extras = [visit(20 + n, T0 + timedelta(days=n), series=False) for n in range(3)]
+    extras += [visit(24, T0 + timedelta(days=4), status="missed"),
+               visit(25, T0 + timedelta(days=5), override=True, override_reason="relapse")]
     travel = (evv("check_in", T0, 30, distance_m=400), evv("check_out", T0 + 3 * H, 30),
               evv("check_in", T0 + 2 * H, 31, NORTH_1KM),
               evv("check_out", T0 + 5 * H, 31, NORTH_1KM, distance_m=900))
