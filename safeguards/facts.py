@@ -130,9 +130,14 @@ class BagShift:
     administered_ug: int
     wasted_ug: int
     returned_ug: int
-    other_in_ug: int
-    other_out_ug: int
     remaining_ug: int
+    # The rest of the bag statement, so a flag shows the same figures a pharmacist reads.
+    opening_ug: int = 0
+    transferred_in_ug: int = 0
+    adjusted_up_ug: int = 0
+    transferred_out_ug: int = 0
+    lost_ug: int = 0
+    adjusted_down_ug: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,6 +224,10 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "Vigil practice default (no published rule): device clock error that starts to "
               "distort dose intervals and monitoring minutes (DESIGN.md: device time is never "
               "trusted for ordering)", practice=True),
+    Threshold("scan_window_days", 90, "days",
+              "Vigil practice default (no published rule): how far back the nightly scan "
+              "compares nurses with their peers; CLINICAL.md Diversion: per-person activity "
+              "against peers (Epstein 2007), normalised by visits worked", practice=True),
 )
 
 

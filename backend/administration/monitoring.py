@@ -9,12 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.administration.models import Discharge, DoseRecord, Observation, PreDose, Vitals
-from backend.flags.service import raise_flag
 from backend.plans.models import PlanVersion
-from backend.policy.service import policy_for
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
-from safeguards.engine import run
+from backend.scan import service as scan
+from backend.visits.models import Visit
 from safeguards.findings import Finding
 from safeguards.rules import monitoring as rules
 
@@ -69,10 +68,8 @@ def session_facts(session: Session, visit_id: uuid.UUID,
 
 def evaluate(session: Session, rt: Runtime, visit_id: uuid.UUID,
              organisation_id: uuid.UUID) -> list[Finding]:
-    """Run the monitoring rules over the visit's session and raise a flag for each finding."""
+    """Run the safeguards over the visit's session and its patient's recent record."""
+    patient_id = session.scalar(select(Visit.patient_id).where(
+        Visit.id == visit_id, Visit.organisation_id == organisation_id))
     facts = session_facts(session, visit_id, organisation_id)
-    findings = run(rules.MONITORING, facts, policy_for(session, organisation_id))
-    now = rt.clock.now()
-    for finding in findings:
-        raise_flag(session, now, organisation_id, finding)
-    return findings
+    return scan.check_patient(session, rt, organisation_id, patient_id, (facts,))

@@ -28,13 +28,12 @@ from backend.custody.ledger import Attestation, InsufficientStock, Movement, app
 from backend.custody.models import CustodyEntry, Kind
 from backend.devices.signatures import verify_device_signature
 from backend.errors import Conflict, InvalidField, NotFound, SignatureInvalid, VigilError
-from backend.flags.service import raise_flag
 from backend.phi.cipher import PhiCipher, Place
-from backend.plans.models import PlanVersion
 from backend.runtime import Runtime
+from backend.scan import loaders
+from backend.scan import service as scan
 from backend.visits import service as visits
 from backend.visits.models import Visit
-from safeguards.findings import Finding, Severity, Subject, SubjectKind, dedup_key
 
 
 class Untrusted(Exception):
@@ -67,13 +66,6 @@ class Received:
     data: dict[str, Any]
 
 
-def _finding(rule_id: str, severity: Severity, visit: Visit, summary: str,
-             evidence: dict[str, Any], key: tuple = ()) -> Finding:
-    subject = Subject(SubjectKind.VISIT, str(visit.id))
-    return Finding(rule_id=rule_id, rule_version=1, severity=severity, subject=subject,
-                   summary=summary, evidence=evidence, dedup_key=dedup_key(rule_id, subject, key))
-
-
 def quarantine(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID | None,
                untrusted: Untrusted) -> QuarantinedEvent:
     """Keep an untrusted record with its payload and the reason, and flag it for review."""
@@ -85,14 +77,8 @@ def quarantine(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUI
         device_id=caller.device_id, payload=raw, reason=reason, received_at=rt.clock.now())
     session.add(held)
     session.flush()
-    subject = Subject(SubjectKind.DEVICE if caller.device_id else SubjectKind.NURSE,
-                      str(caller.device_id or caller.user_id))
-    raise_flag(session, held.received_at, caller.organisation_id, Finding(
-        rule_id="sync.quarantined_event", rule_version=1, severity=Severity.HIGH,
-        subject=subject, summary=f"A {record_type} record from a phone was quarantined: {reason}",
-        evidence={"quarantine_id": str(held.id), "record_type": record_type,
-                  "record_id": held.record_id or "", "reason": reason},
-        dedup_key=dedup_key("sync.quarantined_event", subject, (str(held.id),))))
+    scan.judge_and_flag(session, held.received_at, caller.organisation_id,
+                        quarantined=(loaders.quarantined_fact(held),))
     return held
 
 
@@ -208,12 +194,6 @@ def _administer(session: Session, rt: Runtime, caller: Caller, visit: Visit,
                 data: dict[str, Any]) -> uuid.UUID | None:
     """Move the dose out of the nurse's bag; return the custody entry, or flag the shortage."""
     now = rt.clock.now()
-    version = session.get(PlanVersion, visit.plan_version_id)
-    if data["product_id"] != version.product_id or data["route"] != version.route:
-        raise_flag(session, now, caller.organisation_id, _finding(
-            "dosing.off_plan_product", Severity.HIGH, visit,
-            "The dose's product or route differs from the plan version in force.",
-            {"dose_id": str(data["id"]), "route": data["route"], "plan_route": version.route}))
     movement = Movement(id=uuid.uuid5(data["id"], "administer"), kind=Kind.ADMINISTER,
                         product_id=data["product_id"], lot=data["lot"], expiry=data["expiry"],
                         quantity_ug=data["quantity_ug"], from_holder=bag(caller.user_id),
@@ -225,13 +205,8 @@ def _administer(session: Session, rt: Runtime, caller: Caller, visit: Visit,
         with session.begin_nested():
             return append(session, caller.organisation_id, movement,
                           Attestation(actor_id=caller.user_id), now).id
-    except InsufficientStock as shortage:
-        raise_flag(session, now, caller.organisation_id, _finding(
-            "custody.administer_discrepancy", Severity.HIGH, visit,
-            f"A dose of {data['quantity_ug']} µg from lot {data['lot']} was recorded, but the "
-            "nurse's bag does not hold it: the administration is kept, custody is not moved.",
-            {"dose_id": str(data["id"]), "lot": data["lot"], "quantity_ug": data["quantity_ug"],
-             "held_ug": shortage.details["held_ug"], "nurse_id": str(caller.user_id)}))
+    except InsufficientStock:
+        # The dose is kept without moving custody; custody.administer_discrepancy flags it.
         return None
 
 

@@ -17,19 +17,11 @@ from backend.custody.models import CustodyEntry, Kind
 from backend.custody.reports import holdings
 from backend.custody.shifts import nurse_of
 from backend.errors import InvalidField, NotFound
-from backend.flags.service import raise_flag
+from backend.flags.models import Flag
 from backend.products import service as products
 from backend.runtime import Runtime
-from safeguards.findings import Severity, Subject, SubjectKind
-from safeguards.registry import Mode, RuleMeta
-
-COUNT_DISCREPANCY = RuleMeta(
-    id="custody.count_discrepancy", version=1, title="A count does not match the ledger",
-    severity=Severity.HIGH,
-    rationale="What is on the shelf or in the bag must be what the ledger says: a shortfall "
-              "may be diversion, a surplus an unrecorded movement.",
-    source="DESIGN.md Safeguards: count mismatch at reconciliation; CLINICAL.md DEA: "
-           "inventory, 21 CFR 1304.11", mode=Mode.ENABLED)
+from backend.scan import service as scan
+from safeguards import facts as f
 
 
 @dataclass(frozen=True)
@@ -165,17 +157,16 @@ def _discrepancy(session: Session, rt: Runtime, caller: Caller, count: Reconcili
             holder=count.holder,
             details={"reason": reason, "direction": "up" if line.difference_ug > 0 else "down",
                      "count_id": str(count.id)}))
-    evidence = {"holder": count.holder, "product_id": str(line.product_id), "lot": line.lot,
-                "ledger_ug": line.ledger_ug, "counted_ug": line.counted_ug,
-                "difference_ug": line.difference_ug, "count_id": str(count.id),
-                "counted_at": count.counted_at.isoformat()}
-    if adjustment:
-        evidence |= {"adjustment_id": str(adjustment.id), "reason": reason}
-    flag = raise_flag(session, rt.clock.now(), caller.organisation_id, COUNT_DISCREPANCY.finding(
-        Subject(SubjectKind.LOT, line.lot),
-        f"Counted {line.counted_ug} µg of lot {line.lot} in {count.holder}; the ledger says "
-        f"{line.ledger_ug} µg ({line.difference_ug:+} µg)"
-        + (f"; adjusted: {reason}." if adjustment else "; not adjusted, no reason given."),
-        evidence, key=(str(count.id), count.holder, str(line.product_id))))
+    nurse = count.holder.removeprefix("bag:") if count.holder.startswith("bag:") else None
+    findings = scan.judge_and_flag(session, rt.clock.now(), caller.organisation_id, counts=(
+        f.Count(id=str(count.id), holder=count.holder, lot=line.lot,
+                product_id=str(line.product_id), counted_at=count.counted_at,
+                counted_by_id=str(caller.user_id), expected_ug=line.ledger_ug,
+                counted_ug=line.counted_ug, nurse_id=nurse,
+                adjustment_id=adjustment and str(adjustment.id), reason=reason),))
+    # None when the organisation switched the rule off.
+    flag_id = session.scalar(select(Flag.id).where(
+        Flag.organisation_id == caller.organisation_id,
+        Flag.dedup_key == findings[0].dedup_key)) if findings else None
     return replace(line, reason=reason, adjustment_id=adjustment and adjustment.id,
-                   flag_id=flag.id)
+                   flag_id=flag_id)

@@ -1,4 +1,4 @@
-"""Loss reports: their two DEA deadlines, the filings that meet them, and the missed ones."""
+"""Loss reports: their two DEA deadlines and the filings that meet them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.audit import service as audit
@@ -14,18 +14,10 @@ from backend.auth.caller import Caller
 from backend.custody.models import CustodyEntry, LossReport
 from backend.errors import Conflict, InvalidField, NotFound
 from backend.runtime import Runtime
-from safeguards.findings import Finding, Severity, Subject, SubjectKind
-from safeguards.registry import Mode, RuleMeta
 
 # Each filing DEA expects after a theft or significant loss: its due and filed columns.
 FILINGS = {"dea_notice": ("notice_due_at", "notice_filed_at"),
            "form_106": ("form_106_due_at", "form_106_filed_at")}
-LOSS_DEADLINE_MISSED = RuleMeta(
-    id="custody.loss_deadline_missed", version=1,
-    title="A DEA theft-or-loss deadline passed without a filing", severity=Severity.CRITICAL,
-    rationale="A registrant must give DEA written notice within 1 business day of discovering "
-              "a theft or significant loss, and file DEA Form 106 within 45 days.",
-    source="CLINICAL.md DEA: theft or significant loss, 21 CFR 1301.76(b)", mode=Mode.ENABLED)
 
 
 @dataclass(frozen=True)
@@ -77,26 +69,3 @@ def record_filing(session: Session, rt: Runtime, caller: Caller, loss_id: uuid.U
                          "due_at": getattr(report, due).isoformat(),
                          "late": filed_at > getattr(report, due)})
     return Loss(report, session.get(CustodyEntry, report.entry_id), overdue(report, now))
-
-
-def missed_deadlines(session: Session, now: datetime) -> list[tuple[uuid.UUID, Finding]]:
-    """Return (organisation, finding) for each loss deadline passed without its filing."""
-    unfiled = [and_(getattr(LossReport, filed).is_(None), getattr(LossReport, due) < now)
-               for due, filed in FILINGS.values()]
-    rows = session.execute(select(LossReport, CustodyEntry).join(
-        CustodyEntry, CustodyEntry.id == LossReport.entry_id).where(or_(*unfiled)))
-    return [(report.organisation_id, _missed(report, entry, filing))
-            for report, entry in rows for filing in sorted(overdue(report, now))]
-
-
-def _missed(report: LossReport, entry: CustodyEntry, filing: str) -> Finding:
-    due_at = getattr(report, FILINGS[filing][0])
-    return LOSS_DEADLINE_MISSED.finding(
-        Subject(SubjectKind.LOT, entry.lot),
-        f"The {filing.replace('_', ' ')} for the loss of {entry.quantity_ug} µg of lot "
-        f"{entry.lot} was due by {due_at.isoformat()} and has not been filed.",
-        {"loss_report_id": str(report.id), "entry_id": str(entry.id), "filing": filing,
-         "due_at": due_at.isoformat(), "discovered_at": report.discovered_at.isoformat(),
-         "holder": entry.from_holder, "product_id": str(entry.product_id), "lot": entry.lot,
-         "quantity_ug": entry.quantity_ug},
-        key=(str(report.id), filing))

@@ -28,6 +28,8 @@ from backend.errors import Forbidden, InvalidField, NotFound, SignatureInvalid, 
 from backend.policy.service import policy_for
 from backend.products import service as products
 from backend.runtime import Runtime
+from backend.scan import loaders
+from backend.scan import service as scan
 from backend.visits.models import Visit
 
 PHARMACY = (Role.PHARMACIST,)
@@ -249,6 +251,10 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
         _open_loss_report(session, rt, caller, entry)
     audit.record(session, now, caller, f"custody.{request.kind}", "custody_entry", entry.id,
                  detail={"seq": entry.seq})
+    if request.kind == Kind.WASTE and request.visit_id is not None:
+        # The waste rules weigh it against the visit's dose: judge it now, not at night.
+        scan.check_patient(session, rt, caller.organisation_id,
+                           session.get(Visit, request.visit_id).patient_id)
     return entry
 
 
@@ -275,6 +281,9 @@ def _open_loss_report(session: Session, rt: Runtime, caller: Caller,
         circumstances=entry.details["circumstances"])
     session.add(report)
     session.flush()
+    # The investigation starts now; the deadlines are watched by the loss_deadlines job.
+    scan.judge_and_flag(session, entry.received_at, caller.organisation_id, losses=(
+        loaders.loss_fact(report, entry.from_holder, entry.lot, entry.quantity_ug),))
     return report
 
 

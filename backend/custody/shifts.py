@@ -20,18 +20,8 @@ from backend.errors import InvalidField, NotFound
 from backend.policy.service import policy_for
 from backend.runtime import Runtime
 from backend.visits.models import Visit, VisitStatus
-from safeguards.findings import Finding, Severity, Subject, SubjectKind
-from safeguards.registry import Mode, RuleMeta
+from safeguards import facts as f
 
-BAG_UNBALANCED = RuleMeta(
-    id="custody.bag_unbalanced", version=1, title="A nurse's bag did not come back to zero",
-    severity=Severity.HIGH,
-    rationale="What was dispensed to a nurse must be administered, wasted or returned by the "
-              "end of her shift; a remainder is stock outside the vault with no record of "
-              "where it went.",
-    source="DESIGN.md Safeguards: bag not balanced at shift end; CLINICAL.md Diversion: "
-           "dispense = administered + wasted + returned (Bluesight)",
-    mode=Mode.ENABLED)
 # Each movement into or out of a bag, by kind, and the statement figure it adds to.
 INCOMING = {Kind.DISPENSE: "dispensed_ug", Kind.TRANSFER: "transferred_in_ug",
             Kind.ADJUST: "adjusted_up_ug"}
@@ -163,37 +153,21 @@ def _ended_shifts(session: Session, organisation_id: uuid.UUID, zone: ZoneInfo,
     return shifts
 
 
-def unbalanced_bags(session: Session, now: datetime) -> list[tuple[uuid.UUID, Finding]]:
-    """Return (organisation, finding) for each shift whose bag was not at zero by its deadline."""
-    findings = []
-    for organisation_id in session.scalars(select(Visit.organisation_id).where(
-            Visit.status.in_(SHIFT_OVER), Visit.scheduled_start >= now - LOOKBACK,
-            Visit.scheduled_start <= now).distinct()):
-        hours = int(policy_for(session, organisation_id).value("bag_return_deadline_hours"))
-        zone = organisation_zone(session, organisation_id)
-        for shift in _ended_shifts(session, organisation_id, zone, now, timedelta(hours=hours)):
-            deadline_at = shift.ended_at + timedelta(hours=hours)
-            # The bag as the ledger stood at the deadline: stock dispensed for the next day
-            # does not count against this one, and a late return does not excuse it.
-            lines = statement_lines(session, organisation_id, shift.nurse_id,
-                                    start_of_day(shift.day, zone), deadline_at)
-            if any(line.remaining_ug for line in lines):
-                findings.append((organisation_id, _unbalanced(shift, deadline_at, hours, lines)))
-    return findings
-
-
-def _unbalanced(shift: Shift, deadline_at: datetime, hours: int,
-                lines: list[StatementLine]) -> Finding:
-    remaining = sum(line.remaining_ug for line in lines)
-    evidence: dict[str, int | str] = {
-        "nurse_id": str(shift.nurse_id), "day": shift.day.isoformat(),
-        "shift_ended_at": shift.ended_at.isoformat(),
-        "deadline_at": deadline_at.isoformat(), "remaining_ug": remaining}
-    for line in lines:
-        evidence.update(line.as_evidence())
-    lots = ", ".join(line.lot for line in lines if line.remaining_ug)
-    return BAG_UNBALANCED.finding(
-        Subject(SubjectKind.NURSE, str(shift.nurse_id)),
-        f"The nurse's bag still held {remaining} µg (lots {lots}) {hours} h after her last "
-        f"visit of {shift.day.isoformat()} ended; it must come back to zero.",
-        evidence, key=(shift.day.isoformat(),))
+def ended_shifts(session: Session, organisation_id: uuid.UUID,
+                 now: datetime) -> list[f.BagShift]:
+    """Return each lot of each shift whose return deadline has passed, as the ledger stood then."""
+    hours = int(policy_for(session, organisation_id).value("bag_return_deadline_hours"))
+    zone = organisation_zone(session, organisation_id)
+    found = []
+    for shift in _ended_shifts(session, organisation_id, zone, now, timedelta(hours=hours)):
+        deadline_at = shift.ended_at + timedelta(hours=hours)
+        # The bag as the ledger stood at the deadline: stock dispensed for the next day
+        # does not count against this one, and a late return does not excuse it.
+        for line in statement_lines(session, organisation_id, shift.nurse_id,
+                                    start_of_day(shift.day, zone), deadline_at):
+            found.append(f.BagShift(
+                nurse_id=str(shift.nurse_id), shift_day=shift.day.isoformat(), lot=line.lot,
+                product_id=str(line.product_id), deadline=deadline_at,
+                opening_ug=line.opening_ug, **line.figures,
+                remaining_ug=line.remaining_ug))
+    return found

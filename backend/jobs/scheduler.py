@@ -30,6 +30,7 @@ from backend.db import Database, upsert
 from backend.jobs import service
 from backend.jobs.models import SchedulerLease
 from backend.runtime import Runtime
+from backend.scan import service as scan
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ SCHEDULE: tuple[JobSpec, ...] = (
     JobSpec("bag_reconciliation", 900, service.reconcile_bags),
     JobSpec("loss_deadlines", 3600, service.track_loss_deadlines),
     JobSpec("ledger_checkpoint", 3600, service.sign_checkpoints),
+    # Nightly: the peer statistics compare whole days, and the slot is one UTC day.
+    JobSpec("population_scan", 86400, scan.nightly_scan),
 )
 
 

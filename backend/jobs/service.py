@@ -13,25 +13,21 @@ from sqlalchemy.orm import Session
 
 from backend.audit import service as audit
 from backend.auth.caller import Caller
-from backend.custody import checkpoints, losses, shifts
+from backend.custody import checkpoints, shifts
+from backend.custody.models import LossReport
 from backend.flags.models import Flag
 from backend.flags.service import raise_flag
 from backend.jobs.models import JobRun, Notification
 from backend.policy.service import policy_for
 from backend.runtime import Runtime
+from backend.scan import loaders
+from backend.scan import service as scan
 from backend.visits.models import Visit, VisitStatus
-from safeguards.findings import Finding, Severity, Subject, SubjectKind
-from safeguards.registry import Mode, RuleMeta
+from safeguards.findings import Finding
 
 JobBody = Callable[[Session, Runtime], dict[str, Any]]
 
 VISIT_REMINDER = "visit.reminder"
-MISSED_VISIT = RuleMeta(
-    id="visit.missed", version=1, title="A scheduled visit was missed",
-    severity=Severity.MEDIUM,
-    rationale="A dose was due and no nurse checked in: the patient went without treatment, "
-              "or a dose was given off the record.",
-    source="DESIGN.md Jobs: missed-visit detection", mode=Mode.ENABLED)
 
 
 def run_slot(session: Session, rt: Runtime, job: str, slot: str, holder: str,
@@ -108,12 +104,13 @@ def mark_missed_visits(session: Session, rt: Runtime) -> dict[str, Any]:
             Visit.scheduled_end < now - timedelta(minutes=grace),
         ).with_for_update(skip_locked=True)))
         for visit in overdue:
-            _mark_missed(session, now, visit, grace)
+            _mark_missed(session, rt, visit, grace)
             marked += 1
     return {"marked_missed": marked}
 
 
-def _mark_missed(session: Session, now: datetime, visit: Visit, grace: int) -> None:
+def _mark_missed(session: Session, rt: Runtime, visit: Visit, grace: int) -> None:
+    now = rt.clock.now()
     visit.status = VisitStatus.MISSED
     visit.status_reason = (f"No check-in by {visit.scheduled_end.isoformat()} "
                            f"plus {grace} min grace.")
@@ -122,14 +119,8 @@ def _mark_missed(session: Session, now: datetime, visit: Visit, grace: int) -> N
                  organisation_id=visit.organisation_id,
                  detail={"scheduled_end": visit.scheduled_end.isoformat(),
                          "grace_minutes": grace})
-    subject = Subject(SubjectKind.VISIT, str(visit.id))
-    finding = MISSED_VISIT.finding(
-        subject, f"Visit scheduled for {visit.scheduled_start.isoformat()} was missed; "
-                 "a dose was due.",
-        {"visit_id": str(visit.id), "patient_id": str(visit.patient_id),
-         "nurse_id": str(visit.nurse_id),
-         "scheduled_start": visit.scheduled_start.isoformat()})
-    raise_flag(session, now, visit.organisation_id, finding)
+    session.flush()
+    scan.check_patient(session, rt, visit.organisation_id, visit.patient_id)
 
 
 def _raise_new(session: Session, now: datetime,
@@ -152,13 +143,26 @@ def _raise_new(session: Session, now: datetime,
 def reconcile_bags(session: Session, rt: Runtime) -> dict[str, Any]:
     """Flag each nurse whose bag was not back to zero by the deadline after her day's visits."""
     now = rt.clock.now()
-    return {"flagged": _raise_new(session, now, shifts.unbalanced_bags(session, now))}
+    found = []
+    for organisation_id in _organisations_with(
+            session, Visit.status.in_(shifts.SHIFT_OVER),
+            Visit.scheduled_start >= now - shifts.LOOKBACK, Visit.scheduled_start <= now):
+        found += [(organisation_id, finding) for finding in scan.judge(
+            session, organisation_id, now,
+            shifts=tuple(shifts.ended_shifts(session, organisation_id, now)))]
+    return {"flagged": _raise_new(session, now, found)}
 
 
 def track_loss_deadlines(session: Session, rt: Runtime) -> dict[str, Any]:
     """Flag each DEA loss-report deadline that passed without its filing."""
     now = rt.clock.now()
-    return {"flagged": _raise_new(session, now, losses.missed_deadlines(session, now))}
+    found = []
+    for organisation_id in session.scalars(select(LossReport.organisation_id).where(
+            LossReport.form_106_filed_at.is_(None)).distinct()):
+        found += [(organisation_id, finding) for finding in scan.judge(
+            session, organisation_id, now,
+            losses=tuple(loaders.open_losses(session, organisation_id)))]
+    return {"flagged": _raise_new(session, now, found)}
 
 
 def notifications_for(session: Session, caller: Caller, since: datetime | None = None,

@@ -17,7 +17,6 @@ from backend.accounts.service import organisation_zone
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.errors import Conflict, Forbidden, InvalidField, NotFound, VigilError
-from backend.flags.service import raise_flag
 from backend.patients.models import Patient, PatientNurse
 from backend.patients.service import visible_patient
 from backend.plans import service as plans
@@ -25,9 +24,9 @@ from backend.plans.models import PlanVersion
 from backend.policy.service import policy_for
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
+from backend.scan import service as scan
 from backend.visits.frequency import Limits, check_schedule
 from backend.visits.models import DOSE_HOLDING, EvvEvent, Visit, VisitStatus
-from safeguards.findings import Finding, Severity, Subject, SubjectKind, dedup_key
 from safeguards.policy import Policy
 
 # Frequency windows reach 28 days each way from every dose they touch.
@@ -56,13 +55,6 @@ class VisitRequest:
     scheduled_end: datetime | None = None
     override_reason: str | None = None
     visit_id: uuid.UUID | None = None
-
-
-def _finding(rule_id: str, severity: Severity, visit: Visit, summary: str,
-             evidence: dict) -> Finding:
-    subject = Subject(SubjectKind.VISIT, str(visit.id))
-    return Finding(rule_id=rule_id, rule_version=1, severity=severity, subject=subject,
-                   summary=summary, evidence=evidence, dedup_key=dedup_key(rule_id, subject))
 
 
 def _assigned_nurse(session: Session, patient: Patient, nurse_id: uuid.UUID) -> None:
@@ -162,16 +154,11 @@ def schedule(session: Session, rt: Runtime, caller: Caller, request: VisitReques
         visit.override_reason, visit.override_by_id = request.override_reason, caller.user_id
     session.add(visit)
     session.flush()
-    if violation:
-        raise_flag(session, now, caller.organisation_id, _finding(
-            "scheduling.frequency_override", Severity.MEDIUM, visit,
-            f"A prescriber scheduled a visit past the {violation.rule} rule: "
-            f"{violation.message()}",
-            {"rule": violation.rule, "reason": request.override_reason,
-             "prescriber_id": str(caller.user_id), "patient_id": str(patient.id),
-             **{k: str(v) for k, v in violation.detail.items()}}))
     audit.record(session, now, caller, "visit.schedule", "visit", visit.id,
                  detail={"override": violation.rule if violation else None})
+    if violation:
+        # Overrides one by one are a prescriber's call; clustered, they are a pattern to review.
+        scan.check_patient(session, rt, caller.organisation_id, patient.id)
     return visit
 
 
@@ -324,15 +311,6 @@ def _record_evv(session: Session, rt: Runtime, caller: Caller, visit: Visit, kin
                      within_radius=within, reason=position.reason)
     session.add(event)
     session.flush()
-    if not within:
-        raise_flag(session, event.received_at, visit.organisation_id, _finding(
-            f"evv.{kind}_out_of_range", Severity.MEDIUM, visit,
-            f"{kind.replace('_', '-').capitalize()} "
-            + (f"{distance} m from home (radius {radius} m)" if distance is not None
-               else "with no recorded home location") + f"; nurse's reason: {position.reason}",
-            {"evv_event_id": str(event.id), "distance_m": -1 if distance is None else distance,
-             "radius_m": radius, "accuracy_m": position.accuracy_m,
-             "nurse_id": str(caller.user_id), "reason": position.reason}))
     return event
 
 
@@ -353,6 +331,9 @@ def verify_presence(session: Session, rt: Runtime, caller: Caller, visit_id: uui
     visit.status, visit.updated_at = leaves, event.received_at
     setattr(visit, stamp, event.received_at)
     audit.record(session, event.received_at, caller, f"visit.{kind}", "visit", visit.id)
+    session.flush()
+    # Travel between homes and the visit's length are judged as soon as the nurse moves.
+    scan.check_nurse(session, rt, visit.organisation_id, visit.nurse_id)
     return visit
 
 

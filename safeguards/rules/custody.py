@@ -30,8 +30,9 @@ BAG_UNBALANCED = RuleMeta(
            "dispense = administered + wasted + returned (Bluesight)",
     mode=Mode.ENABLED)
 # A bag statement's figures, in the order a reviewer reads them.
-SHIFT_FIGURES = ("dispensed_ug", "other_in_ug", "administered_ug", "wasted_ug", "returned_ug",
-                 "other_out_ug", "remaining_ug")
+SHIFT_FIGURES = ("product_id", "opening_ug", "dispensed_ug", "transferred_in_ug",
+                 "adjusted_up_ug", "administered_ug", "wasted_ug", "returned_ug",
+                 "transferred_out_ug", "lost_ug", "adjusted_down_ug", "remaining_ug")
 
 
 @CUSTODY.rule(BAG_UNBALANCED)

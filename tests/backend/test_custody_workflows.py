@@ -101,7 +101,8 @@ def test_a_discrepancy_without_a_reason_is_flagged_and_leaves_the_ledger(pharmac
     assert flag.evidence == {
         "holder": "vault", "product_id": pharmacy.product_id, "lot": "L1",
         "ledger_ug": 1_000_000, "counted_ug": 990_000, "difference_ug": -10_000,
-        "count_id": response.json["id"], "counted_at": START.isoformat()}
+        "count_id": response.json["id"], "counted_at": START.isoformat(),
+        "counted_by_id": str(pharmacy.users[Role.PHARMACIST].id)}
 
 
 def test_a_discrepancy_with_a_reason_is_adjusted_once(pharmacy: Pharmacy):

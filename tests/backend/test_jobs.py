@@ -140,7 +140,8 @@ def test_a_missed_visit_is_marked_audited_and_flagged_once(world: World, clinic,
                                                                    str(missed.id))
     assert flag.evidence == {"visit_id": str(missed.id), "patient_id": str(clinic.patient_id),
                              "nurse_id": str(clinic.nurse.id),
-                             "scheduled_start": missed.scheduled_start.isoformat()}
+                             "scheduled_start": missed.scheduled_start.isoformat(),
+                             "reason": missed.status_reason}
     assert flag.occurrences == 1
     clock.advance(minutes=31)
     assert _run(world, service.mark_missed_visits) == {"marked_missed": 1}

@@ -94,7 +94,7 @@ def test_a_dose_from_a_bag_without_the_lot_is_kept_and_flagged(world: World):
     assert given.status_code == 201, given.json
     assert given.json["custody_entry_id"] is None
     [flag] = _flags(world, "custody.administer_discrepancy")
-    assert flag.evidence["held_ug"] == 0
+    assert (flag.evidence["quantity_ug"], flag.evidence["lot"]) == (35_000, "L1")
 
 
 def test_a_bad_signature_is_quarantined_and_flagged(visit: Session):

@@ -108,7 +108,8 @@ def test_prescriber_override_is_recorded_and_flagged(clinic: Clinic):
     assert response.json["override_reason"].startswith("patient travelling")
     [flag] = _flags(clinic, "scheduling.frequency_override")
     assert flag.subject_id == response.json["id"]
-    assert flag.evidence["rule"] == "min_interval"
+    assert flag.evidence["reason"].startswith("patient travelling")
+    assert flag.evidence["prescriber_id"] == str(clinic.prescriber.id)
     assert flag.status == "open"
 
 

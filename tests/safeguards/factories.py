@@ -100,7 +100,7 @@ def shift(**fields) -> BagShift:
     defaults = dict(
         nurse_id="nurse-1", shift_day="2026-11-30", lot="LOT-1", product_id="product-1",
         deadline=AS_OF - timedelta(hours=1), dispensed_ug=100_000, administered_ug=70_000,
-        wasted_ug=30_000, returned_ug=0, other_in_ug=0, other_out_ug=0, remaining_ug=0)
+        wasted_ug=30_000, returned_ug=0, remaining_ug=0)
     return BagShift(**{**defaults, **fields})
 
 

@@ -1,0 +1,152 @@
+"""The safeguards run inline on writes and in the population scan, one flag per finding."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, text, update
+
+from backend.accounts.models import Role
+from backend.cli import cli
+from backend.custody.models import CustodyEntry
+from backend.flags.models import Flag
+from backend.jobs.scheduler import SCHEDULE
+from backend.scan import service as scan
+from safeguards.findings import Severity
+from tests.backend.test_sessions import PRE, Session, dose
+from tests.factories import PASSWORD, World
+
+AFTER = datetime(2026, 11, 3, 16, 0, tzinfo=UTC)
+
+
+def _flags(world: World, org_id: uuid.UUID, rule_id: str | None = None) -> list[Flag]:
+    query = select(Flag).where(Flag.organisation_id == org_id)
+    if rule_id:
+        query = query.where(Flag.rule_id == rule_id)
+    return list(world.session.scalars(query))
+
+
+def _later(world: World, visit: Session) -> None:
+    """Move to after the session, as phones sync: no device clock then looks ahead."""
+    world.rt.clock.set(AFTER)
+    visit.phone_headers = visit.pharmacy.as_(Role.NURSE, visit.pharmacy.device_id)
+
+
+def _dosed(world: World, stock_ug: int = 1_000_000) -> Session:
+    """Return a visit with pre-dose vitals and a 35 mg dose recorded from the nurse's phone."""
+    visit = Session(world, stock_ug=stock_ug)
+    _later(world, visit)
+    assert visit.post("pre-dose", visit.signed(PRE)).status_code == 201
+    given = visit.post("dose", visit.signed(dose(visit.pharmacy.product_id)))
+    assert given.status_code == 201, given.json
+    return visit
+
+
+def _waste(visit: Session, quantity_ug: int):
+    pharmacy = visit.pharmacy
+    witness = {"user_id": str(pharmacy.users[Role.PHARMACIST].id), "password": PASSWORD}
+    return pharmacy.post(Role.NURSE, {
+        "kind": "waste", "quantity_ug": quantity_ug, "visit_id": visit.visit["id"],
+        "occurred_at": "2026-11-03T15:55:00+00:00", "witnesses": [witness]})
+
+
+def test_a_waste_larger_than_the_vial_left_is_flagged_as_it_is_recorded(world: World):
+    visit = _dosed(world)
+    # 500 mg vial, 35 mg given: 465 mg can be left, not 470.
+    assert _waste(visit, 470_000).status_code == 201
+    [flag] = _flags(world, visit.pharmacy.org.id, "waste.exceeds_remainder")
+    assert flag.subject_kind in {"visit", "nurse"}
+    assert flag.evidence["nurse_id"] == str(visit.pharmacy.nurse.id)
+
+
+def test_a_waste_that_fits_the_vial_raises_no_waste_flag(world: World):
+    visit = _dosed(world)
+    assert _waste(visit, 465_000).status_code == 201
+    assert [f.rule_id for f in _flags(world, visit.pharmacy.org.id)
+            if f.rule_id.startswith("waste.")] == []
+
+
+def test_the_scan_reads_the_organisations_facts_and_a_second_scan_adds_no_flag(world: World):
+    visit = _dosed(world)
+    assert _waste(visit, 470_000).status_code == 201
+    org_id = visit.pharmacy.org.id
+    first = scan.scan_organisation(world.session, world.rt, org_id,
+                                   since=world.rt.clock.now() - timedelta(days=30))
+    assert (first.facts["doses"], first.facts["wastes"], first.facts["visits"]) == (1, 1, 1)
+    assert first.facts["activity"] == 1
+    assert first.facts["witness_pairs"] == 1
+    assert first.by_rule == {"waste.exceeds_remainder": 1}
+    # The inline check raised it already: the scan refreshed that flag instead of adding one.
+    assert first.new_flags == 0
+    before = {(f.rule_id, f.dedup_key) for f in _flags(world, org_id)}
+    again = scan.scan_organisation(world.session, world.rt, org_id,
+                                   since=world.rt.clock.now() - timedelta(days=30))
+    assert again.new_flags == 0
+    assert {(f.rule_id, f.dedup_key) for f in _flags(world, org_id)} == before
+    assert set(again.seconds) == {"load", "ledger", "rules", "flags"}
+
+
+def test_the_scan_flags_a_tampered_ledger_once(world: World, connection):
+    visit = _dosed(world)
+    org_id = visit.pharmacy.org.id
+    assert _flags(world, org_id, "custody.ledger_break") == []
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("ALTER TABLE custody_entry DISABLE TRIGGER USER"))
+    else:
+        for name in ("custody_entry_no_update", "custody_entry_no_delete"):
+            connection.execute(text(f"DROP TRIGGER {name}"))
+    connection.execute(update(CustodyEntry).where(
+        CustodyEntry.organisation_id == org_id, CustodyEntry.seq == 2).values(
+        quantity_ug=CustodyEntry.quantity_ug - 1_000))
+    for _ in range(2):
+        scan.scan_organisation(world.session, world.rt, org_id)
+    [flag] = _flags(world, org_id, "custody.ledger_break")
+    assert flag.severity == Severity.CRITICAL
+    assert flag.evidence["seq"] == 2
+    assert flag.subject_kind == "organisation"
+
+
+def test_a_disabled_rule_raises_nothing_inline_or_in_the_scan(world: World):
+    visit = Session(world, stock_ug=1_000_000)
+    _later(world, visit)
+    pharmacy = visit.pharmacy
+    off = pharmacy.client.patch("/api/v1/safeguards/rules/waste.exceeds_remainder",
+                                headers=pharmacy.as_(Role.COMPLIANCE),
+                                json={"mode": "disabled"})
+    assert off.status_code == 200, off.json
+    assert visit.post("pre-dose", visit.signed(PRE)).status_code == 201
+    assert visit.post("dose", visit.signed(dose(pharmacy.product_id))).status_code == 201
+    assert _waste(visit, 470_000).status_code == 201
+    scan.scan_organisation(world.session, world.rt, pharmacy.org.id)
+    assert _flags(world, pharmacy.org.id, "waste.exceeds_remainder") == []
+
+
+def test_the_scan_is_a_nightly_job():
+    [spec] = [spec for spec in SCHEDULE if spec.name == "population_scan"]
+    assert spec.seconds == 86_400
+    assert spec.body is scan.nightly_scan
+
+
+def test_vigil_scan_prints_each_organisation_and_is_idempotent(app, world: World):
+    visit = _dosed(world)
+    assert _waste(visit, 470_000).status_code == 201
+    org = visit.pharmacy.org
+    runner = app.test_cli_runner()
+    first = runner.invoke(cli, ["scan", "--org", org.slug, "--since", "2026-10-01"])
+    assert first.exit_code == 0, first.output
+    assert f"{org.slug}: since 2026-10-01 00:00" in first.output
+    assert "waste.exceeds_remainder: 1" in first.output
+    count = world.session.scalar(select(func.count()).select_from(Flag).where(
+        Flag.organisation_id == org.id))
+    second = runner.invoke(cli, ["scan", "--org", org.slug, "--since", "2026-10-01"])
+    assert second.exit_code == 0, second.output
+    assert "0 new flag(s)" in second.output
+    assert world.session.scalar(select(func.count()).select_from(Flag).where(
+        Flag.organisation_id == org.id)) == count
+
+
+def test_vigil_scan_refuses_an_unknown_organisation(app):
+    result = app.test_cli_runner().invoke(cli, ["scan", "--org", "no-such-org"])
+    assert result.exit_code != 0
+    assert "no-such-org" in result.output
