@@ -20,7 +20,7 @@ from safeguards.facts import (
 )
 from safeguards.findings import Finding, Severity, Subject, SubjectKind, dedup_key
 from safeguards.policy import DEFAULT_THRESHOLDS, Policy, Threshold, UnknownThreshold
-from safeguards.registry import DuplicateRule, Mode, Registry, Rule, RuleMeta, UnknownRule
+from safeguards.registry import Cadence, DuplicateRule, Mode, Registry, Rule, RuleMeta, UnknownRule
 from safeguards.rules import ALL
 from safeguards.rules.monitoring import SessionFacts
 
@@ -30,6 +30,7 @@ __all__ = [
     "RULE_ERROR",
     "BagHolding",
     "BagShift",
+    "Cadence",
     "Count",
     "DeviceClock",
     "Dose",

@@ -25,6 +25,15 @@ class Mode(StrEnum):
     DISABLED = "disabled"
 
 
+class Cadence(StrEnum):
+    """When a rule runs: as each fact is written, or over the population at night."""
+
+    # One event and its neighbours decide it (a dose, its visit, the patient's recent doses).
+    EVENT = "event"
+    # It compares people or counts over weeks: the nightly scan runs it over the window.
+    POPULATION = "population"
+
+
 class DuplicateRule(ValueError):
     """A rule id is registered twice."""
 
@@ -44,6 +53,7 @@ class RuleMeta:
     rationale: str
     source: str
     mode: Mode
+    cadence: Cadence = Cadence.EVENT
 
     def __post_init__(self) -> None:
         if not RULE_ID.match(self.id):
@@ -52,6 +62,7 @@ class RuleMeta:
             raise ValueError(f"rule {self.id} needs a version of at least 1")
         object.__setattr__(self, "severity", Severity(self.severity))
         object.__setattr__(self, "mode", Mode(self.mode))
+        object.__setattr__(self, "cadence", Cadence(self.cadence))
 
     def finding(self, subject: Subject, summary: str, evidence: Mapping[str, EvidenceValue],
                 key: tuple[KeyPart, ...] = (), severity: Severity | None = None) -> Finding:
@@ -110,6 +121,12 @@ class Registry:
     def with_modes(self, overrides: Mapping[str, Mode]) -> Registry:
         """Return these rules with `overrides` on top, leaving this registry as it is."""
         return Registry(self._rules.values(), {**self._modes, **overrides})
+
+    def of_cadence(self, cadence: Cadence) -> Registry:
+        """Return only the rules that run at `cadence`, with their modes."""
+        rules = [rule for rule in self._rules.values() if rule.meta.cadence is cadence]
+        return Registry(rules, {rule.meta.id: self._modes[rule.meta.id] for rule in rules
+                                if rule.meta.id in self._modes})
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self._rules.values())

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from backend.accounts.models import Organisation, Role, User
 from backend.administration.models import DoseRecord, QuarantinedEvent
-from backend.custody.models import CustodyEntry, Kind, LossReport
+from backend.custody.models import CustodyBalance, CustodyEntry, Kind, LossReport
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
 from backend.products.models import DrugProduct
 from backend.visits.models import EvvEvent, Visit, VisitStatus
@@ -213,70 +212,120 @@ def quarantined_fact(row: QuarantinedEvent) -> f.QuarantinedEvent:
                               reason=row.reason, received_at=row.received_at)
 
 
-def _clocks(dose_rows: Iterable[Any], evv: Iterable[f.EvvEvent]) -> list[f.DeviceClock]:
+def _seconds_between(later: Any, earlier: Any, dialect: str) -> Any:
+    """Return SQL for `later - earlier` in seconds, on either database."""
+    if dialect == "postgresql":
+        return func.extract("epoch", later - earlier)
+    return (func.julianday(later) - func.julianday(earlier)) * 86_400
+
+
+def _clocks(session: Session, scope: Scope) -> list[f.DeviceClock]:
     """Return each device's largest lead of its own clock over the server's receipt."""
+    dialect = session.get_bind().dialect.name
     seen: dict[str, list] = {}
-    for device, nurse, event, occurred, received in (
-            *((_text(r.device_id), str(r.nurse_id), str(r.id), r.occurred_at, r.received_at)
-              for r in dose_rows),
-            *((e.device_id, e.nurse_id, e.id, e.occurred_at, e.received_at) for e in evv)):
-        if device is None:
-            continue
-        lead = int((occurred - received).total_seconds())
-        held = seen.setdefault(device, [nurse, 0, lead, event, received])
-        held[1] += 1
-        if lead > held[2]:
-            held[2], held[3] = lead, event
-        held[4] = max(held[4], received)
+    for model, owner in ((DoseRecord, DoseRecord.nurse_id), (EvvEvent, EvvEvent.nurse_id)):
+        lead = func.max(_seconds_between(model.occurred_at, model.received_at, dialect))
+        for device, nurse, count, most, last in session.execute(
+                select(model.device_id, owner, func.count(), lead, func.max(model.received_at))
+                .where(model.organisation_id == scope.organisation_id,
+                       model.received_at >= scope.since, model.device_id.is_not(None))
+                .group_by(model.device_id, owner)):
+            held = seen.setdefault(str(device), [str(nurse), 0, 0, last])
+            held[1] += count
+            held[2] = max(held[2], int(most or 0))
+            held[3] = max(held[3], last)
     return [f.DeviceClock(device_id=device, nurse_id=nurse, events=count,
-                          max_lead_seconds=max(lead, 0), last_event_id=event,
-                          last_received_at=received)
-            for device, (nurse, count, lead, event, received) in seen.items()]
+                          max_lead_seconds=max(lead, 0), last_received_at=last)
+            for device, (nurse, count, lead, last) in seen.items()]
 
 
-def _activity(scope: Scope, zone: ZoneInfo, roles: dict[str, str], visits: list[f.Visit],
-              doses: list[f.Dose], wastes: list[f.Waste]) -> list[f.NurseActivity]:
-    """Sum each nurse's visits, doses and wastes within the window, for peer comparison."""
+def _days_worked(session: Session, scope: Scope, zone: ZoneInfo) -> dict[str, int]:
+    """Return how many local calendar days each nurse had a visit she worked."""
+    worked = (Visit.organisation_id == scope.organisation_id, Visit.status.in_(WORKED),
+              Visit.scheduled_start >= scope.since)
+    if session.get_bind().dialect.name == "postgresql":
+        day = func.date(func.timezone(zone.key, Visit.scheduled_start))
+        return {str(nurse): days for nurse, days in session.execute(
+            select(Visit.nurse_id, func.count(day.distinct())).where(*worked)
+            .group_by(Visit.nurse_id))}
+    # SQLite knows no time zones: the local day is worked out here, one row per visit.
+    days: dict[str, set] = defaultdict(set)
+    for nurse, start in session.execute(select(Visit.nurse_id, Visit.scheduled_start)
+                                        .where(*worked)):
+        days[str(nurse)].add(start.astimezone(zone).date())
+    return {nurse: len(dates) for nurse, dates in days.items()}
+
+
+def _activity(session: Session, scope: Scope, zone: ZoneInfo,
+              roles: dict[str, str]) -> list[f.NurseActivity]:
+    """Sum each nurse's visits, doses and wastes within the window, in the database."""
     totals: dict[str, dict[str, Any]] = defaultdict(lambda: {
-        "visits": 0, "days": set(), "doses": 0, "administered_ug": 0, "wastes": 0,
-        "wasted_ug": 0, "ug_per_kg_total": Decimal(0)})
-    for visit in visits:
-        if visit.status in WORKED and visit.scheduled_start >= scope.since:
-            total = totals[visit.nurse_id]
-            total["visits"] += 1
-            total["days"].add(visit.scheduled_start.astimezone(zone).date())
-    for dose in doses:
-        if dose.given_at >= scope.since:
-            total = totals[dose.nurse_id]
-            total["doses"] += 1
-            total["administered_ug"] += dose.quantity_ug
-            total["ug_per_kg_total"] += dose.ug_per_kg or 0
-    for waste in wastes:
-        if waste.occurred_at >= scope.since:
-            totals[waste.nurse_id]["wastes"] += 1
-            totals[waste.nurse_id]["wasted_ug"] += waste.quantity_ug
+        "visits": 0, "doses": 0, "administered_ug": 0, "wastes": 0, "wasted_ug": 0,
+        "ug_per_kg_total": Decimal(0)})
+    for nurse, visits in session.execute(
+            select(Visit.nurse_id, func.count()).where(
+                Visit.organisation_id == scope.organisation_id, Visit.status.in_(WORKED),
+                Visit.scheduled_start >= scope.since).group_by(Visit.nurse_id)):
+        totals[str(nurse)]["visits"] = visits
+    for nurse, doses, given, per_kg in session.execute(
+            select(DoseRecord.nurse_id, func.count(), func.sum(DoseRecord.quantity_ug),
+                   func.sum(DoseRecord.ug_per_kg)).where(
+                DoseRecord.organisation_id == scope.organisation_id,
+                DoseRecord.infusion_started_at >= scope.since).group_by(DoseRecord.nurse_id)):
+        totals[str(nurse)].update(doses=doses, administered_ug=int(given),
+                                  ug_per_kg_total=Decimal(per_kg or 0))
+    for nurse, wastes, wasted in session.execute(
+            select(CustodyEntry.actor_id, func.count(), func.sum(CustodyEntry.quantity_ug))
+            .where(CustodyEntry.organisation_id == scope.organisation_id,
+                   CustodyEntry.kind == Kind.WASTE, CustodyEntry.occurred_at >= scope.since)
+            .group_by(CustodyEntry.actor_id)):
+        totals[str(nurse)].update(wastes=wastes, wasted_ug=int(wasted))
+    days = _days_worked(session, scope, zone)
     return [f.NurseActivity(nurse_id=nurse, role=roles.get(nurse, Role.NURSE.value),
-                            visits=t["visits"], days_worked=len(t["days"]), doses=t["doses"],
-                            administered_ug=t["administered_ug"], wastes=t["wastes"],
-                            wasted_ug=t["wasted_ug"], ug_per_kg_total=t["ug_per_kg_total"])
-            for nurse, t in totals.items()]
+                            days_worked=days.get(nurse, 0), **figures)
+            for nurse, figures in totals.items()]
 
 
-def _witness_pairs(scope: Scope, wastes: list[f.Waste],
+def _witness_pairs(session: Session, scope: Scope,
                    witnesses_available: int) -> list[f.WitnessPair]:
     per_nurse: dict[str, int] = defaultdict(int)
     together: dict[tuple[str, str], int] = defaultdict(int)
-    for waste in wastes:
-        if waste.occurred_at < scope.since:
-            continue
-        per_nurse[waste.nurse_id] += 1
-        for witness in waste.witness_ids:
-            together[waste.nurse_id, witness] += 1
+    for nurse, confirmations in session.execute(
+            select(CustodyEntry.actor_id, CustodyEntry.confirmations).where(
+                CustodyEntry.organisation_id == scope.organisation_id,
+                CustodyEntry.kind == Kind.WASTE, CustodyEntry.occurred_at >= scope.since)):
+        per_nurse[str(nurse)] += 1
+        for confirmation in confirmations or ():
+            together[str(nurse), confirmation["user_id"]] += 1
     # Anyone but the nurse herself could have witnessed: the pool is the others.
     return [f.WitnessPair(nurse_id=nurse, witness_id=witness, together=count,
                           nurse_wastes=per_nurse[nurse],
                           available_witnesses=max(witnesses_available - 1, 1))
             for (nurse, witness), count in together.items()]
+
+
+def _holdings(session: Session, scope: Scope, hours: int) -> list[f.BagHolding]:
+    """Return stock in bags whose nurse has no visit left to give it at, with its due time."""
+    open_visits = select(Visit.nurse_id).where(
+        Visit.organisation_id == scope.organisation_id,
+        Visit.status.in_((VisitStatus.SCHEDULED, VisitStatus.CHECKED_IN)))
+    busy = {f"bag:{nurse}" for nurse in session.scalars(open_visits.distinct())}
+    held = session.execute(select(CustodyBalance).where(
+        CustodyBalance.organisation_id == scope.organisation_id,
+        CustodyBalance.holder.like("bag:%"), CustodyBalance.quantity_ug > 0)).scalars().all()
+    holdings = []
+    for balance in held:
+        if balance.holder in busy:
+            continue
+        last_moved = session.scalar(select(func.max(CustodyEntry.received_at)).where(
+            CustodyEntry.organisation_id == scope.organisation_id,
+            (CustodyEntry.from_holder == balance.holder)
+            | (CustodyEntry.to_holder == balance.holder)))
+        holdings.append(f.BagHolding(
+            nurse_id=balance.holder.removeprefix("bag:"), lot=balance.lot,
+            product_id=str(balance.product_id), quantity_ug=balance.quantity_ug,
+            due_back_at=last_moved + timedelta(hours=hours)))
+    return holdings
 
 
 def _plan_overrides(session: Session, scope: Scope) -> dict[str, dict[str, object]]:
@@ -288,32 +337,42 @@ def _plan_overrides(session: Session, scope: Scope) -> dict[str, dict[str, objec
     return {str(version): dict(overrides) for version, overrides in rows if overrides}
 
 
-def load(session: Session, scope: Scope, *, population: bool) -> f.Facts:
-    """Return the facts in `scope`; `population` adds the peer, witness and clock summaries."""
+def load(session: Session, scope: Scope) -> f.Facts:
+    """Return the events in `scope`: doses, wastes, visits, check-ins and quarantined records."""
+    organisation = session.get(Organisation, scope.organisation_id)
+    phases: dict[tuple, f.Phase] = {}
+    return f.Facts(organisation_id=str(scope.organisation_id), as_of=scope.as_of,
+                   timezone=organisation.timezone,
+                   doses=tuple(_dose(row, phases) for row in _doses(session, scope)),
+                   wastes=tuple(_wastes(session, scope)), visits=tuple(_visits(session, scope)),
+                   evv=tuple(_evv(session, scope)),
+                   quarantined=tuple(_quarantined(session, scope)),
+                   plan_overrides=_plan_overrides(session, scope))
+
+
+def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.Facts:
+    """Return the population over the scope's window: peer sums, witness pairs, clocks, the
+    doses and extra visits trends need, open losses and unreturned stock."""
     organisation = session.get(Organisation, scope.organisation_id)
     zone = ZoneInfo(organisation.timezone)
-    dose_rows = _doses(session, scope)
+    people = dict(session.execute(select(User.id, User.role).where(
+        User.organisation_id == scope.organisation_id, User.active)).all())
+    roles = {str(user): str(role) for user, role in people.items()}
+    witnesses = sum(role in (Role.NURSE, Role.PHARMACIST) for role in people.values())
     phases: dict[tuple, f.Phase] = {}
-    doses = [_dose(row, phases) for row in dose_rows]
-    wastes = _wastes(session, scope)
-    visits = _visits(session, scope)
-    evv = _evv(session, scope)
-    extra: dict[str, Any] = {}
-    if population:
-        people = dict(session.execute(select(User.id, User.role).where(
-            User.organisation_id == scope.organisation_id, User.active)).all())
-        roles = {str(user): str(role) for user, role in people.items()}
-        witnesses = sum(role in (Role.NURSE, Role.PHARMACIST) for role in people.values())
-        extra = {"activity": tuple(_activity(scope, zone, roles, visits, doses, wastes)),
-                 "witness_pairs": tuple(_witness_pairs(scope, wastes, witnesses)),
-                 "clocks": tuple(_clocks(
-                     (r for r in dose_rows if r.infusion_started_at >= scope.since), evv)),
-                 # Open deadlines matter however old the loss; filed ones within the window.
-                 "losses": tuple(_losses(
-                     session, scope.organisation_id, LossReport.form_106_filed_at.is_(None)
-                     | (LossReport.discovered_at >= scope.since))),
-                 "quarantined": tuple(_quarantined(session, scope))}
-    return f.Facts(organisation_id=str(scope.organisation_id), as_of=scope.as_of,
-                   timezone=organisation.timezone, doses=tuple(doses), wastes=tuple(wastes),
-                   visits=tuple(visits), evv=tuple(evv),
-                   plan_overrides=_plan_overrides(session, scope), **extra)
+    # With the loaders' look-back: a trend needs the doses before the window to compare with.
+    extra_visits = [visit for visit in _visits(session, scope)
+                    if visit.override or not visit.series]
+    return f.Facts(
+        organisation_id=str(scope.organisation_id), as_of=scope.as_of,
+        timezone=organisation.timezone,
+        doses=tuple(_dose(row, phases) for row in _doses(session, scope)),
+        visits=tuple(extra_visits), activity=tuple(_activity(session, scope, zone, roles)),
+        witness_pairs=tuple(_witness_pairs(session, scope, witnesses)),
+        clocks=tuple(_clocks(session, scope)),
+        # Open deadlines matter however old the loss; filed ones within the window.
+        losses=tuple(_losses(session, scope.organisation_id,
+                             LossReport.form_106_filed_at.is_(None)
+                             | (LossReport.discovered_at >= scope.since))),
+        holdings=tuple(_holdings(session, scope, bag_return_hours)),
+        plan_overrides=_plan_overrides(session, scope))

@@ -19,10 +19,11 @@ from backend.flags.service import raise_flag
 from backend.policy.service import policy_for
 from backend.runtime import Runtime
 from backend.safeguards_api.service import registry_for
-from backend.scan.loaders import Scope, load
+from backend.scan.loaders import Scope, load, load_population
 from safeguards import facts as f
 from safeguards.engine import run
 from safeguards.findings import Finding
+from safeguards.registry import Cadence
 from safeguards.rules.monitoring import SessionFacts
 
 # An inline check looks back two days (plus the loaders' 28-day context for the limits):
@@ -87,23 +88,30 @@ def store(session: Session, now: datetime, organisation_id: uuid.UUID,
 
 def scan_organisation(session: Session, rt: Runtime, organisation_id: uuid.UUID,
                       since: datetime | None = None) -> ScanResult:
-    """Run every rule over the organisation's facts since `since` and raise their flags."""
+    """Run the population rules over the window from `since`, and re-check recent events."""
     now = rt.clock.now()
     policy = policy_for(session, organisation_id)
     since = since or now - timedelta(days=int(policy.value("scan_window_days")))
     result = ScanResult(organisation_id, since, now)
     timer = _Timer(result.seconds)
-    facts = load(session, Scope(organisation_id, now, since), population=True)
+    registry = registry_for(session, organisation_id)
+    population = load_population(session, Scope(organisation_id, now, since),
+                                 int(policy.value("bag_return_deadline_hours")))
+    # The event rules ran as each fact was written; the last days are checked again for
+    # what arrived while a rule was off or a write went round the service.
+    events = load(session, Scope(organisation_id, now, max(since, now - INLINE_WINDOW)))
     timer.lap("load")
-    facts = replace(facts, ledger_breaks=_ledger_breaks(session, rt, organisation_id))
+    population = replace(population, ledger_breaks=_ledger_breaks(session, rt, organisation_id))
     timer.lap("ledger")
-    findings = run(registry_for(session, organisation_id), facts, policy)
+    findings = (run(registry.of_cadence(Cadence.POPULATION), population, policy)
+                + run(registry.of_cadence(Cadence.EVENT), events, policy))
     timer.lap("rules")
     result.new_flags = store(session, now, organisation_id, findings)
     timer.lap("flags")
-    result.facts = {name: len(getattr(facts, name)) for name in (
-        "doses", "wastes", "visits", "evv", "activity", "witness_pairs", "clocks", "losses",
-        "quarantined", "ledger_breaks")}
+    result.facts = {name: len(getattr(population, name)) for name in (
+        "doses", "activity", "witness_pairs", "clocks", "losses", "holdings", "ledger_breaks")}
+    result.facts |= {f"recent_{name}": len(getattr(events, name))
+                     for name in ("doses", "wastes", "visits", "evv", "quarantined")}
     result.findings = len(findings)
     result.by_rule = dict(Counter(finding.rule_id for finding in findings))
     audit.record(session, now, None, "safeguards.scan", "organisation", organisation_id,
@@ -157,9 +165,9 @@ def check_nurse(session: Session, rt: Runtime, organisation_id: uuid.UUID,
 
 def _check(session: Session, rt: Runtime, scope: Scope,
            sessions: tuple[SessionFacts, ...] = ()) -> list[Finding]:
-    # The per-event rules need only the recent past; the population rules wait for the scan.
-    facts = replace(load(session, scope, population=False), sessions=sessions)
-    findings = run(registry_for(session, scope.organisation_id), facts,
-                   policy_for(session, scope.organisation_id))
+    # The event rules need only the recent past; the population rules wait for the scan.
+    facts = replace(load(session, scope), sessions=sessions)
+    findings = run(registry_for(session, scope.organisation_id).of_cadence(Cadence.EVENT),
+                   facts, policy_for(session, scope.organisation_id))
     store(session, scope.as_of, scope.organisation_id, findings)
     return findings

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from safeguards.findings import EvidenceValue, Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
-from safeguards.registry import Mode, Registry, RuleMeta
+from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence, hours
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ BAG_UNBALANCED = RuleMeta(
               "where it went.",
     source="DESIGN.md Safeguards: bag not balanced at shift end; CLINICAL.md Diversion: "
            "dispense = administered + wasted + returned (Bluesight)",
-    mode=Mode.ENABLED)
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 # A bag statement's figures, in the order a reviewer reads them.
 SHIFT_FIGURES = ("product_id", "opening_ug", "dispensed_ug", "transferred_in_ug",
                  "adjusted_up_ug", "administered_ug", "wasted_ug", "returned_ug",
@@ -64,7 +64,7 @@ UNRETURNED = RuleMeta(
               "return time nobody can say where it is.",
     source="CLINICAL.md DEA: stock away from the registered site, 21 CFR 1304.21; "
            "DESIGN.md Safeguards: unreturned stock past deadline",
-    mode=Mode.ENABLED)
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 @CUSTODY.rule(UNRETURNED)
@@ -146,7 +146,8 @@ LOSS_DEADLINE_MISSED = RuleMeta(
     title="A DEA theft-or-loss deadline passed without a filing", severity=Severity.CRITICAL,
     rationale="A registrant must give DEA written notice within 1 business day of discovering "
               "a theft or significant loss, and file DEA Form 106 within 45 days.",
-    source="CLINICAL.md DEA: theft or significant loss, 21 CFR 1301.76(b)", mode=Mode.ENABLED)
+    source="CLINICAL.md DEA: theft or significant loss, 21 CFR 1301.76(b)", mode=Mode.ENABLED,
+    cadence=Cadence.POPULATION)
 
 
 @CUSTODY.rule(LOSS_DEADLINE_MISSED)
@@ -176,7 +177,7 @@ LEDGER_BREAK = RuleMeta(
               "break is in doubt.",
     source="DESIGN.md Data that must never be wrong: hash-chained ledger, signed checkpoints "
            "and device signatures; CLINICAL.md DEA: dispenser records, 21 CFR 1304.22(c)",
-    mode=Mode.ENABLED)
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 @CUSTODY.rule(LEDGER_BREAK)

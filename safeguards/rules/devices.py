@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
-from safeguards.registry import Mode, Registry, RuleMeta
+from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ CLOCK_DRIFT = RuleMeta(
               "phone's clock; one that is off, or set on purpose, makes them say anything.",
     source="DESIGN.md Data that must never be wrong: occurred_at is the device's clock, never "
            "used for ordering; CLINICAL.md Frequency: minimum 48 h between doses",
-    mode=Mode.ENABLED)
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 @DEVICES.rule(CLOCK_DRIFT)

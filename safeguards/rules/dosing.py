@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
-from safeguards.registry import Mode, Registry, RuleMeta
+from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
 from safeguards.rules.indexes import doses_by_patient, plan_policies, wasted_by_visit
 from safeguards.stats import median, rounded
@@ -29,7 +29,7 @@ CREEP = RuleMeta(
               "to tolerance, to pressure on the nurse, or to doses recorded that were not given.",
     source="CLINICAL.md Drugs: steep dose-response, more dissociation and no added benefit at "
            "higher doses, Krystal et al. 2019; Fava 2017; the rise allowed is practice",
-    mode=Mode.ENABLED)
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 def _measured(doses: list[Dose], least: int) -> tuple[str, list[Dose], list[Fraction]] | None:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
-from safeguards.registry import Mode, Registry, RuleMeta
+from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence, hours, minutes
 from safeguards.rules.indexes import doses_by_patient, plan_policies
 
@@ -192,7 +192,7 @@ EXTRA_VISITS = RuleMeta(
               "together are how drug-seeking looks from the schedule.",
     source="CLINICAL.md Frequency: the phases' 7- and 28-day limits; Drugs: abuse liability, "
            "Krystal et al. 2019; the cluster size is practice",
-    mode=Mode.ENABLED)
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 @FREQUENCY.rule(EXTRA_VISITS)

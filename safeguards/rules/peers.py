@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from safeguards.findings import EvidenceValue, Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
-from safeguards.registry import Mode, Registry, RuleMeta
+from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
 from safeguards.stats import median, robust_scores, rounded
 
@@ -76,7 +76,7 @@ RATE_OUTLIER = RuleMeta(
     source="CLINICAL.md Diversion: more waste than usual (BD/CareFusion patents), peer score "
            "within a role (Omnicell; Bluesight IRIS), per visit (heliometrics); modified "
            "z-score, Iglewicz & Hoaglin 1993",
-    mode=Mode.ENABLED)
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 @PEERS.rule(RATE_OUTLIER)
@@ -105,7 +105,7 @@ ADMINISTERED_OUTLIER = RuleMeta(
               "much more (or much less) per dose than the rest is recording something else.",
     source="CLINICAL.md Diversion: per-shift usage against peers in the same role, unusually "
            "low counts too (Omnicell; Bluesight IRIS); modified z-score, Iglewicz & Hoaglin 1993",
-    mode=Mode.ENABLED)
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 @PEERS.rule(ADMINISTERED_OUTLIER)
@@ -136,7 +136,7 @@ LOW_ACTIVITY = RuleMeta(
     source="CLINICAL.md Diversion: count per day worked (Epstein, Anesth Analg 2007), "
            "unusually low activity counts too (Omnicell; Bluesight IRIS); modified z-score, "
            "Iglewicz & Hoaglin 1993",
-    mode=Mode.ENABLED)
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 @PEERS.rule(LOW_ACTIVITY)

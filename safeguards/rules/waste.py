@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
-from safeguards.registry import Mode, Registry, RuleMeta
+from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence, hours
 from safeguards.rules.indexes import doses_by_visit, wasted_by_visit
 from safeguards.stats import binomial_upper_tail, rounded, significant
@@ -52,7 +52,7 @@ WITNESS_PAIR = RuleMeta(
               "one name on a nurse's wastes far more often than her colleagues would be.",
     source="CLINICAL.md Diversion: waste score (BD/CareFusion patents); DEA: waste with a "
            "witness (practice); binomial test against a uniform choice of witness",
-    mode=Mode.ENABLED)
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 @WASTE.rule(WITNESS_PAIR)

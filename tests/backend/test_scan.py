@@ -73,9 +73,10 @@ def test_the_scan_reads_the_organisations_facts_and_a_second_scan_adds_no_flag(w
     org_id = visit.pharmacy.org.id
     first = scan.scan_organisation(world.session, world.rt, org_id,
                                    since=world.rt.clock.now() - timedelta(days=30))
-    assert (first.facts["doses"], first.facts["wastes"], first.facts["visits"]) == (1, 1, 1)
-    assert first.facts["activity"] == 1
-    assert first.facts["witness_pairs"] == 1
+    assert (first.facts["recent_doses"], first.facts["recent_wastes"],
+            first.facts["recent_visits"]) == (1, 1, 1)
+    assert (first.facts["doses"], first.facts["activity"], first.facts["witness_pairs"],
+            first.facts["clocks"]) == (1, 1, 1, 1)
     assert first.by_rule == {"waste.exceeds_remainder": 1}
     # The inline check raised it already: the scan refreshed that flag instead of adding one.
     assert first.new_flags == 0

@@ -100,3 +100,18 @@ def test_meta_builds_its_findings(severity, expected):
     assert (built.rule_id, built.rule_version, built.severity) == (
         "monitoring.bp_hold", 1, expected)
     assert built.dedup_key == meta().finding(subject, "Other words.", {}, key=("v-1",)).dedup_key
+
+
+def test_a_registry_splits_by_cadence_keeping_modes():
+    from safeguards import ALL, Cadence
+
+    with_mode = ALL.with_modes({"dosing.creep": Mode.SHADOW, "waste.late": Mode.DISABLED})
+    population = with_mode.of_cadence(Cadence.POPULATION)
+    events = with_mode.of_cadence(Cadence.EVENT)
+    assert {rule.meta.id for rule in population} | {rule.meta.id for rule in events} == {
+        rule.meta.id for rule in ALL}
+    assert {"dosing.creep", "waste.rate_outlier", "waste.witness_pair",
+            "custody.ledger_break"} <= {rule.meta.id for rule in population}
+    assert "frequency.interval_below_min" in {rule.meta.id for rule in events}
+    assert population.mode("dosing.creep") is Mode.SHADOW
+    assert events.mode("waste.late") is Mode.DISABLED
