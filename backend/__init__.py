@@ -30,10 +30,11 @@ def _blueprints() -> list:
     from backend.plans.resources import blp as plans
     from backend.policy.resources import blp as policy
     from backend.products.resources import blp as products
+    from backend.safeguards_api.resources import blp as safeguards
     from backend.visits.resources import blp as visits
 
     return [auth, accounts, devices, patients, products, plans, visits, administration, trajectory,
-            custody, flags, policy, audit, jobs]
+            custody, flags, safeguards, policy, audit, jobs]
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:

@@ -1,19 +1,47 @@
-"""Store safeguard findings as flags, one per dedup key, for compliance review."""
+"""Store safeguard findings as flags, one per dedup key, and carry them through review."""
+
+# A flag goes open → in_review (when assigned) → resolved (with a verdict and a note). Every
+# step is a `FlagEvent` in the flag's append-only history, each reviewer's step is audited, and
+# nothing is deleted.
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
+from backend.accounts.models import Role, User
+from backend.audit import service as audit
 from backend.auth.caller import Caller
-from backend.flags.models import Flag
-from safeguards.findings import Finding
+from backend.errors import Conflict, InvalidField, NotFound
+from backend.flags.models import Flag, FlagAction, FlagEvent, FlagStatus, Resolution
+from backend.patients.models import Patient
+from backend.runtime import Runtime
+from backend.visits.models import Visit
+from safeguards.findings import Finding, Severity, SubjectKind
 
-OPEN = "open"
+REVIEWERS = (Role.COMPLIANCE, Role.ADMIN)
+# Sort by rank: alphabetically "critical" < "high" < "info" < "low" < "medium" means nothing.
+SEVERITY_RANK = case({severity.value: severity.rank for severity in Severity},
+                     value=Flag.severity, else_=-1)
+
+
+class IllegalTransition(Conflict):
+    """The flag's status does not allow this step."""
+
+    code = "illegal_transition"
+
+    def __init__(self, flag: Flag, action: str, allowed: tuple[FlagStatus, ...]) -> None:
+        super().__init__(
+            f"A {flag.status} flag cannot be {action}; it must be "
+            f"{' or '.join(allowed)}.",
+            {"status": flag.status, "action": action, "allowed_from": list(allowed)})
 
 
 def _json_evidence(finding: Finding) -> dict:
@@ -21,30 +49,229 @@ def _json_evidence(finding: Finding) -> dict:
     return {k: str(v) if isinstance(v, Decimal) else v for k, v in finding.evidence.items()}
 
 
+def _snapshot(flag: Flag) -> dict[str, Any]:
+    return {"rule_version": flag.rule_version, "severity": flag.severity,
+            "summary": flag.summary, "evidence": flag.evidence, "shadow": flag.shadow}
+
+
+def _finding_snapshot(finding: Finding) -> dict[str, Any]:
+    return {"rule_version": finding.rule_version, "severity": finding.severity.value,
+            "summary": finding.summary, "evidence": _json_evidence(finding),
+            "shadow": finding.shadow}
+
+
+def _record(flag: Flag, now: datetime, actor_id: uuid.UUID | None, action: FlagAction, *,
+            moved: tuple[str | None, str] | None = None, note: str | None = None,
+            detail: dict[str, Any] | None = None) -> FlagEvent:
+    """Append one event to `flag`'s history; `moved` is the status change it made, if any."""
+    from_status, to_status = moved or (None, None)
+    event = FlagEvent(seq=len(flag.events) + 1, organisation_id=flag.organisation_id, at=now,
+                      actor_id=actor_id, action=action, from_status=from_status,
+                      to_status=to_status, note=note, detail=detail or {})
+    flag.events.append(event)
+    flag.updated_at = now
+    return event
+
+
+def _uuid(value: object) -> uuid.UUID | None:
+    try:
+        return None if value is None else uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _of_organisation(session: Session, model: type[Any], row_id: uuid.UUID | None,
+                     organisation_id: uuid.UUID) -> Any:
+    row = session.get(model, row_id) if row_id else None
+    return row if row is not None and row.organisation_id == organisation_id else None
+
+
+def _people(session: Session, organisation_id: uuid.UUID,
+            finding: Finding) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """Return the nurse and patient `finding` concerns, when it names ones of this organisation."""
+    subject, evidence = finding.subject, finding.evidence
+    nurse_id = _uuid(subject.id if subject.kind is SubjectKind.NURSE
+                     else evidence.get("nurse_id"))
+    patient_id = _uuid(subject.id if subject.kind is SubjectKind.PATIENT
+                       else evidence.get("patient_id"))
+    if subject.kind is SubjectKind.VISIT and not (nurse_id and patient_id):
+        # Most findings are about a visit: its nurse and patient are whom reviewers look for.
+        visit = _of_organisation(session, Visit, _uuid(subject.id), organisation_id)
+        if visit is not None:
+            nurse_id, patient_id = nurse_id or visit.nurse_id, patient_id or visit.patient_id
+    # A wrong id in evidence must not stop the flag from being raised; it just names nobody.
+    nurse = _of_organisation(session, User, nurse_id, organisation_id)
+    patient = _of_organisation(session, Patient, patient_id, organisation_id)
+    return (nurse.id if nurse else None, patient.id if patient else None)
+
+
 def raise_flag(session: Session, now: datetime, organisation_id: uuid.UUID,
                finding: Finding) -> Flag:
-    """Store `finding`; a finding with a known dedup key refreshes that flag's evidence."""
-    flag = session.scalar(select(Flag).where(Flag.organisation_id == organisation_id,
-                                             Flag.dedup_key == finding.dedup_key))
+    """Store `finding`; a finding with a known dedup key re-raises that flag."""
+    flag = session.scalar(select(Flag).where(
+        Flag.organisation_id == organisation_id, Flag.dedup_key == finding.dedup_key)
+        .with_for_update().execution_options(populate_existing=True))
     if flag is None:
-        flag = Flag(organisation_id=organisation_id, dedup_key=finding.dedup_key, status=OPEN,
-                    occurrences=0, first_seen_at=now)
-        session.add(flag)
-    flag.rule_id, flag.rule_version = finding.rule_id, finding.rule_version
-    flag.severity, flag.shadow = finding.severity.value, finding.shadow
-    flag.subject_kind, flag.subject_id = finding.subject.kind.value, finding.subject.id
-    flag.summary, flag.evidence = finding.summary, _json_evidence(finding)
+        return _first_raise(session, now, organisation_id, finding)
     flag.occurrences += 1
     flag.last_seen_at = now
+    # A verdict answers the finding it was given on: the same thing found again stays resolved,
+    # beside that finding, and the history keeps the new one. Found worse, it is a new question:
+    # the flag reopens, unassigned for a fresh look, and the set-aside verdict stays in history.
+    reopen = (flag.status == FlagStatus.RESOLVED
+              and finding.severity > Severity(flag.severity))
+    _record(flag, now, None, FlagAction.RE_RAISED, detail={
+        "previous": _snapshot(flag), "finding": _finding_snapshot(finding),
+        "occurrence": flag.occurrences})
+    if flag.status != FlagStatus.RESOLVED or reopen:
+        _take(session, flag, organisation_id, finding)
+    if reopen:
+        _reopen(session, now, flag)
     session.flush()
     return flag
 
 
-def listing(session: Session, caller: Caller, *, limit: int, offset: int,
-            **where: str) -> list[Flag]:
-    """Return the organisation's flags matching `where` (exact values), newest first."""
+def _first_raise(session: Session, now: datetime, organisation_id: uuid.UUID,
+                 finding: Finding) -> Flag:
+    flag = Flag(organisation_id=organisation_id, dedup_key=finding.dedup_key,
+                status=FlagStatus.OPEN, occurrences=1, first_seen_at=now, last_seen_at=now,
+                updated_at=now)
+    _take(session, flag, organisation_id, finding)
+    session.add(flag)
+    _record(flag, now, None, FlagAction.RAISED, moved=(None, FlagStatus.OPEN),
+            detail=_finding_snapshot(finding))
+    session.flush()
+    return flag
+
+
+def _take(session: Session, flag: Flag, organisation_id: uuid.UUID, finding: Finding) -> None:
+    flag.rule_id, flag.rule_version = finding.rule_id, finding.rule_version
+    flag.severity, flag.shadow = finding.severity.value, finding.shadow
+    flag.subject_kind, flag.subject_id = finding.subject.kind.value, finding.subject.id
+    flag.summary, flag.evidence = finding.summary, _json_evidence(finding)
+    flag.nurse_id, flag.patient_id = _people(session, organisation_id, finding)
+
+
+def _reopen(session: Session, now: datetime, flag: Flag) -> None:
+    verdict = {"resolution": flag.resolution, "resolved_by_id": str(flag.resolved_by_id),
+               "resolved_at": flag.resolved_at.isoformat() if flag.resolved_at else None,
+               "assignee_id": str(flag.assignee_id) if flag.assignee_id else None}
+    flag.status, flag.assignee_id = FlagStatus.OPEN, None
+    flag.resolution = flag.resolved_at = flag.resolved_by_id = None
+    _record(flag, now, None, FlagAction.REOPENED, moved=(FlagStatus.RESOLVED, FlagStatus.OPEN),
+            detail={"reason": "severity_increased", "severity": flag.severity, **verdict})
+    audit.record(session, now, None, "flag.reopen", "flag", flag.id,
+                 organisation_id=flag.organisation_id, detail=verdict)
+
+
+@dataclass(frozen=True)
+class FlagFilter:
+    """The filters a reviewer may combine on the queue; unset ones match everything."""
+
+    status: Collection[str] = ()
+    severity: Collection[str] = ()
+    rule: str | None = None
+    nurse: uuid.UUID | None = None
+    patient: uuid.UUID | None = None
+    assignee: uuid.UUID | None = None
+    subject_kind: str | None = None
+    subject_id: str | None = None
+    # The live queue leaves out shadow flags, which judge a rule before it reaches reviewers.
+    shadow: bool | None = False
+    limit: int = 100
+    offset: int = 0
+
+
+def listing(session: Session, caller: Caller, where: FlagFilter) -> list[Flag]:
+    """Return the organisation's flags matching `where`: most severe first, then oldest."""
     query = select(Flag).where(Flag.organisation_id == caller.organisation_id)
-    for column, value in where.items():
-        query = query.where(getattr(Flag, column) == value)
-    query = query.order_by(Flag.last_seen_at.desc(), Flag.id)
-    return list(session.scalars(query.limit(limit).offset(offset)))
+    if where.status:
+        query = query.where(Flag.status.in_(where.status))
+    if where.severity:
+        query = query.where(Flag.severity.in_(where.severity))
+    for column, value in ((Flag.rule_id, where.rule), (Flag.nurse_id, where.nurse),
+                          (Flag.patient_id, where.patient), (Flag.assignee_id, where.assignee),
+                          (Flag.subject_kind, where.subject_kind),
+                          (Flag.subject_id, where.subject_id), (Flag.shadow, where.shadow)):
+        if value is not None:
+            query = query.where(column == value)
+    query = query.order_by(SEVERITY_RANK.desc(), Flag.first_seen_at, Flag.id)
+    return list(session.scalars(query.limit(where.limit).offset(where.offset)))
+
+
+def get(session: Session, caller: Caller, flag_id: uuid.UUID, *, lock: bool = False) -> Flag:
+    """Return the caller's organisation's flag (row-locked when `lock`), or raise NotFound."""
+    query = select(Flag).where(Flag.id == flag_id, Flag.organisation_id == caller.organisation_id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    flag = session.scalar(query)
+    if flag is None:
+        raise NotFound("No such flag.")
+    return flag
+
+
+def _require(flag: Flag, action: str, *allowed: FlagStatus) -> None:
+    if flag.status not in allowed:
+        raise IllegalTransition(flag, action, allowed)
+
+
+def assign(session: Session, rt: Runtime, caller: Caller, flag_id: uuid.UUID,
+           assignee_id: uuid.UUID) -> Flag:
+    """Give an unresolved flag to a reviewer; an open flag goes into review."""
+    flag = get(session, caller, flag_id, lock=True)
+    _require(flag, "assigned", FlagStatus.OPEN, FlagStatus.IN_REVIEW)
+    assignee = session.get(User, assignee_id)
+    if (assignee is None or assignee.organisation_id != caller.organisation_id
+            or not assignee.active or assignee.role not in REVIEWERS):
+        raise InvalidField("assignee_id",
+                           "not an active compliance or admin user of this organisation")
+    now = rt.clock.now()
+    handover = {"from": str(flag.assignee_id) if flag.assignee_id else None,
+                "to": str(assignee.id)}
+    flag.assignee_id = assignee.id
+    _record(flag, now, caller.user_id, FlagAction.ASSIGNED, detail=handover)
+    if flag.status == FlagStatus.OPEN:
+        flag.status = FlagStatus.IN_REVIEW
+        _record(flag, now, caller.user_id, FlagAction.STATUS_CHANGED,
+                moved=(FlagStatus.OPEN, FlagStatus.IN_REVIEW))
+    session.flush()
+    audit.record(session, now, caller, "flag.assign", "flag", flag.id,
+                 detail={**handover, "status": flag.status})
+    return flag
+
+
+def _written(note: str) -> str:
+    if not note.strip():
+        raise InvalidField("note", "write what was found; a blank note is not a note")
+    return note.strip()
+
+
+def add_note(session: Session, rt: Runtime, caller: Caller, flag_id: uuid.UUID,
+             note: str) -> Flag:
+    """Add a reviewer's note to a flag's history, whatever its status."""
+    flag = get(session, caller, flag_id, lock=True)
+    text = _written(note)
+    now = rt.clock.now()
+    event = _record(flag, now, caller.user_id, FlagAction.NOTE, note=text)
+    session.flush()
+    # The note itself stays in the flag's history; the audit trail says that one was written.
+    audit.record(session, now, caller, "flag.note", "flag", flag.id, detail={"seq": event.seq})
+    return flag
+
+
+def resolve(session: Session, rt: Runtime, caller: Caller, flag_id: uuid.UUID,
+            resolution: Resolution, note: str) -> Flag:
+    """Close a flag under review with the reviewer's verdict and the note that explains it."""
+    flag = get(session, caller, flag_id, lock=True)
+    _require(flag, "resolved", FlagStatus.IN_REVIEW)
+    text = _written(note)
+    now = rt.clock.now()
+    flag.status, flag.resolution = FlagStatus.RESOLVED, Resolution(resolution).value
+    flag.resolved_at, flag.resolved_by_id = now, caller.user_id
+    _record(flag, now, caller.user_id, FlagAction.RESOLVED,
+            moved=(FlagStatus.IN_REVIEW, FlagStatus.RESOLVED), note=text,
+            detail={"resolution": flag.resolution})
+    session.flush()
+    audit.record(session, now, caller, "flag.resolve", "flag", flag.id,
+                 detail={"resolution": flag.resolution})
+    return flag

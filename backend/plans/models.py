@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.db import Base, new_id
@@ -47,6 +47,8 @@ class PlanVersion(Base):
     prescriber_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
     created_at: Mapped[datetime]
     change_reason: Mapped[str | None] = mapped_column(Text)
+    # Thresholds this plan sets for its patient, as decimal strings, over the organisation's.
+    policy_overrides: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
     plan: Mapped[TreatmentPlan] = relationship(back_populates="versions")
     phases: Mapped[list[PlanPhase]] = relationship(order_by="PlanPhase.ordinal")

@@ -17,7 +17,7 @@ from backend.plans.schemas import (
     PlanSchema,
     SeriesSchema,
 )
-from backend.policy.service import policy_for
+from backend.policy.service import parse_values, policy_for
 from backend.runtime import runtime
 from backend.visits import service as visits
 from backend.visits.schemas import VisitSchema
@@ -28,10 +28,12 @@ READERS = (Role.ADMIN, Role.PRESCRIBER, Role.PHARMACIST, Role.NURSE, Role.COMPLI
 
 def _spec(session, caller, body: dict) -> service.PlanSpec:
     raw_phases = body.pop("phases")
+    overrides = parse_values("policy_overrides", body.pop("policy_overrides"))
+    # Phases left to policy follow the plan's own frequency thresholds when it sets them.
+    policy = policy_for(session, caller.organisation_id).with_overrides(overrides)
     phases = ([service.PhaseSpec(**phase) for phase in raw_phases] if raw_phases is not None
-              else service.default_phases(policy_for(session, caller.organisation_id),
-                                          body["starts_on"]))
-    return service.PlanSpec(phases=phases, **body)
+              else service.default_phases(policy, body["starts_on"]))
+    return service.PlanSpec(phases=phases, policy_overrides=overrides, **body)
 
 
 @blp.route("/patients/<uuid:patient_id>/plans")

@@ -5,6 +5,11 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 DOSE_DOC = "Dose per kg of body weight in µg/kg (500 = 0.5 mg/kg); or give dose_ug."
+OVERRIDES_DOC = (
+    "Thresholds for this patient over the organisation's (names as in GET /api/v1/policy, "
+    "values as decimal strings), e.g. {\"min_interval_hours\": \"72\"}; the safeguard rules "
+    "judge this plan's visits by them. The session ceiling (max_mg_per_kg_racemic_iv) can be "
+    "lowered here, not raised above the organisation's.")
 
 
 class PhaseSchema(Schema):
@@ -38,6 +43,10 @@ class PlanWriteSchema(Schema):
     starts_on = fields.Date(required=True)
     phases = fields.List(fields.Nested(PhaseSchema), load_default=None, metadata={
         "description": "Ordered phases; omitted: induction, maintenance and taper from policy."})
+    policy_overrides = fields.Dict(
+        keys=fields.String(validate=validate.Length(1, 60)),
+        values=fields.String(validate=validate.Length(1, 40)), load_default=dict,
+        metadata={"description": OVERRIDES_DOC})
 
 
 class PlanCreateSchema(PlanWriteSchema):
@@ -66,6 +75,8 @@ class PlanVersionSchema(Schema):
     prescriber_id = fields.UUID()
     created_at = fields.AwareDateTime()
     change_reason = fields.String(allow_none=True)
+    policy_overrides = fields.Dict(keys=fields.String(), values=fields.String(),
+                                   allow_none=True, metadata={"description": OVERRIDES_DOC})
     phases = fields.List(fields.Nested(PhaseSchema))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
@@ -17,7 +19,7 @@ from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
 from backend.policy.service import policy_for
 from backend.products import service as products
 from backend.runtime import Runtime
-from safeguards.policy import Policy
+from safeguards.policy import Number, Policy
 
 ACTIVE = "active"
 
@@ -47,6 +49,7 @@ class PlanSpec:
     phases: list[PhaseSpec]
     dose_ug_per_kg: int | None = None
     dose_ug: int | None = None
+    policy_overrides: Mapping[str, Number] = dataclasses.field(default_factory=dict)
 
 
 def default_phases(policy: Policy, starts_on: date) -> list[PhaseSpec]:
@@ -69,7 +72,10 @@ def _check(session: Session, caller: Caller, policy: Policy, spec: PlanSpec) -> 
         raise InvalidField("route", f"{product.name} allows {', '.join(product.allowed_routes)}")
     if (spec.dose_ug_per_kg is None) == (spec.dose_ug is None):
         raise InvalidField("dose_ug_per_kg", "give exactly one of dose_ug_per_kg and dose_ug")
-    ceiling = policy.value("max_mg_per_kg_racemic_iv") * 1000
+    # A plan may lower the ceiling for its patient but not lift it above the organisation's:
+    # the prescriber who writes the plan is the one the ceiling holds to.
+    ceiling = min(policy.value("max_mg_per_kg_racemic_iv"), policy.with_overrides(
+        spec.policy_overrides).value("max_mg_per_kg_racemic_iv")) * 1000
     for field, value in (("dose_ug_per_kg", spec.dose_ug_per_kg),
                          *((f"phases.{i}.dose_ug_per_kg", p.dose_ug_per_kg)
                            for i, p in enumerate(spec.phases))):
@@ -86,7 +92,9 @@ def _write_version(session: Session, caller: Caller, now: datetime, plan: Treatm
         plan_id=plan.id, version=plan.current_version, product_id=spec.product_id,
         route=spec.route, dose_ug_per_kg=spec.dose_ug_per_kg, dose_ug=spec.dose_ug,
         max_dose_ug=spec.max_dose_ug, infusion_minutes=spec.infusion_minutes,
-        prescriber_id=caller.user_id, created_at=now, change_reason=reason)
+        prescriber_id=caller.user_id, created_at=now, change_reason=reason,
+        policy_overrides={name: str(value) for name, value in spec.policy_overrides.items()}
+        or None)
     session.add(version)
     session.flush()
     session.add_all(PlanPhase(version_id=version.id, ordinal=i, name=p.name,

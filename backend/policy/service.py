@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import select
@@ -11,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from backend.audit import service as audit
 from backend.auth.caller import Caller
-from backend.errors import InvalidField, NotFound
+from backend.errors import InvalidField, NotFound, VigilError
+from backend.plans.models import PlanVersion
 from backend.policy.models import PolicyOverride
 from backend.runtime import Runtime
 from safeguards.policy import Number, Policy, Threshold, UnknownThreshold
@@ -55,6 +58,58 @@ def describe(session: Session, caller: Caller) -> list[ThresholdView]:
     return [ThresholdView.of(t, policy) for t in policy.thresholds()]
 
 
+class InvalidThresholds(VigilError):
+    """Threshold names or values the policy refuses, each named as a field."""
+
+    status = 422
+    code = "validation_error"
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        super().__init__(f"Invalid input: {', '.join(sorted(problems))}.",
+                         {"fields": {name: [problem] for name, problem in problems.items()}})
+
+
+def parse_values(field: str, raw: Mapping[str, str | None]) -> dict[str, Number | None]:
+    """Return each raw value as its threshold's number (None stays None), or refuse them all."""
+    # Every unknown name and bad value is named, as `<field>.<name>`, in one error.
+    base, parsed, problems = Policy(), {}, {}
+    for name, value in raw.items():
+        try:
+            parsed[name] = None if value is None else parse_value(base, name, value)
+        except UnknownThreshold:
+            problems[f"{field}.{name}"] = "no threshold has this name"
+        except (ValueError, TypeError, InvalidOperation) as exc:
+            problems[f"{field}.{name}"] = str(exc) or "not a number"
+    if problems:
+        raise InvalidThresholds(problems)
+    return parsed
+
+
+def policy_for_plan(session: Session, organisation_id: uuid.UUID,
+                    plan_version: PlanVersion | None) -> Policy:
+    """Return the organisation's policy with the plan version's own overrides on top."""
+    policy = policy_for(session, organisation_id)
+    if plan_version is None or not plan_version.policy_overrides:
+        return policy
+    return policy.with_overrides({name: parse_value(policy, name, raw)
+                                  for name, raw in plan_version.policy_overrides.items()})
+
+
+def _store(session: Session, now: datetime, caller: Caller, name: str,
+           value: Number | None) -> None:
+    stored = session.get(PolicyOverride, (caller.organisation_id, name))
+    before = stored.value if stored else None
+    if value is None and stored is not None:
+        session.delete(stored)
+    elif value is not None:
+        stored = stored or PolicyOverride(organisation_id=caller.organisation_id, name=name)
+        stored.value, stored.set_by_id, stored.set_at = str(value), caller.user_id, now
+        session.add(stored)
+    session.flush()
+    audit.record(session, now, caller, "policy.set", "policy", name,
+                 detail={"from": before, "to": None if value is None else str(value)})
+
+
 def set_value(session: Session, rt: Runtime, caller: Caller, name: str,
               raw: str | None) -> ThresholdView:
     """Override one threshold for the organisation; None returns it to its default."""
@@ -66,16 +121,15 @@ def set_value(session: Session, rt: Runtime, caller: Caller, name: str,
         raise NotFound(f"No threshold {name!r}.") from None
     except (ValueError, TypeError, InvalidOperation) as exc:
         raise InvalidField("value", str(exc) or "not a number") from exc
-    stored = session.get(PolicyOverride, (caller.organisation_id, name))
-    before = stored.value if stored else None
-    now = rt.clock.now()
-    if value is None and stored is not None:
-        session.delete(stored)
-    elif value is not None:
-        stored = stored or PolicyOverride(organisation_id=caller.organisation_id, name=name)
-        stored.value, stored.set_by_id, stored.set_at = str(value), caller.user_id, now
-        session.add(stored)
-    session.flush()
-    audit.record(session, now, caller, "policy.set", "policy", name,
-                 detail={"from": before, "to": None if value is None else str(value)})
+    _store(session, rt.clock.now(), caller, name, value)
     return ThresholdView.of(base.threshold(name), policy_for(session, caller.organisation_id))
+
+
+def set_values(session: Session, rt: Runtime, caller: Caller,
+               raw: Mapping[str, str | None]) -> list[ThresholdView]:
+    """Override several thresholds at once, or none if any name or value is refused."""
+    parsed = parse_values("thresholds", raw)
+    now = rt.clock.now()
+    for name, value in parsed.items():
+        _store(session, now, caller, name, value)
+    return describe(session, caller)

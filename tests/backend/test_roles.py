@@ -7,6 +7,9 @@ import uuid
 import pytest
 
 from backend.accounts.models import Role
+from backend.flags.service import raise_flag
+from safeguards.findings import Subject, SubjectKind
+from safeguards.rules.custody import COUNT_DISCREPANCY
 from tests.factories import Clinic, Phone, World
 
 A, PR, PH, N, C = Role.ADMIN, Role.PRESCRIBER, Role.PHARMACIST, Role.NURSE, Role.COMPLIANCE
@@ -57,6 +60,14 @@ MATRIX = [
     ("GET", "/api/v1/visits/{visit}/fhir", {A, PR, N, C}),
     ("GET", "/api/v1/patients/{patient}/trajectory", {A, PR, N, C}),
     ("GET", "/api/v1/flags", {A, C}),
+    ("GET", "/api/v1/flags/{flag}", {A, C}),
+    ("POST", "/api/v1/flags/{flag}/assign", {A, C}),
+    ("POST", "/api/v1/flags/{flag}/notes", {A, C}),
+    ("POST", "/api/v1/flags/{flag}/resolve", {A, C}),
+    ("GET", "/api/v1/safeguards/rules", {A, C}),
+    ("PATCH", "/api/v1/safeguards/rules/{rule}", {A, C}),
+    ("GET", "/api/v1/safeguards/policy", {A, C, PR}),
+    ("PATCH", "/api/v1/safeguards/policy", {A}),
     ("GET", "/api/v1/policy", ALL),
     ("PUT", "/api/v1/policy/{threshold}", {A}),
     ("GET", "/api/v1/notifications", ALL),
@@ -79,7 +90,8 @@ PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/openapi.json",
 PLACEHOLDERS = {"user": "<uuid:user_id>", "device": "<uuid:device_id>",
                 "patient": "<uuid:patient_id>", "plan": "<uuid:plan_id>",
                 "visit": "<uuid:visit_id>", "threshold": "<string:name>",
-                "nurse": "<uuid:nurse_id>", "loss": "<uuid:loss_id>"}
+                "nurse": "<uuid:nurse_id>", "loss": "<uuid:loss_id>", "flag": "<uuid:flag_id>",
+                "rule": "<string:rule_id>"}
 
 
 @pytest.fixture
@@ -88,9 +100,13 @@ def org_with_everyone(world: World):
     device_id, _ = world.device(clinic.org, clinic.nurse)
     plan = clinic.plan()
     visit = clinic.schedule("2026-11-03T15:00:00+00:00").json
+    flag = raise_flag(world.session, world.rt.clock.now(), clinic.org.id,
+                      COUNT_DISCREPANCY.finding(Subject(SubjectKind.LOT, "L1"), "Short.", {}))
+    world.session.commit()
     ids = {"user": clinic.users[PH].id, "device": device_id, "patient": clinic.patient_id,
            "plan": plan["id"], "visit": visit["id"], "threshold": "evv_radius_m",
-           "nurse": clinic.nurse.id, "loss": uuid.uuid4()}
+           "nurse": clinic.nurse.id, "loss": uuid.uuid4(), "flag": flag.id,
+           "rule": COUNT_DISCREPANCY.id}
     return clinic.org, clinic.users, ids
 
 

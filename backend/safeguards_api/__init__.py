@@ -1,0 +1,1 @@
+"""The safeguard rules an organisation runs: their modes, measured precision and thresholds."""
