@@ -120,9 +120,17 @@ def raise_flag(session: Session, now: datetime, organisation_id: uuid.UUID,
     # the flag reopens, unassigned for a fresh look, and the set-aside verdict stays in history.
     reopen = (flag.status == FlagStatus.RESOLVED
               and finding.severity > Severity(flag.severity))
+    found = _finding_snapshot(finding)
+    latest = flag.events[-1] if flag.events else None
+    last_found = latest.detail.get("finding") if latest is not None and \
+        latest.action == FlagAction.RE_RAISED else None
+    if found in (_snapshot(flag), last_found) and not reopen:
+        # Found again just as it stands (every write and every night re-checks): the count and
+        # the time say so; the history records changes, not repetitions.
+        session.flush()
+        return flag
     _record(flag, now, None, FlagAction.RE_RAISED, detail={
-        "previous": _snapshot(flag), "finding": _finding_snapshot(finding),
-        "occurrence": flag.occurrences})
+        "previous": _snapshot(flag), "finding": found, "occurrence": flag.occurrences})
     if flag.status != FlagStatus.RESOLVED or reopen:
         _take(session, flag, organisation_id, finding)
     if reopen:

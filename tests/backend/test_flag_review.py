@@ -310,6 +310,17 @@ def test_a_repeat_finding_keeps_the_evidence_it_replaces(review: Review):
     assert again["detail"]["occurrence"] == 2
 
 
+def test_the_same_finding_again_counts_but_adds_no_history(review: Review):
+    flag_id = review.raise_("count", evidence={"name": "count", "difference_ug": 500})
+    events = len(review.flag(flag_id)["events"])
+    review.later(hours=2)
+    review.raise_("count", evidence={"name": "count", "difference_ug": 500})
+    review.raise_("count", evidence={"name": "count", "difference_ug": 500})
+    flag = review.flag(flag_id)
+    assert (flag["occurrences"], len(flag["events"])) == (3, events)
+    assert flag["last_seen_at"] == "2026-11-02T16:00:00+00:00"
+
+
 def test_a_resolved_flag_raised_again_stays_resolved_as_judged(review: Review):
     flag_id = review.raise_("count", evidence={"name": "count", "difference_ug": 500})
     review.assign(flag_id)
@@ -323,6 +334,10 @@ def test_a_resolved_flag_raised_again_stays_resolved_as_judged(review: Review):
     assert flag["events"][-1]["action"] == "re_raised"
     assert flag["events"][-1]["detail"]["finding"]["evidence"]["difference_ug"] == 600
     assert review.queue(status="open") == []
+    # Found the same way each night after, it is not written into the history again.
+    events = len(flag["events"])
+    review.raise_("count", evidence={"name": "count", "difference_ug": 600})
+    assert len(review.flag(flag_id)["events"]) == events
 
 
 def test_a_resolved_flag_raised_more_severely_reopens(review: Review, world: World):
