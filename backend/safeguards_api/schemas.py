@@ -25,6 +25,10 @@ class RuleSchema(Schema):
     severity = fields.String()
     rationale = fields.String()
     source = fields.String(metadata={"description": "Where the rule's reasoning comes from."})
+    cadence = fields.String(metadata={
+        "description": "When it runs: `event` as each fact is written (and over the last two "
+                       "days in the nightly scan), `population` in the nightly scan over the "
+                       "policy's scan_window_days."})
     default_mode = fields.String(metadata={"description": "The mode the rule ships with."})
     mode = fields.String(metadata={
         "description": "The mode in force here: enabled, shadow (runs; its flags stay out of "

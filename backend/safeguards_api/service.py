@@ -15,7 +15,7 @@ from backend.errors import NotFound
 from backend.flags.models import Flag, FlagStatus, Resolution
 from backend.runtime import Runtime
 from backend.safeguards_api.models import SafeguardRuleMode
-from safeguards.registry import Mode, Registry, RuleMeta, UnknownRule
+from safeguards.registry import Cadence, Mode, Registry, RuleMeta, UnknownRule
 from safeguards.rules import ALL
 
 # The rule saw a real event that needed a look: misuse, diversion, or one with a good reason.
@@ -100,6 +100,7 @@ class RuleView:
     severity: str
     rationale: str
     source: str
+    cadence: Cadence
     default_mode: Mode
     mode: Mode
     open: int
@@ -112,7 +113,7 @@ class RuleView:
     def of(cls, meta: RuleMeta, mode: Mode, tally: Tally) -> RuleView:
         """Return the view of the rule `meta` describes, running in `mode`, with its tally."""
         return cls(meta.id, meta.version, meta.title, meta.severity, meta.rationale,
-                   meta.source, meta.mode, mode, tally.open, tally.in_review,
+                   meta.source, meta.cadence, meta.mode, mode, tally.open, tally.in_review,
                    dict(tally.verdicts), tally.resolved, tally.precision)
 
 

@@ -65,10 +65,16 @@ def test_every_registered_rule_is_listed_with_what_it_is_and_why(clinic: Clinic)
     assert short == {
         "id": "monitoring.infusion_short", "version": 1, "title": INFUSION_SHORT.title,
         "severity": "medium", "rationale": INFUSION_SHORT.rationale,
-        "source": INFUSION_SHORT.source, "default_mode": "enabled", "mode": "enabled",
-        "open": 0, "in_review": 0, "resolved": 0, "precision": None,
+        "source": INFUSION_SHORT.source, "cadence": "event", "default_mode": "enabled",
+        "mode": "enabled", "open": 0, "in_review": 0, "resolved": 0, "precision": None,
         "verdicts": {"justified": 0, "confirmed_misuse": 0, "confirmed_diversion": 0,
                      "false_positive": 0}}
+
+
+def test_the_peer_rules_run_in_the_nightly_scan(clinic: Clinic):
+    listed = rules_by_id(clinic)
+    assert listed["waste.rate_outlier"]["cadence"] == "population"
+    assert listed["waste.exceeds_remainder"]["cadence"] == "event"
 
 
 def test_precision_is_measured_from_reviewers_verdicts(clinic: Clinic, world: World):
