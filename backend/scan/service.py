@@ -9,12 +9,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.accounts.models import Organisation
 from backend.audit import service as audit
-from backend.custody.verify import verify
+from backend.audit.models import AuditEvent
+from backend.custody.models import CustodyEntry, CustodyHead
+from backend.custody.verify import Slice, verify_slice
 from backend.flags.service import raise_flag
 from backend.policy.service import policy_for
 from backend.runtime import Runtime
@@ -29,6 +31,10 @@ from safeguards.rules.monitoring import SessionFacts
 # An inline check looks back two days (plus the loaders' 28-day context for the limits):
 # enough to cover a session recorded offline and synced late.
 INLINE_WINDOW = timedelta(days=2)
+# The nightly scan re-hashes the custody chain a seventh at a time, all of it in a week;
+# `vigil ledger verify` walks all of it at once.
+SLICES = 7
+SCAN_ACTION = "safeguards.scan"
 
 
 @dataclass
@@ -66,14 +72,38 @@ class _Timer:
         self._at = now
 
 
-def _ledger_breaks(session: Session, rt: Runtime, organisation_id: uuid.UUID) -> tuple:
-    report = verify(session, organisation_id, rt.keys.signing_public_key(), rt.checkpoint_dir)
-    if report.ok:
-        return ()
-    problem = report.problem
-    return (f.LedgerBreak(entry_id=None, seq=problem.seq,
-                          problem="balances" if problem.seq is None else "chain",
-                          detail=problem.message),)
+def _slices(session: Session, organisation_id: uuid.UUID, now: datetime) -> list[Slice]:
+    """Return tonight's parts of the chain: what came in lately, and one of SLICES in turn."""
+    head = session.get(CustodyHead, organisation_id)
+    if head is None or head.seq == 0:
+        return []
+    recent = now - INLINE_WINDOW
+    first_recent = session.scalar(select(func.min(CustodyEntry.seq)).where(
+        CustodyEntry.organisation_id == organisation_id, CustodyEntry.received_at >= recent))
+    # The scans run so far pick the slice, so every entry is re-hashed once in SLICES scans
+    # however often (or on which weekdays) the scan runs.
+    done = session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.object_type == "organisation", AuditEvent.object_id == str(organisation_id),
+        AuditEvent.action == SCAN_ACTION))
+    size = -(-head.seq // SLICES)
+    first = (done % SLICES) * size + 1
+    parts = [Slice(first, min(first + size - 1, head.seq), recent)] if first <= head.seq else []
+    if first_recent is not None:
+        parts.append(Slice(first_recent, head.seq, recent))
+    return parts
+
+
+def _ledger_breaks(session: Session, rt: Runtime, organisation_id: uuid.UUID,
+                   now: datetime) -> tuple[f.LedgerBreak, ...]:
+    breaks = []
+    for part in _slices(session, organisation_id, now):
+        report = verify_slice(session, organisation_id, rt.keys.signing_public_key(),
+                              rt.checkpoint_dir, part)
+        if not report.ok:
+            problem = report.problem
+            breaks.append(f.LedgerBreak(entry_id=None, seq=problem.seq, problem="chain",
+                                        detail=problem.message))
+    return tuple(breaks)
 
 
 def store(session: Session, now: datetime, organisation_id: uuid.UUID,
@@ -101,7 +131,8 @@ def scan_organisation(session: Session, rt: Runtime, organisation_id: uuid.UUID,
     # what arrived while a rule was off or a write went round the service.
     events = load(session, Scope(organisation_id, now, max(since, now - INLINE_WINDOW)))
     timer.lap("load")
-    population = replace(population, ledger_breaks=_ledger_breaks(session, rt, organisation_id))
+    population = replace(population,
+                         ledger_breaks=_ledger_breaks(session, rt, organisation_id, now))
     timer.lap("ledger")
     findings = (run(registry.of_cadence(Cadence.POPULATION), population, policy)
                 + run(registry.of_cadence(Cadence.EVENT), events, policy))
@@ -114,7 +145,7 @@ def scan_organisation(session: Session, rt: Runtime, organisation_id: uuid.UUID,
                      for name in ("doses", "wastes", "visits", "evv", "quarantined")}
     result.findings = len(findings)
     result.by_rule = dict(Counter(finding.rule_id for finding in findings))
-    audit.record(session, now, None, "safeguards.scan", "organisation", organisation_id,
+    audit.record(session, now, None, SCAN_ACTION, "organisation", organisation_id,
                  organisation_id=organisation_id,
                  detail={"since": since.isoformat(), "findings": result.findings,
                          "new_flags": result.new_flags})

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text, update
 from backend.accounts.models import Role
 from backend.cli import cli
 from backend.custody.models import CustodyEntry
+from backend.custody.verify import Slice, verify_slice
 from backend.flags.models import Flag
 from backend.jobs.scheduler import SCHEDULE
 from backend.scan import service as scan
@@ -88,24 +89,63 @@ def test_the_scan_reads_the_organisations_facts_and_a_second_scan_adds_no_flag(w
     assert set(again.seconds) == {"load", "ledger", "rules", "flags"}
 
 
-def test_the_scan_flags_a_tampered_ledger_once(world: World, connection):
-    visit = _dosed(world)
-    org_id = visit.pharmacy.org.id
-    assert _flags(world, org_id, "custody.ledger_break") == []
+def _tamper(connection, org_id: uuid.UUID, seq: int) -> None:
+    """Take 1 mg off the stored entry at `seq`, as someone with database access could."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("ALTER TABLE custody_entry DISABLE TRIGGER USER"))
     else:
         for name in ("custody_entry_no_update", "custody_entry_no_delete"):
             connection.execute(text(f"DROP TRIGGER {name}"))
     connection.execute(update(CustodyEntry).where(
-        CustodyEntry.organisation_id == org_id, CustodyEntry.seq == 2).values(
+        CustodyEntry.organisation_id == org_id, CustodyEntry.seq == seq).values(
         quantity_ug=CustodyEntry.quantity_ug - 1_000))
+
+
+def test_the_scan_flags_a_tampered_ledger_once(world: World, connection):
+    visit = _dosed(world)
+    org_id = visit.pharmacy.org.id
+    assert _flags(world, org_id, "custody.ledger_break") == []
+    _tamper(connection, org_id, 2)
     for _ in range(2):
         scan.scan_organisation(world.session, world.rt, org_id)
     [flag] = _flags(world, org_id, "custody.ledger_break")
     assert flag.severity == Severity.CRITICAL
     assert flag.evidence["seq"] == 2
     assert flag.subject_kind == "organisation"
+
+
+def test_an_old_tampered_entry_is_found_within_a_week_of_scans(world: World, connection):
+    visit = _dosed(world)
+    org_id = visit.pharmacy.org.id
+    head = world.session.scalar(select(func.max(CustodyEntry.seq)).where(
+        CustodyEntry.organisation_id == org_id))
+    # Long after: the entry is no longer recent, so only the rolling slice can reach it.
+    world.rt.clock.set(AFTER + timedelta(days=10))
+    _tamper(connection, org_id, head)
+    nights = 0
+    while not _flags(world, org_id, "custody.ledger_break"):
+        assert nights < scan.SLICES, "a whole week of scans missed the changed entry"
+        scan.scan_organisation(world.session, world.rt, org_id)
+        nights += 1
+    [flag] = _flags(world, org_id, "custody.ledger_break")
+    assert flag.evidence["seq"] == head
+
+
+def test_a_slice_without_the_changed_entry_verifies_and_one_with_it_does_not(
+        world: World, connection):
+    visit = _dosed(world)
+    org_id = visit.pharmacy.org.id
+    _tamper(connection, org_id, 2)
+    rt, long_ago = world.rt, AFTER + timedelta(days=30)
+
+    def report(first: int, last: int):
+        return verify_slice(world.session, org_id, rt.keys.signing_public_key(),
+                            rt.checkpoint_dir, Slice(first, last, long_ago))
+
+    assert report(1, 1).ok
+    assert report(3, 3).ok
+    broken = report(1, 3)
+    assert (broken.ok, broken.problem.seq) == (False, 2)
 
 
 def test_a_disabled_rule_raises_nothing_inline_or_in_the_scan(world: World):
