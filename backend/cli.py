@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.serving import run_simple
 
-from backend import create_app, db, demo, schema
+from backend import create_app, db, demo, schema, simulate
 from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role
 from backend.custody import checkpoints
@@ -280,6 +280,34 @@ def ledger_checkpoint(org_slug: str | None) -> None:
             click.echo(f"{org.slug}: signed seq {checkpoint.seq} ({checkpoint.head_hash})")
     session.commit()
     click.echo(f"{signed} checkpoint(s) signed; exported to {export_dir}")
+
+
+@cli.command("simulate")
+@click.option("--org", "org_slug", required=True,
+              help="Slug of the organisation to create (with --report: to score).")
+@click.option("--nurses", type=click.IntRange(min=7), default=40, show_default=True)
+@click.option("--patients", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--days", type=click.IntRange(min=7), default=180, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--report", "report_only", is_flag=True,
+              help="Score the flags of an earlier simulation against its ground truth.")
+def simulate_command(org_slug: str, nurses: int, patients: int, days: int, seed: int,
+                     report_only: bool) -> None:
+    """Simulate an organisation with injected misuse and its ground truth, or score it."""
+    instance = Path(current_app.instance_path)
+    try:
+        if report_only:
+            click.echo(simulate.report(db.session(), instance, org_slug))
+            return
+        truth = simulate.generate(current_app.extensions["vigil.db"].sessions, runtime(),
+                                  instance, simulate.Params(org_slug, nurses, patients, days,
+                                                            seed), progress=click.echo)
+    except (VigilError, FileNotFoundError) as exc:
+        raise click.ClickException(getattr(exc, "message", str(exc))) from exc
+    click.echo(f"simulated {org_slug} in {truth.generation_seconds} s: "
+               + ", ".join(f"{count} {name}" for name, count in truth.counts.items()))
+    click.echo(f"ground truth: {simulate.truth_path(instance, org_slug)}; "
+               f"score it with `vigil simulate --report --org {org_slug}`")
 
 
 def main() -> None:

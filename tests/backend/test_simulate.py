@@ -1,0 +1,262 @@
+"""The labelled simulator: a reproducible world, its ground truth, and the report's arithmetic."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from sqlalchemy import Connection, func, select
+from sqlalchemy.orm import Session
+
+from backend import simulate
+from backend.accounts import service as accounts
+from backend.cli import cli
+from backend.clock import FixedClock
+from backend.custody.chain import GENESIS, HASHED_FIELDS, entry_hash
+from backend.custody.ledger import is_balanced
+from backend.custody.models import CustodyBalance, CustodyEntry
+from backend.custody.verify import verify
+from backend.simulate import truth as ground_truth
+from backend.simulate.behaviour import PATTERNS
+from backend.simulate.report import FlagFact, render, score
+from backend.simulate.truth import ExpectedEvent, Pattern, Truth
+from tests.backend.conftest import START, make_app
+
+SMALL = simulate.Params("sim-small", nurses=8, patients=12, days=21, seed=7)
+TINY = {"nurses": 7, "patients": 4, "days": 10, "seed": 11}
+
+
+@dataclass
+class Simulated:
+    """A simulated organisation, the app that made it, and the connection it lives on."""
+
+    app: Flask
+    connection: Connection
+    truth: Truth
+
+    def session(self) -> Session:
+        """Return a fresh session that sees what the simulation committed."""
+        return Session(bind=self.connection, join_transaction_mode="create_savepoint")
+
+    @property
+    def organisation_id(self):
+        """Return the simulated organisation's id."""
+        with self.session() as session:
+            return accounts.organisation_by_slug(session, self.truth.organisation).id
+
+
+def _generate(app: Flask, instance: Path, params: simulate.Params) -> Truth:
+    return simulate.generate(app.extensions["vigil.db"].sessions,
+                             app.extensions["vigil.runtime"], instance, params)
+
+
+@pytest.fixture(scope="module")
+def simulated(engine, database_url, instance_path):
+    """Simulate a small organisation once per database, in a transaction rolled back after."""
+    with engine.connect() as connection:
+        outer = connection.begin()
+        app = make_app(database_url, instance_path, FixedClock(START))
+        app.extensions["vigil.db"].use_connection(connection)
+        yield Simulated(app, connection, _generate(app, instance_path, SMALL))
+        outer.rollback()
+        app.extensions["vigil.db"].engine.dispose()
+
+
+def test_the_ground_truth_names_every_pattern_with_its_subjects(simulated, instance_path):
+    written = ground_truth.read(ground_truth.truth_path(instance_path, SMALL.slug))
+    assert [pattern.name for pattern in written.patterns] == list(PATTERNS)
+    for pattern in written.patterns:
+        assert pattern.started_at is not None, pattern.name
+        assert pattern.ids(), pattern.name
+    assert written.pattern("tampered_ledger").subjects["entry_ids"]
+    assert written.pattern("drifting_clock").subjects["device_ids"]
+    assert written.pattern("escalating_patient").subjects["patient_ids"]
+    assert written.counts["sessions"] > written.honest_sessions > 0
+    assert written.counts["nurses"] == SMALL.nurses
+    assert written.counts["patients"] == SMALL.patients
+
+
+def _stored_entries(simulated: Simulated) -> list[dict]:
+    with simulated.session() as session:
+        columns = [CustodyEntry.__table__.c[name] for name in
+                   (*HASHED_FIELDS, "prev_hash", "entry_hash")]
+        return [dict(row) for row in session.execute(select(*columns).where(
+            CustodyEntry.organisation_id == simulated.organisation_id)
+            .order_by(CustodyEntry.seq)).mappings()]
+
+
+def test_the_ledger_verifies_except_for_exactly_the_tampered_row(simulated):
+    entries = _stored_entries(simulated)
+    [tampered_id] = simulated.truth.pattern("tampered_ledger").subjects["entry_ids"]
+    mismatched, previous = [], GENESIS
+    for entry in entries:
+        assert entry["prev_hash"] == previous
+        if entry_hash(previous, entry) != entry["entry_hash"]:
+            mismatched.append(str(entry["id"]))
+        previous = entry["entry_hash"]
+    assert mismatched == [tampered_id]
+    rt = simulated.app.extensions["vigil.runtime"]
+    with simulated.session() as session:
+        report = verify(session, simulated.organisation_id, rt.keys.signing_public_key(),
+                        rt.checkpoint_dir)
+    seq = next(entry["seq"] for entry in entries if str(entry["id"]) == tampered_id)
+    assert (report.ok, report.problem.seq) == (False, seq)
+
+
+def test_balances_never_go_negative(simulated):
+    running: dict[tuple, int] = defaultdict(int)
+    for entry in _stored_entries(simulated):
+        for holder, sign in ((entry["from_holder"], -1), (entry["to_holder"], 1)):
+            if is_balanced(holder):
+                key = (holder, entry["product_id"], entry["lot"])
+                running[key] += sign * entry["quantity_ug"]
+                assert running[key] >= 0, (entry["seq"], key)
+    with simulated.session() as session:
+        assert session.scalar(select(func.min(CustodyBalance.quantity_ug)).where(
+            CustodyBalance.organisation_id == simulated.organisation_id)) >= 0
+
+
+def test_the_report_scores_the_stored_flags(simulated, instance_path):
+    with simulated.session() as session:
+        text = simulate.report(session, instance_path, SMALL.slug)
+    for name in PATTERNS:
+        assert name in text
+    assert "honest population:" in text
+
+
+def _fingerprint(app: Flask, slug: str) -> list[tuple]:
+    """Return what a seed decides: every movement's kind, lot, amount and times, in order."""
+    with app.extensions["vigil.db"].sessions() as session:
+        org = accounts.organisation_by_slug(session, slug)
+        return [tuple(row) for row in session.execute(select(
+            CustodyEntry.seq, CustodyEntry.kind, CustodyEntry.lot, CustodyEntry.quantity_ug,
+            CustodyEntry.occurred_at, CustodyEntry.received_at).where(
+            CustodyEntry.organisation_id == org.id).order_by(CustodyEntry.seq))]
+
+
+def test_a_seed_reproduces_the_same_world(simulated, instance_path):
+    app = simulated.app
+    first = _generate(app, instance_path, simulate.Params("sim-once", **TINY))
+    again = _generate(app, instance_path, simulate.Params("sim-again", **TINY))
+    assert _fingerprint(app, "sim-once") == _fingerprint(app, "sim-again")
+    assert first.counts == again.counts
+    assert [(p.started_at, p.sessions, p.amounts) for p in first.patterns] == [
+        (p.started_at, p.sessions, p.amounts) for p in again.patterns]
+
+
+def test_the_command_simulates_and_reports(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIGIL_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'sim.sqlite3'}")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    made = runner.invoke(cli, ["simulate", "--org", "sim-cli", "--nurses", "7",
+                               "--patients", "6", "--days", "7"])
+    assert made.exit_code == 0, (made.output, made.exception)
+    assert (tmp_path / "simulations" / "sim-cli.json").exists()
+    scored = runner.invoke(cli, ["simulate", "--report", "--org", "sim-cli"])
+    assert scored.exit_code == 0, (scored.output, scored.exception)
+    assert "injected patterns:" in scored.output
+    missing = runner.invoke(cli, ["simulate", "--report", "--org", "nowhere"])
+    assert missing.exit_code == 1
+    assert "no ground truth" in missing.output
+
+
+# The report's arithmetic, on hand-made ground truth and flags.
+
+T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
+NURSE, FRIEND, HONEST = ("11111111-1111-4111-8111-111111111111",
+                         "22222222-2222-4222-8222-222222222222",
+                         "33333333-3333-4333-8333-333333333333")
+VISIT, ENTRY = "44444444-4444-4444-8444-444444444444", "55555555-5555-4555-8555-555555555555"
+
+
+def _truth() -> Truth:
+    skimming = Pattern("skimming_nurse", "skims", started_at=T0)
+    skimming.act(T0, nurse_ids=NURSE)
+    witness = Pattern("friendly_witness", "signs for a friend", started_at=T0)
+    witness.act(T0, nurse_ids=[FRIEND], entry_ids=ENTRY)
+    never = Pattern("drifting_clock", "never caught")
+    never.act(T0 + timedelta(days=3), device_ids="66666666-6666-4666-8666-666666666666")
+    return Truth(organisation="hand", seed=1, nurses=3, patients=2, days=10, started_at=T0,
+                 patterns=[skimming, witness, never], honest_sessions=2000,
+                 expected=[ExpectedEvent(VISIT, "monitoring.alarming_vitals", "spike")])
+
+
+def _flag(rule: str, at: datetime, subject: str = VISIT, shadow: bool = False,
+          **evidence: str) -> FlagFact:
+    return FlagFact(rule, "visit", subject, evidence, shadow, at)
+
+
+def test_the_report_finds_catches_delays_and_false_positives():
+    flags = [
+        _flag("waste.peer_outlier", T0 + timedelta(days=2), NURSE),
+        _flag("custody.bag_unbalanced", T0 + timedelta(hours=5), subject=HONEST,
+              holder=f"bag:{NURSE}"),
+        _flag("custody.bag_unbalanced", T0 - timedelta(days=1), subject=HONEST,
+              nurse_id=NURSE),
+        _flag("custody.bag_unbalanced", T0, subject=HONEST),
+        _flag("waste.witness_pair", T0 + timedelta(days=1), entry_ids=f"{ENTRY},x"),
+        _flag("monitoring.alarming_vitals", T0, VISIT),
+        _flag("monitoring.alarming_vitals", T0, HONEST),
+        _flag("waste.peer_outlier", T0, "device:66666666-6666-4666-8666-666666666666",
+              shadow=True),
+    ]
+    report = score(_truth(), flags)
+    results = {result.name: result for result in report.patterns}
+    assert results["skimming_nurse"].caught
+    assert results["skimming_nurse"].delay == timedelta(hours=5)
+    assert results["skimming_nurse"].rule_ids == ("custody.bag_unbalanced",
+                                                  "waste.peer_outlier")
+    assert results["friendly_witness"].delay == timedelta(days=1)
+    assert not results["drifting_clock"].caught
+    rules = {stats.rule_id: stats for stats in report.rules}
+    assert rules["custody.bag_unbalanced"].verdicts == {
+        "expected": 0, "injected": 1, "early": 1, "false_positive": 1}
+    assert rules["monitoring.alarming_vitals"].verdicts == {
+        "expected": 1, "injected": 0, "early": 0, "false_positive": 1}
+    assert report.false_positives == 2
+    assert report.per_thousand(report.false_positives) == Decimal("1.000")
+    assert report.precision == Decimal("0.571")
+    assert report.recall == Decimal("0.667")
+    [shadow] = report.shadow_rules
+    assert (shadow.rule_id, shadow.flags) == ("waste.peer_outlier", 1)
+    text = render(report, _truth())
+    assert "skimming_nurse       CAUGHT  after 5 h 0 min" in text
+    assert "drifting_clock       missed" in text
+
+
+def test_a_flag_on_a_shadow_rule_catches_nothing():
+    report = score(_truth(), [_flag("waste.peer_outlier", T0 + timedelta(days=1), NURSE,
+                                    shadow=True)])
+    assert not any(result.caught for result in report.patterns)
+    assert report.precision is None
+    assert report.recall == Decimal("0.000")
+
+
+def test_a_broken_chain_names_the_tampered_entry_by_its_seq():
+    tampered = Pattern("tampered_ledger", "a receipt lowered")
+    tampered.act(T0, entry_ids=ENTRY, entry_seqs=12)
+    truth = Truth(organisation="hand", seed=1, nurses=3, patients=2, days=10, started_at=T0,
+                  patterns=[tampered], honest_sessions=100)
+    report = score(truth, [
+        FlagFact("custody.ledger_break", "organisation", HONEST, {"seq": 12}, False,
+                 T0 + timedelta(days=4)),
+        FlagFact("custody.ledger_break", "organisation", HONEST, {"seq": 13}, False,
+                 T0 + timedelta(days=4))])
+    [result] = report.patterns
+    assert (result.caught, result.delay) == (True, timedelta(days=4))
+    assert report.false_positives == 1
+
+
+def test_the_ground_truth_survives_the_round_trip(tmp_path):
+    truth = _truth()
+    truth.pattern("skimming_nurse").add("skimmed_ug", 1500)
+    path = ground_truth.truth_path(tmp_path, "hand")
+    ground_truth.write(truth, path)
+    assert ground_truth.read(path) == truth
