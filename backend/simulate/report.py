@@ -242,10 +242,8 @@ def load_flags(session: Session, organisation_id: object) -> list[FlagFact]:
     """Return the organisation's stored flags as the report reads them."""
     flags = session.scalars(select(Flag).where(Flag.organisation_id == organisation_id))
     return [FlagFact(flag.rule_id, flag.subject_kind, flag.subject_id, flag.evidence or {},
-                     flag.shadow, flag.first_seen_at,
-                     # Columns another change adds; until then the evidence names them.
-                     _text(getattr(flag, "nurse_id", None)),
-                     _text(getattr(flag, "patient_id", None))) for flag in flags]
+                     flag.shadow, flag.first_seen_at, _text(flag.nurse_id),
+                     _text(flag.patient_id)) for flag in flags]
 
 
 def _text(value: object) -> str | None:

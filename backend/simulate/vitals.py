@@ -20,7 +20,9 @@ PEAK_MINUTES = 40
 DECAY_MINUTES = 18
 # Pre-dose and discharge readings stay under the practice hold of 140/90 unless a hold is meant.
 HOLD_SYSTOLIC, HOLD_DIASTOLIC = 140, 90
-ALARM_SYSTOLIC, SPIKE_RISE = 180, 44
+# A labelled spike peaks high enough that the readings at 30 and 45 min, a quarter below
+# the peak, still show the +40 mmHg rise.
+ALARM_SYSTOLIC, SPIKE_RISE = 180, 60
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def response(rng: random.Random, patient: Baseline, ug_per_kg: int, *,
     """Draw a session's response to `ug_per_kg`; `spike` makes it a ≥ +40 mmHg rise."""
     intensity = patient.sensitivity * ug_per_kg / 500
     peak_cadss = _clip(rng.lognormvariate(math.log(4), 0.5) * intensity, 0, 20)
-    rise = rng.randint(SPIKE_RISE, 55) if spike else _clip(rng.gauss(12, 4) * intensity, 2, 28)
+    rise = rng.randint(SPIKE_RISE, 72) if spike else _clip(rng.gauss(12, 4) * intensity, 2, 28)
     return Response(peak_cadss, rise)
 
 
