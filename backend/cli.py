@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from backend.errors import VigilError
 from backend.jobs import scheduler as job_scheduler
 from backend.phi import keyfile, rotation
 from backend.runtime import runtime
+from backend.scan import service as scan
 
 
 @click.group(cls=FlaskGroup, create_app=create_app, add_version_option=False)
@@ -280,6 +282,26 @@ def ledger_checkpoint(org_slug: str | None) -> None:
             click.echo(f"{org.slug}: signed seq {checkpoint.seq} ({checkpoint.head_hash})")
     session.commit()
     click.echo(f"{signed} checkpoint(s) signed; exported to {export_dir}")
+
+
+@cli.command("scan")
+@click.option("--org", "org_slug", default=None, help="Only this organisation (default: all).")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              default=None, help="Scan facts from this UTC date or time (default: the policy's "
+                                 "scan_window_days back).")
+def scan_command(org_slug: str | None, since: datetime | None) -> None:
+    """Run every safeguard rule over the population and raise flags for what they find."""
+    session, rt = db.session(), runtime()
+    start = since.replace(tzinfo=UTC) if since else None
+    for org in _organisations(session, org_slug):
+        result = scan.scan_organisation(session, rt, org.id, start)
+        session.commit()
+        read = ", ".join(f"{count} {name}" for name, count in result.facts.items() if count)
+        took = ", ".join(f"{name} {seconds} s" for name, seconds in result.seconds.items())
+        click.echo(f"{org.slug}: since {result.since:%Y-%m-%d %H:%M}, read {read or 'nothing'}")
+        click.echo(f"  {result.findings} finding(s), {result.new_flags} new flag(s); {took}")
+        for rule_id, count in sorted(result.by_rule.items()):
+            click.echo(f"  {rule_id}: {count}")
 
 
 @cli.command("simulate")
