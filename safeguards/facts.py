@@ -237,6 +237,9 @@ class WitnessPair:
     witness_id: str
     together: int
     nurse_wastes: int
+    # Whom she could ask. Home visits draw witnesses from a nurse's own circle (her team, the
+    # pharmacists), not the whole organisation, so the backend counts the witnesses she did
+    # use, at least two: one friend standing in for everyone still stands out.
     available_witnesses: int
 
 

@@ -224,6 +224,11 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "Vigil practice default (no published rule): device clock error that starts to "
               "distort dose intervals and monitoring minutes (DESIGN.md: device time is never "
               "trusted for ordering)", practice=True),
+    Threshold("interval_tolerance_minutes", 60, "min",
+              "Vigil practice default (no published rule): how much sooner than the minimum "
+              "interval a dose may start, as visits are booked the minimum apart and doses "
+              "start a little off their booked time; CLINICAL.md Frequency: 48 h minimum",
+              practice=True),
     Threshold("scan_window_days", 90, "days",
               "Vigil practice default (no published rule): how far back the nightly scan "
               "compares nurses with their peers; CLINICAL.md Diversion: per-person activity "

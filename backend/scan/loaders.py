@@ -25,6 +25,8 @@ from safeguards import facts as f
 CONTEXT = timedelta(days=28)
 # Visits that happened (or were meant to, for the activity and travel rules).
 WORKED = (VisitStatus.COMPLETED, VisitStatus.CHECKED_IN)
+# The fewest witnesses a nurse is taken to choose from, however few she used.
+MIN_CIRCLE = 2
 
 
 @dataclass(frozen=True)
@@ -286,10 +288,10 @@ def _activity(session: Session, scope: Scope, zone: ZoneInfo,
             for nurse, figures in totals.items()]
 
 
-def _witness_pairs(session: Session, scope: Scope,
-                   witnesses_available: int) -> list[f.WitnessPair]:
+def _witness_pairs(session: Session, scope: Scope) -> list[f.WitnessPair]:
     per_nurse: dict[str, int] = defaultdict(int)
     together: dict[tuple[str, str], int] = defaultdict(int)
+    circle: dict[str, set[str]] = defaultdict(set)
     for nurse, confirmations in session.execute(
             select(CustodyEntry.actor_id, CustodyEntry.confirmations).where(
                 CustodyEntry.organisation_id == scope.organisation_id,
@@ -297,10 +299,11 @@ def _witness_pairs(session: Session, scope: Scope,
         per_nurse[str(nurse)] += 1
         for confirmation in confirmations or ():
             together[str(nurse), confirmation["user_id"]] += 1
-    # Anyone but the nurse herself could have witnessed: the pool is the others.
+            circle[str(nurse)].add(confirmation["user_id"])
+    # Chance is judged within her own circle (see WitnessPair), never fewer than two people.
     return [f.WitnessPair(nurse_id=nurse, witness_id=witness, together=count,
                           nurse_wastes=per_nurse[nurse],
-                          available_witnesses=max(witnesses_available - 1, 1))
+                          available_witnesses=max(len(circle[nurse]), MIN_CIRCLE))
             for (nurse, witness), count in together.items()]
 
 
@@ -358,7 +361,6 @@ def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.
     people = dict(session.execute(select(User.id, User.role).where(
         User.organisation_id == scope.organisation_id, User.active)).all())
     roles = {str(user): str(role) for user, role in people.items()}
-    witnesses = sum(role in (Role.NURSE, Role.PHARMACIST) for role in people.values())
     phases: dict[tuple, f.Phase] = {}
     # With the loaders' look-back: a trend needs the doses before the window to compare with.
     extra_visits = [visit for visit in _visits(session, scope)
@@ -368,7 +370,7 @@ def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.
         timezone=organisation.timezone,
         doses=tuple(_dose(row, phases) for row in _doses(session, scope)),
         visits=tuple(extra_visits), activity=tuple(_activity(session, scope, zone, roles)),
-        witness_pairs=tuple(_witness_pairs(session, scope, witnesses)),
+        witness_pairs=tuple(_witness_pairs(session, scope)),
         clocks=tuple(_clocks(session, scope)),
         # Open deadlines matter however old the loss; filed ones within the window.
         losses=tuple(_losses(session, scope.organisation_id,

@@ -69,13 +69,16 @@ def interval_below_min(facts: Facts, policy: Policy) -> Iterator[Finding]:
     for patient_id, doses in doses_by_patient(facts).items():
         for previous, dose in pairwise(doses):
             least = _limits(dose, policy_of)[0]
+            # Visits are booked the minimum apart; a dose starts a little off its booked time.
+            slack = timedelta(minutes=policy_of(dose.plan_version_id).value(
+                "interval_tolerance_minutes"))
             gap = dose.given_at - previous.given_at
-            if gap >= timedelta(hours=least) or _overridden(dose, visits):
+            if gap >= timedelta(hours=least) - slack or _overridden(dose, visits):
                 continue
             yield INTERVAL.finding(
                 Subject(SubjectKind.PATIENT, patient_id),
                 f"A dose was given {hours(gap)} h after the previous one; the phase requires "
-                f"at least {least} h.",
+                f"at least {least} h (less {slack // timedelta(minutes=1)} min for timing).",
                 evidence(patient_id=patient_id, nurse_id=dose.nurse_id, dose_id=dose.id,
                          previous_dose_id=previous.id, given_at=dose.given_at,
                          previous_given_at=previous.given_at, hours_apart=hours(gap),

@@ -26,14 +26,19 @@ def rule_ids(doses, overrides=None, **fields) -> list[str]:
 
 
 INTERVAL_CASES = [
-    # the phase's min_interval_hours 48, in real hours
+    # the phase's min_interval_hours 48, in real hours, less interval_tolerance_minutes 60
     ("48 h apart", two_doses(timedelta(hours=48)), {}, False),
-    ("a second under 48 h", two_doses(timedelta(hours=48) - timedelta(seconds=1)), {}, True),
-    ("47 h apart", two_doses(timedelta(hours=47)), {}, True),
-    ("no phase: the policy's 48 h", two_doses(timedelta(hours=47), phase=None), {}, True),
-    ("no phase, policy lowered", two_doses(timedelta(hours=47), phase=None),
+    ("47 h 30 min apart: within the tolerance", two_doses(timedelta(hours=47, minutes=30)), {},
+     False),
+    ("47 h apart: at the tolerance", two_doses(timedelta(hours=47)), {}, False),
+    ("a second under 47 h", two_doses(timedelta(hours=47) - timedelta(seconds=1)), {}, True),
+    ("46 h apart", two_doses(timedelta(hours=46)), {}, True),
+    ("no tolerance: a second under 48 h", two_doses(timedelta(hours=48, seconds=-1)),
+     {"interval_tolerance_minutes": 0}, True),
+    ("no phase: the policy's 48 h", two_doses(timedelta(hours=46), phase=None), {}, True),
+    ("no phase, policy lowered", two_doses(timedelta(hours=46), phase=None),
      {"min_interval_hours": 36}, False),
-    ("the phase wins over the policy", two_doses(timedelta(hours=47)),
+    ("the phase wins over the policy", two_doses(timedelta(hours=46)),
      {"min_interval_hours": 36}, True),
 ]
 
@@ -61,7 +66,7 @@ def test_a_prescriber_override_is_not_a_frequency_finding():
 
 
 def test_a_plan_override_applies_to_its_own_doses_only():
-    doses = two_doses(timedelta(hours=47), phase=None)
+    doses = two_doses(timedelta(hours=46), phase=None)
     plans = {"plan-1": {"min_interval_hours": 24}}
     assert "frequency.interval_below_min" not in rule_ids(doses, plan_overrides=plans)
     other = [replace(d, plan_version_id="plan-2") for d in doses]
