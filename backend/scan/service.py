@@ -50,14 +50,6 @@ class ScanResult:
     new_flags: int = 0
     seconds: dict[str, Decimal] = field(default_factory=dict)
 
-    def as_outcome(self) -> dict:
-        """Return the result as plain JSON for a job run's outcome."""
-        return {"organisation_id": str(self.organisation_id), "since": self.since.isoformat(),
-                "as_of": self.as_of.isoformat(), "facts": self.facts,
-                "findings": self.findings, "by_rule": self.by_rule,
-                "new_flags": self.new_flags,
-                "seconds": {name: str(value) for name, value in self.seconds.items()}}
-
 
 class _Timer:
     """Time the parts of a scan, to the millisecond."""
@@ -101,8 +93,11 @@ def _ledger_breaks(session: Session, rt: Runtime, organisation_id: uuid.UUID,
                               rt.checkpoint_dir, part)
         if not report.ok:
             problem = report.problem
-            breaks.append(f.LedgerBreak(entry_id=None, seq=problem.seq, problem="chain",
-                                        detail=problem.message))
+            entry_id = session.scalar(select(CustodyEntry.id).where(
+                CustodyEntry.organisation_id == organisation_id,
+                CustodyEntry.seq == problem.seq)) if problem.seq is not None else None
+            breaks.append(f.LedgerBreak(entry_id=entry_id and str(entry_id), seq=problem.seq,
+                                        problem="chain", detail=problem.message))
     return tuple(breaks)
 
 
