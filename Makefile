@@ -28,6 +28,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/auth.py
 	$(BIN)/python bench/schedule.py
 	$(BIN)/python bench/session.py
+	$(BIN)/python bench/scan.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
