@@ -829,9 +829,9 @@ def print_seed(seeded: Seeded, workers: int) -> None:
 def print_ledger(chain: Chain) -> None:
     """Describe the generated chain and what in it is signed."""
     print(f"ledger    {chain.seq:,} entries, chained with the app's entry_hash; "
-          f"{chain.signed:,} signed by the nurses' phones (waste, return; verify checks each), "
-          "the rest unsigned as the app writes them (administer beside a signed dose record; "
-          "pharmacy receive and dispense); witnesses confirm by password")
+          f"{chain.signed:,} signed by the nurses' phones (waste, return; a full `verify` "
+          "checks every one), the rest unsigned as the app writes them (administer beside a "
+          "signed dose record; pharmacy receive and dispense); witnesses confirm by password")
 
 
 def print_injected(clinic: Clinic, injected: Counter[str]) -> None:
