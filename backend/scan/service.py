@@ -31,9 +31,11 @@ from safeguards.rules.monitoring import SessionFacts
 # An inline check looks back two days (plus the loaders' 28-day context for the limits):
 # enough to cover a session recorded offline and synced late.
 INLINE_WINDOW = timedelta(days=2)
-# The nightly scan re-hashes the custody chain a seventh at a time, all of it in a week;
-# `vigil ledger verify` walks all of it at once.
+# The nightly scan re-hashes the custody chain a seventh at a time, all of it in a week, and
+# at most REHASH_PER_SCAN entries a night: a chain of millions is covered in more nights
+# rather than making one night's scan long. `vigil ledger verify` walks all of it at once.
 SLICES = 7
+REHASH_PER_SCAN = 150_000
 SCAN_ACTION = "safeguards.scan"
 
 
@@ -65,20 +67,21 @@ class _Timer:
 
 
 def _slices(session: Session, organisation_id: uuid.UUID, now: datetime) -> list[Slice]:
-    """Return tonight's parts of the chain: what came in lately, and one of SLICES in turn."""
+    """Return tonight's parts of the chain: what came in lately, and the next slice in turn."""
     head = session.get(CustodyHead, organisation_id)
     if head is None or head.seq == 0:
         return []
     recent = now - INLINE_WINDOW
     first_recent = session.scalar(select(func.min(CustodyEntry.seq)).where(
         CustodyEntry.organisation_id == organisation_id, CustodyEntry.received_at >= recent))
-    # The scans run so far pick the slice, so every entry is re-hashed once in SLICES scans
+    # The scans run so far pick the slice, so every entry is re-hashed once in `slices` scans
     # however often (or on which weekdays) the scan runs.
     done = session.scalar(select(func.count()).select_from(AuditEvent).where(
         AuditEvent.object_type == "organisation", AuditEvent.object_id == str(organisation_id),
         AuditEvent.action == SCAN_ACTION))
-    size = -(-head.seq // SLICES)
-    first = (done % SLICES) * size + 1
+    slices = max(SLICES, -(-head.seq // REHASH_PER_SCAN))
+    size = -(-head.seq // slices)
+    first = (done % slices) * size + 1
     parts = [Slice(first, min(first + size - 1, head.seq), recent)] if first <= head.seq else []
     if first_recent is not None:
         parts.append(Slice(first_recent, head.seq, recent))
