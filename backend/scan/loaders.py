@@ -23,7 +23,7 @@ from safeguards import facts as f
 
 # The 28-day limit and a dose's interval look back this far before the scan window.
 CONTEXT = timedelta(days=28)
-# Visits that happened (or were meant to, for the activity and travel rules).
+# Visits the nurse made: checked in or completed. They are her activity for the peer rules.
 WORKED = (VisitStatus.COMPLETED, VisitStatus.CHECKED_IN)
 # The fewest witnesses a nurse is taken to choose from, however few she used.
 MIN_CIRCLE = 2
