@@ -192,7 +192,7 @@ def record_dose(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UU
 
 def _administer(session: Session, rt: Runtime, caller: Caller, visit: Visit,
                 data: dict[str, Any]) -> uuid.UUID | None:
-    """Move the dose out of the nurse's bag; return the custody entry, or flag the shortage."""
+    """Move the dose out of the nurse's bag; return the custody entry, or None if short."""
     now = rt.clock.now()
     movement = Movement(id=uuid.uuid5(data["id"], "administer"), kind=Kind.ADMINISTER,
                         product_id=data["product_id"], lot=data["lot"], expiry=data["expiry"],
