@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from backend.accounts.models import Organisation, Role, User
@@ -316,19 +316,20 @@ def _holdings(session: Session, scope: Scope, hours: int) -> list[f.BagHolding]:
     held = session.execute(select(CustodyBalance).where(
         CustodyBalance.organisation_id == scope.organisation_id,
         CustodyBalance.holder.like("bag:%"), CustodyBalance.quantity_ug > 0)).scalars().all()
-    holdings = []
-    for balance in held:
-        if balance.holder in busy:
-            continue
-        last_moved = session.scalar(select(func.max(CustodyEntry.received_at)).where(
-            CustodyEntry.organisation_id == scope.organisation_id,
-            (CustodyEntry.from_holder == balance.holder)
-            | (CustodyEntry.to_holder == balance.holder)))
-        holdings.append(f.BagHolding(
-            nurse_id=balance.holder.removeprefix("bag:"), lot=balance.lot,
-            product_id=str(balance.product_id), quantity_ug=balance.quantity_ug,
-            due_back_at=last_moved + timedelta(hours=hours)))
-    return holdings
+    idle = [balance for balance in held if balance.holder not in busy]
+    holders = {balance.holder for balance in idle}
+    moves = union_all(*(
+        select(column.label("holder"), CustodyEntry.received_at).where(
+            CustodyEntry.organisation_id == scope.organisation_id, column.in_(holders))
+        for column in (CustodyEntry.from_holder, CustodyEntry.to_holder))).subquery()
+    # One grouped read for every idle bag: when stock last went in or out of it.
+    last_moved = {holder: at for holder, at in session.execute(
+        select(moves.c.holder, func.max(moves.c.received_at)).group_by(moves.c.holder))
+        } if holders else {}
+    return [f.BagHolding(nurse_id=balance.holder.removeprefix("bag:"), lot=balance.lot,
+                         product_id=str(balance.product_id), quantity_ug=balance.quantity_ug,
+                         due_back_at=last_moved[balance.holder] + timedelta(hours=hours))
+            for balance in idle]
 
 
 def _plan_overrides(session: Session, scope: Scope) -> dict[str, dict[str, object]]:

@@ -16,7 +16,7 @@ from backend.jobs.scheduler import SCHEDULE
 from backend.scan import service as scan
 from safeguards.findings import Severity
 from tests.backend.test_sessions import PRE, Session, dose
-from tests.factories import PASSWORD, World
+from tests.factories import PASSWORD, Pharmacy, World
 
 AFTER = datetime(2026, 11, 3, 16, 0, tzinfo=UTC)
 
@@ -191,3 +191,21 @@ def test_vigil_scan_refuses_an_unknown_organisation(app):
     result = app.test_cli_runner().invoke(cli, ["scan", "--org", "no-such-org"])
     assert result.exit_code != 0
     assert "no-such-org" in result.output
+
+
+def test_stock_left_in_an_idle_bag_past_the_deadline_is_flagged(world: World):
+    pharmacy = Pharmacy(world)
+    assert pharmacy.receive(1_000_000).status_code == 201
+    assert pharmacy.dispense(100_000).status_code == 201
+    dispensed_at = world.rt.clock.now()
+    org_id = pharmacy.org.id
+    # The nurse has no visit to use it at; the policy gives her 2 h to bring it back.
+    world.rt.clock.set(dispensed_at + timedelta(hours=2, minutes=-1))
+    scan.scan_organisation(world.session, world.rt, org_id)
+    assert _flags(world, org_id, "custody.unreturned_stock") == []
+    world.rt.clock.set(dispensed_at + timedelta(hours=2, minutes=1))
+    result = scan.scan_organisation(world.session, world.rt, org_id)
+    assert result.facts["holdings"] == 1
+    [flag] = _flags(world, org_id, "custody.unreturned_stock")
+    assert flag.evidence["nurse_id"] == str(pharmacy.nurse.id)
+    assert flag.evidence["quantity_ug"] == 100_000
