@@ -14,6 +14,7 @@ from backend.clock import SystemClock
 from backend.db import Database
 from backend.keys import load_keyring
 from backend.runtime import build_runtime
+from backend.sync import sequence
 
 
 def _blueprints() -> list:
@@ -31,10 +32,11 @@ def _blueprints() -> list:
     from backend.policy.resources import blp as policy
     from backend.products.resources import blp as products
     from backend.safeguards_api.resources import blp as safeguards
+    from backend.sync.resources import blp as sync
     from backend.visits.resources import blp as visits
 
     return [auth, accounts, devices, patients, products, plans, visits, administration, trajectory,
-            custody, flags, safeguards, policy, audit, jobs]
+            custody, flags, safeguards, policy, audit, jobs, sync]
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -54,6 +56,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     keys = load_keyring(app.config, instance)
     app.extensions["vigil.runtime"] = build_runtime(app.config, clock, keys)
     Database(app.config["DATABASE_URL"]).init_app(app)
+    sequence.install()
     errors.init_app(app)
     api.init_app(app, _blueprints())
     from backend.health.resources import blp as health

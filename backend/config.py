@@ -59,6 +59,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VIGIL_CHECKPOINT_DIR", "CHECKPOINT_DIR", None, str,
             "Where signed ledger checkpoints are appended (default `<instance>/checkpoints`); "
             "keep it off the database's disk."),
+    Setting("VIGIL_SYNC_MAX_PUSH_RECORDS", "SYNC_MAX_PUSH_RECORDS", 5000, int,
+            "Most records one sync push may carry; more get 413 (bytes are capped by "
+            "`VIGIL_MAX_REQUEST_BYTES`)."),
     Setting("VIGIL_TRUST_PROXY", "TRUST_PROXY", False, _parse_bool,
             "Take the client address from `X-Forwarded-For` (set only behind a proxy)."),
 )

@@ -22,6 +22,7 @@ from backend.plans import models as _plans  # noqa: F401
 from backend.policy import models as _policy  # noqa: F401
 from backend.products import models as _products  # noqa: F401
 from backend.safeguards_api import models as _safeguards_api  # noqa: F401
+from backend.sync import models as _sync  # noqa: F401
 from backend.visits import models as _visits  # noqa: F401
 
 metadata = Base.metadata

@@ -14,6 +14,7 @@ from backend.custody.chain import GENESIS, entry_hash, signed_payload
 from backend.custody.models import CustodyBalance, CustodyEntry, CustodyHead
 from backend.db import upsert
 from backend.errors import Conflict, VigilError
+from backend.sync.pending import note
 
 VAULT = "vault"
 # Only these holders keep a balance; the others are where stock comes from or goes to.
@@ -162,5 +163,6 @@ def append(session: Session, organisation_id: uuid.UUID, movement: Movement,
     session.execute(insert(CustodyEntry).values(**fields, prev_hash=head.head_hash,
                                                 entry_hash=digest))
     head.seq, head.head_hash = fields["seq"], digest
+    note(session, "custody_entries", movement.id)
     session.flush()
     return session.get(CustodyEntry, movement.id)

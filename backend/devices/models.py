@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, new_id
@@ -24,3 +24,6 @@ class Device(Base):
     registered_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     revoked_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("app_user.id"))
+    # The phone's clock minus the server's, from its last sync's X-Device-Time header.
+    clock_offset_ms: Mapped[int | None] = mapped_column(BigInteger)
+    clock_reported_at: Mapped[datetime | None]

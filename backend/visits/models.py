@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Numeric, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, new_id
@@ -78,3 +78,6 @@ class EvvEvent(Base):
     radius_m: Mapped[int]
     within_radius: Mapped[bool]
     reason: Mapped[str | None] = mapped_column(Text)
+    # Set when the event came signed through sync: what the phone signed, and its signature.
+    signed_body: Mapped[dict | None] = mapped_column(JSON)
+    device_signature: Mapped[str | None] = mapped_column(String(100))

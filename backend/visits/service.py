@@ -277,6 +277,10 @@ class Position:
     accuracy_m: int
     occurred_at: datetime
     reason: str | None = None
+    # From sync: the phone's own id for the event, what it signed, and its signature.
+    id: uuid.UUID | None = None
+    signed_body: dict | None = None
+    signature: str | None = None
 
 
 def distance_m(lat1: Decimal, lon1: Decimal, lat2: Decimal, lon2: Decimal) -> int:
@@ -303,7 +307,9 @@ def _record_evv(session: Session, rt: Runtime, caller: Caller, visit: Visit, kin
         problem = (f"{distance} m from the patient's home (policy radius {radius} m)"
                    if distance is not None else "the patient's home location is not recorded")
         raise InvalidField("reason", f"required: {problem}")
-    event = EvvEvent(organisation_id=visit.organisation_id, visit_id=visit.id, kind=kind,
+    event = EvvEvent(id=position.id or uuid.uuid4(), signed_body=position.signed_body,
+                     device_signature=position.signature,
+                     organisation_id=visit.organisation_id, visit_id=visit.id, kind=kind,
                      nurse_id=caller.user_id, device_id=caller.device_id,
                      latitude=position.latitude, longitude=position.longitude,
                      accuracy_m=position.accuracy_m, occurred_at=position.occurred_at,

@@ -1,0 +1,48 @@
+"""The phone's clock: its offset from the server's, reported with every sync, and its flag."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from backend.auth.caller import Caller
+from backend.devices.models import Device
+from backend.errors import InvalidField
+from backend.runtime import Runtime
+from backend.scan import service as scan
+from safeguards import facts as f
+
+HEADER = "X-Device-Time"
+
+
+def parse(value: str | None) -> datetime | None:
+    """Return the phone's time from the header (ISO 8601 with offset, or epoch milliseconds)."""
+    if value is None:
+        return None
+    try:
+        if value.strip().lstrip("-").isdigit():
+            return datetime.fromtimestamp(int(value) / 1000, UTC)
+        moment = datetime.fromisoformat(value)
+    except (ValueError, OverflowError, OSError):
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidField(HEADER, "an ISO 8601 time with its UTC offset, or epoch milliseconds")
+    return moment
+
+
+def observe(session: Session, rt: Runtime, caller: Caller, device_time: datetime | None) -> None:
+    """Keep the phone's offset from the server's clock; flag it when beyond policy."""
+    if device_time is None or caller.device_id is None:
+        return
+    now = rt.clock.now()
+    device = session.get(Device, caller.device_id)
+    if device is None or device.organisation_id != caller.organisation_id:
+        return
+    offset_ms = round((device_time - now).total_seconds() * 1000)
+    device.clock_offset_ms, device.clock_reported_at = offset_ms, now
+    session.flush()
+    scan.judge_and_flag(session, now, caller.organisation_id, clocks=(f.DeviceClock(
+        device_id=str(device.id), nurse_id=str(device.user_id), events=1,
+        max_lead_seconds=0, reported_offset_seconds=int(offset_ms / 1000),
+        last_received_at=now),))

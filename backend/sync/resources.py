@@ -1,0 +1,123 @@
+"""HTTP endpoints of WatermelonDB-compatible sync for the nurse's phone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from flask import current_app, jsonify, request
+from flask.views import MethodView
+
+from backend import db
+from backend.accounts.models import Role
+from backend.api import Blueprint
+from backend.auth.guard import current_caller, requires
+from backend.errors import VigilError
+from backend.runtime import runtime
+from backend.sync import clock, pull, push, receipts
+from backend.sync.schemas import (
+    PullQuerySchema,
+    PullSchema,
+    PushBodySchema,
+    PushHeadersSchema,
+    PushQuerySchema,
+    PushResultSchema,
+    SyncHeadersSchema,
+)
+from backend.sync.tables import SCHEMA_VERSION
+
+blp = Blueprint("sync", __name__, url_prefix="/sync", description=(
+    "Offline sync for the nurse's phone, in the WatermelonDB sync protocol: a WatermelonDB app "
+    "calls `synchronize()` with a `pullChanges` that GETs and a `pushChanges` that POSTs here. "
+    "The tables and columns are in `docs/sync.md`. Cursors are numbers of one per-organisation "
+    "change sequence, handed out in commit order, so no change is ever skipped."))
+
+
+@blp.route("")
+class Sync(MethodView):
+    """Pull and push."""
+
+    @requires(Role.NURSE)
+    @blp.arguments(PullQuerySchema, location="query")
+    @blp.arguments(SyncHeadersSchema, location="headers")
+    @blp.response(200, PullSchema)
+    @blp.alt_response(410, description="`sync_reset_required`: the cursor is older than "
+                      "deletions are kept; pull from 0.")
+    @blp.alt_response(426, description="`schema_too_old`: update the app.")
+    def get(self, query, headers):
+        """Pull what changed for this nurse since `last_pulled_at`.
+
+        Her organisation's products, her assigned patients (PHI decrypted for her, the
+        disclosure audited), their plan versions, visits and session records, and her own
+        bag's custody entries. A patient she no longer looks after arrives as `deleted` with
+        all its rows. Created and updated are told apart by the cursor.
+        """
+        session, rt, caller = db.session(), runtime(), current_caller()
+        clock.observe(session, rt, caller, clock.parse(headers["device_time"]))
+        migration = query["migration"]
+        answer = pull.pull(session, rt, caller, pull.PullRequest(
+            last_pulled_at=query["last_pulled_at"], schema_version=query["schema_version"],
+            limit=query["limit"], migration=pull.Migration(
+                from_version=migration["from"], tables=frozenset(migration["tables"]),
+                columns={k: tuple(v) for k, v in migration["columns"].items()})
+            if migration else None))
+        session.commit()
+        return answer
+
+    @requires(Role.NURSE)
+    @blp.arguments(PushQuerySchema, location="query")
+    @blp.arguments(PushHeadersSchema, location="headers")
+    @blp.doc(requestBody={"required": True,
+                          "content": {"application/json": {"schema": PushBodySchema}}})
+    @blp.response(200, PushResultSchema)
+    @blp.alt_response(400, description="`malformed_push`: the table, record id and field; "
+                      "nothing applied.")
+    @blp.alt_response(409, description="`sync_conflict`: a visit changed since the pull; pull "
+                      "and push again. `push_in_progress`: the same key is still running.")
+    @blp.alt_response(413, description="Too many records or bytes.")
+    @blp.alt_response(422, description="`idempotency_key_reused` with a different body.")
+    def post(self, query, headers):
+        """Push the phone's changes, applied in one transaction.
+
+        Visits follow WatermelonDB's rule: one changed on the server since `last_pulled_at`
+        refuses the whole push with 409. Append-only records (evv_events, pre_doses, doses,
+        observations, discharges, outcome_scores, custody_entries) are created only and
+        carry the phone's signature; an identical re-send changes nothing; a bad signature, a
+        different record under an existing id, or a failed validation is quarantined with the
+        reason and flagged, and the rest still applies.
+        """
+        session, rt, caller = db.session(), runtime(), current_caller()
+        raw = request.get_data()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise push.Malformed("The body is not JSON.", {"field": "body"}) from None
+        schema_version = query["schema_version"] or SCHEMA_VERSION
+        parsed = push.parse(body, query["last_pulled_at"], schema_version,
+                            current_app.config["SYNC_MAX_PUSH_RECORDS"])
+        device_time = clock.parse(headers["device_time"])
+        held = receipts.claim(session, rt, caller, headers["idempotency_key"],
+                              hashlib.sha256(raw).hexdigest(), parsed.last_pulled_at,
+                              schema_version)
+        if isinstance(held, receipts.Replay):
+            response = jsonify(held.body)
+            response.status_code = held.status
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        try:
+            answer = push.apply(session, rt, caller, parsed)
+            clock.observe(session, rt, caller, device_time)
+            receipts.finish(session, rt, caller, held.push_id, 200, answer, {
+                "applied": answer["applied"], "quarantined": len(answer["quarantined"])})
+            session.commit()
+        except VigilError as error:
+            session.rollback()
+            receipts.refused(session, rt, caller, held.push_id, error)
+            session.commit()
+            raise
+        except Exception:
+            session.rollback()
+            receipts.failed(session, rt, held.push_id)
+            session.commit()
+            raise
+        return answer

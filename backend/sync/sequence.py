@@ -1,0 +1,175 @@
+"""Number every change to a synced row from one per-organisation sequence, in commit order.
+
+Changes are collected as the ORM flushes (and from `note` for rows written by Core statements),
+then numbered just before the transaction commits: the organisation's counter row is updated,
+and its row lock is held until the commit. A second writer waits for that lock, so numbers are
+taken in commit order, and a puller that reads the counter never sees a number whose rows are
+not yet committed. The lock is held only for the last statements of a transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import current_app, has_app_context
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
+
+from backend.db import upsert
+from backend.patients.models import PatientNurse
+from backend.plans.models import PlanPhase
+from backend.sync.models import SyncCounter, SyncRevocation, SyncRow
+from backend.sync.pending import CHANGED, DELETED, GAINED, KEYS, LOST
+from backend.sync.tables import BY_MODEL, BY_NAME
+
+
+def _collect(session: Session, _context: Any) -> None:
+    changed = session.info.setdefault(CHANGED, defaultdict(set))
+    for obj in session.new:
+        if (table := BY_MODEL.get(type(obj))) is not None:
+            changed[table.name].add(obj.id)
+        elif isinstance(obj, PlanPhase):
+            changed["plan_versions"].add(obj.version_id)
+        elif isinstance(obj, PatientNurse) and obj.ended_at is None:
+            session.info.setdefault(GAINED, set()).add(obj.patient_id)
+    for obj in session.dirty:
+        if not session.is_modified(obj, include_collections=False):
+            continue
+        if (table := BY_MODEL.get(type(obj))) is not None:
+            changed[table.name].add(obj.id)
+        elif isinstance(obj, PatientNurse) and obj.ended_at is not None:
+            session.info.setdefault(LOST, set()).add(
+                (obj.patient_id, obj.nurse_id))
+    for obj in session.deleted:
+        if (table := BY_MODEL.get(type(obj))) is not None:
+            session.info.setdefault(DELETED, defaultdict(set))[table.name].add(obj.id)
+
+
+def _forget(session: Session, transaction: Any) -> None:
+    # A rolled-back savepoint's rows are simply not found when numbered; only the end of the
+    # whole transaction clears what waits.
+    if transaction.parent is None:
+        for key in KEYS:
+            session.info.pop(key, None)
+
+
+def _now() -> datetime:
+    if has_app_context() and "vigil.runtime" in current_app.extensions:
+        return current_app.extensions["vigil.runtime"].clock.now()
+    return datetime.now(UTC)
+
+
+def take(session: Session, organisation_id: uuid.UUID, count: int) -> int:
+    """Take `count` numbers from the organisation's sequence; return the last one."""
+    session.execute(upsert(session, SyncCounter).values(
+        organisation_id=organisation_id, value=0, horizon=0).on_conflict_do_nothing())
+    return session.execute(
+        update(SyncCounter).where(SyncCounter.organisation_id == organisation_id)
+        .values(value=SyncCounter.value + count).returning(SyncCounter.value)).scalar_one()
+
+
+def _stamp(session: Session) -> None:
+    if not any(session.info.get(key) for key in KEYS):
+        return
+    session.flush()
+    changed = session.info.pop(CHANGED, {})
+    deleted = session.info.pop(DELETED, {})
+    gained = session.info.pop(GAINED, set())
+    lost = session.info.pop(LOST, set())
+    now = _now()
+    audiences = [who for name, ids in changed.items() if ids
+                 for who in BY_NAME[name].audience(session, list(ids))
+                 for who in [(name, who)]]
+    touched = _touched(session, gained)
+    gone = [(name, record_id) for name, ids in deleted.items() for record_id in ids]
+    revoked = _revoked(session, lost)
+    by_org: dict[uuid.UUID, list] = defaultdict(list)
+    for name, who in audiences:
+        by_org[who.organisation_id].append(("row", name, who))
+    for organisation_id, name, record_id in touched:
+        by_org[organisation_id].append(("touch", name, record_id))
+    for organisation_id, name, record_id in _organisations(session, gone):
+        by_org[organisation_id].append(("gone", name, record_id))
+    for organisation_id, patient_id, nurse_id in revoked:
+        by_org[organisation_id].append(("revoke", patient_id, nurse_id))
+    # Organisations in a fixed order, so two transactions never wait on each other's counter.
+    for organisation_id in sorted(by_org, key=str):
+        items = by_org[organisation_id]
+        last = take(session, organisation_id, len(items))
+        _write(session, organisation_id, items, last - len(items) + 1, now)
+
+
+def _touched(session: Session, patients: set[uuid.UUID]) -> list[tuple]:
+    """Return every synced row of newly assigned patients, to be sent again as changed."""
+    if not patients:
+        return []
+    return list(session.execute(select(SyncRow.organisation_id, SyncRow.table_name,
+                                       SyncRow.record_id)
+                                .where(SyncRow.patient_id.in_(patients),
+                                       SyncRow.deleted.is_(False))))
+
+
+def _revoked(session: Session, lost: set[tuple]) -> list[tuple]:
+    from backend.patients.models import Patient
+
+    out = []
+    for patient_id, nurse_id in sorted(lost, key=str):
+        patient = session.get(Patient, patient_id)
+        out.append((patient.organisation_id, patient_id, nurse_id))
+    return out
+
+
+def _organisations(session: Session, gone: list[tuple[str, uuid.UUID]]) -> list[tuple]:
+    out = []
+    for name, record_id in gone:
+        row = session.get(SyncRow, (name, record_id))
+        if row is not None:
+            out.append((row.organisation_id, name, record_id))
+    return out
+
+
+def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], first: int,
+           now: datetime) -> None:
+    rows, moves, revocations = [], [], []
+    for seq, item in enumerate(items, start=first):
+        kind = item[0]
+        if kind == "row":
+            _kind, name, who = item
+            rows.append({"table_name": name, "record_id": who.record_id,
+                         "organisation_id": organisation_id, "seq": seq, "created_seq": seq,
+                         "deleted": False, "patient_id": who.patient_id,
+                         "nurse_id": who.nurse_id, "peer_nurse_id": who.peer_nurse_id,
+                         "changed_at": now})
+        elif kind in ("touch", "gone"):
+            moves.append({"name": item[1], "rid": item[2], "seq": seq,
+                          "deleted": kind == "gone"})
+        else:
+            revocations.append(SyncRevocation(organisation_id=organisation_id,
+                                              patient_id=item[1], nurse_id=item[2], seq=seq,
+                                              revoked_at=now))
+    if rows:
+        insert = upsert(session, SyncRow)
+        session.execute(insert.on_conflict_do_update(
+            index_elements=["table_name", "record_id"],
+            set_={"seq": insert.excluded.seq, "patient_id": insert.excluded.patient_id,
+                  "nurse_id": insert.excluded.nurse_id, "deleted": False,
+                  "peer_nurse_id": insert.excluded.peer_nurse_id,
+                  "changed_at": insert.excluded.changed_at}), rows)
+    for move in moves:
+        session.execute(update(SyncRow).where(SyncRow.table_name == move["name"],
+                                              SyncRow.record_id == move["rid"])
+                        .values(seq=move["seq"], deleted=move["deleted"], changed_at=now))
+    if revocations:
+        session.add_all(revocations)
+        session.flush()
+
+
+def install() -> None:
+    """Listen to every ORM session: collect changes on flush, number them before commit."""
+    if not event.contains(Session, "after_flush", _collect):
+        event.listen(Session, "after_flush", _collect)
+        event.listen(Session, "before_commit", _stamp)
+        event.listen(Session, "after_transaction_end", _forget)
