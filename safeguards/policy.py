@@ -229,6 +229,10 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "interval a dose may start, as visits are booked the minimum apart and doses "
               "start a little off their booked time; CLINICAL.md Frequency: 48 h minimum",
               practice=True),
+    Threshold("sync_offline_window_days", 30, "days",
+              "Vigil practice default (no published rule): the longest a phone may stay "
+              "offline and still sync incrementally; deletions are kept this long (DESIGN.md "
+              "Sync with the phone; the refresh token also lasts 30 days)", practice=True),
     Threshold("scan_window_days", 90, "days",
               "Vigil practice default (no published rule): how far back the nightly scan "
               "compares nurses with their peers; CLINICAL.md Diversion: per-person activity "

@@ -31,6 +31,7 @@ from backend.jobs import service
 from backend.jobs.models import SchedulerLease
 from backend.runtime import Runtime
 from backend.scan import service as scan
+from backend.sync import tombstones
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ SCHEDULE: tuple[JobSpec, ...] = (
     JobSpec("ledger_checkpoint", 3600, service.sign_checkpoints),
     # Nightly: the peer statistics compare whole days, and the slot is one UTC day.
     JobSpec("population_scan", 86400, scan.nightly_scan),
+    JobSpec("sync_tombstones", 86400, tombstones.prune),
 )
 
 

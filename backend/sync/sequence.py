@@ -72,9 +72,10 @@ def take(session: Session, organisation_id: uuid.UUID, count: int) -> int:
 
 
 def _stamp(session: Session) -> None:
+    # Commit would flush next; flush first so this transaction's last changes are collected.
+    session.flush()
     if not any(session.info.get(key) for key in KEYS):
         return
-    session.flush()
     changed = session.info.pop(CHANGED, {})
     deleted = session.info.pop(DELETED, {})
     gained = session.info.pop(GAINED, set())

@@ -68,6 +68,8 @@ MATRIX = [
     ("PATCH", "/api/v1/safeguards/rules/{rule}", {A, C}),
     ("GET", "/api/v1/safeguards/policy", {A, C, PR}),
     ("PATCH", "/api/v1/safeguards/policy", {A}),
+    ("GET", "/api/v1/sync", {N}),
+    ("POST", "/api/v1/sync", {N}),
     ("GET", "/api/v1/policy", ALL),
     ("PUT", "/api/v1/policy/{threshold}", {A}),
     ("GET", "/api/v1/notifications", ALL),

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import func, select
 
 from backend.accounts.models import Role
+from backend.administration.models import DoseRecord, Observation, QuarantinedEvent
+from backend.devices.models import Device
+from backend.flags.models import Flag
+from backend.sync import pull as pull_service
+from backend.sync import tombstones
+from backend.sync.models import SyncPush
+from backend.visits.models import EvvEvent, Visit
 from tests.factories import Pharmacy, World
 
 DAY1 = "2026-11-03T15:00:00+00:00"
+ROW_ID = "5b0f7c1e-1111-4c4c-9d9d-000000000001"
 
 
 class Handset:
@@ -63,3 +75,353 @@ def test_first_pull_holds_the_nurses_schedule(pharmacy):
     assert [v["id"] for v in changes["visits"]["created"]] == [visit["id"]]
     assert changes["patients"]["created"][0]["name"] == "Pat Test"
     assert handset.cursor > 0
+
+
+HOME = {"latitude": 41.8781, "longitude": -87.6298, "accuracy_m": 12}
+PRE = {"systolic": 122, "diastolic": 78, "heart_rate": 70, "spo2": 98, "respiratory_rate": 14,
+       "moaas": 5, "decision": "go", "cadss_items": None, "cadss_total": None,
+       "co_medications": "[]", "decision_reason": None, "bp_justification": None}
+VITALS = {"systolic": 126, "diastolic": 80, "heart_rate": 72, "spo2": 97,
+          "respiratory_rate": 14, "moaas": 4, "cadss_items": None, "cadss_total": None,
+          "bprs_items": None, "bprs_total": None}
+
+
+def session_rows(handset: Handset, visit_id: str, product_id: str) -> dict:
+    """Return a check-in and a whole session as the phone would push them."""
+    at = "2026-11-03T15:0{}:00+00:00"
+    return {
+        "evv_events": {"created": [handset.row({
+            "visit_id": visit_id, "kind": "check_in", **HOME, "occurred_at": at.format(0),
+            "reason": None})], "updated": [], "deleted": []},
+        "pre_doses": {"created": [handset.row({"visit_id": visit_id, **PRE,
+                                               "occurred_at": at.format(1)})],
+                      "updated": [], "deleted": []},
+        "doses": {"created": [handset.row({
+            "visit_id": visit_id, "occurred_at": at.format(2), "product_id": product_id,
+            "lot": "L1", "expiry": "2028-01-31", "quantity_ug": 35_000, "route": "IV",
+            "infusion_started_at": "2026-11-03T15:10:00+00:00",
+            "infusion_ended_at": "2026-11-03T15:50:00+00:00"})], "updated": [], "deleted": []},
+        "observations": {"created": [
+            handset.row({"visit_id": visit_id, **VITALS, "occurred_at": at.format(n)})
+            for n in (3, 4, 5)], "updated": [], "deleted": []},
+    }
+
+
+def count(world: World, model, **where) -> int:
+    query = select(func.count()).select_from(model)
+    for name, value in where.items():
+        query = query.where(getattr(model, name) == value)
+    return world.session.scalar(query)
+
+
+@pytest.fixture
+def visit(pharmacy) -> dict:
+    return pharmacy.schedule(DAY1).json
+
+
+def test_incremental_pull_holds_only_what_changed(pharmacy, visit):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    assert all(not any(c.values()) for c in handset.sync_pull().values())
+    cancelled = pharmacy.client.post(f"/api/v1/visits/{visit['id']}/cancel",
+                                     headers=pharmacy.as_(Role.ADMIN),
+                                     json={"reason": "patient unwell"})
+    assert cancelled.status_code == 200, cancelled.json
+    changes = handset.sync_pull()
+    assert [v["status"] for v in changes["visits"]["updated"]] == ["cancelled"]
+    assert sum(len(c["created"]) + len(c["updated"]) for c in changes.values()) == 1
+
+
+def test_a_push_records_the_session_in_one_transaction(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    response = handset.push(session_rows(handset, visit["id"], pharmacy.product_id), key="k1")
+    assert response.status_code == 200, response.json
+    assert response.json["applied"] == {"evv_events": 1, "pre_doses": 1, "doses": 1,
+                                        "observations": 3}
+    assert response.json["quarantined"] == []
+    stored = world.session.get(Visit, uuid.UUID(visit["id"]))
+    world.session.refresh(stored)
+    assert stored.status == "checked_in"
+    dose = world.session.scalars(select(DoseRecord).where(
+        DoseRecord.visit_id == stored.id)).one()
+    assert dose.custody_entry_id is not None
+    changes = handset.sync_pull()
+    assert len(changes["observations"]["created"]) == 3
+    pushed = {r["id"] for r in session_rows(handset, visit["id"], pharmacy.product_id)
+              ["observations"]["created"]}
+    assert pushed.isdisjoint({r["id"] for r in changes["observations"]["created"]})
+
+
+def test_a_retried_push_is_answered_again_and_creates_nothing_twice(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    changes = session_rows(handset, visit["id"], pharmacy.product_id)
+    first = handset.push(changes, key="same")
+    again = handset.push(changes, key="same")
+    assert again.status_code == first.status_code == 200
+    assert again.json == first.json
+    assert again.headers["Idempotent-Replayed"] == "true"
+    # Without the key, the identical records are recognised one by one.
+    third = handset.push(changes, key="another")
+    assert third.status_code == 200, third.json
+    assert third.json["applied"] == {}
+    assert third.json["unchanged"] == {"evv_events": 1, "pre_doses": 1, "doses": 1,
+                                       "observations": 3}
+    assert count(world, Observation, visit_id=uuid.UUID(visit["id"])) == 3
+    assert count(world, EvvEvent, visit_id=uuid.UUID(visit["id"])) == 1
+    pushes = list(world.session.scalars(select(SyncPush).where(
+        SyncPush.user_id == pharmacy.nurse.id).order_by(SyncPush.started_at)))
+    assert {p.idempotency_key for p in pushes} == {"same", "another"}
+    assert all(p.device_id == pharmacy.device_id and len(p.body_sha256) == 64 for p in pushes)
+
+
+def test_the_same_key_with_another_body_is_refused(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    handset.push(session_rows(handset, visit["id"], pharmacy.product_id), key="k")
+    response = handset.push(session_rows(handset, visit["id"], pharmacy.product_id), key="k")
+    assert response.status_code == 422
+    assert response.json["error"]["code"] == "idempotency_key_reused"
+
+
+def test_a_key_still_running_answers_409(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    changes = session_rows(handset, visit["id"], pharmacy.product_id)
+    body = json.dumps({"changes": changes}).encode()
+    world.session.add(SyncPush(
+        organisation_id=pharmacy.org.id, user_id=pharmacy.nurse.id, device_id=None,
+        idempotency_key="busy", body_sha256=hashlib.sha256(body).hexdigest(),
+        last_pulled_at=handset.cursor, schema_version=1, state="running",
+        started_at=world.rt.clock.now()))
+    world.session.commit()
+    response = pharmacy.client.post(
+        "/api/v1/sync", query_string={"last_pulled_at": handset.cursor}, data=body,
+        headers={**handset.headers, "Idempotency-Key": "busy",
+                 "Content-Type": "application/json"})
+    assert response.status_code == 409
+    assert response.json["error"]["code"] == "push_in_progress"
+    assert count(world, Observation) == 0
+
+
+def test_a_visit_changed_since_the_pull_refuses_the_whole_push(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    moved = pharmacy.client.post(f"/api/v1/visits/{visit['id']}/cancel",
+                                 headers=pharmacy.as_(Role.ADMIN), json={"reason": "moved"})
+    assert moved.status_code == 200
+    changes = session_rows(handset, visit["id"], pharmacy.product_id)
+    changes["visits"] = {"created": [], "deleted": [], "updated": [
+        {"id": visit["id"], "status": "checked_in", "_status": "updated",
+         "_changed": "status"}]}
+    response = handset.push(changes, key="conflict")
+    assert response.status_code == 409
+    assert response.json["error"]["code"] == "sync_conflict"
+    assert response.json["error"]["details"]["record_id"] == visit["id"]
+    assert count(world, Observation) == count(world, EvvEvent) == 0
+    assert count(world, QuarantinedEvent) == 0
+    # After pulling, the same key may be used again: the conflict did not consume it.
+    handset.sync_pull()
+    retried = handset.push(changes, key="conflict")
+    assert retried.status_code == 200, retried.json
+    assert retried.json["kept_server_values"] == [
+        {"table": "visits", "record_id": visit["id"], "fields": ["status"]}]
+
+
+def test_untrusted_rows_are_quarantined_flagged_and_the_rest_applies(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    changes = session_rows(handset, visit["id"], pharmacy.product_id)
+    forged = changes["observations"]["created"][0]
+    forged["systolic"] = 200
+    handset.push({"observations": {"created": [changes["observations"]["created"][1]],
+                                   "updated": [], "deleted": []}})
+    twin = dict(changes["observations"]["created"][1], heart_rate=150)
+    twin["signature"] = handset.phone.sign({k: v for k, v in twin.items()
+                                            if k not in ("signature", "_status", "_changed")})
+    invalid = handset.row({"visit_id": visit["id"], **VITALS, "spo2": 20,
+                           "occurred_at": DAY1})
+    response = handset.push({**changes, "observations": {
+        "created": [forged, twin, invalid, changes["observations"]["created"][2]],
+        "updated": [], "deleted": []}})
+    assert response.status_code == 200, response.json
+    reasons = {q["record_id"]: q["reason"] for q in response.json["quarantined"]}
+    assert reasons[forged["id"]].startswith("signature_invalid")
+    assert reasons[twin["id"]].startswith("conflicting_duplicate")
+    assert reasons[invalid["id"]].startswith("invalid") and "spo2" in reasons[invalid["id"]]
+    assert count(world, Observation, visit_id=uuid.UUID(visit["id"])) == 2
+    held = {q.record_id: q for q in world.session.scalars(select(QuarantinedEvent))}
+    assert held[forged["id"]].payload["systolic"] == 200
+    flags = pharmacy.client.get("/api/v1/flags", headers=pharmacy.as_(Role.COMPLIANCE),
+                                query_string={"rule": "sync.quarantined_event"})
+    assert flags.status_code == 200, flags.json
+    assert flags.json, "a quarantined row raises a flag for compliance"
+
+
+@pytest.mark.parametrize(("changes", "where"), [
+    ({"nonsense": {"created": [], "updated": [], "deleted": []}}, {"table": "nonsense"}),
+    ({"observations": {"created": [{"id": "not-a-uuid"}]}},
+     {"table": "observations", "field": "id"}),
+    ({"observations": {"created": [{"id": ROW_ID, "colour": "red"}]}},
+     {"table": "observations", "record_id": ROW_ID, "field": "colour"}),
+    ({"observations": {"created": [{"id": ROW_ID, "systolic": "high"}]}},
+     {"table": "observations", "record_id": ROW_ID, "field": "systolic"}),
+    ({"observations": {"created": [], "updated": [{"id": ROW_ID}]}},
+     {"table": "observations", "record_id": ROW_ID, "field": "updated"}),
+    ({"doses": {"created": [], "updated": [], "deleted": [ROW_ID]}},
+     {"table": "doses", "record_id": ROW_ID, "field": "deleted"}),
+    ({"observations": []}, {"table": "observations"}),
+])
+def test_a_malformed_push_is_refused_whole_naming_table_record_and_field(
+        pharmacy, visit, world, changes, where):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    good = session_rows(handset, visit["id"], pharmacy.product_id)
+    response = handset.push({**good, **changes})
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["code"] == "malformed_push"
+    assert where.items() <= response.json["error"]["details"].items()
+    assert count(world, Observation) == count(world, EvvEvent) == 0
+
+
+def test_a_body_that_is_not_json_is_400(pharmacy):
+    handset = Handset(pharmacy)
+    response = pharmacy.client.post("/api/v1/sync", data=b"{nope",
+                                    headers={**handset.headers,
+                                             "Content-Type": "application/json"})
+    assert response.status_code == 400
+
+
+def test_too_many_records_is_413(pharmacy, visit, app):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    app.config["SYNC_MAX_PUSH_RECORDS"] = 5
+    response = handset.push(session_rows(handset, visit["id"], pharmacy.product_id))
+    assert response.status_code == 413
+    assert response.json["error"]["details"] == {"records": 6, "limit": 5}
+
+
+def test_reference_tables_are_read_only(pharmacy, visit):
+    handset = Handset(pharmacy)
+    response = handset.push({"patients": {"created": [], "deleted": [], "updated": [
+        {"id": pharmacy.patient_id, "name": "Someone Else"}]}})
+    assert response.status_code == 403
+    assert response.json["error"]["details"] == {"table": "patients"}
+
+
+def test_a_phone_may_not_create_or_delete_visits(pharmacy, visit):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    made = handset.push({"visits": {"created": [{"id": ROW_ID, "status": "scheduled"}],
+                                    "updated": [], "deleted": []}})
+    assert made.status_code == 403
+    gone = handset.push({"visits": {"created": [], "updated": [], "deleted": [visit["id"]]}})
+    assert gone.status_code == 403
+    absent = handset.push({"visits": {"created": [], "updated": [], "deleted": [ROW_ID]}})
+    assert absent.status_code == 200
+
+
+def test_a_reassigned_patient_is_deleted_from_the_old_nurses_phone(pharmacy, visit, world):
+    other = world.user(pharmacy.org, Role.NURSE)
+    handset, theirs = Handset(pharmacy), Handset(pharmacy, nurse=other, device=(None, None))
+    handset.sync_pull()
+    assert theirs.sync_pull()["patients"]["created"] == []
+    admin = pharmacy.as_(Role.ADMIN)
+    added = pharmacy.client.post(f"/api/v1/patients/{pharmacy.patient_id}/nurses",
+                                 headers=admin, json={"nurse_id": str(other.id)})
+    assert added.status_code in (200, 201), added.json
+    ended = pharmacy.client.delete(
+        f"/api/v1/patients/{pharmacy.patient_id}/nurses/{pharmacy.nurse.id}", headers=admin)
+    assert ended.status_code == 204, ended.json
+    lost = handset.sync_pull()
+    assert lost["patients"]["deleted"] == [pharmacy.patient_id]
+    assert visit["id"] in lost["visits"]["deleted"]
+    assert len(lost["plan_versions"]["deleted"]) == 1
+    gained = theirs.sync_pull()
+    assert [p["id"] for p in gained["patients"]["updated"] + gained["patients"]["created"]] \
+        == [pharmacy.patient_id]
+    assert [v["id"] for v in gained["visits"]["updated"] + gained["visits"]["created"]] \
+        == [visit["id"]]
+
+
+def test_a_first_pull_can_be_paged(pharmacy, world):
+    for day in range(3):
+        assert pharmacy.schedule(f"2026-11-{3 + 7 * day:02d}T15:00:00+00:00").status_code == 201
+    handset = Handset(pharmacy)
+    whole = handset.pull(cursor=0).json
+    seen, cursor, pages = [], 0, 0
+    while True:
+        page = handset.pull(cursor=cursor, limit=2).json
+        pages += 1
+        seen += [r["id"] for c in page["changes"].values() for r in c["created"] + c["updated"]]
+        cursor = page["timestamp"]
+        if not page["has_more"]:
+            break
+    assert sorted(seen) == sorted(r["id"] for c in whole["changes"].values()
+                                  for r in c["created"] + c["updated"])
+    assert pages > 2 and cursor == whole["timestamp"]
+
+
+def test_an_old_cursor_past_the_pruned_tombstones_must_reset(pharmacy, visit, world, clock):
+    other = world.user(pharmacy.org, Role.NURSE)
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    old = handset.cursor
+    admin = pharmacy.as_(Role.ADMIN)
+    # A one-day window keeps the test's clock near real time, which token checks also read.
+    window = pharmacy.client.patch("/api/v1/safeguards/policy", headers=admin,
+                                   json={"thresholds": {"sync_offline_window_days": "1"}})
+    assert window.status_code == 200, window.json
+    pharmacy.client.post(f"/api/v1/patients/{pharmacy.patient_id}/nurses", headers=admin,
+                         json={"nurse_id": str(other.id)})
+    pharmacy.client.delete(f"/api/v1/patients/{pharmacy.patient_id}/nurses/"
+                           f"{pharmacy.nurse.id}", headers=admin)
+    clock.advance(hours=23)
+    assert tombstones.prune(world.session, world.rt) == {"pruned": {}}
+    clock.advance(hours=2)
+    pruned = tombstones.prune(world.session, world.rt)["pruned"][str(pharmacy.org.id)]
+    world.session.commit()
+    assert pruned["revocations"] == 1
+    handset.headers = world.headers(pharmacy.org, pharmacy.nurse, pharmacy.device_id)
+    response = handset.pull(cursor=old)
+    assert response.status_code == 410, response.json
+    assert response.json["error"]["code"] == "sync_reset_required"
+    assert handset.pull(cursor=0).status_code == 200
+    assert handset.pull(cursor=pruned["horizon"]).status_code == 200
+
+
+def test_schema_versions(pharmacy, visit, monkeypatch):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    assert handset.pull(schema_version=2).status_code == 422
+    monkeypatch.setattr(pull_service, "MUTABLE_SINCE", 2)
+    old = handset.pull()
+    assert old.status_code == 426 and old.json["error"]["code"] == "schema_too_old"
+    rows = session_rows(handset, visit["id"], pharmacy.product_id)
+    with_visit = {**rows, "visits": {"created": [], "deleted": [], "updated": [
+        {"id": visit["id"], "status": "checked_in"}]}}
+    assert handset.push(with_visit, schema_version=1).status_code == 426
+    clinical_only = handset.push(rows, schema_version=1)
+    assert clinical_only.status_code == 200, clinical_only.json
+
+
+@pytest.mark.parametrize(("ahead", "flagged"), [(60, False), (300, False), (301, True),
+                                                (-900, True)])
+def test_a_phone_clock_off_past_policy_is_flagged(pharmacy, world, clock, ahead, flagged):
+    handset = Handset(pharmacy)
+    device_time = (clock.now() + timedelta(seconds=ahead)).isoformat()
+    response = pharmacy.client.get("/api/v1/sync", query_string={"schema_version": 1},
+                                   headers={**handset.headers, "X-Device-Time": device_time})
+    assert response.status_code == 200
+    device = world.session.get(Device, pharmacy.device_id)
+    world.session.refresh(device)
+    assert device.clock_offset_ms == ahead * 1000
+    found = world.session.scalars(select(Flag).where(Flag.rule_id == "device.clock_drift")).all()
+    assert bool(found) is flagged
+
+
+def test_only_nurses_sync(pharmacy):
+    response = pharmacy.client.get("/api/v1/sync", query_string={"schema_version": 1},
+                                   headers=pharmacy.as_(Role.PHARMACIST))
+    assert response.status_code == 403
