@@ -8,12 +8,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from backend.accounts.models import Role
 from backend.administration.models import DoseRecord, Observation, QuarantinedEvent
 from backend.devices.models import Device
 from backend.flags.models import Flag
+from backend.patients.models import PatientNurse
 from backend.sync import pull as pull_service
 from backend.sync import tombstones
 from backend.sync.models import SyncPush
@@ -425,3 +428,54 @@ def test_only_nurses_sync(pharmacy):
     response = pharmacy.client.get("/api/v1/sync", query_string={"schema_version": 1},
                                    headers=pharmacy.as_(Role.PHARMACIST))
     assert response.status_code == 403
+
+
+@pytest.fixture
+def ward(pharmacy, world):
+    """Three nurses with phones, and their phones' local copies of the patients table."""
+    nurses = [pharmacy.nurse] + [world.user(pharmacy.org, Role.NURSE) for _ in range(2)]
+    handsets = [Handset(pharmacy)] + [Handset(pharmacy, nurse=n, device=(None, None))
+                                      for n in nurses[1:]]
+    return nurses, handsets, [dict() for _ in nurses], [pharmacy.patient_id]
+
+
+def _assigned(world: World, nurse) -> set[str]:
+    return {str(p) for p in world.session.scalars(select(PatientNurse.patient_id).where(
+        PatientNurse.nurse_id == nurse.id, PatientNurse.ended_at.is_(None)))}
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 4), st.sets(st.integers(0, 2), max_size=3)),
+                      min_size=1, max_size=5))
+def test_a_nurse_never_pulls_another_nurses_patients(pharmacy, world, ward, steps):
+    nurses, handsets, phones, patients = ward
+    admin = pharmacy.as_(Role.ADMIN)
+    for which, chosen in steps:
+        wanted = {str(nurses[i].id) for i in chosen}
+        if which >= len(patients):
+            if wanted:
+                patients.append(pharmacy.patient([nurses[i] for i in sorted(chosen)]))
+            continue
+        patient_id = patients[which]
+        current = {str(p) for p in world.session.scalars(select(PatientNurse.nurse_id).where(
+            PatientNurse.patient_id == uuid.UUID(patient_id), PatientNurse.ended_at.is_(None)))}
+        for nurse_id in sorted(wanted - current):
+            added = pharmacy.client.post(f"/api/v1/patients/{patient_id}/nurses",
+                                         headers=admin, json={"nurse_id": nurse_id})
+            assert added.status_code in (200, 201), added.json
+        for nurse_id in sorted(current - wanted):
+            ended = pharmacy.client.delete(f"/api/v1/patients/{patient_id}/nurses/{nurse_id}",
+                                           headers=admin)
+            assert ended.status_code == 204, ended.json
+        world.session.expire_all()
+    for nurse, handset, phone in zip(nurses, handsets, phones, strict=True):
+        changes = handset.sync_pull()
+        for record in changes["patients"]["created"] + changes["patients"]["updated"]:
+            phone[record["id"]] = record
+        for gone in changes["patients"]["deleted"]:
+            phone.pop(gone, None)
+        everything = handset.pull(cursor=0).json["changes"]["patients"]
+        mine = _assigned(world, nurse)
+        assert set(phone) == mine
+        assert {r["id"] for r in everything["created"] + everything["updated"]} == mine
