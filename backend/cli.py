@@ -24,6 +24,7 @@ from backend.jobs import scheduler as job_scheduler
 from backend.phi import keyfile, rotation
 from backend.runtime import runtime
 from backend.scan import service as scan
+from backend.sync import docs
 
 
 @click.group(cls=FlaskGroup, create_app=create_app, add_version_option=False)
@@ -121,6 +122,21 @@ def demo_command() -> None:
     click.echo(f"demo organisation: {demo.DEMO_SLUG}")
     for username, password in logins.items():
         click.echo(f"  {username:<18} {password}")
+
+
+@cli.command("sync-docs")
+@click.option("--check", is_flag=True, help="Fail if docs/sync.md differs from the tables.")
+def sync_docs(check: bool) -> None:
+    """Write docs/sync.md, the phone-side schema, from the synced tables."""
+    text = docs.render()
+    if check:
+        if not docs.PATH.exists() or docs.PATH.read_text() != text:
+            raise click.ClickException(f"{docs.PATH} is out of date: run `vigil sync-docs`")
+        click.echo(f"{docs.PATH} is current")
+        return
+    docs.PATH.parent.mkdir(exist_ok=True)
+    docs.PATH.write_text(text)
+    click.echo(f"wrote {docs.PATH}")
 
 
 @cli.command("serve")

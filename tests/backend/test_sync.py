@@ -17,8 +17,8 @@ from backend.administration.models import DoseRecord, Observation, QuarantinedEv
 from backend.devices.models import Device
 from backend.flags.models import Flag
 from backend.patients.models import PatientNurse
+from backend.sync import docs, tombstones
 from backend.sync import pull as pull_service
-from backend.sync import tombstones
 from backend.sync.models import SyncPush
 from backend.visits.models import EvvEvent, Visit
 from tests.factories import Pharmacy, World
@@ -479,3 +479,7 @@ def test_a_nurse_never_pulls_another_nurses_patients(pharmacy, world, ward, step
         mine = _assigned(world, nurse)
         assert set(phone) == mine
         assert {r["id"] for r in everything["created"] + everything["updated"]} == mine
+
+
+def test_the_phone_schema_document_matches_the_server():
+    assert docs.PATH.read_text() == docs.render(), "run `vigil sync-docs`"
