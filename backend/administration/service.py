@@ -113,9 +113,11 @@ def _nurse_visit(session: Session, caller: Caller, visit_id: uuid.UUID) -> Visit
     return visit
 
 
-def _common(caller: Caller, visit: Visit, received: Received, rt: Runtime) -> dict[str, Any]:
+def signed_columns(caller: Caller, visit_id: uuid.UUID, received: Received,
+                   rt: Runtime) -> dict[str, Any]:
+    """Return the columns every record from a phone carries: ids, signature, both clocks."""
     return {"id": received.data["id"], "organisation_id": caller.organisation_id,
-            "visit_id": visit.id, "nurse_id": caller.user_id, "device_id": caller.device_id,
+            "visit_id": visit_id, "nurse_id": caller.user_id, "device_id": caller.device_id,
             "device_signature": received.raw["signature"],
             "signed_body": {k: v for k, v in received.raw.items() if k != "signature"},
             "occurred_at": received.data["occurred_at"], "received_at": rt.clock.now()}
@@ -135,7 +137,7 @@ def _store(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID, m
     visit = _nurse_visit(session, caller, visit_id)
     if (stored := _trust(session, caller, visit, model, received)) is not None:
         return stored
-    record = model(**_common(caller, visit, received, rt), **build(visit))
+    record = model(**signed_columns(caller, visit.id, received, rt), **build(visit))
     session.add(record)
     session.flush()
     audit.record(session, record.received_at, caller, f"session.{model.__tablename__}",
@@ -210,22 +212,22 @@ def _administer(session: Session, rt: Runtime, caller: Caller, visit: Visit,
         return None
 
 
+def observation_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """Return an observation's columns: scale totals are Vigil's, a disagreeing claim noted."""
+    vitals = _vitals(data)
+    bprs = data.get("bprs_items")
+    bprs_total = instruments.BPRS_POSITIVE.total("bprs_items", bprs) if bprs else None
+    claimed = {name: data[name] for name, ours in
+               (("cadss_total", vitals["cadss_total"]), ("bprs_total", bprs_total))
+               if data.get(name) is not None and data[name] != ours}
+    return {**vitals, "bprs_items": bprs, "bprs_total": bprs_total, "client_totals": claimed}
+
+
 def record_observation(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
                        received: Received) -> Observation:
     """Store one observation; scale totals are Vigil's, and a disagreeing client total noted."""
-    data = received.data
-
-    def build(_visit: Visit) -> dict[str, Any]:
-        vitals = _vitals(data)
-        bprs = data.get("bprs_items")
-        bprs_total = instruments.BPRS_POSITIVE.total("bprs_items", bprs) if bprs else None
-        claimed = {name: data[name] for name, ours in
-                   (("cadss_total", vitals["cadss_total"]), ("bprs_total", bprs_total))
-                   if data.get(name) is not None and data[name] != ours}
-        return {**vitals, "bprs_items": bprs, "bprs_total": bprs_total,
-                "client_totals": claimed}
-
-    return _store(session, rt, caller, visit_id, Observation, received, build)
+    return _store(session, rt, caller, visit_id, Observation, received,
+                  lambda _visit: observation_columns(received.data))
 
 
 def record_discharge(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
@@ -246,19 +248,20 @@ def record_discharge(session: Session, rt: Runtime, caller: Caller, visit_id: uu
     return _store(session, rt, caller, visit_id, Discharge, received, build)
 
 
+def outcome_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """Return a PHQ-9 or MADRS score's columns, totalled by Vigil."""
+    if data["items"] is None:
+        raise InvalidField("items", "required")
+    scale = instruments.OUTCOMES[data["instrument"]]
+    return {"instrument": data["instrument"], "items": data["items"],
+            "total": scale.total("items", data["items"])}
+
+
 def record_outcome(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
                    received: Received) -> OutcomeScore:
     """Store a PHQ-9 or MADRS, totalled by Vigil."""
-    data = received.data
-    scale = instruments.OUTCOMES[data["instrument"]]
-
-    def build(_visit: Visit) -> dict[str, Any]:
-        if data["items"] is None:
-            raise InvalidField("items", "required")
-        return {"instrument": data["instrument"], "items": data["items"],
-                "total": scale.total("items", data["items"])}
-
-    return _store(session, rt, caller, visit_id, OutcomeScore, received, build)
+    return _store(session, rt, caller, visit_id, OutcomeScore, received,
+                  lambda _visit: outcome_columns(received.data))
 
 
 RECORDERS = {"pre_dose": record_pre_dose, "dose": record_dose,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from marshmallow import Schema, fields
@@ -93,9 +94,13 @@ class SyncTable:
     rows: Rows
     writable: frozenset[str] = field(default_factory=frozenset)
 
+    @cached_property
+    def _by_name(self) -> dict[str, Column]:
+        return {column.name: column for column in self.columns}
+
     def column(self, name: str) -> Column | None:
         """Return the column called `name`, if the table has one."""
-        return next((c for c in self.columns if c.name == name), None)
+        return self._by_name.get(name)
 
 
 def _wire(value: Any) -> Any:
