@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from backend.audit import service as audit
@@ -16,7 +16,7 @@ from backend.errors import Forbidden, InvalidField, VigilError
 from backend.patients.models import PatientNurse
 from backend.runtime import Runtime
 from backend.sync.models import SyncCounter, SyncRevocation, SyncRow
-from backend.sync.tables import BY_NAME, MUTABLE_SINCE, SCHEMA_VERSION, TABLES
+from backend.sync.tables import BY_NAME, MUTABLE_SINCE, ORG_WIDE, SCHEMA_VERSION, TABLES
 
 
 class ResetRequired(VigilError):
@@ -85,8 +85,7 @@ def assigned_patients(session: Session, nurse_id: uuid.UUID) -> set[uuid.UUID]:
 
 def entitled(nurse_id: uuid.UUID, patients: set[uuid.UUID]) -> Any:
     """Return the condition for the change-index rows a nurse may see."""
-    return or_(and_(SyncRow.patient_id.is_(None), SyncRow.nurse_id.is_(None),
-                    SyncRow.peer_nurse_id.is_(None)),
+    return or_(SyncRow.table_name.in_(ORG_WIDE),
                SyncRow.patient_id.in_(patients), SyncRow.nurse_id == nurse_id,
                SyncRow.peer_nurse_id == nurse_id)
 

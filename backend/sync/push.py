@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from marshmallow import ValidationError
@@ -25,8 +26,7 @@ from backend.administration.models import QuarantinedEvent
 from backend.auth.caller import Caller
 from backend.custody import service as custody
 from backend.custody.models import Kind
-from backend.devices.models import Device
-from backend.devices.signatures import verify_device_signature, verify_with_key
+from backend.devices.signatures import verify_device_signature
 from backend.errors import (
     Conflict,
     Forbidden,
@@ -36,6 +36,7 @@ from backend.errors import (
     VigilError,
 )
 from backend.runtime import Runtime
+from backend.sync import pending
 from backend.sync.models import SyncRow
 from backend.sync.pull import check_schema, counter, require_nurse
 from backend.sync.tables import (
@@ -50,9 +51,16 @@ from backend.visits import service as visits
 from backend.visits.models import EvvEvent, Visit
 
 ACTIONS = ("created", "updated", "deleted")
-# Order of application: check-in before the session, the session before check-out's rules.
-APPEND_ORDER = ("evv_events", "pre_doses", "doses", "observations", "discharges",
-                "outcome_scores", "custody_entries")
+# Order of application, whatever order the phone listed them in: check-ins, the session, then
+# check-outs (each EVV step needs the one before), then custody. Each step is a table and, for
+# EVV, which records of it.
+STEPS: tuple[tuple[str, Callable[[dict], bool]], ...] = (
+    ("evv_events", lambda item: item.get("kind") != "check_out"),
+    ("pre_doses", lambda _item: True), ("doses", lambda _item: True),
+    ("observations", lambda _item: True), ("discharges", lambda _item: True),
+    ("outcome_scores", lambda _item: True),
+    ("evv_events", lambda item: item.get("kind") == "check_out"),
+    ("custody_entries", lambda _item: True))
 CLINICAL = {"pre_doses": "pre_dose", "doses": "dose", "observations": "observations",
             "discharges": "discharge", "outcome_scores": "outcomes"}
 TYPES = {"string": (str,), "number": (int, float), "boolean": (bool,)}
@@ -168,8 +176,9 @@ def apply(session: Session, rt: Runtime, caller: Caller, request: PushRequest) -
     _refuse_append_only_edits(request)
     pushed_visits = _lock_visits(session, caller, request)
     summary = Summary()
-    for name in APPEND_ORDER:
-        items = request.changes.get(name, {}).get("created", [])
+    for name, wanted in STEPS:
+        items = sorted((item for item in request.changes.get(name, {}).get("created", [])
+                        if wanted(item)), key=_when)
         if name in MANY:
             _append_many(session, rt, caller, BY_NAME[name], items, summary)
             continue
@@ -179,6 +188,15 @@ def apply(session: Session, rt: Runtime, caller: Caller, request: PushRequest) -
     for visit_id in sorted(summary.sessions, key=str):
         monitoring.evaluate(session, rt, visit_id, caller.organisation_id)
     return summary.body()
+
+
+def _when(item: dict[str, Any]) -> datetime:
+    """Return when the phone says a record happened, for applying records in that order."""
+    try:
+        moment = datetime.fromisoformat(item.get("occurred_at") or "")
+    except (TypeError, ValueError):
+        return datetime.max.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _refuse_reference_changes(request: PushRequest) -> None:
@@ -306,16 +324,13 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
     mine = _nurse_visits(session, caller, {raw.get("visit_id") for raw in raws})
     stored = dict(session.execute(select(table.model.id, table.model.signed_body).where(
         table.model.id.in_([uuid.UUID(raw["id"]) for raw in raws]))).all())
-    key = _device_key(session, caller)
     schema, columns = PUSH_SCHEMAS[table.name](), MANY[table.name]
     fresh: list[Any] = []
     for raw in raws:
         visit_id = mine.get(raw.get("visit_id"))
         try:
             signed = _signed(raw)
-            if isinstance(key, SignatureInvalid):
-                raise key
-            verify_with_key(key, signed, raw.get("signature") or "")
+            _verify(session, caller, table, raw, signed)
             record_id = uuid.UUID(raw["id"])
             if record_id in stored:
                 if stored[record_id] == signed:
@@ -330,11 +345,6 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
             fresh.append(table.model(**clinical.signed_columns(
                 caller, visit_id, clinical.Received(raw=raw, data=data), rt), **columns(data)))
             stored[record_id] = signed
-        except SignatureInvalid as exc:
-            _hold(session, rt, caller, table, visit_id, clinical.Untrusted(
-                "signature_invalid", exc.message, table.name, raw,
-                f"signature_invalid: {exc.details.get('reason', exc.message)}"), summary)
-            continue
         except clinical.Untrusted as untrusted:
             _hold(session, rt, caller, table, visit_id, untrusted, summary)
             continue
@@ -367,19 +377,6 @@ def _nurse_visits(session: Session, caller: Caller, values: set[Any]) -> dict[st
         Visit.nurse_id == caller.user_id))}
 
 
-def _device_key(session: Session, caller: Caller) -> bytes | SignatureInvalid:
-    """Return the public key of the caller's live phone, or why there is none."""
-    device = session.get(Device, caller.device_id) if caller.device_id else None
-    if device is None or device.user_id != caller.user_id \
-            or device.organisation_id != caller.organisation_id:
-        return SignatureInvalid("Records come signed from a registered phone.",
-                                {"reason": "no_device"})
-    if device.revoked_at is not None:
-        return SignatureInvalid("The signing device has been revoked.",
-                                {"reason": "revoked_device"})
-    return device.public_key
-
-
 def _visit_of(session: Session, caller: Caller, value: Any) -> uuid.UUID | None:
     """Return the pushed visit id if it is one of the nurse's visits, else None."""
     try:
@@ -396,6 +393,12 @@ def _visit_of(session: Session, caller: Caller, value: Any) -> uuid.UUID | None:
 def _hold(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
           visit_id: uuid.UUID | None, untrusted: clinical.Untrusted, summary: Summary) -> None:
     held: QuarantinedEvent = clinical.quarantine(session, rt, caller, visit_id, untrusted)
+    record_id = uuid.UUID(untrusted.raw["id"])
+    # The phone marks the record synced; make its next pull show what the server holds.
+    if session.get(table.model, record_id) is None:
+        pending.drop(session, table.name, record_id, caller.user_id, caller.organisation_id)
+    else:
+        pending.note(session, table.name, record_id)
     summary.quarantined.append({"table": table.name, "record_id": held.record_id,
                                 "quarantine_id": str(held.id), "reason": held.reason})
 
@@ -439,6 +442,8 @@ def _apply_evv(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
 def _apply_custody(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
                    raw: dict[str, Any], visit_id: uuid.UUID | None) -> bool:
     plain = _plain(table, raw)
+    if raw.get("visit_id") is not None and visit_id is None:
+        raise NotFound("No such visit of this nurse.", {"field": "visit_id"})
     try:
         kind = Kind(plain.get("kind"))
         witnesses = [custody.Witness(**{k: uuid.UUID(v) if k.endswith("_id") and v else v
@@ -501,5 +506,7 @@ def _visit_fields(session: Session, rt: Runtime, pushed: dict[uuid.UUID, dict],
                            if name in item and item[name] != server[name])
         summary.count(summary.unchanged if differing else summary.applied, "visits")
         if differing:
+            # The phone marks its change synced: renumber the visit so its next pull corrects it.
+            pending.note(session, "visits", uuid.UUID(server["id"]))
             summary.kept_server_values.append({"table": "visits", "record_id": server["id"],
                                                "fields": differing})

@@ -22,7 +22,7 @@ from backend.db import upsert
 from backend.patients.models import PatientNurse
 from backend.plans.models import PlanPhase
 from backend.sync.models import SyncCounter, SyncRevocation, SyncRow
-from backend.sync.pending import CHANGED, DELETED, GAINED, KEYS, LOST
+from backend.sync.pending import CHANGED, DELETED, DROPPED, GAINED, KEYS, LOST
 from backend.sync.tables import BY_MODEL, BY_NAME
 
 
@@ -80,10 +80,10 @@ def _stamp(session: Session) -> None:
     deleted = session.info.pop(DELETED, {})
     gained = session.info.pop(GAINED, set())
     lost = session.info.pop(LOST, set())
+    dropped = session.info.pop(DROPPED, set())
     now = _now()
-    audiences = [who for name, ids in changed.items() if ids
-                 for who in BY_NAME[name].audience(session, list(ids))
-                 for who in [(name, who)]]
+    audiences = [(name, who) for name, ids in changed.items() if ids
+                 for who in BY_NAME[name].audience(session, list(ids))]
     touched = _touched(session, gained)
     gone = [(name, record_id) for name, ids in deleted.items() for record_id in ids]
     revoked = _revoked(session, lost)
@@ -96,6 +96,8 @@ def _stamp(session: Session) -> None:
         by_org[organisation_id].append(("gone", name, record_id))
     for organisation_id, patient_id, nurse_id in revoked:
         by_org[organisation_id].append(("revoke", patient_id, nurse_id))
+    for name, record_id, nurse_id, organisation_id in sorted(dropped, key=str):
+        by_org[organisation_id].append(("drop", name, record_id, nurse_id))
     # Organisations in a fixed order, so two transactions never wait on each other's counter.
     for organisation_id in sorted(by_org, key=str):
         items = by_org[organisation_id]
@@ -134,7 +136,7 @@ def _organisations(session: Session, gone: list[tuple[str, uuid.UUID]]) -> list[
 
 def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], first: int,
            now: datetime) -> None:
-    rows, moves, revocations = [], [], []
+    rows, moves, revocations, drops = [], [], [], []
     for seq, item in enumerate(items, start=first):
         kind = item[0]
         if kind == "row":
@@ -144,6 +146,11 @@ def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], fir
                          "deleted": False, "patient_id": who.patient_id,
                          "nurse_id": who.nurse_id, "peer_nurse_id": who.peer_nurse_id,
                          "changed_at": now})
+        elif kind == "drop":
+            drops.append({"table_name": item[1], "record_id": item[2],
+                          "organisation_id": organisation_id, "seq": seq, "created_seq": seq,
+                          "deleted": True, "patient_id": None, "nurse_id": item[3],
+                          "peer_nurse_id": None, "changed_at": now})
         elif kind in ("touch", "gone"):
             moves.append({"name": item[1], "rid": item[2], "seq": seq,
                           "deleted": kind == "gone"})
@@ -159,6 +166,9 @@ def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], fir
                   "nurse_id": insert.excluded.nurse_id, "deleted": False,
                   "peer_nurse_id": insert.excluded.peer_nurse_id,
                   "changed_at": insert.excluded.changed_at}), rows)
+    if drops:
+        # A record stored since under that id keeps its row: the phone gets it as an update.
+        session.execute(upsert(session, SyncRow).on_conflict_do_nothing(), drops)
     for move in moves:
         session.execute(update(SyncRow).where(SyncRow.table_name == move["name"],
                                               SyncRow.record_id == move["rid"])

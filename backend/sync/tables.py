@@ -356,6 +356,8 @@ CUSTODY_ENTRIES: SyncTable = SyncTable(
     "Custody entries of the nurse's own bag, in and out.",
     _custody_audience, _custody_rows)
 
+# Tables whose rows every nurse of the organisation sees; other rows need a patient or a bag.
+ORG_WIDE = ("products",)
 # Pull order: what a record refers to comes before it.
 TABLES: tuple[SyncTable, ...] = (PRODUCTS, PATIENTS, PLAN_VERSIONS, VISITS, EVV_EVENTS,
                                  PRE_DOSES, DOSES, OBSERVATIONS, DISCHARGES, OUTCOME_SCORES,

@@ -83,7 +83,7 @@ def check_out_out_of_range(facts: Facts, policy: Policy) -> Iterator[Finding]:
 
 
 TOO_SHORT = RuleMeta(
-    id="evv.visit_too_short", version=1, title="Visit too short for the dose and its monitoring",
+    id="evv.visit_too_short", version=2, title="Visit too short for the dose and its monitoring",
     severity=Severity.MEDIUM,
     rationale="A dosed visit lasts at least the monitoring window, which starts with the dose "
               "and holds the infusion; a shorter one means the patient was left unmonitored, "
@@ -97,6 +97,7 @@ TOO_SHORT = RuleMeta(
 def visit_too_short(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a dosed visit checked out sooner after check-in than the monitoring window."""
     doses, policy_of = doses_by_visit(facts), plan_policies(facts, policy)
+    phone = {(event.visit_id, event.kind): event.occurred_at for event in facts.evv}
     for visit in facts.visits:
         if visit.checked_in_at is None or visit.checked_out_at is None or visit.id not in doses:
             continue
@@ -105,7 +106,12 @@ def visit_too_short(facts: Facts, policy: Policy) -> Iterator[Finding]:
         # inside it (monitoring.early_discharge counts the same way): it is the least a visit
         # can last.
         required = rules.value("monitoring_window_minutes")
-        stayed = visit.checked_out_at - visit.checked_in_at
+        arrived, left = phone.get((visit.id, "check_in")), phone.get((visit.id, "check_out"))
+        # Both times from one phone clock: its offset cancels, and a visit recorded offline
+        # and synced later still shows how long it lasted; the server's receipt would not.
+        measured_by = "phone" if arrived and left else "server"
+        stayed = left - arrived if arrived and left else \
+            visit.checked_out_at - visit.checked_in_at
         if stayed >= timedelta(minutes=required):
             continue
         yield TOO_SHORT.finding(
@@ -114,7 +120,8 @@ def visit_too_short(facts: Facts, policy: Policy) -> Iterator[Finding]:
             f"takes at least the {required} min monitoring window from the dose.",
             evidence(visit_id=visit.id, nurse_id=visit.nurse_id, patient_id=visit.patient_id,
                      checked_in_at=visit.checked_in_at, checked_out_at=visit.checked_out_at,
-                     minutes_present=minutes(stayed), required_minutes=required,
+                     minutes_present=minutes(stayed), measured_by=measured_by,
+                     required_minutes=required,
                      dose_ids=",".join(
                          dose.id for dose in doses[visit.id])))
 

@@ -483,3 +483,49 @@ def test_a_nurse_never_pulls_another_nurses_patients(pharmacy, world, ward, step
 
 def test_the_phone_schema_document_matches_the_server():
     assert docs.PATH.read_text() == docs.render(), "run `vigil sync-docs`"
+
+
+def test_a_nurse_pulls_her_own_bag_and_not_the_vault(pharmacy, world):
+    other = world.user(pharmacy.org, Role.NURSE)
+    pharmacy.post(Role.PHARMACIST, {"kind": "dispense", "lot": "L1", "quantity_ug": 1_000,
+                                    "nurse_id": str(other.id), "details": {"seal_id": "S-2"}})
+    entries = Handset(pharmacy).sync_pull()["custody_entries"]["created"]
+    assert [(e["kind"], e["to_holder"]) for e in entries] == [
+        ("dispense", f"bag:{pharmacy.nurse.id}")]
+
+
+def test_check_out_listed_before_check_in_still_applies_in_order(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    rows = session_rows(handset, visit["id"], pharmacy.product_id)
+    check_out = handset.row({"visit_id": visit["id"], "kind": "check_out", **HOME,
+                             "occurred_at": "2026-11-03T17:10:00+00:00", "reason": None})
+    rows["evv_events"]["created"].insert(0, check_out)
+    response = handset.push(rows)
+    assert response.status_code == 200, response.json
+    assert response.json["quarantined"] == []
+    stored = world.session.get(Visit, uuid.UUID(visit["id"]))
+    world.session.refresh(stored)
+    assert stored.status == "completed"
+
+
+def test_the_next_pull_corrects_what_the_server_did_not_take(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    forged = handset.row({"visit_id": visit["id"], **VITALS, "occurred_at": DAY1})
+    forged["systolic"] = 180
+    response = handset.push({
+        "observations": {"created": [forged], "updated": [], "deleted": []},
+        "visits": {"created": [], "deleted": [], "updated": [
+            {"id": visit["id"], "status": "completed", "_status": "updated",
+             "_changed": "status"}]}})
+    assert response.status_code == 200, response.json
+    assert [q["record_id"] for q in response.json["quarantined"]] == [forged["id"]]
+    changes = handset.sync_pull()
+    # The phone drops the record the server holds only in quarantine, and learns the status.
+    assert changes["observations"]["deleted"] == [forged["id"]]
+    assert [(v["id"], v["status"]) for v in changes["visits"]["updated"]] == [
+        (visit["id"], "scheduled")]
+    other = world.user(pharmacy.org, Role.NURSE)
+    assert Handset(pharmacy, nurse=other, device=(None, None)).sync_pull()[
+        "observations"]["deleted"] == []

@@ -22,6 +22,7 @@ from tests.safeguards.factories import (
 )
 
 SECOND = timedelta(seconds=1)
+HOUR = timedelta(hours=1)
 
 RANGE_CASES = [
     # the radius stored with the event (the policy's evv_radius_m when it was recorded)
@@ -63,6 +64,14 @@ def dosed_visit(stay: timedelta, infusion: int | None = 40, **fields) -> dict:
     return {"doses": (dose(),), "visits": (visit(**{**times, **fields}),)}
 
 
+def offline_visit(stay: timedelta) -> dict:
+    """Return a dosed visit whose check-in and check-out reached the server together."""
+    start = T0 - timedelta(minutes=10)
+    synced = {"checked_in_at": T0 + 3 * HOUR, "checked_out_at": T0 + 3 * HOUR + SECOND}
+    return {**dosed_visit(timedelta(0), **synced),
+            "evv": (evv("check_in", start, 1), evv("check_out", start + stay, 1))}
+
+
 SHORT_CASES = [
     # monitoring_window_minutes 120, from the dose; the 40 min infusion runs inside it
     ("120 min", dosed_visit(timedelta(minutes=120)), {}, False),
@@ -73,6 +82,10 @@ SHORT_CASES = [
      {"monitoring_window_minutes": 60}, False),
     ("not dosed", {"visits": dosed_visit(timedelta(minutes=30))["visits"]}, {}, False),
     ("not checked out", dosed_visit(timedelta(minutes=30), checked_out_at=None), {}, False),
+    # Synced later from offline: received together, but 120 min apart on the phone's clock.
+    ("offline, 120 min on the phone", offline_visit(timedelta(minutes=120)), {}, False),
+    ("offline, a second under on the phone",
+     offline_visit(timedelta(minutes=120) - SECOND), {}, True),
 ]
 
 
