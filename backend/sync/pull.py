@@ -151,7 +151,7 @@ def _changes(session: Session, rt: Runtime, rows: list[SyncRow], since: int,
         wanted = live.get(table.name)
         if not wanted:
             continue
-        for record in table.rows(session, rt, list(wanted)):
+        for record in table.read(session, rt, list(wanted)):
             changes[table.name][wanted[uuid.UUID(record["id"])]].append(record)
     return changes
 

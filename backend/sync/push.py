@@ -83,6 +83,12 @@ class TooLarge(VigilError):
     code = "push_too_large"
 
 
+class ConcurrentPush(Conflict):
+    """Another push stored the same records first; a retry finds them and changes nothing."""
+
+    code = "concurrent_push"
+
+
 class SyncConflict(Conflict):
     """A record the phone changed was changed on the server after its last pull."""
 
@@ -500,7 +506,7 @@ def _visit_fields(session: Session, rt: Runtime, pushed: dict[uuid.UUID, dict],
                   summary: Summary) -> None:
     """Note the visit columns where the server's value, derived from EVV events, stands."""
     table = BY_NAME["visits"]
-    for server in table.rows(session, rt, sorted(pushed, key=str)):
+    for server in table.read(session, rt, sorted(pushed, key=str)):
         item = pushed[uuid.UUID(server["id"])]
         differing = sorted(name for name in table.writable
                            if name in item and item[name] != server[name])

@@ -7,6 +7,7 @@ import json
 
 from flask import current_app, jsonify, request
 from flask.views import MethodView
+from sqlalchemy.exc import IntegrityError
 
 from backend import db
 from backend.accounts.models import Role
@@ -110,6 +111,14 @@ class Sync(MethodView):
             receipts.finish(session, rt, caller, held.push_id, 200, answer, {
                 "applied": answer["applied"], "quarantined": len(answer["quarantined"])})
             session.commit()
+        except IntegrityError:
+            # Another push stored some of these records first: the retry finds them stored.
+            session.rollback()
+            error = push.ConcurrentPush("Another push from this phone stored some of these "
+                                        "records at the same moment; push again.")
+            receipts.refused(session, rt, caller, held.push_id, error)
+            session.commit()
+            raise error from None
         except VigilError as error:
             session.rollback()
             receipts.refused(session, rt, caller, held.push_id, error)

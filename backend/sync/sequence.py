@@ -19,7 +19,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from backend.db import upsert
-from backend.patients.models import PatientNurse
+from backend.patients.models import Patient, PatientNurse
 from backend.plans.models import PlanPhase
 from backend.sync.models import SyncCounter, SyncRevocation, SyncRow
 from backend.sync.pending import CHANGED, DELETED, DROPPED, GAINED, KEYS, LOST
@@ -116,8 +116,6 @@ def _touched(session: Session, patients: set[uuid.UUID]) -> list[tuple]:
 
 
 def _revoked(session: Session, lost: set[tuple]) -> list[tuple]:
-    from backend.patients.models import Patient
-
     out = []
     for patient_id, nurse_id in sorted(lost, key=str):
         patient = session.get(Patient, patient_id)

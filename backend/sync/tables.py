@@ -77,7 +77,7 @@ class Audience:
     peer_nurse_id: uuid.UUID | None = None
 
 
-Rows = Callable[[Session, Runtime, Sequence[uuid.UUID]], list[dict[str, Any]]]
+Rows = Callable[["SyncTable", Session, Runtime, Sequence[uuid.UUID]], list[dict[str, Any]]]
 AudienceOf = Callable[[Session, Sequence[uuid.UUID]], list["Audience"]]
 
 
@@ -101,6 +101,11 @@ class SyncTable:
     def column(self, name: str) -> Column | None:
         """Return the column called `name`, if the table has one."""
         return self._by_name.get(name)
+
+    def read(self, session: Session, rt: Runtime,
+             ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+        """Return the WatermelonDB raw records of the rows with `ids`."""
+        return self.rows(self, session, rt, ids)
 
 
 def _wire(value: Any) -> Any:
@@ -136,26 +141,22 @@ def _load(session: Session, model: type, ids: Sequence[uuid.UUID]) -> list[Any]:
     return list(session.scalars(select(model).where(model.id.in_(ids))))
 
 
-def _scalar_columns(table_ref: Callable[[], SyncTable], model: type) -> Rows:
+def _scalar_rows(table: SyncTable, session: Session, _rt: Runtime,
+                 ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
     """Build rows by reading each column of the same name from the model."""
-    def rows(session: Session, _rt: Runtime, ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
-        table = table_ref()
-        return [record(table, row.id, {c.name: getattr(row, c.name) for c in table.columns})
-                for row in _load(session, model, ids)]
-    return rows
+    return [record(table, row.id, {c.name: getattr(row, c.name) for c in table.columns})
+            for row in _load(session, table.model, ids)]
 
 
-def _signed_rows(table_ref: Callable[[], SyncTable], model: type) -> Rows:
+def _signed_rows(table: SyncTable, session: Session, _rt: Runtime,
+                 ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
     """Build rows from exactly what the phone signed, with its signature."""
-    def rows(session: Session, _rt: Runtime, ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
-        table = table_ref()
-        return [record(table, row.id, {**row.signed_body, "visit_id": row.visit_id,
-                                       "signature": row.device_signature})
-                for row in _load(session, model, ids)]
-    return rows
+    return [record(table, row.id, {**row.signed_body, "visit_id": row.visit_id,
+                                   "signature": row.device_signature})
+            for row in _load(session, table.model, ids)]
 
 
-def _patient_rows(session: Session, rt: Runtime,
+def _patient_rows(table: SyncTable, session: Session, rt: Runtime,
                   ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
     box = PhiCipher.from_keyring(rt.keys)
     out = []
@@ -166,11 +167,11 @@ def _patient_rows(session: Session, rt: Runtime,
             stored = getattr(patient, PATIENT_PHI.attribute(name))
             values[name] = None if stored is None else box.decrypt(
                 stored, PATIENT_PHI.place(patient, name))
-        out.append(record(PATIENTS, patient.id, values))
+        out.append(record(table, patient.id, values))
     return out
 
 
-def _plan_version_rows(session: Session, _rt: Runtime,
+def _plan_version_rows(table: SyncTable, session: Session, _rt: Runtime,
                        ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
     out = []
     for version in _load(session, PlanVersion, ids):
@@ -179,39 +180,40 @@ def _plan_version_rows(session: Session, _rt: Runtime,
                    "min_interval_hours": p.min_interval_hours,
                    "max_per_7_days": p.max_per_7_days, "max_per_28_days": p.max_per_28_days}
                   for p in version.phases]
-        values = {c.name: getattr(version, c.name, None) for c in PLAN_VERSIONS.columns}
-        out.append(record(PLAN_VERSIONS, version.id, {
+        values = {c.name: getattr(version, c.name, None) for c in table.columns}
+        out.append(record(table, version.id, {
             **values, "patient_id": version.plan.patient_id, "phases": phases}))
     return out
 
 
-def _evv_rows(session: Session, _rt: Runtime, ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+def _evv_rows(table: SyncTable, session: Session, _rt: Runtime,
+             ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
     out = []
     for event in _load(session, EvvEvent, ids):
         values = event.signed_body or {c.name: getattr(event, c.name, None)
-                                       for c in EVV_EVENTS.columns}
-        out.append(record(EVV_EVENTS, event.id, {**values, "visit_id": event.visit_id,
+                                       for c in table.columns}
+        out.append(record(table, event.id, {**values, "visit_id": event.visit_id,
                                                  "signature": event.device_signature}))
     return out
 
 
-def _custody_rows(session: Session, _rt: Runtime,
+def _custody_rows(table: SyncTable, session: Session, _rt: Runtime,
                   ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
     out = []
     for entry in _load(session, CustodyEntry, ids):
-        values = {c.name: getattr(entry, c.name, None) for c in CUSTODY_ENTRIES.columns}
+        values = {c.name: getattr(entry, c.name, None) for c in table.columns}
         # Witnesses are shown by who confirmed and how, never with their signatures.
         values["witnesses"] = [{"user_id": c.get("user_id"), "method": c.get("method")}
                                for c in entry.confirmations or []]
         values["signature"] = entry.device_signature
-        out.append(record(CUSTODY_ENTRIES, entry.id, values))
+        out.append(record(table, entry.id, values))
     return out
 
 
 def _schema_columns(schema: type[Schema], *, skip: Iterable[str] = ()) -> tuple[Column, ...]:
     """Return a WatermelonDB column for each field of an API schema."""
     out = [Column("visit_id", "string", description="The visit this record belongs to.")]
-    for name, item in schema._declared_fields.items():
+    for name, item in schema().fields.items():
         if name == "id" or name in skip:
             continue
         nested = isinstance(item, fields.Dict | fields.List | fields.Nested)
@@ -261,7 +263,7 @@ PRODUCTS: SyncTable = SyncTable(
      Column("home_administration_allowed", "boolean")),
     "The organisation's drug products.",
     _scoped(select(DrugProduct.id, DrugProduct.organisation_id, null())),
-    lambda session, rt, ids: _scalar_columns(lambda: PRODUCTS, DrugProduct)(session, rt, ids))
+    _scalar_rows)
 
 PATIENTS: SyncTable = SyncTable(
     "patients", Patient, Access.REFERENCE,
@@ -301,7 +303,7 @@ VISITS: SyncTable = SyncTable(
     "Visits to the nurse's assigned patients. The phone may update status, checked_in_at and "
     "checked_out_at; the server derives them from the evv_events pushed with them.",
     _scoped(select(Visit.id, Visit.organisation_id, Visit.patient_id)),
-    lambda session, rt, ids: _scalar_columns(lambda: VISITS, Visit)(session, rt, ids),
+    _scalar_rows,
     writable=frozenset({"status", "checked_in_at", "checked_out_at"}))
 
 EVV_EVENTS: SyncTable = SyncTable(
@@ -320,11 +322,8 @@ EVV_EVENTS: SyncTable = SyncTable(
 
 
 def _signed_table(name: str, model: type, schema: type[Schema], description: str) -> SyncTable:
-    holder: list[SyncTable] = []
-    table = SyncTable(name, model, Access.APPEND_ONLY, _schema_columns(schema), description,
-                      _signed_audience(model), _signed_rows(lambda: holder[0], model))
-    holder.append(table)
-    return table
+    return SyncTable(name, model, Access.APPEND_ONLY, _schema_columns(schema), description,
+                     _signed_audience(model), _signed_rows)
 
 
 PRE_DOSES = _signed_table("pre_doses", PreDose, clinical.PreDoseSchema,

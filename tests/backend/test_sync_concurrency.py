@@ -18,12 +18,13 @@ from decimal import Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from backend import schema
 from backend.accounts import service as accounts
 from backend.accounts.models import Role
+from backend.administration.models import Observation
 from backend.auth.caller import Caller
 from backend.clock import FixedClock
 from backend.db import build_engine
@@ -32,6 +33,8 @@ from backend.products.models import DrugProduct
 from backend.sync import pull, sequence
 from backend.sync.models import SyncRow
 from tests.backend.conftest import POSTGRES_URL, START, make_app, require_postgres, reset_postgres
+from tests.backend.test_sync import VITALS, Handset
+from tests.factories import Pharmacy, World
 
 pytestmark = pytest.mark.postgres_only
 WRITERS, COMMITS_EACH = 4, 15
@@ -175,3 +178,33 @@ def test_a_puller_racing_many_writers_sees_every_change(sync_app: Flask, org: Or
         seen = pulled.result(timeout=60)
     assert len(made) == WRITERS * COMMITS_EACH
     assert seen == set(made)
+
+
+def test_two_phones_racing_the_same_push_store_each_record_once(sync_app: Flask):
+    world = World(sync_app)
+    pharmacy = Pharmacy(world)
+    pharmacy.plan()
+    visit = pharmacy.schedule("2026-11-03T15:00:00+00:00").json
+    handset = Handset(pharmacy)
+    rows = [handset.row({"visit_id": visit["id"], **VITALS,
+                         "occurred_at": f"2026-11-03T15:{n:02d}:00+00:00"}) for n in range(40)]
+    body = {"changes": {"observations": {"created": rows, "updated": [], "deleted": []}}}
+    start = threading.Barrier(2)
+
+    def push(key: str | None) -> int:
+        client = sync_app.test_client()
+        start.wait()
+        return client.post("/api/v1/sync", json=body, headers={
+            **handset.headers, **({"Idempotency-Key": key} if key else {})}).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        keyed = sorted(pool.map(push, ["same", "same"]))
+    # The second with the key waits for the first's claim, then sees it running or done.
+    assert keyed[0] == 200 and keyed[1] in (200, 409)
+    with ThreadPoolExecutor(2) as pool:
+        unkeyed = sorted(pool.map(push, [None, None]))
+    assert set(unkeyed) <= {200, 409}
+    with sync_app.extensions["vigil.db"].sessions() as session:
+        stored = session.scalar(select(func.count()).select_from(Observation).where(
+            Observation.visit_id == uuid.UUID(visit["id"])))
+    assert stored == len(rows)
