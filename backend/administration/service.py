@@ -82,21 +82,28 @@ def quarantine(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUI
     return held
 
 
-def _trust(session: Session, caller: Caller, visit: Visit, model: type,
-           received: Received) -> SignedRecord | None:
-    """Return the stored twin of an identical retry, or None; quarantine what fails trust."""
-    payload = {k: v for k, v in received.raw.items() if k != "signature"}
-    record_type = model.__tablename__
+def verify_record(session: Session, caller: Caller, record_type: str,
+                  raw: dict[str, Any]) -> dict[str, Any]:
+    """Return what the caller's phone signed of `raw`; raise `Untrusted` if it did not."""
+    payload = {k: v for k, v in raw.items() if k != "signature"}
     try:
         if caller.device_id is None:
             raise SignatureInvalid("Records come signed from a registered phone.",
                                    {"reason": "no_device"})
         verify_device_signature(session, organisation_id=caller.organisation_id,
                                 user_id=caller.user_id, device_id=caller.device_id,
-                                payload=payload, signature_b64=received.raw["signature"])
+                                payload=payload, signature_b64=raw.get("signature") or "")
     except SignatureInvalid as exc:
-        raise Untrusted("signature_invalid", exc.message, record_type, received.raw,
+        raise Untrusted("signature_invalid", exc.message, record_type, raw,
                         f"signature_invalid: {exc.details.get('reason', exc.message)}") from exc
+    return payload
+
+
+def _trust(session: Session, caller: Caller, visit: Visit, model: type,
+           received: Received) -> SignedRecord | None:
+    """Return the stored twin of an identical retry, or None; quarantine what fails trust."""
+    record_type = model.__tablename__
+    payload = verify_record(session, caller, record_type, received.raw)
     stored = session.get(model, received.data["id"])
     if stored is None:
         return None

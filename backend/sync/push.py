@@ -26,7 +26,6 @@ from backend.administration.models import QuarantinedEvent
 from backend.auth.caller import Caller
 from backend.custody import service as custody
 from backend.custody.models import Kind
-from backend.devices.signatures import verify_device_signature
 from backend.errors import (
     Conflict,
     Forbidden,
@@ -64,6 +63,8 @@ STEPS: tuple[tuple[str, Callable[[dict], bool]], ...] = (
 CLINICAL = {"pre_doses": "pre_dose", "doses": "dose", "observations": "observations",
             "discharges": "discharge", "outcome_scores": "outcomes"}
 TYPES = {"string": (str,), "number": (int, float), "boolean": (bool,)}
+# What makes a record go to quarantine rather than fail the push.
+REFUSALS = (clinical.Untrusted, ValidationError, VigilError, json.JSONDecodeError)
 # Records that may come by the hundred and need no query to build: stored in one batch.
 MANY = {"observations": clinical.observation_columns,
         "outcome_scores": clinical.outcome_columns}
@@ -278,11 +279,6 @@ class Summary:
                 "quarantined": self.quarantined, "kept_server_values": self.kept_server_values}
 
 
-def _signed(item: dict[str, Any]) -> dict[str, Any]:
-    """Return the record as the phone signed it: every column but its signature."""
-    return {k: v for k, v in item.items() if k not in BOOKKEEPING and k != "signature"}
-
-
 def _plain(table: SyncTable, item: dict[str, Any]) -> dict[str, Any]:
     """Return the record in the API's shape: JSON columns parsed, nulls and visit left out."""
     out: dict[str, Any] = {}
@@ -294,6 +290,21 @@ def _plain(table: SyncTable, item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _untrusted(table: SyncTable, raw: dict[str, Any], refused: Exception) -> clinical.Untrusted:
+    """Return why a record goes to quarantine, in one shape whatever refused it."""
+    if isinstance(refused, clinical.Untrusted):
+        return clinical.Untrusted(refused.code, refused.message, table.name, raw,
+                                  refused.reason)
+    if isinstance(refused, ValidationError):
+        return clinical.Untrusted("invalid", "The record failed validation.", table.name, raw,
+                                  f"invalid: {json.dumps(refused.messages, sort_keys=True)}")
+    if isinstance(refused, VigilError):
+        return clinical.Untrusted(refused.code, refused.message, table.name, raw,
+                                  f"{refused.code}: {refused.message}")
+    return clinical.Untrusted("invalid_json", str(refused), table.name, raw,
+                              f"invalid_json: {refused}")
+
+
 def _append(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
             item: dict[str, Any], summary: Summary) -> None:
     raw = {k: v for k, v in item.items() if k not in BOOKKEEPING}
@@ -302,19 +313,8 @@ def _append(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
         # A savepoint per record: one that is refused leaves no trace but its quarantine.
         with session.begin_nested():
             done = _APPLY[table.name](session, rt, caller, table, raw, visit_id)
-    except clinical.Untrusted as untrusted:
-        _hold(session, rt, caller, table, visit_id, untrusted, summary)
-        return
-    except ValidationError as invalid:
-        _hold(session, rt, caller, table, visit_id, clinical.Untrusted(
-            "invalid", "The record failed validation.", table.name, raw,
-            f"invalid: {json.dumps(invalid.messages, sort_keys=True)}"), summary)
-        return
-    except (VigilError, json.JSONDecodeError) as refused:
-        code = getattr(refused, "code", "invalid_json")
-        message = getattr(refused, "message", str(refused))
-        _hold(session, rt, caller, table, visit_id, clinical.Untrusted(
-            code, message, table.name, raw, f"{code}: {message}"), summary)
+    except REFUSALS as refused:
+        _hold(session, rt, caller, table, visit_id, _untrusted(table, raw, refused), summary)
         return
     summary.count(summary.applied if done else summary.unchanged, table.name)
     if visit_id is not None and table.name in CLINICAL:
@@ -335,8 +335,7 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
     for raw in raws:
         visit_id = mine.get(raw.get("visit_id"))
         try:
-            signed = _signed(raw)
-            _verify(session, caller, table, raw, signed)
+            signed = clinical.verify_record(session, caller, table.name, raw)
             record_id = uuid.UUID(raw["id"])
             if record_id in stored:
                 if stored[record_id] == signed:
@@ -351,18 +350,9 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
             fresh.append(table.model(**clinical.signed_columns(
                 caller, visit_id, clinical.Received(raw=raw, data=data), rt), **columns(data)))
             stored[record_id] = signed
-        except clinical.Untrusted as untrusted:
-            _hold(session, rt, caller, table, visit_id, untrusted, summary)
-            continue
-        except ValidationError as invalid:
-            _hold(session, rt, caller, table, visit_id, clinical.Untrusted(
-                "invalid", "The record failed validation.", table.name, raw,
-                f"invalid: {json.dumps(invalid.messages, sort_keys=True)}"), summary)
-            continue
-        except VigilError as refused:
-            _hold(session, rt, caller, table, visit_id, clinical.Untrusted(
-                refused.code, refused.message, table.name, raw,
-                f"{refused.code}: {refused.message}"), summary)
+        except REFUSALS as refused:
+            _hold(session, rt, caller, table, visit_id, _untrusted(table, raw, refused),
+                  summary)
             continue
         summary.count(summary.applied, table.name)
         summary.sessions.add(visit_id)
@@ -411,7 +401,7 @@ def _hold(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
 
 def _apply_clinical(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
                     raw: dict[str, Any], visit_id: uuid.UUID | None) -> bool:
-    _verify(session, caller, table, raw, _signed(raw))
+    clinical.verify_record(session, caller, table.name, raw)
     if visit_id is None:
         raise NotFound("No such visit of this nurse.", {"field": "visit_id"})
     existed = session.get(table.model, uuid.UUID(raw["id"])) is not None
@@ -423,8 +413,7 @@ def _apply_clinical(session: Session, rt: Runtime, caller: Caller, table: SyncTa
 
 def _apply_evv(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
                raw: dict[str, Any], visit_id: uuid.UUID | None) -> bool:
-    signed = _signed(raw)
-    _verify(session, caller, table, raw, signed)
+    signed = clinical.verify_record(session, caller, table.name, raw)
     stored = session.get(EvvEvent, uuid.UUID(raw["id"]))
     if stored is not None:
         if stored.signed_body == signed and stored.device_signature == raw.get("signature"):
@@ -481,21 +470,6 @@ def _aware(value: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("occurred_at needs a UTC offset")
     return moment
-
-
-def _verify(session: Session, caller: Caller, table: SyncTable, raw: dict[str, Any],
-            signed: dict[str, Any]) -> None:
-    try:
-        if caller.device_id is None:
-            raise SignatureInvalid("Records come signed from a registered phone.",
-                                   {"reason": "no_device"})
-        verify_device_signature(session, organisation_id=caller.organisation_id,
-                                user_id=caller.user_id, device_id=caller.device_id,
-                                payload=signed, signature_b64=raw.get("signature") or "")
-    except SignatureInvalid as exc:
-        raise clinical.Untrusted("signature_invalid", exc.message, table.name, raw,
-                                 f"signature_invalid: {exc.details.get('reason', exc.message)}"
-                                 ) from exc
 
 
 _APPLY = {"evv_events": _apply_evv, "custody_entries": _apply_custody,

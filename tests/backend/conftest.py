@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from flask import Flask
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -114,6 +117,31 @@ def make_app(database_url: str, instance_path, clock: FixedClock, **overrides):
     """Build an app for tests on `database_url`."""
     return create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": instance_path,
                        "CLOCK": clock, "VIGIL_ENV": "test", **FAST_ARGON2, **overrides})
+
+
+@contextlib.contextmanager
+def own_postgres_app(instance_path, suffix: str) -> Iterator[Flask]:
+    """Yield an app on a freshly migrated PostgreSQL database of its own, dropped afterwards.
+
+    For tests whose data must be committed and seen by many connections at once.
+    """
+    target = make_url(POSTGRES_URL)
+    url = target.set(database=f"{target.database}_{suffix}").render_as_string(
+        hide_password=False)
+    require_postgres(url)
+    reset_postgres(url)
+    engine = build_engine(url)
+    schema.upgrade(engine)
+    engine.dispose()
+    app = make_app(url, instance_path, FixedClock(START))
+    try:
+        yield app
+    finally:
+        app.extensions["vigil.db"].engine.dispose()
+        admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture

@@ -17,21 +17,17 @@ from itertools import pairwise
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
-from backend import schema
 from backend.accounts import service as accounts
 from backend.accounts.models import Role
 from backend.auth.caller import Caller
-from backend.clock import FixedClock
 from backend.custody.chain import GENESIS
 from backend.custody.ledger import VAULT, Attestation, InsufficientStock, Movement, append, bag
 from backend.custody.models import CustodyBalance, CustodyEntry, Kind
 from backend.custody.verify import verify
-from backend.db import build_engine
 from backend.products import service as products
-from tests.backend.conftest import POSTGRES_URL, START, make_app, require_postgres, reset_postgres
+from tests.backend.conftest import START, own_postgres_app
 
 pytestmark = pytest.mark.postgres_only
 WRITERS, APPENDS_EACH = 8, 25
@@ -40,24 +36,9 @@ HELD, WITHDRAWALS = 7, 20
 
 @pytest.fixture
 def ledger_app(instance_path) -> Iterator[Flask]:
-    """Yield an app on a freshly migrated PostgreSQL database of its own, dropped afterwards."""
-    target = make_url(POSTGRES_URL)
-    url = target.set(database=f"{target.database}_ledger").render_as_string(
-        hide_password=False)
-    require_postgres(url)
-    reset_postgres(url)
-    engine = build_engine(url)
-    schema.upgrade(engine)
-    engine.dispose()
-    app = make_app(url, instance_path, FixedClock(START))
-    try:
+    """Yield an app on a PostgreSQL database of its own."""
+    with own_postgres_app(instance_path, "ledger") as app:
         yield app
-    finally:
-        app.extensions["vigil.db"].engine.dispose()
-        admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @dataclass(frozen=True)

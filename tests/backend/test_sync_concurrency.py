@@ -18,21 +18,17 @@ from decimal import Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select, text
 
-from backend import schema
 from backend.accounts import service as accounts
 from backend.accounts.models import Role
 from backend.administration.models import Observation
 from backend.auth.caller import Caller
-from backend.clock import FixedClock
-from backend.db import build_engine
 from backend.products import service as products
 from backend.products.models import DrugProduct
 from backend.sync import pull, sequence
 from backend.sync.models import SyncRow
-from tests.backend.conftest import POSTGRES_URL, START, make_app, require_postgres, reset_postgres
+from tests.backend.conftest import own_postgres_app
 from tests.backend.test_sync import VITALS, Handset
 from tests.factories import Pharmacy, World
 
@@ -42,23 +38,9 @@ WRITERS, COMMITS_EACH = 4, 15
 
 @pytest.fixture
 def sync_app(instance_path) -> Iterator[Flask]:
-    """Yield an app on a freshly migrated PostgreSQL database of its own, dropped afterwards."""
-    target = make_url(POSTGRES_URL)
-    url = target.set(database=f"{target.database}_sync").render_as_string(hide_password=False)
-    require_postgres(url)
-    reset_postgres(url)
-    engine = build_engine(url)
-    schema.upgrade(engine)
-    engine.dispose()
-    app = make_app(url, instance_path, FixedClock(START))
-    try:
+    """Yield an app on a PostgreSQL database of its own."""
+    with own_postgres_app(instance_path, "sync") as app:
         yield app
-    finally:
-        app.extensions["vigil.db"].engine.dispose()
-        admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @dataclass(frozen=True)
