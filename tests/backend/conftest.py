@@ -119,12 +119,8 @@ def make_app(database_url: str, instance_path, clock: FixedClock, **overrides):
                        "CLOCK": clock, "VIGIL_ENV": "test", **FAST_ARGON2, **overrides})
 
 
-@contextlib.contextmanager
-def own_postgres_app(instance_path, suffix: str) -> Iterator[Flask]:
-    """Yield an app on a freshly migrated PostgreSQL database of its own, dropped afterwards.
-
-    For tests whose data must be committed and seen by many connections at once.
-    """
+def own_postgres_database(suffix: str) -> str:
+    """Return the URL of a freshly migrated PostgreSQL database named after the test one."""
     target = make_url(POSTGRES_URL)
     url = target.set(database=f"{target.database}_{suffix}").render_as_string(
         hide_password=False)
@@ -133,6 +129,17 @@ def own_postgres_app(instance_path, suffix: str) -> Iterator[Flask]:
     engine = build_engine(url)
     schema.upgrade(engine)
     engine.dispose()
+    return url
+
+
+@contextlib.contextmanager
+def own_postgres_app(instance_path, suffix: str) -> Iterator[Flask]:
+    """Yield an app on a freshly migrated PostgreSQL database of its own, dropped afterwards.
+
+    For tests whose data must be committed and seen by many connections at once.
+    """
+    url = own_postgres_database(suffix)
+    target = make_url(url)
     app = make_app(url, instance_path, FixedClock(START))
     try:
         yield app
@@ -140,7 +147,7 @@ def own_postgres_app(instance_path, suffix: str) -> Iterator[Flask]:
         app.extensions["vigil.db"].engine.dispose()
         admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE "{target.database}" WITH (FORCE)'))
         admin.dispose()
 
 

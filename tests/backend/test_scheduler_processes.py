@@ -19,14 +19,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select, text
-from sqlalchemy.engine import make_url
 
 from backend import schema
 from backend.config import PROJECT_ROOT
 from backend.db import build_engine
 from backend.jobs.models import JobRun
 from backend.jobs.scheduler import ADVISORY_KEY
-from tests.backend.conftest import POSTGRES_URL, require_postgres, reset_postgres
+from tests.backend.conftest import own_postgres_database
 
 # The same entry point as the installed `vigil` script, without depending on its install.
 VIGIL = [sys.executable, "-c", "from backend.cli import main; main()"]
@@ -138,15 +137,7 @@ def check_runs(engine: Engine, schedulers: list[Scheduler], killed: int,
 @pytest.fixture
 def postgres_url() -> str:
     """Return a dedicated, freshly migrated PostgreSQL database for scheduler processes."""
-    target = make_url(POSTGRES_URL)
-    url = target.set(database=f"{target.database}_scheduler").render_as_string(
-        hide_password=False)
-    require_postgres(url)
-    reset_postgres(url)
-    engine = build_engine(url)
-    schema.upgrade(engine)
-    engine.dispose()
-    return url
+    return own_postgres_database("scheduler")
 
 
 def test_three_postgresql_schedulers_run_each_slot_once(postgres_url, tmp_path):
