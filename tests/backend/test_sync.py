@@ -259,7 +259,11 @@ def test_untrusted_rows_are_quarantined_flagged_and_the_rest_applies(pharmacy, v
     flags = pharmacy.client.get("/api/v1/flags", headers=pharmacy.as_(Role.COMPLIANCE),
                                 query_string={"rule": "sync.quarantined_event"})
     assert flags.status_code == 200, flags.json
-    assert flags.json, "a quarantined row raises a flag for compliance"
+    flagged = {f["evidence"]["record_id"]: f["evidence"]["reason"] for f in flags.json}
+    assert flagged == reasons, "each quarantined row raises a flag with its reason"
+    assert all(f["evidence"]["record_type"] == "observations" for f in flags.json)
+    nurse_view = pharmacy.client.get("/api/v1/flags", headers=handset.headers)
+    assert nurse_view.status_code == 403
 
 
 @pytest.mark.parametrize(("changes", "where"), [
