@@ -29,6 +29,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/schedule.py
 	$(BIN)/python bench/session.py
 	$(BIN)/python bench/scan.py
+	$(BIN)/python bench/sync.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
