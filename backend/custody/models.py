@@ -40,6 +40,8 @@ class CustodyEntry(Base):
         Index("ix_custody_entry_org_from", "organisation_id", "from_holder"),
         Index("ix_custody_entry_org_to", "organisation_id", "to_holder"),
         Index("ix_custody_entry_org_occurred", "organisation_id", "occurred_at"),
+        # A visit's waste and administer entries are read by every inline safeguards check.
+        Index("ix_custody_entry_visit", "visit_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

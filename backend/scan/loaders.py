@@ -333,11 +333,17 @@ def _holdings(session: Session, scope: Scope, hours: int) -> list[f.BagHolding]:
 
 
 def _plan_overrides(session: Session, scope: Scope) -> dict[str, dict[str, object]]:
-    rows = session.execute(
-        select(PlanVersion.id, PlanVersion.policy_overrides)
-        .join(TreatmentPlan, TreatmentPlan.id == PlanVersion.plan_id)
-        .where(TreatmentPlan.organisation_id == scope.organisation_id,
-               PlanVersion.policy_overrides.is_not(None)))
+    query = (select(PlanVersion.id, PlanVersion.policy_overrides)
+             .join(TreatmentPlan, TreatmentPlan.id == PlanVersion.plan_id)
+             .where(TreatmentPlan.organisation_id == scope.organisation_id,
+                    PlanVersion.policy_overrides.is_not(None)))
+    # An inline check needs only the plans of the patient or the nurse's visits in scope.
+    if scope.patient_id:
+        query = query.where(TreatmentPlan.patient_id == scope.patient_id)
+    if scope.nurse_id:
+        query = query.where(PlanVersion.id.in_(select(Visit.plan_version_id).where(
+            Visit.nurse_id == scope.nurse_id, Visit.scheduled_start >= scope.context_since)))
+    rows = session.execute(query)
     return {str(version): dict(overrides) for version, overrides in rows if overrides}
 
 

@@ -26,6 +26,7 @@ from backend.administration.models import QuarantinedEvent
 from backend.auth.caller import Caller
 from backend.custody import service as custody
 from backend.custody.models import Kind
+from backend.devices.models import Device
 from backend.errors import (
     Conflict,
     Forbidden,
@@ -331,6 +332,9 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
     stored = dict(session.execute(select(table.model.id, table.model.signed_body).where(
         table.model.id.in_([uuid.UUID(raw["id"]) for raw in raws]))).all())
     schema, columns = PUSH_SCHEMAS[table.name](), MANY[table.name]
+    # Held so that the session's identity map, which holds objects weakly, keeps the phone
+    # for every record's signature check instead of reading it again each time.
+    _phone = session.get(Device, caller.device_id) if caller.device_id else None
     fresh: list[Any] = []
     for raw in raws:
         visit_id = mine.get(raw.get("visit_id"))

@@ -72,6 +72,10 @@ def take(session: Session, organisation_id: uuid.UUID, count: int) -> int:
 
 
 def _stamp(session: Session) -> None:
+    # Releasing a savepoint fires this too: number only at the real commit, so the counter's
+    # lock is taken once, at the end.
+    if session.in_nested_transaction():
+        return
     # Commit would flush next; flush first so this transaction's last changes are collected.
     session.flush()
     if not any(session.info.get(key) for key in KEYS):

@@ -241,11 +241,17 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("signed_body", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("device_signature", sa.String(length=100), nullable=True))
 
+    with op.batch_alter_table("custody_entry", schema=None) as batch_op:
+        batch_op.create_index("ix_custody_entry_visit", ["visit_id"], unique=False)
+
     _backfill()
 
 
 def downgrade() -> None:
     """Revert this revision."""
+    with op.batch_alter_table("custody_entry", schema=None) as batch_op:
+        batch_op.drop_index("ix_custody_entry_visit")
+
     with op.batch_alter_table("evv_event", schema=None) as batch_op:
         batch_op.drop_column("device_signature")
         batch_op.drop_column("signed_body")

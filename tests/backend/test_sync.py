@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from backend.accounts.models import Role
 from backend.administration.models import DoseRecord, Observation, QuarantinedEvent
@@ -533,3 +533,24 @@ def test_the_next_pull_corrects_what_the_server_did_not_take(pharmacy, visit, wo
     other = world.user(pharmacy.org, Role.NURSE)
     assert Handset(pharmacy, nurse=other, device=(None, None)).sync_pull()[
         "observations"]["deleted"] == []
+
+
+def test_a_push_takes_the_counter_once_at_commit(pharmacy, visit, world, connection):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    statements = []
+    engine = connection.engine
+
+    def seen(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        response = handset.push(session_rows(handset, visit["id"], pharmacy.product_id))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert response.status_code == 200, response.json
+    # Per-record savepoints are released along the way; numbering waits for the real commit.
+    assert sum(s.startswith("UPDATE sync_counter") for s in statements) == 1
+    assert statements.index(next(s for s in statements if s.startswith("UPDATE sync_counter"))) \
+        > max(i for i, s in enumerate(statements) if s.startswith("INSERT INTO monitoring"))
