@@ -31,7 +31,7 @@ from backend.jobs import service
 from backend.jobs.models import SchedulerLease
 from backend.runtime import Runtime
 from backend.scan import service as scan
-from backend.sync import tombstones
+from backend.sync import checks, tombstones
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ SCHEDULE: tuple[JobSpec, ...] = (
     # Nightly: the peer statistics compare whole days, and the slot is one UTC day.
     JobSpec("population_scan", 86400, scan.nightly_scan),
     JobSpec("sync_tombstones", 86400, tombstones.prune),
+    # Sessions that came by sync are judged here, soon after the push answered.
+    JobSpec("sync_checks", 60, checks.judge_pending),
 )
 
 

@@ -85,3 +85,13 @@ class SyncPush(Base):
     response_status: Mapped[int | None]
     response_body: Mapped[dict | None] = mapped_column(JSON)
     summary: Mapped[dict | None] = mapped_column(JSON)
+
+
+class PendingCheck(Base):
+    """A visit whose session records came by sync and await the safeguards' judgement."""
+
+    __tablename__ = "sync_pending_check"
+
+    visit_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("visit.id"), primary_key=True)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    queued_at: Mapped[datetime]

@@ -17,10 +17,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from backend.administration import monitoring
 from backend.administration import service as clinical
 from backend.administration.models import QuarantinedEvent
 from backend.auth.caller import Caller
@@ -36,7 +35,7 @@ from backend.errors import (
     VigilError,
 )
 from backend.runtime import Runtime
-from backend.sync import pending
+from backend.sync import checks, pending
 from backend.sync.models import SyncRow
 from backend.sync.pull import check_schema, counter, require_nurse
 from backend.sync.tables import (
@@ -193,8 +192,8 @@ def apply(session: Session, rt: Runtime, caller: Caller, request: PushRequest) -
         for item in items:
             _append(session, rt, caller, BY_NAME[name], item, summary)
     _visit_fields(session, rt, pushed_visits, summary)
-    for visit_id in sorted(summary.sessions, key=str):
-        monitoring.evaluate(session, rt, visit_id, caller.organisation_id)
+    summary.queued = checks.enqueue(session, rt.clock.now(), caller.organisation_id,
+                                    summary.sessions)
     return summary.body()
 
 
@@ -269,6 +268,7 @@ class Summary:
         self.quarantined: list[dict[str, Any]] = []
         self.kept_server_values: list[dict[str, Any]] = []
         self.sessions: set[uuid.UUID] = set()
+        self.queued = 0
 
     def count(self, into: dict[str, int], table: str) -> None:
         """Count one record of `table`."""
@@ -277,7 +277,8 @@ class Summary:
     def body(self) -> dict[str, Any]:
         """Return the push's answer."""
         return {"ok": True, "applied": self.applied, "unchanged": self.unchanged,
-                "quarantined": self.quarantined, "kept_server_values": self.kept_server_values}
+                "quarantined": self.quarantined, "kept_server_values": self.kept_server_values,
+                "sessions_queued": self.queued}
 
 
 def _plain(table: SyncTable, item: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +336,7 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
     # Held so that the session's identity map, which holds objects weakly, keeps the phone
     # for every record's signature check instead of reading it again each time.
     _phone = session.get(Device, caller.device_id) if caller.device_id else None
-    fresh: list[Any] = []
+    fresh: list[dict[str, Any]] = []
     for raw in raws:
         visit_id = mine.get(raw.get("visit_id"))
         try:
@@ -351,8 +352,8 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
             if visit_id is None:
                 raise NotFound("No such visit of this nurse.", {"field": "visit_id"})
             data = schema.load(_plain(table, raw))
-            fresh.append(table.model(**clinical.signed_columns(
-                caller, visit_id, clinical.Received(raw=raw, data=data), rt), **columns(data)))
+            fresh.append({**clinical.signed_columns(
+                caller, visit_id, clinical.Received(raw=raw, data=data), rt), **columns(data)})
             stored[record_id] = signed
         except REFUSALS as refused:
             _hold(session, rt, caller, table, visit_id, _untrusted(table, raw, refused),
@@ -360,8 +361,11 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
             continue
         summary.count(summary.applied, table.name)
         summary.sessions.add(visit_id)
-    session.add_all(fresh)
-    session.flush()
+    if fresh:
+        # One multi-row INSERT; the ORM does not see these rows, so number them here.
+        session.execute(insert(table.model), fresh)
+        for row in fresh:
+            pending.note(session, table.name, row["id"])
 
 
 def _nurse_visits(session: Session, caller: Caller, values: set[Any]) -> dict[str, uuid.UUID]:

@@ -85,7 +85,8 @@ class Sync(MethodView):
         observations, discharges, outcome_scores, custody_entries) are created only and
         carry the phone's signature; an identical re-send changes nothing; a bad signature, a
         different record under an existing id, or a failed validation is quarantined with the
-        reason and flagged, and the rest still applies.
+        reason and flagged, and the rest still applies. The pushed sessions are queued for
+        the safeguards, which the `sync_checks` job runs within a minute.
         """
         session, rt, caller = db.session(), runtime(), current_caller()
         raw = request.get_data()

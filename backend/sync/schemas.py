@@ -116,3 +116,6 @@ class PushResultSchema(Schema):
         "description": "Records kept in quarantine with the reason, and flagged."})
     kept_server_values = fields.List(fields.Dict(), metadata={
         "description": "Visit columns the server derives, where its value stands."})
+    sessions_queued = fields.Integer(metadata={
+        "description": "Visits whose session records the `sync_checks` job will judge "
+                       "within a minute."})

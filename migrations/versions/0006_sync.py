@@ -241,6 +241,21 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("signed_body", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("device_signature", sa.String(length=100), nullable=True))
 
+    op.create_table(
+        "sync_pending_check",
+        sa.Column("visit_id", sa.Uuid(), nullable=False),
+        sa.Column("organisation_id", sa.Uuid(), nullable=False),
+        sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisation.id"],
+            name=op.f("fk_sync_pending_check_organisation_id_organisation"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["visit_id"], ["visit.id"], name=op.f("fk_sync_pending_check_visit_id_visit")
+        ),
+        sa.PrimaryKeyConstraint("visit_id", name=op.f("pk_sync_pending_check")),
+    )
     with op.batch_alter_table("custody_entry", schema=None) as batch_op:
         batch_op.create_index("ix_custody_entry_visit", ["visit_id"], unique=False)
 
@@ -252,6 +267,7 @@ def downgrade() -> None:
     with op.batch_alter_table("custody_entry", schema=None) as batch_op:
         batch_op.drop_index("ix_custody_entry_visit")
 
+    op.drop_table("sync_pending_check")
     with op.batch_alter_table("evv_event", schema=None) as batch_op:
         batch_op.drop_column("device_signature")
         batch_op.drop_column("signed_body")

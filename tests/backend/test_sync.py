@@ -17,9 +17,9 @@ from backend.administration.models import DoseRecord, Observation, QuarantinedEv
 from backend.devices.models import Device
 from backend.flags.models import Flag
 from backend.patients.models import PatientNurse
-from backend.sync import docs, tombstones
+from backend.sync import checks, docs, tombstones
 from backend.sync import pull as pull_service
-from backend.sync.models import SyncPush
+from backend.sync.models import PendingCheck, SyncPush
 from backend.visits.models import EvvEvent, Visit
 from tests.factories import Pharmacy, World
 
@@ -554,3 +554,26 @@ def test_a_push_takes_the_counter_once_at_commit(pharmacy, visit, world, connect
     assert sum(s.startswith("UPDATE sync_counter") for s in statements) == 1
     assert statements.index(next(s for s in statements if s.startswith("UPDATE sync_counter"))) \
         > max(i for i, s in enumerate(statements) if s.startswith("INSERT INTO monitoring"))
+
+
+def test_synced_sessions_are_judged_by_the_sync_checks_job(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    rows = session_rows(handset, visit["id"], pharmacy.product_id)
+    rows["observations"]["created"].append(handset.row({
+        "visit_id": visit["id"], **VITALS, "systolic": 195, "diastolic": 115,
+        "occurred_at": "2026-11-03T15:30:00+00:00"}))
+    response = handset.push(rows)
+    assert response.status_code == 200, response.json
+    assert response.json["sessions_queued"] == 1
+
+    def alarms() -> list[Flag]:
+        return list(world.session.scalars(select(Flag).where(
+            Flag.rule_id == "monitoring.alarming_vitals")))
+
+    assert alarms() == []
+    assert checks.judge_pending(world.session, world.rt) == {"judged": 1}
+    world.session.commit()
+    assert [flag.subject_id for flag in alarms()] == [visit["id"]]
+    assert count(world, PendingCheck) == 0
+    assert checks.judge_pending(world.session, world.rt) == {"judged": 0}

@@ -37,6 +37,7 @@ from backend.config import PROJECT_ROOT
 from backend.custody.models import CustodyEntry
 from backend.db import build_engine
 from backend.flags.models import Flag
+from backend.sync import checks
 from backend.sync.models import SyncPush
 from backend.sync.tables import SCHEMA_VERSION, TABLES
 from backend.visits.models import EvvEvent, Visit
@@ -74,6 +75,7 @@ class Run:
     summary: dict
     engine: Engine
     seeded: Seeded
+    judged: dict
 
 
 def node_binary() -> str:
@@ -211,8 +213,22 @@ def run(tmp_path_factory) -> Run:
     finally:
         server.terminate()
         server.wait(TIMEOUT)
-    yield Run(summary, engine, seeded)
+    with pytest.MonkeyPatch.context() as patch:
+        for setting in config.SETTINGS:
+            patch.delenv(setting.env, raising=False)
+        judged = judge_synced_sessions(url, instance)
+    yield Run(summary, engine, seeded, judged)
     engine.dispose()
+
+
+def judge_synced_sessions(url: str, instance: Path) -> dict:
+    """Run the scheduler's `sync_checks` job once, as `vigil scheduler` does after pushes."""
+    app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": instance, "VIGIL_ENV": "test"})
+    with app.extensions["vigil.db"].sessions() as session:
+        outcome = checks.judge_pending(session, app.extensions["vigil.runtime"])
+        session.commit()
+    app.extensions["vigil.db"].engine.dispose()
+    return outcome
 
 
 def count(engine: Engine, model: type, *where) -> int:
@@ -341,6 +357,7 @@ def test_the_phone_ends_with_the_servers_status_of_the_moved_visit(run):
 
 
 def test_an_offline_visit_is_judged_by_the_phones_times(run):
+    assert run.judged == {"judged": 1}
     with run.engine.connect() as conn:
         rules = conn.scalars(select(Flag.rule_id).where(
             Flag.subject_id == str(run.seeded.visits[0]))).all()
