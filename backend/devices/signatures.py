@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from typing import Any
 
@@ -15,9 +16,38 @@ from sqlalchemy.orm import Session
 from backend.devices.models import Device
 from backend.errors import SignatureInvalid
 
+# RFC 8785 forbids integers a JavaScript number cannot hold exactly.
+SAFE_INTEGER = 2**53 - 1
+
+
+def _like_json_dumps(value: Any) -> bool:
+    """Tell whether `json.dumps` writes `value` exactly as RFC 8785 does.
+
+    It does for nulls, booleans, safe integers, strings, and objects with ASCII keys: its
+    escapes are the same, and ASCII keys sort the same by code point as by UTF-16 unit. Only
+    numbers with a fraction (ES6 formatting) and other keys need the full algorithm.
+    """
+    if value is None or isinstance(value, bool | str):
+        return True
+    if isinstance(value, int):
+        return -SAFE_INTEGER <= value <= SAFE_INTEGER
+    if isinstance(value, list):
+        return all(_like_json_dumps(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and key.isascii() and _like_json_dumps(item)
+                   for key, item in value.items())
+    return False
+
 
 def canonical_bytes(payload: Any) -> bytes:
     """Return the RFC 8785 (JCS) canonical UTF-8 bytes of a JSON-compatible payload."""
+    if _like_json_dumps(payload):
+        # The standard library's C encoder: a phone's rows are checked by the hundred.
+        try:
+            return json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                              ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            pass
     try:
         return rfc8785.dumps(payload)
     except (rfc8785.CanonicalizationError, TypeError) as exc:

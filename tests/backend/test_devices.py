@@ -6,6 +6,9 @@ import base64
 import uuid
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend.accounts.models import Role
 from backend.devices.signatures import canonical_bytes, verify_device_signature
@@ -140,3 +143,21 @@ def test_key_order_does_not_change_the_signature_check(world: World):
     device_id, phone = world.device(org, nurse)
     reordered = dict(reversed(list(PAYLOAD.items())))
     _verify(world, org, nurse, device_id, reordered, phone.sign(PAYLOAD))
+
+
+JSON_WITHOUT_FRACTIONS = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=500)
+@given(payload=JSON_WITHOUT_FRACTIONS)
+def test_the_fast_canonical_form_is_rfc8785(payload):
+    try:
+        expected = rfc8785.dumps(payload)
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError):
+        with pytest.raises(SignatureInvalid):
+            canonical_bytes(payload)
+        return
+    assert canonical_bytes(payload) == expected
