@@ -15,11 +15,13 @@ those visits in one POST /api/v1/sync with its own Idempotency-Key, through the 
 client (no network). Pull: after a cursor, every nurse gets two visits scheduled and one of them
 rescheduled through the services; --pulls incremental pulls from that cursor by random nurses
 are timed, then one nurse's first pull from 0 in pages of --page. --profile pushes once more
-under cProfile and prints its SQL statements by kind and its costliest functions. Needs
+under cProfile and prints its SQL statements by kind and its costliest functions. Then
+--phones more nurses (default 2) push at once over HTTP to as many gunicorn workers, as phones
+do to a production server, and the machine's throughput in all is printed. Needs
 PostgreSQL in BENCH_DATABASE_URL (its name must contain "bench"; its public schema is dropped
 first); without it, says so and stops.
 Usage: python bench/sync.py [--weeks 14] [--observations 8] [--pushes 20] [--records 500]
-[--pulls 200] [--page 1000] [--workers 2] [--profile]
+[--phones 2] [--pulls 200] [--page 1000] [--workers 2] [--profile]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
+import http.client
 import io
 import json
 import multiprocessing
@@ -34,12 +37,17 @@ import os
 import pstats
 import random
 import re
+import socket
 import statistics
+import subprocess
+import sys
+import threading
 import time
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -130,6 +138,8 @@ def parse_args() -> argparse.Namespace:
                         help="signed observations after each seeded dose")
     parser.add_argument("--pushes", type=int, default=20, help="pushes to time, one per nurse")
     parser.add_argument("--records", type=int, default=500, help="observations per push")
+    parser.add_argument("--phones", type=int, default=2,
+                        help="phones pushing at once to as many gunicorn workers (1: none)")
     parser.add_argument("--pulls", type=int, default=200, help="incremental pulls to time")
     parser.add_argument("--page", type=int, default=1000, help="page size of the first pull")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -429,12 +439,22 @@ class Profiled:
 
 
 @dataclass(frozen=True)
+class Served:
+    """Pushes from several phones at once to gunicorn workers over HTTP."""
+
+    phones: int
+    samples: list[float]
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
 class Pushed:
     """The timed pushes, the optional profiled one, and how long preparing them took."""
 
     samples: list[float]
     profiled: Profiled | None
     prepare_seconds: float
+    served: Served | None
 
 
 def profiled_push(app: Flask, client: FlaskClient, headers: dict[str, str], body: bytes,
@@ -448,10 +468,92 @@ def profiled_push(app: Flask, client: FlaskClient, headers: dict[str, str], body
     return Profiled(spent, statements, profile)
 
 
-def measure_pushes(app: Flask, clinic: scan.Clinic, args: argparse.Namespace) -> Pushed:
-    """Check the pushers in, push once to warm up, then time one push per nurse."""
+def free_port() -> int:
+    """Return a TCP port on the loopback that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(app: Flask, workers: int) -> Iterator[int]:
+    """Serve the bench's database with `workers` gunicorn workers; yield their port."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": app.config["DATABASE_URL"],
+           "VIGIL_INSTANCE_PATH": app.instance_path,
+           **{f"VIGIL_{name}": str(value) for name, value in CHEAP_ARGON2.items()}}
+    server = subprocess.Popen(  # noqa: S603 - our own server, no shell
+        [str(Path(sys.executable).with_name("gunicorn")), "-w", str(workers), "-b",
+         f"127.0.0.1:{port}", "--log-level", "warning", "backend:create_app()"],
+        cwd=Path(__file__).resolve().parents[1], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                connection.request("GET", "/healthz")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("gunicorn did not answer /healthz")
+            time.sleep(0.2)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def http_push(port: int, headers: dict[str, str], body: bytes, cursor: int,
+              records: int) -> float:
+    """Push `body` over HTTP under a fresh Idempotency-Key; return the milliseconds it took."""
+    query = urllib.parse.urlencode({"last_pulled_at": cursor, "schema_version": SCHEMA_VERSION})
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     began = time.perf_counter()
-    pushers = check_in(app, clinic, range(args.pushes + 1 + args.profile))
+    connection.request("POST", f"{SYNC}?{query}", body=body, headers={
+        **headers, "Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4()),
+        "X-Device-Time": datetime.now(UTC).isoformat()})
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    spent = (time.perf_counter() - began) * 1000
+    connection.close()
+    applied = answer.get("applied", {}).get(OBSERVATIONS.name)
+    if response.status != 200 or answer.get("quarantined") or applied != records:
+        raise RuntimeError(f"push answered: {str(answer)[:500]}")
+    return spent
+
+
+def serve_pushes(app: Flask, phones: int, pushes: list[tuple[dict[str, str], bytes]],
+                 cursor: int, records: int) -> Served:
+    """Push from `phones` phones at once, each its share in turn, to as many workers."""
+    with gunicorn(app, phones) as port:
+        http_push(port, *pushes[0], cursor, records)
+        shares = [pushes[1 + phone::phones] for phone in range(phones)]
+        start = threading.Barrier(phones + 1)
+
+        def phone(share: list[tuple[dict[str, str], bytes]]) -> list[float]:
+            start.wait()
+            return [http_push(port, headers, body, cursor, records) for headers, body in share]
+
+        with ThreadPoolExecutor(phones) as pool:
+            running = [pool.submit(phone, share) for share in shares]
+            start.wait()
+            began = time.perf_counter()
+            samples = [ms for done in running for ms in done.result()]
+            wall = time.perf_counter() - began
+    return Served(phones, samples, wall)
+
+
+def measure_pushes(app: Flask, clinic: scan.Clinic, args: argparse.Namespace) -> Pushed:
+    """Check the pushers in, push once to warm up, then time one push per nurse.
+
+    Then, with --phones above 1, as many more nurses push at once to that many gunicorn
+    workers, as phones do to a production server.
+    """
+    began = time.perf_counter()
+    served_pushes = args.pushes + 1 if args.phones > 1 else 0
+    pushers = check_in(app, clinic, range(args.pushes + 1 + args.profile + served_pushes))
     client = app.test_client()
     headers = phone_headers(app, client, clinic, [pusher.nurse for pusher in pushers])
     bodies = [push_body(clinic, pusher, args.records) for pusher in pushers]
@@ -462,9 +564,15 @@ def measure_pushes(app: Flask, clinic: scan.Clinic, args: argparse.Namespace) ->
     samples = [timed_push(client, headers[pusher.nurse], body, cursor, args.records)
                for pusher, body in zip(pushers[1:args.pushes + 1], bodies[1:args.pushes + 1],
                                        strict=True)]
-    profiled = (profiled_push(app, client, headers[pushers[-1].nurse], bodies[-1], cursor,
-                              args.records) if args.profile else None)
-    return Pushed(samples, profiled, prepared)
+    profiled = (profiled_push(app, client, headers[pushers[args.pushes + 1].nurse],
+                              bodies[args.pushes + 1], cursor, args.records)
+                if args.profile else None)
+    served = None
+    if served_pushes:
+        rest = range(len(pushers) - served_pushes, len(pushers))
+        served = serve_pushes(app, args.phones, [(headers[pushers[i].nurse], bodies[i])
+                                                 for i in rest], cursor, args.records)
+    return Pushed(samples, profiled, prepared, served)
 
 
 # --- pulling -------------------------------------------------------------------------------
@@ -600,6 +708,15 @@ def print_figures(pushed: Pushed, pulled: Pulled, args: argparse.Namespace) -> N
           f"{events_per_s:,.0f} events/s, target ≥ {PUSH_TARGET_PER_S:,} "
           f"({'met' if events_per_s >= PUSH_TARGET_PER_S else 'missed'}); check-ins, logins "
           f"and signing beforehand {pushed.prepare_seconds:.0f} s")
+    if pushed.served:
+        served = pushed.served
+        aggregate = args.records * len(served.samples) / served.wall_seconds
+        print(f"served    {len(served.samples)} pushes of {args.records} from {served.phones} "
+              f"phones at once over HTTP to gunicorn -w {served.phones}: {aggregate:,.0f} "
+              f"events/s in all, p50 {statistics.median(served.samples):.0f} ms, p95 "
+              f"{statistics.quantiles(served.samples, n=100, method='inclusive')[94]:.0f} ms "
+              f"per push; target ≥ {PUSH_TARGET_PER_S:,} "
+              f"({'met' if aggregate >= PUSH_TARGET_PER_S else 'missed'})")
     print(f"pull      {len(pulled.incremental)} incremental pulls by random nurses from cursor "
           f"{pulled.cursor:,} ({pulled.changes_since:,} changes in the organisation since, "
           f"{statistics.mean(pulled.records):.1f} records per pull): p95 {p95:.1f} ms, target "
