@@ -154,8 +154,8 @@ def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], fir
                           "deleted": True, "patient_id": None, "nurse_id": item[3],
                           "peer_nurse_id": None, "changed_at": now})
         elif kind in ("touch", "gone"):
-            moves.append({"name": item[1], "rid": item[2], "seq": seq,
-                          "deleted": kind == "gone"})
+            moves.append({"table_name": item[1], "record_id": item[2], "seq": seq,
+                          "deleted": kind == "gone", "changed_at": now})
         else:
             revocations.append(SyncRevocation(organisation_id=organisation_id,
                                               patient_id=item[1], nurse_id=item[2], seq=seq,
@@ -171,10 +171,9 @@ def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], fir
     if drops:
         # A record stored since under that id keeps its row: the phone gets it as an update.
         session.execute(upsert(session, SyncRow).on_conflict_do_nothing(), drops)
-    for move in moves:
-        session.execute(update(SyncRow).where(SyncRow.table_name == move["name"],
-                                              SyncRow.record_id == move["rid"])
-                        .values(seq=move["seq"], deleted=move["deleted"], changed_at=now))
+    if moves:
+        # By primary key, in one executemany.
+        session.execute(update(SyncRow), moves)
     if revocations:
         session.add_all(revocations)
         session.flush()
