@@ -90,16 +90,10 @@ class Sync(MethodView):
         """
         session, rt, caller = db.session(), runtime(), current_caller()
         raw = request.get_data()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise push.Malformed("The body is not JSON.", {"field": "body"}) from None
         schema_version = query["schema_version"] or SCHEMA_VERSION
-        parsed = push.parse(body, query["last_pulled_at"], schema_version,
-                            current_app.config["SYNC_MAX_PUSH_RECORDS"])
-        device_time = clock.parse(headers["device_time"])
+        # Every push is logged before anything else, refused ones included.
         held = receipts.claim(session, rt, caller, headers["idempotency_key"],
-                              hashlib.sha256(raw).hexdigest(), parsed.last_pulled_at,
+                              hashlib.sha256(raw).hexdigest(), query["last_pulled_at"],
                               schema_version)
         if isinstance(held, receipts.Replay):
             response = jsonify(held.body)
@@ -107,6 +101,13 @@ class Sync(MethodView):
             response.headers["Idempotent-Replayed"] = "true"
             return response
         try:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise push.Malformed("The body is not JSON.", {"field": "body"}) from None
+            parsed = push.parse(body, query["last_pulled_at"], schema_version,
+                                current_app.config["SYNC_MAX_PUSH_RECORDS"])
+            device_time = clock.parse(headers["device_time"])
             answer = push.apply(session, rt, caller, parsed)
             clock.observe(session, rt, caller, device_time)
             receipts.finish(session, rt, caller, held.push_id, 200, answer, {

@@ -290,6 +290,8 @@ def test_a_malformed_push_is_refused_whole_naming_table_record_and_field(
     assert response.json["error"]["code"] == "malformed_push"
     assert where.items() <= response.json["error"]["details"].items()
     assert count(world, Observation) == count(world, EvvEvent) == 0
+    [logged] = world.session.scalars(select(SyncPush)).all()
+    assert (logged.response_status, logged.summary) == (400, {"refused": "malformed_push"})
 
 
 def test_a_body_that_is_not_json_is_400(pharmacy):
