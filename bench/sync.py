@@ -16,12 +16,13 @@ client (no network). Pull: after a cursor, every nurse gets two visits scheduled
 rescheduled through the services; --pulls incremental pulls from that cursor by random nurses
 are timed, then one nurse's first pull from 0 in pages of --page. --profile pushes once more
 under cProfile and prints its SQL statements by kind and its costliest functions. Then
---phones more nurses (default 2) push at once over HTTP to as many gunicorn workers, as phones
-do to a production server, and the machine's throughput in all is printed. Needs
+--phones more nurses (default 4, as the README's `gunicorn -w 4`) push at once over HTTP to as
+many gunicorn workers, as phones do to a production server, and the machine's throughput in
+all is printed. Needs
 PostgreSQL in BENCH_DATABASE_URL (its name must contain "bench"; its public schema is dropped
 first); without it, says so and stops.
 Usage: python bench/sync.py [--weeks 14] [--observations 8] [--pushes 20] [--records 500]
-[--phones 2] [--pulls 200] [--page 1000] [--workers 2] [--profile]
+[--phones 4] [--pulls 200] [--page 1000] [--workers 2] [--profile]
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def parse_args() -> argparse.Namespace:
                         help="signed observations after each seeded dose")
     parser.add_argument("--pushes", type=int, default=20, help="pushes to time, one per nurse")
     parser.add_argument("--records", type=int, default=500, help="observations per push")
-    parser.add_argument("--phones", type=int, default=2,
+    # gunicorn's advice is 2 x cores + 1 workers; the README serves with -w 4.
+    parser.add_argument("--phones", type=int, default=4,
                         help="phones pushing at once to as many gunicorn workers (1: none)")
     parser.add_argument("--pulls", type=int, default=200, help="incremental pulls to time")
     parser.add_argument("--page", type=int, default=1000, help="page size of the first pull")
@@ -703,11 +705,11 @@ def print_figures(pushed: Pushed, pulled: Pulled, args: argparse.Namespace) -> N
         f"POST /sync, {args.records} signed observations": pushed.samples,
         "GET /sync, incremental": pulled.incremental},
         {f"POST /sync, {args.records} signed observations": f"{events_per_s:,.0f} events/s"})
-    print(f"push      {len(pushed.samples)} pushes by as many nurses, each of {args.records} "
-          f"observations over her {scan.PATIENTS_PER_NURSE} checked-in visits: "
-          f"{events_per_s:,.0f} events/s, target ≥ {PUSH_TARGET_PER_S:,} "
-          f"({'met' if events_per_s >= PUSH_TARGET_PER_S else 'missed'}); check-ins, logins "
-          f"and signing beforehand {pushed.prepare_seconds:.0f} s")
+    # The target is the machine's, served by its workers: one phone at a time uses one core.
+    print(f"push      {len(pushed.samples)} pushes by as many nurses one after another, each of "
+          f"{args.records} observations over her {scan.PATIENTS_PER_NURSE} checked-in visits: "
+          f"{events_per_s:,.0f} events/s for one phone at a time; check-ins, logins and "
+          f"signing beforehand {pushed.prepare_seconds:.0f} s")
     if pushed.served:
         served = pushed.served
         aggregate = args.records * len(served.samples) / served.wall_seconds
