@@ -14,6 +14,7 @@ from sqlalchemy import event, func, select
 
 from backend.accounts.models import Role
 from backend.administration.models import DoseRecord, Observation, QuarantinedEvent
+from backend.custody.models import CustodyEntry
 from backend.devices.models import Device
 from backend.flags.models import Flag
 from backend.patients.models import PatientNurse
@@ -21,7 +22,7 @@ from backend.sync import checks, docs, tombstones
 from backend.sync import pull as pull_service
 from backend.sync.models import PendingCheck, SyncPush
 from backend.visits.models import EvvEvent, Visit
-from tests.factories import Pharmacy, World
+from tests.factories import Pharmacy, World, signed_payload
 
 DAY1 = "2026-11-03T15:00:00+00:00"
 ROW_ID = "5b0f7c1e-1111-4c4c-9d9d-000000000001"
@@ -579,3 +580,38 @@ def test_synced_sessions_are_judged_by_the_sync_checks_job(pharmacy, visit, worl
     assert [flag.subject_id for flag in alarms()] == [visit["id"]]
     assert count(world, PendingCheck) == 0
     assert checks.judge_pending(world.session, world.rt) == {"judged": 0}
+
+
+def test_a_witnessed_waste_pushed_from_the_phone_enters_the_ledger(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    witness = world.user(pharmacy.org, Role.NURSE)
+    witness_device, witness_phone = world.device(pharmacy.org, witness)
+
+    def waste(quantity_ug: int, signer=None) -> dict:
+        body = {"id": str(uuid.uuid4()), "kind": "waste", "product_id": pharmacy.product_id,
+                "lot": "L1", "expiry": "2028-01-31", "quantity_ug": quantity_ug,
+                "occurred_at": "2026-11-03T16:00:00+00:00", "visit_id": visit["id"]}
+        movement = signed_payload(pharmacy, body)
+        confirmation = {"user_id": str(witness.id), "device_id": str(witness_device),
+                        "signature": witness_phone.sign(movement)}
+        return {**body, "from_holder": None, "to_holder": None, "corrects_id": None,
+                "details": "{}", "witnesses": json.dumps([confirmation]),
+                "signature": (signer or handset.phone).sign(movement), "_status": "created"}
+
+    honest, forged = waste(15_000), waste(15_000, signer=witness_phone)
+    response = handset.push({"custody_entries": {"created": [honest, forged], "updated": [],
+                                                 "deleted": []}})
+    assert response.status_code == 200, response.json
+    assert response.json["applied"] == {"custody_entries": 1}
+    assert [(q["record_id"], q["reason"].split(":")[0]) for q in response.json["quarantined"]] \
+        == [(forged["id"], "signature_invalid")]
+    entry = world.session.get(CustodyEntry, uuid.UUID(honest["id"]))
+    assert (entry.kind, entry.from_holder, entry.to_holder, entry.quantity_ug) == (
+        "waste", f"bag:{pharmacy.nurse.id}", "waste", 15_000)
+    assert [c["method"] for c in entry.confirmations] == ["device_signature"]
+    again = handset.push({"custody_entries": {"created": [honest], "updated": [],
+                                              "deleted": []}})
+    assert again.json["unchanged"] == {"custody_entries": 1}
+    pulled = handset.sync_pull()["custody_entries"]["created"]
+    assert honest["id"] in [row["id"] for row in pulled]
