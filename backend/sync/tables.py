@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
@@ -109,9 +109,7 @@ class SyncTable:
 
 
 def _wire(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, date):
+    if isinstance(value, date):  # and datetime, a date too
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
