@@ -113,12 +113,13 @@ def finish(session: Session, rt: Runtime, caller: Caller, push_id: uuid.UUID, st
 def refused(session: Session, rt: Runtime, caller: Caller, push_id: uuid.UUID,
             error: VigilError) -> None:
     """Record a refused push (nothing of it applied); a conflict frees its key for a retry."""
+    summary = {"refused": error.code}
     if error.status == 409:
-        # The phone pulls and pushes again, maybe with the same key: let it.
-        session.execute(update(SyncPush).where(SyncPush.id == push_id).values(
-            idempotency_key=None))
+        # The phone pulls and pushes again, maybe with the same key: let it. The log keeps it.
+        push = session.get(SyncPush, push_id)
+        summary["idempotency_key"], push.idempotency_key = push.idempotency_key, None
     finish(session, rt, caller, push_id, error.status,
-           error_body(error.code, error.message, error.details), {"refused": error.code})
+           error_body(error.code, error.message, error.details), summary)
 
 
 def failed(session: Session, rt: Runtime, push_id: uuid.UUID) -> None:

@@ -315,9 +315,11 @@ def test_a_visit_moved_between_pull_and_push_refuses_the_push_with_409(run):
     assert conflict["details"]["changed_at_seq"] > refused["last_pulled_at"]
     with run.engine.connect() as conn:
         logged = conn.execute(select(SyncPush).where(SyncPush.response_status == 409)).all()
-    # The refusal frees its key: the phone pulls and pushes again, with whatever key it likes.
+    # The refusal frees its key: the phone pulls and pushes again, with whatever key it likes;
+    # the log still says which key was refused.
     assert [(row.idempotency_key, row.last_pulled_at, row.summary) for row in logged] == [
-        (None, refused["last_pulled_at"], {"refused": "sync_conflict"})]
+        (None, refused["last_pulled_at"],
+         {"refused": "sync_conflict", "idempotency_key": refused["key"]})]
 
 
 def test_the_check_in_on_the_moved_visit_is_quarantined_and_flagged(run):
