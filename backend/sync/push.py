@@ -362,8 +362,9 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
         summary.count(summary.applied, table.name)
         summary.sessions.add(visit_id)
     if fresh:
-        # One multi-row INSERT; the ORM does not see these rows, so number them here.
-        session.execute(insert(table.model), fresh)
+        # One multi-row Core INSERT (the ORM's bulk path costs as much again in Python); the
+        # ORM does not see these rows, so number them here.
+        session.execute(insert(table.model.__table__), fresh)
         for row in fresh:
             pending.note(session, table.name, row["id"])
 

@@ -161,7 +161,7 @@ def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], fir
                                               patient_id=item[1], nurse_id=item[2], seq=seq,
                                               revoked_at=now))
     if rows:
-        insert = upsert(session, SyncRow)
+        insert = upsert(session, SyncRow.__table__)
         session.execute(insert.on_conflict_do_update(
             index_elements=["table_name", "record_id"],
             set_={"seq": insert.excluded.seq, "patient_id": insert.excluded.patient_id,
@@ -170,7 +170,7 @@ def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], fir
                   "changed_at": insert.excluded.changed_at}), rows)
     if drops:
         # A record stored since under that id keeps its row: the phone gets it as an update.
-        session.execute(upsert(session, SyncRow).on_conflict_do_nothing(), drops)
+        session.execute(upsert(session, SyncRow.__table__).on_conflict_do_nothing(), drops)
     if moves:
         # By primary key, in one executemany.
         session.execute(update(SyncRow), moves)
