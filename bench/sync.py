@@ -528,22 +528,27 @@ def http_push(port: int, headers: dict[str, str], body: bytes, cursor: int,
 
 def serve_pushes(app: Flask, phones: int, pushes: list[tuple[dict[str, str], bytes]],
                  cursor: int, records: int) -> Served:
-    """Push from `phones` phones at once, each its share in turn, to as many workers."""
-    with gunicorn(app, phones) as port:
-        http_push(port, *pushes[0], cursor, records)
-        shares = [pushes[1 + phone::phones] for phone in range(phones)]
-        start = threading.Barrier(phones + 1)
+    """Push from `phones` phones at once, each its share in turn, to as many workers.
 
-        def phone(share: list[tuple[dict[str, str], bytes]]) -> list[float]:
+    The first `phones` pushes go at once untimed, so that every worker has served one.
+    """
+    with gunicorn(app, phones) as port:
+        def phone(share: list[tuple[dict[str, str], bytes]],
+                  start: threading.Barrier) -> list[float]:
             start.wait()
             return [http_push(port, headers, body, cursor, records) for headers, body in share]
 
-        with ThreadPoolExecutor(phones) as pool:
-            running = [pool.submit(phone, share) for share in shares]
-            start.wait()
-            began = time.perf_counter()
-            samples = [ms for done in running for ms in done.result()]
-            wall = time.perf_counter() - began
+        def at_once(shares: list[list[tuple[dict[str, str], bytes]]]) -> tuple[list, float]:
+            start = threading.Barrier(phones + 1)
+            with ThreadPoolExecutor(phones) as pool:
+                running = [pool.submit(phone, share, start) for share in shares]
+                start.wait()
+                began = time.perf_counter()
+                samples = [ms for done in running for ms in done.result()]
+                return samples, time.perf_counter() - began
+
+        at_once([[push] for push in pushes[:phones]])
+        samples, wall = at_once([pushes[phones + i::phones] for i in range(phones)])
     return Served(phones, samples, wall)
 
 
@@ -554,7 +559,7 @@ def measure_pushes(app: Flask, clinic: scan.Clinic, args: argparse.Namespace) ->
     workers, as phones do to a production server.
     """
     began = time.perf_counter()
-    served_pushes = args.pushes + 1 if args.phones > 1 else 0
+    served_pushes = args.pushes + args.phones if args.phones > 1 else 0
     pushers = check_in(app, clinic, range(args.pushes + 1 + args.profile + served_pushes))
     client = app.test_client()
     headers = phone_headers(app, client, clinic, [pusher.nurse for pusher in pushers])
