@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from backend.accounts.models import Role
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.errors import Forbidden, InvalidField, VigilError
@@ -66,7 +67,7 @@ def check_schema(schema_version: int, *, mutable: bool) -> None:
 
 def require_nurse(caller: Caller) -> None:
     """Allow only nurses: sync is the nurse's phone."""
-    if caller.role != "nurse":
+    if caller.role != Role.NURSE:
         raise Forbidden("Sync is for nurses' phones.", {"role": caller.role})
 
 
@@ -75,6 +76,15 @@ def counter(session: Session, organisation_id: uuid.UUID) -> tuple[int, int]:
     row = session.execute(select(SyncCounter.value, SyncCounter.horizon).where(
         SyncCounter.organisation_id == organisation_id)).first()
     return (row[0], row[1]) if row else (0, 0)
+
+
+def checked_cursor(session: Session, organisation_id: uuid.UUID,
+                   last_pulled_at: int) -> tuple[int, int]:
+    """Return the counter and horizon; refuse a cursor the server never handed out."""
+    top, horizon = counter(session, organisation_id)
+    if last_pulled_at > top:
+        raise InvalidField("last_pulled_at", f"ahead of the server's sequence ({top})")
+    return top, horizon
 
 
 def assigned_patients(session: Session, nurse_id: uuid.UUID) -> set[uuid.UUID]:
@@ -95,10 +105,8 @@ def pull(session: Session, rt: Runtime, caller: Caller, request: PullRequest) ->
     require_nurse(caller)
     check_schema(request.schema_version, mutable=True)
     # Every change numbered up to `top` is committed: numbers are taken in commit order.
-    top, horizon = counter(session, caller.organisation_id)
     since = request.last_pulled_at
-    if since > top:
-        raise InvalidField("last_pulled_at", f"ahead of the server's sequence ({top})")
+    top, horizon = checked_cursor(session, caller.organisation_id, since)
     if 0 < since < horizon:
         raise ResetRequired(
             "This phone has been away longer than deletions are kept; pull again from zero "

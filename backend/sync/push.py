@@ -29,7 +29,6 @@ from backend.devices.models import Device
 from backend.errors import (
     Conflict,
     Forbidden,
-    InvalidField,
     NotFound,
     SignatureInvalid,
     VigilError,
@@ -37,7 +36,7 @@ from backend.errors import (
 from backend.runtime import Runtime
 from backend.sync import checks, pending
 from backend.sync.models import SyncRow
-from backend.sync.pull import check_schema, counter, require_nurse
+from backend.sync.pull import check_schema, checked_cursor, require_nurse
 from backend.sync.tables import (
     BOOKKEEPING,
     BY_NAME,
@@ -176,9 +175,7 @@ def apply(session: Session, rt: Runtime, caller: Caller, request: PushRequest) -
     mutable = any(BY_NAME[name].access is not Access.APPEND_ONLY and any(actions.values())
                   for name, actions in request.changes.items())
     check_schema(request.schema_version, mutable=mutable)
-    top, _horizon = counter(session, caller.organisation_id)
-    if request.last_pulled_at > top:
-        raise InvalidField("last_pulled_at", f"ahead of the server's sequence ({top})")
+    checked_cursor(session, caller.organisation_id, request.last_pulled_at)
     _refuse_reference_changes(request)
     _refuse_append_only_edits(request)
     pushed_visits = _lock_visits(session, caller, request)
@@ -310,7 +307,7 @@ def _untrusted(table: SyncTable, raw: dict[str, Any], refused: Exception) -> cli
 def _append(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
             item: dict[str, Any], summary: Summary) -> None:
     raw = {k: v for k, v in item.items() if k not in BOOKKEEPING}
-    visit_id = _visit_of(session, caller, raw.get("visit_id"))
+    visit_id = _nurse_visits(session, caller, {raw.get("visit_id")}).get(raw.get("visit_id"))
     try:
         # A savepoint per record: one that is refused leaves no trace but its quarantine.
         with session.begin_nested():
@@ -377,22 +374,11 @@ def _nurse_visits(session: Session, caller: Caller, values: set[Any]) -> dict[st
             wanted[uuid.UUID(value)] = value
         except (TypeError, ValueError, AttributeError):
             continue
+    if not wanted:
+        return {}
     return {wanted[visit_id]: visit_id for visit_id in session.scalars(select(Visit.id).where(
         Visit.id.in_(wanted), Visit.organisation_id == caller.organisation_id,
         Visit.nurse_id == caller.user_id))}
-
-
-def _visit_of(session: Session, caller: Caller, value: Any) -> uuid.UUID | None:
-    """Return the pushed visit id if it is one of the nurse's visits, else None."""
-    try:
-        visit_id = uuid.UUID(value)
-    except (TypeError, ValueError, AttributeError):
-        return None
-    visit = session.get(Visit, visit_id)
-    if visit is None or visit.organisation_id != caller.organisation_id \
-            or visit.nurse_id != caller.user_id:
-        return None
-    return visit_id
 
 
 def _hold(session: Session, rt: Runtime, caller: Caller, table: SyncTable,

@@ -615,3 +615,16 @@ def test_a_witnessed_waste_pushed_from_the_phone_enters_the_ledger(pharmacy, vis
     assert again.json["unchanged"] == {"custody_entries": 1}
     pulled = handset.sync_pull()["custody_entries"]["created"]
     assert honest["id"] in [row["id"] for row in pulled]
+
+
+def test_a_cursor_the_server_never_handed_out_is_refused(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    ahead = handset.cursor + 1
+    pulled = handset.pull(cursor=ahead)
+    pushed = handset.push(session_rows(handset, visit["id"], pharmacy.product_id), cursor=ahead)
+    for response in (pulled, pushed):
+        assert response.status_code == 422, response.json
+        assert response.json["error"]["details"]["fields"] == {
+            "last_pulled_at": [f"ahead of the server's sequence ({handset.cursor})"]}
+    assert count(world, Observation) == 0
