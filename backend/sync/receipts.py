@@ -84,10 +84,8 @@ def _earlier(session: Session, rt: Runtime, caller: Caller, key: str,
     if earlier.state == "done":
         return Replay(earlier.response_status, earlier.response_body)
     now = rt.clock.now()
-    if earlier.started_at > now - LEASE:
-        raise InFlight("A push with this Idempotency-Key is still being applied; retry "
-                       "shortly.", {"idempotency_key": key})
-    taken = session.execute(update(SyncPush).where(
+    # A claim past its lease is taken over, by one taker only.
+    taken = earlier.started_at <= now - LEASE and session.execute(update(SyncPush).where(
         SyncPush.id == earlier.id, SyncPush.state == "running",
         SyncPush.started_at == earlier.started_at).values(started_at=now)).rowcount
     if not taken:
