@@ -14,25 +14,27 @@ from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
 from backend.custody import counts, losses, reports, service, shifts
-from backend.custody.schemas import (
+from backend.custody.report_schemas import (
     BagStatementSchema,
-    BalanceQuerySchema,
-    BalanceSchema,
-    CheckpointSchema,
     CountCreateSchema,
     CountSchema,
     DispensingEventSchema,
     DispensingLogSchema,
     DispensingQuerySchema,
-    EntryCreateSchema,
-    EntryQuerySchema,
-    EntrySchema,
     FilingSchema,
     InventoryLineSchema,
     InventoryQuerySchema,
     InventorySchema,
     LossSchema,
     StatementQuerySchema,
+)
+from backend.custody.schemas import (
+    BalanceQuerySchema,
+    BalanceSchema,
+    CheckpointSchema,
+    EntryCreateSchema,
+    EntryQuerySchema,
+    EntrySchema,
 )
 from backend.runtime import runtime
 

@@ -1,0 +1,229 @@
+"""Bodies reckoned from the custody ledger: counts, losses and filings, statements, DEA reports."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+
+class CountLineSchema(Schema):
+    """What was found of one lot."""
+
+    product_id = fields.UUID(required=True)
+    lot = fields.String(required=True, validate=validate.Length(1, 40))
+    quantity_ug = fields.Integer(required=True, strict=True,
+                                 validate=validate.Range(0, 1_000_000_000))
+    expiry = fields.Date(load_default=None, metadata={
+        "description": "Needed only to adjust a lot the ledger has never held."})
+
+
+class CountCreateSchema(Schema):
+    """A physical count of the vault or one nurse's bag."""
+
+    id = fields.UUID(load_default=None, metadata={
+        "description": "Client-made UUID: a retried count makes no second adjustment."})
+    holder = fields.String(required=True, validate=validate.Length(1, 60), metadata={
+        "description": "`vault` or `bag:<nurse id>`."})
+    counted_at = fields.AwareDateTime(required=True, metadata={
+        "description": "When the stock was counted: the ledger is read as of this time."})
+    counts = fields.List(fields.Nested(CountLineSchema), required=True, metadata={
+        "description": "Lots the ledger holds but the count omits are counted as 0."})
+    reasons = fields.Dict(keys=fields.String(validate=validate.Length(1, 40)),
+                          values=fields.String(validate=validate.Length(1, 2000)),
+                          load_default=dict, metadata={"description": (
+                              "Lot → reason. A discrepancy with a reason is corrected by an "
+                              "`adjust` entry; without one it is only reported and flagged.")})
+
+
+class LotCountSchema(Schema):
+    """One lot's ledger balance, count and difference."""
+
+    product_id = fields.UUID()
+    lot = fields.String()
+    ledger_ug = fields.Integer()
+    counted_ug = fields.Integer()
+    difference_ug = fields.Integer(metadata={"description": "Counted less ledger."})
+    reason = fields.String(allow_none=True)
+    adjustment_id = fields.UUID(allow_none=True, metadata={
+        "description": "The `adjust` entry that corrected the ledger, if a reason was given."})
+    flag_id = fields.UUID(allow_none=True)
+
+
+class CountSchema(Schema):
+    """A reconciled count."""
+
+    id = fields.UUID()
+    holder = fields.String()
+    counted_at = fields.AwareDateTime()
+    discrepancies = fields.Integer()
+    lots = fields.List(fields.Nested(LotCountSchema))
+
+
+class LossSchema(Schema):
+    """A theft or significant loss and its DEA deadlines (21 CFR 1301.76(b))."""
+
+    id = fields.UUID(attribute="report.id")
+    entry_id = fields.UUID(attribute="entry.id")
+    holder = fields.String(attribute="entry.from_holder")
+    product_id = fields.UUID(attribute="entry.product_id")
+    lot = fields.String(attribute="entry.lot")
+    quantity_ug = fields.Integer(attribute="entry.quantity_ug")
+    discovered_at = fields.AwareDateTime(attribute="report.discovered_at")
+    circumstances = fields.String(attribute="report.circumstances")
+    notice_due_at = fields.AwareDateTime(attribute="report.notice_due_at")
+    notice_filed_at = fields.AwareDateTime(attribute="report.notice_filed_at", allow_none=True)
+    notice_overdue = fields.Function(lambda loss: "dea_notice" in loss.overdue)
+    form_106_due_at = fields.AwareDateTime(attribute="report.form_106_due_at")
+    form_106_filed_at = fields.AwareDateTime(attribute="report.form_106_filed_at",
+                                             allow_none=True)
+    form_106_overdue = fields.Function(lambda loss: "form_106" in loss.overdue)
+
+
+class FilingSchema(Schema):
+    """A filing made to DEA about a loss."""
+
+    filing = fields.String(required=True, validate=validate.OneOf(["dea_notice", "form_106"]),
+                           metadata={"description": "`dea_notice`: the written notice due "
+                                                    "within 1 business day; `form_106`: DEA "
+                                                    "Form 106, due within 45 days."})
+    filed_at = fields.AwareDateTime(required=True)
+
+
+class StatementQuerySchema(Schema):
+    """The period of a bag statement, by when the server recorded each movement."""
+
+    since = fields.AwareDateTime(data_key="from", metadata={
+        "description": "Default: the start of today in the organisation's timezone."})
+    until = fields.AwareDateTime(data_key="to", metadata={"description": "Default: now."})
+
+
+class StatementLineSchema(Schema):
+    """One lot through the bag: opening + in − out = remaining."""
+
+    product_id = fields.UUID()
+    lot = fields.String()
+    opening_ug = fields.Integer()
+    dispensed_ug = fields.Integer(attribute="figures.dispensed_ug")
+    transferred_in_ug = fields.Integer(attribute="figures.transferred_in_ug")
+    adjusted_up_ug = fields.Integer(attribute="figures.adjusted_up_ug")
+    administered_ug = fields.Integer(attribute="figures.administered_ug")
+    wasted_ug = fields.Integer(attribute="figures.wasted_ug")
+    returned_ug = fields.Integer(attribute="figures.returned_ug")
+    transferred_out_ug = fields.Integer(attribute="figures.transferred_out_ug")
+    lost_ug = fields.Integer(attribute="figures.lost_ug")
+    adjusted_down_ug = fields.Integer(attribute="figures.adjusted_down_ug")
+    remaining_ug = fields.Integer()
+
+
+class BagStatementSchema(Schema):
+    """A nurse's bag over a period, lot by lot."""
+
+    nurse_id = fields.UUID()
+    holder = fields.String()
+    since = fields.AwareDateTime(data_key="from")
+    until = fields.AwareDateTime(data_key="to")
+    lines = fields.List(fields.Nested(StatementLineSchema))
+
+
+def _format() -> fields.String:
+    return fields.String(data_key="format", load_default="json",
+                         validate=validate.OneOf(["json", "csv"]), metadata={
+                             "description": "`csv`: text/csv (RFC 4180) with a header row."})
+
+
+class DispensingQuerySchema(Schema):
+    """The period of a dispensing log, by when each event occurred, and its format."""
+
+    since = fields.AwareDateTime(data_key="from", required=True)
+    until = fields.AwareDateTime(data_key="to", required=True)
+    output = _format()
+
+
+class DispensingEventSchema(Schema):
+    """One event of the dispensing log, one CSV row, in these columns."""
+
+    entry_id = fields.UUID()
+    seq = fields.Integer()
+    date = fields.Date(metadata={"description": "In the organisation's timezone."})
+    occurred_at = fields.AwareDateTime()
+    kind = fields.String(metadata={"description": (
+        "received, dispensed to nurse, transferred to nurse, administered, wasted, returned, "
+        "count adjustment, lost or destroyed.")})
+    substance = fields.String()
+    product = fields.String()
+    dea_schedule = fields.String()
+    dosage_form = fields.String()
+    strength = fields.String(metadata={"description": "µg per mL or per device."})
+    units_per_container = fields.Decimal(as_string=True)
+    quantity_ug = fields.Integer()
+    quantity_mg = fields.Decimal(as_string=True)
+    lot = fields.String()
+    expiry = fields.Date()
+    from_holder = fields.String()
+    recipient = fields.String(metadata={
+        "description": "The receiving holder; for an administration `patient:<surrogate id>`."})
+    recipient_name = fields.String(metadata={
+        "description": "The patient's name (PHI, decrypted: the read is audited), the nurse's "
+                       "name, or the registrant's for the vault."})
+    recipient_address = fields.String(metadata={"description": "The patient's address (PHI)."})
+    supplier_name = fields.String()
+    supplier_address = fields.String()
+    supplier_dea = fields.String()
+    manner = fields.String(metadata={
+        "description": "How stock was disposed of: waste, destruction, loss, count correction."})
+    by_username = fields.String(metadata={"description": "Who dispensed, administered, etc."})
+    witness_usernames = fields.List(fields.String(), metadata={
+        "description": "In CSV, joined with `; `."})
+
+
+class DispensingLogSchema(Schema):
+    """The dispensing and disposal record of 21 CFR 1304.22(c) over a period."""
+
+    organisation = fields.String()
+    dea_registration = fields.String()
+    since = fields.AwareDateTime(data_key="from")
+    until = fields.AwareDateTime(data_key="to")
+    events = fields.List(fields.Nested(DispensingEventSchema))
+
+
+class InventoryQuerySchema(Schema):
+    """The moment of an inventory, whether at open or close of business, and its format."""
+
+    as_of = fields.AwareDateTime(load_default=None, metadata={
+        "description": "Entries the server recorded up to this time count. Default: now."})
+    at = fields.String(load_default="close", validate=validate.OneOf(["open", "close"]),
+                       metadata={"description": "Open or close of business (21 CFR 1304.11)."})
+    output = _format()
+
+
+class InventoryLineSchema(Schema):
+    """One holder's stock of one lot, one CSV row, in these columns."""
+
+    holder = fields.String()
+    holder_name = fields.String()
+    substance = fields.String()
+    product = fields.String()
+    dea_schedule = fields.String()
+    dosage_form = fields.String()
+    strength = fields.String()
+    units_per_container = fields.Decimal(as_string=True)
+    lot = fields.String()
+    expiry = fields.Date()
+    quantity_ug = fields.Integer()
+    quantity_mg = fields.Decimal(as_string=True)
+    quantity_units = fields.Decimal(as_string=True, metadata={
+        "description": "mL or devices, to 0.001."})
+    unit = fields.String()
+    containers = fields.Decimal(as_string=True, metadata={
+        "description": "Full-container equivalents, to 0.001 (an opened one is a fraction)."})
+
+
+class InventorySchema(Schema):
+    """An inventory of controlled substances on hand (21 CFR 1304.11)."""
+
+    organisation = fields.String()
+    dea_registration = fields.String()
+    as_of = fields.AwareDateTime()
+    date = fields.Date()
+    at = fields.String()
+    taken_by = fields.String()
+    lines = fields.List(fields.Nested(InventoryLineSchema))
