@@ -9,7 +9,8 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from backend import api, config, errors
+from backend import api, boundary, changes, config, errors
+from backend.boundary import VigilFlask
 from backend.clock import SystemClock
 from backend.db import Database
 from backend.keys import load_keyring
@@ -44,7 +45,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     overrides = dict(overrides or {})
     instance = Path(overrides.pop("INSTANCE_PATH", None) or config.instance_path())
     clock = overrides.pop("CLOCK", None) or SystemClock()
-    app = Flask("backend", instance_path=str(instance.resolve()))
+    app = VigilFlask("backend", instance_path=str(instance.resolve()))
     app.config.update(config.load())
     app.config.update(overrides)
     config.validate(app.config)
@@ -55,8 +56,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO)
     keys = load_keyring(app.config, instance)
     app.extensions["vigil.runtime"] = build_runtime(app.config, clock, keys)
-    Database(app.config["DATABASE_URL"]).init_app(app)
-    sequence.install()
+    Database(app.config["DATABASE_URL"], clock, on_session=[sequence.install],
+             info={changes.JUDGE: boundary.judge_with(app.extensions["vigil.runtime"])}
+             ).init_app(app)
     errors.init_app(app)
     api.init_app(app, _blueprints())
     from backend.health.resources import blp as health

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.serving import run_simple
 
-from backend import create_app, db, demo, schema, simulate
+from backend import boundary, create_app, db, demo, schema, simulate
 from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role
 from backend.custody import checkpoints
@@ -34,6 +35,11 @@ def cli() -> None:
 
 def _engine():
     return current_app.extensions["vigil.db"].engine
+
+
+def _unit() -> AbstractContextManager[Session]:
+    """Open one unit of work of the command: committed at its end, or rolled back."""
+    return boundary.unit(current_app.extensions["vigil.db"].sessions, runtime())
 
 
 @cli.group("db")
@@ -75,14 +81,13 @@ def org_group() -> None:
 @click.option("--timezone", default="UTC", show_default=True, help="IANA timezone.")
 def org_create(slug: str, name: str, dea_registration: str, timezone: str) -> None:
     """Create organisation SLUG."""
-    session = db.session()
     try:
-        org = accounts.create_organisation(session, runtime(), slug=slug, name=name,
-                                           dea_registration=dea_registration,
-                                           timezone=timezone)
+        with _unit() as session:
+            org = accounts.create_organisation(session, runtime(), slug=slug, name=name,
+                                               dea_registration=dea_registration,
+                                               timezone=timezone)
     except VigilError as exc:
         raise click.ClickException(exc.message) from exc
-    session.commit()
     click.echo(f"created organisation {org.slug} ({org.id})")
 
 
@@ -100,15 +105,14 @@ def user_create(username: str, org_slug: str, role: str, display_name: str | Non
     """Create USERNAME; the password comes from VIGIL_PASSWORD, else a prompt."""
     password = os.environ.get("VIGIL_PASSWORD") or click.prompt(
         "Password", hide_input=True, confirmation_prompt=True)
-    session = db.session()
     try:
-        org = accounts.organisation_by_slug(session, org_slug)
-        user = accounts.create_user(session, runtime(), None, organisation_id=org.id,
-                                    username=username, display_name=display_name or username,
-                                    role=Role(role), password=password)
+        with _unit() as session:
+            org = accounts.organisation_by_slug(session, org_slug)
+            user = accounts.create_user(session, runtime(), None, organisation_id=org.id,
+                                        username=username, display_name=display_name or username,
+                                        role=Role(role), password=password)
     except VigilError as exc:
         raise click.ClickException(exc.message) from exc
-    session.commit()
     click.echo(f"created {user.role} {user.username} in {org.slug}")
 
 
@@ -116,9 +120,8 @@ def user_create(username: str, org_slug: str, role: str, display_name: str | Non
 def demo_command() -> None:
     """Migrate, seed the demo organisation once, and print its logins."""
     schema.upgrade(_engine())
-    session = db.session()
-    logins = demo.seed(session, runtime(), Path(current_app.instance_path))
-    session.commit()
+    with _unit() as session:
+        logins = demo.seed(session, runtime(), Path(current_app.instance_path))
     click.echo(f"demo organisation: {demo.DEMO_SLUG}")
     for username, password in logins.items():
         click.echo(f"  {username:<18} {password}")
@@ -213,8 +216,9 @@ def keys_status() -> None:
               help="Seconds to wait between batches, to spare a busy database.")
 def keys_rotate(batch_size: int, max_batches: int | None, pause: float) -> None:
     """Re-encrypt every PHI value under the active key, one committed batch at a time."""
-    session, rt = db.session(), runtime()
-    unknown = rotation.unknown_key_ids(rotation.key_counts(session), rt.keys)
+    rt = runtime()
+    with _unit() as session:
+        unknown = rotation.unknown_key_ids(rotation.key_counts(session), rt.keys)
     if unknown:
         raise click.ClickException(
             "stored values name key ids that are not configured: "
@@ -222,16 +226,17 @@ def keys_rotate(batch_size: int, max_batches: int | None, pause: float) -> None:
     batches = 0
     while max_batches is None or batches < max_batches:
         try:
-            moved = rotation.rotate_batch(session, rt, batch_size)
+            with _unit() as batch:
+                moved = rotation.rotate_batch(batch, rt, batch_size)
         except VigilError as exc:
             raise click.ClickException(exc.message) from exc
         if not moved:
             break
-        session.commit()
         batches += 1
         click.echo(f"batch {batches}: {moved} values re-encrypted under {rt.keys.phi_active}")
         time.sleep(pause)
-    remaining = rotation.stale_count(session, rt.keys)
+    with _unit() as session:
+        remaining = rotation.stale_count(session, rt.keys)
     click.echo(f"{remaining} rows still hold values under older keys; run again to continue"
                if remaining else f"every value is under key {rt.keys.phi_active}")
 
@@ -288,15 +293,15 @@ def ledger_verify(org_slug: str | None) -> None:
 @click.option("--org", "org_slug", default=None, help="Only this organisation (default: all).")
 def ledger_checkpoint(org_slug: str | None) -> None:
     """Sign the chain heads that moved since their last checkpoint, now."""
-    session, rt = db.session(), runtime()
+    rt = runtime()
     export_dir = current_app.config["CHECKPOINT_DIR"]
     signed = 0
-    for org in _organisations(session, org_slug):
-        checkpoint = checkpoints.sign_head(session, rt, org.id, export_dir)
-        if checkpoint is not None:
-            signed += 1
-            click.echo(f"{org.slug}: signed seq {checkpoint.seq} ({checkpoint.head_hash})")
-    session.commit()
+    with _unit() as session:
+        for org in _organisations(session, org_slug):
+            checkpoint = checkpoints.sign_head(session, rt, org.id, export_dir)
+            if checkpoint is not None:
+                signed += 1
+                click.echo(f"{org.slug}: signed seq {checkpoint.seq} ({checkpoint.head_hash})")
     click.echo(f"{signed} checkpoint(s) signed; exported to {export_dir}")
 
 
@@ -307,11 +312,13 @@ def ledger_checkpoint(org_slug: str | None) -> None:
                                  "scan_window_days back).")
 def scan_command(org_slug: str | None, since: datetime | None) -> None:
     """Run every safeguard rule over the population and raise flags for what they find."""
-    session, rt = db.session(), runtime()
+    rt = runtime()
     start = since.replace(tzinfo=UTC) if since else None
-    for org in _organisations(session, org_slug):
-        result = scan.scan_organisation(session, rt, org.id, start)
-        session.commit()
+    with _unit() as session:
+        organisations = _organisations(session, org_slug)
+    for org in organisations:
+        with _unit() as session:
+            result = scan.scan_organisation(session, rt, org.id, start)
         read = ", ".join(f"{count} {name}" for name, count in result.facts.items() if count)
         took = ", ".join(f"{name} {seconds} s" for name, seconds in result.seconds.items())
         click.echo(f"{org.slug}: since {result.since:%Y-%m-%d %H:%M}, read {read or 'nothing'}")

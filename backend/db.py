@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from backend.clock import Clock
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -20,6 +23,7 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+CLOCK = "vigil.clock"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -49,6 +53,12 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), uuid.UUID: Uuid()}
 
 
+# How long a SQLite transaction waits for the write lock before answering "database is locked":
+# long enough to queue behind every request of a busy clinic (a 5,000-record push holds the lock
+# for a few seconds), short enough that a phone gets an answer before its own HTTP timeout.
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -57,16 +67,23 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock at BEGIN, where SQLite waits the busy timeout for it.
+        # A deferred transaction that reads, then writes after another writer committed, gets
+        # SQLITE_BUSY at once instead: waiting cannot refresh its snapshot, so the busy handler
+        # is skipped and two phones pulling together answer 500 "database is locked". Nearly
+        # every request writes (audit rows, a phone's clock offset, login counters), so taking
+        # the lock up front serialises little that was not already serial; WAL still lets
+        # connections outside a transaction read. Savepoints nest inside as before.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def build_engine(url: str) -> Engine:
-    """Create the engine for `url`, with SQLite set up for foreign keys and WAL."""
+    """Create the engine for `url`; SQLite gets foreign keys, WAL and queued writers."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         _configure_sqlite(engine)
@@ -75,17 +92,30 @@ def build_engine(url: str) -> Engine:
 
 
 class Database:
-    """Own the engine and the factory that makes one session per request."""
+    """Own the engine and the factory that makes one session per unit of work.
 
-    def __init__(self, url: str) -> None:
+    `on_session` are called with each session factory made, to attach their listeners to it
+    (and to nothing else in the process); every session carries the app's clock and `info`.
+    """
+
+    def __init__(self, url: str, clock: Clock,
+                 on_session: Iterable[Callable[[sessionmaker[Session]], None]] = (),
+                 info: dict[str, Any] | None = None) -> None:
         self.url = url
+        self.info = {CLOCK: clock, **(info or {})}
         self.engine = build_engine(url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._on_session = tuple(on_session)
+        self.sessions = self._factory(bind=self.engine)
+
+    def _factory(self, **options: Any) -> sessionmaker[Session]:
+        factory = sessionmaker(expire_on_commit=False, info=dict(self.info), **options)
+        for attach in self._on_session:
+            attach(factory)
+        return factory
 
     def use_connection(self, connection: Connection) -> None:
         """Bind sessions to `connection`, committing into savepoints (for tests)."""
-        self.sessions = sessionmaker(
-            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
+        self.sessions = self._factory(bind=connection, join_transaction_mode="create_savepoint")
 
     def init_app(self, app: Flask) -> None:
         """Register the database on `app` and close each request's session after it."""
@@ -97,6 +127,11 @@ class Database:
         session = g.pop("db_session", None)
         if session is not None:
             session.close()
+
+
+def clock_of(session: Session) -> Clock:
+    """Return the clock of the app that made `session`."""
+    return session.info[CLOCK]
 
 
 def session() -> Session:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask
 from sqlalchemy.orm import Session
 
+from backend import boundary
 from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role, User
 from backend.devices.signatures import canonical_bytes
@@ -53,12 +54,16 @@ class World:
         self.rt: Runtime = app.extensions["vigil.runtime"]
         self.session: Session = app.extensions["vigil.db"].sessions()
 
+    def commit(self) -> None:
+        """End the test's unit of work as a request would: judge what it noted, then commit."""
+        boundary.finish(self.session, self.rt)
+
     def org(self, slug: str | None = None) -> Organisation:
         """Create an organisation."""
         org = accounts.create_organisation(
             self.session, self.rt, slug=slug or f"org-{next(_counter)}", name="Test Pharmacy",
             dea_registration="FV0000000", timezone="America/Chicago")
-        self.session.commit()
+        self.commit()
         return org
 
     def user(self, org: Organisation, role: Role, username: str | None = None) -> User:
@@ -67,7 +72,7 @@ class World:
             self.session, self.rt, None, organisation_id=org.id,
             username=username or f"{role.value}-{next(_counter)}", display_name="Test User",
             role=role, password=PASSWORD)
-        self.session.commit()
+        self.commit()
         return user
 
     def login(self, org: Organisation, user: User, device_id: uuid.UUID | None = None) -> dict:
@@ -130,7 +135,7 @@ class Clinic:
 
             patient = self.world.session.get(Patient, uuid.UUID(patient_id))
             patient.home_latitude, patient.home_longitude = (Decimal(v) for v in home)
-            self.world.session.commit()
+            self.world.commit()
         return patient_id
 
     def product(self, body: dict) -> str:

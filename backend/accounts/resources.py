@@ -52,7 +52,6 @@ class Users(MethodView):
         session = db.session()
         user = service.create_user(session, runtime(), caller,
                                    organisation_id=caller.organisation_id, **body)
-        session.commit()
         return user
 
 
@@ -68,5 +67,4 @@ class UserDetail(MethodView):
         session = db.session()
         user = service.update_user(session, runtime(), current_caller(), user_id,
                                    service.UserChange(**body))
-        session.commit()
         return user

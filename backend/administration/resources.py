@@ -40,17 +40,9 @@ READERS = (Role.ADMIN, Role.PRESCRIBER, Role.NURSE, Role.COMPLIANCE)
 
 
 def _record(visit_id: uuid.UUID, name: str, body: dict):
-    session = db.session()
     received = service.Received(request.get_json(), body)
-    try:
-        record = service.record_one(session, runtime(), current_caller(), visit_id, name,
-                                    received)
-    except service.Quarantined:
-        # The quarantined record and its flag outlive the refusal.
-        session.commit()
-        raise
-    session.commit()
-    return record
+    return service.record_one(db.session(), runtime(), current_caller(), visit_id, name,
+                              received)
 
 
 @blp.route("/<uuid:visit_id>/pre-dose")
@@ -123,7 +115,6 @@ class WholeSession(MethodView):
         """Return everything recorded for the visit, and what was quarantined."""
         session = db.session()
         record = service.view_session(session, runtime(), current_caller(), visit_id)
-        session.commit()
         return record
 
     @requires(Role.NURSE)
@@ -139,7 +130,6 @@ class WholeSession(MethodView):
             raw[name] if isinstance(raw[name], list) else [raw[name]], values, strict=True)]
             for name, values in body_lists.items()}
         service.record_session(session, runtime(), caller, visit_id, parts)
-        session.commit()
         return service.read_session(session, caller, visit_id)
 
 
@@ -157,7 +147,6 @@ class MonitoringRecord(MethodView):
         """Return the session's REMS monitoring form fields; an audited PHI read."""
         session = db.session()
         record = reports.monitoring_record(session, runtime(), current_caller(), visit_id)
-        session.commit()
         if query["output"] == "csv":
             row = MonitoringRecordSchema().dump(record)
             return Response(csv_text([row], list(row)), mimetype="text/csv", headers={
@@ -175,7 +164,6 @@ class FhirExport(MethodView):
         """Return the dose and observations as a FHIR R4 collection Bundle; audited."""
         session = db.session()
         bundle = fhir.session_bundle(session, runtime(), current_caller(), visit_id)
-        session.commit()
         return bundle
 
 
@@ -194,7 +182,6 @@ class PatientTrajectory(MethodView):
         """Return the patient's outcome scores and doses by date (a nurse: assigned); audited."""
         session = db.session()
         path = reports.trajectory(session, runtime(), current_caller(), patient_id)
-        session.commit()
         return path
 
 
@@ -209,5 +196,4 @@ class Waste(MethodView):
         """Record the waste as a custody `waste` entry of this visit, with its witness."""
         session = db.session()
         entry = service.record_waste(session, runtime(), current_caller(), visit_id, body)
-        session.commit()
         return entry

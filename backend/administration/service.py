@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.administration import instruments, monitoring
+from backend import changes
+from backend.administration import instruments
 from backend.administration.models import (
     DISCHARGE_PHI,
     Discharge,
@@ -30,8 +32,6 @@ from backend.devices.signatures import verify_device_signature
 from backend.errors import Conflict, InvalidField, NotFound, SignatureInvalid, VigilError
 from backend.phi.cipher import PhiCipher, Place
 from backend.runtime import Runtime
-from backend.scan import loaders
-from backend.scan import service as scan
 from backend.visits import service as visits
 from backend.visits.models import Visit
 
@@ -45,16 +45,21 @@ class Untrusted(Exception):
         self.code, self.message = code, message
         self.record_type, self.raw, self.reason = record_type, raw, reason
 
+    @property
+    def record_id(self) -> str | None:
+        """Return the id the phone gave the record, as far as it can be stored."""
+        return str(self.raw.get("id"))[:64] if self.raw.get("id") else None
+
 
 class Quarantined(VigilError):
     """A record could not be trusted; it is kept in quarantine, flagged, and not applied."""
 
     status = 422
 
-    def __init__(self, untrusted: Untrusted, held: QuarantinedEvent) -> None:
-        super().__init__(untrusted.message, {"quarantine_id": str(held.id),
-                                             "record_id": held.record_id,
-                                             "reason": held.reason})
+    def __init__(self, untrusted: Untrusted, held_id: uuid.UUID) -> None:
+        super().__init__(untrusted.message, {"quarantine_id": str(held_id),
+                                             "record_id": untrusted.record_id,
+                                             "reason": untrusted.reason})
         self.code = untrusted.code
 
 
@@ -67,18 +72,20 @@ class Received:
 
 
 def quarantine(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID | None,
-               untrusted: Untrusted) -> QuarantinedEvent:
-    """Keep an untrusted record with its payload and the reason, and flag it for review."""
+               untrusted: Untrusted, held_id: uuid.UUID | None = None) -> QuarantinedEvent:
+    """Keep an untrusted record with its payload and the reason, and flag it for review.
+
+    `visit_id` must be a visit the caller may record on: a refusal never writes elsewhere.
+    """
     record_type, raw, reason = untrusted.record_type, untrusted.raw, untrusted.reason
     held = QuarantinedEvent(
-        organisation_id=caller.organisation_id, record_type=record_type,
-        record_id=str(raw.get("id"))[:64] if raw.get("id") else None,
+        id=held_id or uuid.uuid4(), organisation_id=caller.organisation_id,
+        record_type=record_type, record_id=untrusted.record_id,
         visit_id=visit_id, user_id=caller.user_id,
         device_id=caller.device_id, payload=raw, reason=reason, received_at=rt.clock.now())
     session.add(held)
     session.flush()
-    scan.judge_and_flag(session, held.received_at, caller.organisation_id,
-                        quarantined=(loaders.quarantined_fact(held),))
+    changes.quarantined(session, caller.organisation_id, held.id)
     return held
 
 
@@ -279,18 +286,23 @@ RECORDERS = {"pre_dose": record_pre_dose, "dose": record_dose,
 def record_one(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID, name: str,
                received: Received) -> SignedRecord:
     """Store one record; an untrusted one is quarantined and refused with `Quarantined`."""
+    _nurse_visit(session, caller, visit_id)
     try:
         record = RECORDERS[name](session, rt, caller, visit_id, received)
     except Untrusted as untrusted:
-        raise Quarantined(untrusted, quarantine(session, rt, caller, visit_id,
-                                                untrusted)) from untrusted
-    monitoring.evaluate(session, rt, visit_id, caller.organisation_id)
+        held_id = uuid.uuid4()
+        # The refusal rolls the request back; the record and its flag are kept after it.
+        changes.keep(session, partial(quarantine, rt=rt, caller=caller, visit_id=visit_id,
+                                      untrusted=untrusted, held_id=held_id))
+        raise Quarantined(untrusted, held_id) from untrusted
+    changes.visit_session(session, caller.organisation_id, visit_id)
     return record
 
 
 def record_session(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
                    parts: dict[str, list[Received]]) -> list[QuarantinedEvent]:
     """Store a whole session in one transaction; untrusted parts are quarantined, not lost."""
+    _nurse_visit(session, caller, visit_id)
     held = []
     for name in RECORDERS:
         for received in parts.get(name, []):
@@ -309,13 +321,14 @@ def record_session(session: Session, rt: Runtime, caller: Caller, visit_id: uuid
             held.append(quarantine(session, rt, caller, visit_id, Untrusted(
                 refused.code, refused.message, "custody_waste", received.raw,
                 f"{refused.code}: {refused.message}")))
-    monitoring.evaluate(session, rt, visit_id, caller.organisation_id)
+    changes.visit_session(session, caller.organisation_id, visit_id)
     return held
 
 
 def record_waste(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
                  data: dict[str, Any]) -> CustodyEntry:
     """Record the remainder of a visit's dose as a witnessed custody `waste` entry."""
+    _nurse_visit(session, caller, visit_id)
     fields = dict(data)
     witnesses = [custody.Witness(**w) for w in fields.pop("witnesses")]
     return custody.record(session, rt, caller, custody.EntryRequest(

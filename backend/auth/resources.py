@@ -27,15 +27,9 @@ class Login(MethodView):
     @blp.response(200, TokenPairSchema)
     def post(self, body):
         """Sign in; failed attempts are limited per account and per address."""
-        session = db.session()
-        try:
-            pair = service.login(session, runtime(), org_slug=body["org"],
-                                 username=body["username"], password=body["password"],
-                                 device_id=body["device_id"], address=client_address())
-        finally:
-            # Failures must be stored even though the answer is an error: they drive the limit.
-            session.commit()
-        return pair
+        return service.login(db.session(), runtime(), org_slug=body["org"],
+                             username=body["username"], password=body["password"],
+                             device_id=body["device_id"], address=client_address())
 
 
 @blp.route("/refresh")
@@ -47,13 +41,7 @@ class Refresh(MethodView):
     @blp.response(200, TokenPairSchema)
     def post(self, body):
         """Return a new token pair; presenting a rotated token revokes the whole session."""
-        session = db.session()
-        try:
-            pair = service.refresh(session, runtime(), body["refresh_token"], client_address())
-        finally:
-            # A detected re-use revokes the family; that revocation must persist.
-            session.commit()
-        return pair
+        return service.refresh(db.session(), runtime(), body["refresh_token"], client_address())
 
 
 @blp.route("/logout")
@@ -64,6 +52,4 @@ class Logout(MethodView):
     @blp.response(204)
     def post(self):
         """Revoke the caller's session and every refresh token rotated from it."""
-        session = db.session()
-        service.logout(session, runtime(), current_caller())
-        session.commit()
+        service.logout(db.session(), runtime(), current_caller())

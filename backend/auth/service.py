@@ -8,12 +8,14 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import jwt
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from backend import changes
 from backend.accounts.models import Organisation, User
 from backend.audit import service as audit
 from backend.auth.caller import Caller
@@ -60,6 +62,20 @@ def _record_failure(session: Session, now: datetime, account_key: str,
         session.add(LoginFailure(scope="address", key=address, occurred_at=now))
 
 
+def _failed_login(session: Session, *, now: datetime, account_key: str, address: str | None,
+                  user_id: uuid.UUID | None, organisation_id: uuid.UUID | None,
+                  username: str) -> None:
+    _record_failure(session, now, account_key, address)
+    audit.record(session, now, None, "auth.login_failed", "user", user_id,
+                 organisation_id=organisation_id, address=address,
+                 detail={"username": username})
+
+
+def _reused(session: Session, *, now: datetime, caller: Caller) -> None:
+    revoke_families(session, now, reason="refresh_reuse", family_id=caller.family_id)
+    audit.record(session, now, caller, "auth.refresh_reuse", "token_family", caller.family_id)
+
+
 def _issue(session: Session, rt: Runtime, now: datetime, user: User,
            family: TokenFamily) -> TokenPair:
     refresh = secrets.token_urlsafe(32)
@@ -89,10 +105,11 @@ def login(session: Session, rt: Runtime, *, org_slug: str, username: str, passwo
     user = org and session.scalar(select(User).where(
         User.organisation_id == org.id, User.username == username.lower()))
     if not _password_ok(rt, user, password):
-        _record_failure(session, now, account_key, address)
-        audit.record(session, now, None, "auth.login_failed", "user",
-                     user.id if user else None, organisation_id=org.id if org else None,
-                     address=address, detail={"username": username.lower()})
+        # The answer is an error, yet the failure must be stored: it drives the limit.
+        changes.keep(session, partial(
+            _failed_login, now=now, account_key=account_key, address=address,
+            user_id=user.id if user else None, organisation_id=org.id if org else None,
+            username=username.lower()))
         raise InvalidCredentials("Wrong organisation, username or password.")
     if rt.passwords.check_needs_rehash(user.password_hash):
         user.password_hash = rt.passwords.hash(password)
@@ -153,8 +170,8 @@ def refresh(session: Session, rt: Runtime, token: str, address: str | None) -> T
         .values(rotated_at=now).execution_options(synchronize_session=False)).rowcount
     caller = caller_for(user, family, address)
     if rotated == 0:
-        revoke_families(session, now, reason="refresh_reuse", family_id=family.id)
-        audit.record(session, now, caller, "auth.refresh_reuse", "token_family", family.id)
+        # The refusal rolls back; the revocation of the whole family must outlive it.
+        changes.keep(session, partial(_reused, now=now, caller=caller))
         raise InvalidCredentials("Refresh token re-used; the session has been revoked.")
     if stored.expires_at <= now or not user.active or _device_revoked(session, family):
         raise InvalidCredentials("Refresh token expired or no longer valid.")

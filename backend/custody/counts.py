@@ -9,6 +9,7 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend import changes
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.custody import service
@@ -17,11 +18,10 @@ from backend.custody.models import CustodyEntry, Kind
 from backend.custody.reports import holdings
 from backend.custody.shifts import nurse_of
 from backend.errors import InvalidField, NotFound
-from backend.flags.models import Flag
 from backend.products import service as products
 from backend.runtime import Runtime
-from backend.scan import service as scan
 from safeguards import facts as f
+from safeguards.rules.custody import COUNT_DISCREPANCY
 
 
 @dataclass(frozen=True)
@@ -158,15 +158,17 @@ def _discrepancy(session: Session, rt: Runtime, caller: Caller, count: Reconcili
             details={"reason": reason, "direction": "up" if line.difference_ug > 0 else "down",
                      "count_id": str(count.id)}))
     nurse = count.holder.removeprefix("bag:") if count.holder.startswith("bag:") else None
-    findings = scan.judge_and_flag(session, rt.clock.now(), caller.organisation_id, counts=(
+    changes.facts(session, caller.organisation_id, counts=(
         f.Count(id=str(count.id), holder=count.holder, lot=line.lot,
                 product_id=str(line.product_id), counted_at=count.counted_at,
                 counted_by_id=str(caller.user_id), expected_ug=line.ledger_ug,
                 counted_ug=line.counted_ug, nurse_id=nurse,
                 adjustment_id=adjustment and str(adjustment.id), reason=reason),))
-    # None when the organisation switched the rule off.
-    flag_id = session.scalar(select(Flag.id).where(
-        Flag.organisation_id == caller.organisation_id,
-        Flag.dedup_key == findings[0].dedup_key)) if findings else None
+    # The answer names the flag: judge now rather than at the commit. None when the rule is off.
+    flag_id = next((raised.flag.id for raised in changes.settle(session)
+                    if raised.finding.rule_id == COUNT_DISCREPANCY.id
+                    and raised.finding.evidence.get("count_id") == str(count.id)
+                    and raised.finding.evidence.get("lot") == line.lot
+                    and raised.finding.evidence.get("product_id") == str(line.product_id)), None)
     return replace(line, reason=reason, adjustment_id=adjustment and adjustment.id,
                    flag_id=flag_id)

@@ -64,10 +64,7 @@ class Entries(MethodView):
         """Record one entry: pharmacists receive, dispense, adjust, destroy; nurses administer,
         waste, transfer and return from their phone; either reports a loss."""
         session = db.session()
-        witnesses = [service.Witness(**w) for w in body.pop("witnesses")]
-        entry = service.record(session, runtime(), current_caller(),
-                               service.EntryRequest(witnesses=witnesses, **body))
-        session.commit()
+        entry = service.record(session, runtime(), current_caller(), body)
         return entry
 
 
@@ -107,7 +104,6 @@ class Counts(MethodView):
         lines = [counts.CountedLot(**line) for line in body.pop("counts")]
         count = counts.reconcile(session, runtime(), current_caller(),
                                  counts.CountRequest(counts=lines, **body))
-        session.commit()
         return count
 
 
@@ -133,7 +129,6 @@ class LossFilings(MethodView):
         """Record the written DEA notice or Form 106 as filed; each is filed once."""
         session = db.session()
         loss = losses.record_filing(session, runtime(), current_caller(), loss_id, **body)
-        session.commit()
         return loss
 
 
@@ -174,7 +169,6 @@ class DispensingReport(MethodView):
         session = db.session()
         output = query.pop("output")
         log = reports.dispensing_log(session, runtime(), current_caller(), **query)
-        session.commit()
         if output == "csv":
             events = DispensingLogSchema().dump(log)["events"]
             return _csv(list(DispensingEventSchema().fields), events, "dispensing")

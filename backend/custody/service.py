@@ -11,6 +11,7 @@ from argon2.exceptions import VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend import changes
 from backend.accounts.models import Role, User
 from backend.accounts.service import dea_number_problem, organisation_zone
 from backend.audit import service as audit
@@ -28,8 +29,6 @@ from backend.errors import Forbidden, InvalidField, NotFound, SignatureInvalid, 
 from backend.policy.service import policy_for
 from backend.products import service as products
 from backend.runtime import Runtime
-from backend.scan import loaders
-from backend.scan import service as scan
 from backend.visits.models import Visit
 
 PHARMACY = (Role.PHARMACIST,)
@@ -252,9 +251,9 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
     audit.record(session, now, caller, f"custody.{request.kind}", "custody_entry", entry.id,
                  detail={"seq": entry.seq})
     if request.kind == Kind.WASTE and request.visit_id is not None:
-        # The waste rules weigh it against the visit's dose: judge it now, not at night.
-        scan.check_patient(session, rt, caller.organisation_id,
-                           session.get(Visit, request.visit_id).patient_id)
+        # The waste rules weigh it against the visit's dose: judged with this write.
+        changes.patient(session, caller.organisation_id,
+                        session.get(Visit, request.visit_id).patient_id)
     return entry
 
 
@@ -282,8 +281,7 @@ def _open_loss_report(session: Session, rt: Runtime, caller: Caller,
     session.add(report)
     session.flush()
     # The investigation starts now; the deadlines are watched by the loss_deadlines job.
-    scan.judge_and_flag(session, entry.received_at, caller.organisation_id, losses=(
-        loaders.loss_fact(report, entry.from_holder, entry.lot, entry.quantity_ug),))
+    changes.loss(session, caller.organisation_id, report.id)
     return report
 
 

@@ -37,7 +37,6 @@ class Devices(MethodView):
         device = service.register(session, runtime(), current_caller(),
                                   public_key=body["public_key"], label=body["label"],
                                   device_id=body["id"])
-        session.commit()
         return device
 
 
@@ -51,4 +50,3 @@ class DeviceDetail(MethodView):
         """Revoke a device (an admin any, a nurse her own); its sessions end at once."""
         session = db.session()
         service.revoke(session, runtime(), current_caller(), device_id)
-        session.commit()

@@ -65,7 +65,6 @@ class FlagAssignment(MethodView):
         session = db.session()
         flag = service.assign(session, runtime(), current_caller(), flag_id,
                               body["assignee_id"])
-        session.commit()
         return flag
 
 
@@ -80,7 +79,6 @@ class FlagNotes(MethodView):
         """Add a note to a flag's history, in any status."""
         session = db.session()
         flag = service.add_note(session, runtime(), current_caller(), flag_id, body["note"])
-        session.commit()
         return flag
 
 
@@ -96,5 +94,4 @@ class FlagResolution(MethodView):
         session = db.session()
         flag = service.resolve(session, runtime(), current_caller(), flag_id,
                                Resolution(body["resolution"]), body["note"])
-        session.commit()
         return flag

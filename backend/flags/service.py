@@ -139,6 +139,38 @@ def raise_flag(session: Session, now: datetime, organisation_id: uuid.UUID,
     return flag
 
 
+@dataclass(frozen=True)
+class Raised:
+    """A finding and the flag that now holds it; `new` when the flag was first raised by it."""
+
+    finding: Finding
+    flag: Flag
+    new: bool
+
+
+def raise_flags(session: Session, now: datetime, organisation_id: uuid.UUID,
+                findings: Collection[Finding], *, recurring: bool = False) -> list[Raised]:
+    """Store each distinct finding as a flag; a recurring one already flagged waits as it is."""
+    distinct = list({finding.dedup_key: finding for finding in findings}.values())
+    known: set[str] = set()
+    if recurring and distinct:
+        # A job finds the same overdue thing every run: once flagged, it waits for its reviewer.
+        known = set(session.scalars(select(Flag.dedup_key).where(
+            Flag.organisation_id == organisation_id,
+            Flag.dedup_key.in_([finding.dedup_key for finding in distinct]))))
+    raised = []
+    for finding in distinct:
+        if finding.dedup_key in known:
+            continue
+        flag = raise_flag(session, now, organisation_id, finding)
+        raised.append(Raised(finding, flag, flag.occurrences == 1))
+        if recurring:
+            audit.record(session, now, None, finding.rule_id, "flag", flag.id,
+                         organisation_id=organisation_id,
+                         detail={"subject": f"{finding.subject.kind}:{finding.subject.id}"})
+    return raised
+
+
 def _first_raise(session: Session, now: datetime, organisation_id: uuid.UUID,
                  finding: Finding) -> Flag:
     flag = Flag(organisation_id=organisation_id, dedup_key=finding.dedup_key,

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend import boundary
 from backend.clock import Clock
 from backend.db import Database, upsert
 from backend.jobs import service
@@ -168,9 +169,9 @@ class LeaseLock:
         now = self.clock.now()
         until = now + timedelta(seconds=self.seconds)
         try:
-            with self.sessions() as session:
+            # The lease is the scheduler's own boundary, outside any job's unit of work.
+            with self.sessions.begin() as session:
                 won = session.execute(self._claim(session, now, until)).first() is not None
-                session.commit()
         except DBAPIError:
             # Keep what we had: the lease is ours until it lapses, renewed or not.
             log.warning("could not renew the scheduler lease", exc_info=True)
@@ -200,10 +201,9 @@ class LeaseLock:
         self._until = None
         lease = SchedulerLease.__table__
         try:
-            with self.sessions() as session:
+            with self.sessions.begin() as session:
                 session.execute(delete(lease).where(lease.c.name == LEASE_NAME,
                                                     lease.c.holder == self.holder))
-                session.commit()
         except DBAPIError:
             log.warning("could not give the scheduler lease up; it will lapse", exc_info=True)
 
@@ -232,9 +232,8 @@ def run_job(sessions: sessionmaker[Session], rt: Runtime, spec: JobSpec, lock: L
     # epoch, and a run later than its grace (under one period) is dropped as misfired, so the
     # boundary at or before now is the fire time.
     slot = slot_of(rt.clock.now(), spec.seconds)
-    with sessions() as session:
+    with boundary.unit(sessions, rt) as session:
         run = service.run_slot(session, rt, spec.name, slot, holder, spec.body)
-        session.commit()
     if run is None:
         log.info("job %s slot %s already ran", spec.name, slot)
     else:

@@ -11,19 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend import changes
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.custody import checkpoints, shifts
 from backend.custody.models import LossReport
-from backend.flags.models import Flag
-from backend.flags.service import raise_flag
 from backend.jobs.models import JobRun, Notification
 from backend.policy.service import policy_for
 from backend.runtime import Runtime
-from backend.scan import loaders
-from backend.scan import service as scan
+from backend.scan import judge, loaders
 from backend.visits.models import Visit, VisitStatus
-from safeguards.findings import Finding
 
 JobBody = Callable[[Session, Runtime], dict[str, Any]]
 
@@ -119,50 +116,32 @@ def _mark_missed(session: Session, rt: Runtime, visit: Visit, grace: int) -> Non
                  organisation_id=visit.organisation_id,
                  detail={"scheduled_end": visit.scheduled_end.isoformat(),
                          "grace_minutes": grace})
-    session.flush()
-    scan.check_patient(session, rt, visit.organisation_id, visit.patient_id)
-
-
-def _raise_new(session: Session, now: datetime,
-               findings: list[tuple[uuid.UUID, Finding]]) -> int:
-    """Raise and audit each finding not flagged before; return how many were new."""
-    keys = {finding.dedup_key for _, finding in findings}
-    flagged = {(org, key) for org, key in session.execute(select(
-        Flag.organisation_id, Flag.dedup_key).where(Flag.dedup_key.in_(keys)))}
-    # A job finds the same overdue thing every run: once flagged, it waits for its reviewer.
-    new = [(org, finding) for org, finding in findings
-           if (org, finding.dedup_key) not in flagged]
-    for organisation_id, finding in new:
-        flag = raise_flag(session, now, organisation_id, finding)
-        audit.record(session, now, None, finding.rule_id, "flag", flag.id,
-                     organisation_id=organisation_id,
-                     detail={"subject": f"{finding.subject.kind}:{finding.subject.id}"})
-    return len(new)
+    changes.patient(session, visit.organisation_id, visit.patient_id)
 
 
 def reconcile_bags(session: Session, rt: Runtime) -> dict[str, Any]:
     """Flag each nurse whose bag was not back to zero by the deadline after her day's visits."""
     now = rt.clock.now()
-    found = []
+    raised = []
     for organisation_id in _organisations_with(
             session, Visit.status.in_(shifts.SHIFT_OVER),
             Visit.scheduled_start >= now - shifts.LOOKBACK, Visit.scheduled_start <= now):
-        found += [(organisation_id, finding) for finding in scan.judge(
-            session, organisation_id, now,
-            shifts=tuple(shifts.ended_shifts(session, organisation_id, now)))]
-    return {"flagged": _raise_new(session, now, found)}
+        given = loaders.facts_of(session, organisation_id, now,
+                                 shifts=tuple(shifts.ended_shifts(session, organisation_id, now)))
+        raised += judge.judge(session, now, organisation_id, given, recurring=True)
+    return {"flagged": len(raised)}
 
 
 def track_loss_deadlines(session: Session, rt: Runtime) -> dict[str, Any]:
     """Flag each DEA loss-report deadline that passed without its filing."""
     now = rt.clock.now()
-    found = []
+    raised = []
     for organisation_id in session.scalars(select(LossReport.organisation_id).where(
             LossReport.form_106_filed_at.is_(None)).distinct()):
-        found += [(organisation_id, finding) for finding in scan.judge(
-            session, organisation_id, now,
-            losses=tuple(loaders.open_losses(session, organisation_id)))]
-    return {"flagged": _raise_new(session, now, found)}
+        given = loaders.facts_of(session, organisation_id, now,
+                                 losses=tuple(loaders.open_losses(session, organisation_id)))
+        raised += judge.judge(session, now, organisation_id, given, recurring=True)
+    return {"flagged": len(raised)}
 
 
 def notifications_for(session: Session, caller: Caller, since: datetime | None = None,

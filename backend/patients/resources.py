@@ -40,7 +40,6 @@ class Patients(MethodView):
         """List the patients the caller may see, optionally by MRN; each read is audited."""
         session = db.session()
         patients = service.search(session, runtime(), current_caller(), query.get("mrn"))
-        session.commit()
         return patients
 
     @requires(*EDITORS)
@@ -50,7 +49,6 @@ class Patients(MethodView):
         """Register a patient and assign nurses."""
         session = db.session()
         patient = service.register(session, runtime(), current_caller(), **body)
-        session.commit()
         return patient
 
 
@@ -64,7 +62,6 @@ class PatientDetail(MethodView):
         """Return one patient; the read is audited."""
         session = db.session()
         patient = service.read(session, runtime(), current_caller(), patient_id)
-        session.commit()
         return patient
 
     @requires(*EDITORS)
@@ -74,7 +71,6 @@ class PatientDetail(MethodView):
         """Change any of a patient's details; the audit row names the changed fields."""
         session = db.session()
         patient = service.update(session, runtime(), current_caller(), patient_id, body)
-        session.commit()
         return patient
 
 
@@ -88,7 +84,6 @@ class PatientWeights(MethodView):
         """List the patient's weighings, newest first; the read is audited."""
         session = db.session()
         weights = service.weights(session, runtime(), current_caller(), patient_id)
-        session.commit()
         return weights
 
     @requires(*EDITORS, Role.NURSE)
@@ -98,7 +93,6 @@ class PatientWeights(MethodView):
         """Record a weighing (a nurse: of her own patient)."""
         session = db.session()
         weight = service.record_weight(session, runtime(), current_caller(), patient_id, **body)
-        session.commit()
         return weight
 
 
@@ -114,7 +108,6 @@ class PatientNurses(MethodView):
         session = db.session()
         assignment = service.assign_nurse(session, runtime(), current_caller(), patient_id,
                                           body["nurse_id"])
-        session.commit()
         return assignment
 
 
@@ -128,4 +121,3 @@ class PatientNurseDetail(MethodView):
         """End the nurse's assignment; it stays in the history with its end time."""
         session = db.session()
         service.end_assignment(session, runtime(), current_caller(), patient_id, nurse_id)
-        session.commit()

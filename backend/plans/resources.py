@@ -49,7 +49,6 @@ class PatientPlans(MethodView):
         plan_id = body.pop("id")
         plan = service.create(session, runtime(), caller, patient_id,
                               _spec(session, caller, body), plan_id)
-        session.commit()
         return plan
 
 
@@ -72,7 +71,6 @@ class PlanDetail(MethodView):
         reason = body.pop("change_reason")
         plan = service.revise(session, runtime(), caller, plan_id,
                               _spec(session, caller, body), reason)
-        session.commit()
         return plan
 
 
@@ -90,5 +88,4 @@ class PlanVisits(MethodView):
             session, runtime(), current_caller(), plan_id, nurse_id=body["nurse_id"],
             first_start=body["first_start"], rule=body["rrule"],
             duration_minutes=body["duration_minutes"], override_reason=body["override_reason"])
-        session.commit()
         return created

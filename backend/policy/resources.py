@@ -39,5 +39,4 @@ class ThresholdDetail(MethodView):
         """Override a threshold for the organisation (null restores the default)."""
         session = db.session()
         view = service.set_value(session, runtime(), current_caller(), name, body["value"])
-        session.commit()
         return view

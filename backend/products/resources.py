@@ -34,5 +34,4 @@ class Products(MethodView):
         session = db.session()
         product_id = body.pop("id")
         product = service.add(session, runtime(), current_caller(), product_id=product_id, **body)
-        session.commit()
         return product

@@ -50,7 +50,6 @@ class RuleDetail(MethodView):
         session = db.session()
         mode = Mode(body["mode"]) if body["mode"] else None
         view = service.set_mode(session, runtime(), current_caller(), rule_id, mode)
-        session.commit()
         return view
 
 
@@ -71,5 +70,4 @@ class Thresholds(MethodView):
         """Override several thresholds at once; one unknown name or bad value changes none."""
         session = db.session()
         views = policy.set_values(session, runtime(), current_caller(), body["thresholds"])
-        session.commit()
         return views

@@ -191,6 +191,12 @@ def _losses(session: Session, organisation_id: uuid.UUID, *where: Any) -> list[f
     return [loss_fact(*row) for row in rows]
 
 
+def losses_by_id(session: Session, organisation_id: uuid.UUID,
+                 report_ids: set[uuid.UUID]) -> list[f.Loss]:
+    """Return the organisation's loss reports with these ids."""
+    return _losses(session, organisation_id, LossReport.id.in_(report_ids)) if report_ids else []
+
+
 def open_losses(session: Session, organisation_id: uuid.UUID) -> list[f.Loss]:
     """Return the organisation's loss reports that still wait for a filing."""
     return _losses(session, organisation_id, LossReport.notice_filed_at.is_(None)
@@ -204,6 +210,15 @@ def _quarantined(session: Session, scope: Scope) -> list[f.QuarantinedEvent]:
     if scope.nurse_id:
         query = query.where(QuarantinedEvent.user_id == scope.nurse_id)
     return [quarantined_fact(row) for row in session.scalars(query)]
+
+
+def quarantined_by_id(session: Session, organisation_id: uuid.UUID,
+                      held_ids: set[uuid.UUID]) -> list[f.QuarantinedEvent]:
+    """Return the organisation's quarantined records with these ids."""
+    if not held_ids:
+        return []
+    return [quarantined_fact(row) for row in session.scalars(select(QuarantinedEvent).where(
+        QuarantinedEvent.organisation_id == organisation_id, QuarantinedEvent.id.in_(held_ids)))]
 
 
 def quarantined_fact(row: QuarantinedEvent) -> f.QuarantinedEvent:
@@ -345,6 +360,14 @@ def _plan_overrides(session: Session, scope: Scope) -> dict[str, dict[str, objec
             Visit.nurse_id == scope.nurse_id, Visit.scheduled_start >= scope.context_since)))
     rows = session.execute(query)
     return {str(version): dict(overrides) for version, overrides in rows if overrides}
+
+
+def facts_of(session: Session, organisation_id: uuid.UUID, now: datetime,
+             **given: tuple[Any, ...]) -> f.Facts:
+    """Return just the `given` facts, in the organisation's calendar."""
+    organisation = session.get(Organisation, organisation_id)
+    return f.Facts(organisation_id=str(organisation_id), as_of=now,
+                   timezone=organisation.timezone, **given)
 
 
 def load(session: Session, scope: Scope) -> f.Facts:

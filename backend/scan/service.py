@@ -1,4 +1,4 @@
-"""Run the safeguards over stored facts: inline after a write, and the nightly population scan."""
+"""The nightly population scan: every organisation's window through the rules, and the chain."""
 
 from __future__ import annotations
 
@@ -17,20 +17,14 @@ from backend.audit import service as audit
 from backend.audit.models import AuditEvent
 from backend.custody.models import CustodyEntry, CustodyHead
 from backend.custody.verify import Slice, verify_slice
-from backend.flags.service import raise_flag
+from backend.flags.service import raise_flags
 from backend.policy.service import policy_for
 from backend.runtime import Runtime
-from backend.safeguards_api.service import registry_for
+from backend.scan import judge
 from backend.scan.loaders import Scope, load, load_population
 from safeguards import facts as f
-from safeguards.engine import run
-from safeguards.findings import Finding
 from safeguards.registry import Cadence
-from safeguards.rules.monitoring import SessionFacts
 
-# An inline check looks back two days (plus the loaders' 28-day context for the limits):
-# enough to cover a session recorded offline and synced late.
-INLINE_WINDOW = timedelta(days=2)
 # The nightly scan re-hashes the custody chain a seventh at a time, all of it in a week, and
 # at most REHASH_PER_SCAN entries a night: a chain of millions is covered in more nights
 # rather than making one night's scan long. `vigil ledger verify` walks all of it at once.
@@ -71,7 +65,7 @@ def _slices(session: Session, organisation_id: uuid.UUID, now: datetime) -> list
     head = session.get(CustodyHead, organisation_id)
     if head is None or head.seq == 0:
         return []
-    recent = now - INLINE_WINDOW
+    recent = now - judge.INLINE_WINDOW
     first_recent = session.scalar(select(func.min(CustodyEntry.seq)).where(
         CustodyEntry.organisation_id == organisation_id, CustodyEntry.received_at >= recent))
     # The scans run so far pick the slice, so every entry is re-hashed once in `slices` scans
@@ -104,16 +98,6 @@ def _ledger_breaks(session: Session, rt: Runtime, organisation_id: uuid.UUID,
     return tuple(breaks)
 
 
-def store(session: Session, now: datetime, organisation_id: uuid.UUID,
-          findings: list[Finding]) -> int:
-    """Raise a flag for each finding; return how many flags are new."""
-    new = 0
-    for finding in findings:
-        flag = raise_flag(session, now, organisation_id, finding)
-        new += flag.occurrences == 1
-    return new
-
-
 def scan_organisation(session: Session, rt: Runtime, organisation_id: uuid.UUID,
                       since: datetime | None = None) -> ScanResult:
     """Run the population rules over the window from `since`, and re-check recent events."""
@@ -122,20 +106,20 @@ def scan_organisation(session: Session, rt: Runtime, organisation_id: uuid.UUID,
     since = since or now - timedelta(days=int(policy.value("scan_window_days")))
     result = ScanResult(organisation_id, since, now)
     timer = _Timer(result.seconds)
-    registry = registry_for(session, organisation_id)
     population = load_population(session, Scope(organisation_id, now, since),
                                  int(policy.value("bag_return_deadline_hours")))
     # The event rules ran as each fact was written; the last days are checked again for
     # what arrived while a rule was off or a write went round the service.
-    events = load(session, Scope(organisation_id, now, max(since, now - INLINE_WINDOW)))
+    events = load(session, Scope(organisation_id, now, max(since, now - judge.INLINE_WINDOW)))
     timer.lap("load")
     population = replace(population,
                          ledger_breaks=_ledger_breaks(session, rt, organisation_id, now))
     timer.lap("ledger")
-    findings = (run(registry.of_cadence(Cadence.POPULATION), population, policy)
-                + run(registry.of_cadence(Cadence.EVENT), events, policy))
+    findings = (judge.findings(session, organisation_id, population, Cadence.POPULATION)
+                + judge.findings(session, organisation_id, events, Cadence.EVENT))
     timer.lap("rules")
-    result.new_flags = store(session, now, organisation_id, findings)
+    raised = raise_flags(session, now, organisation_id, findings)
+    result.new_flags = sum(one.new for one in raised)
     timer.lap("flags")
     result.facts = {name: len(getattr(population, name)) for name in (
         "doses", "activity", "witness_pairs", "clocks", "losses", "holdings", "ledger_breaks")}
@@ -157,46 +141,3 @@ def nightly_scan(session: Session, rt: Runtime) -> dict:
     return {"organisations": len(results),
             "findings": sum(result.findings for result in results),
             "new_flags": sum(result.new_flags for result in results)}
-
-
-def judge(session: Session, organisation_id: uuid.UUID, now: datetime,
-          **facts: object) -> list[Finding]:
-    """Return what the organisation's rules find in just the given facts (no flags raised)."""
-    organisation = session.get(Organisation, organisation_id)
-    given = f.Facts(organisation_id=str(organisation_id), as_of=now,
-                    timezone=organisation.timezone, **facts)
-    return run(registry_for(session, organisation_id), given,
-               policy_for(session, organisation_id))
-
-
-def judge_and_flag(session: Session, now: datetime, organisation_id: uuid.UUID,
-                   **facts: object) -> list[Finding]:
-    """Run the rules over just the given facts and raise a flag for each finding."""
-    findings = judge(session, organisation_id, now, **facts)
-    store(session, now, organisation_id, findings)
-    return findings
-
-
-def check_patient(session: Session, rt: Runtime, organisation_id: uuid.UUID,
-                  patient_id: uuid.UUID, sessions: tuple[SessionFacts, ...] = ()) -> list[Finding]:
-    """Run the rules over one patient's recent record (and `sessions`); raise their flags."""
-    return _check(session, rt, Scope(organisation_id, rt.clock.now(),
-                                      rt.clock.now() - INLINE_WINDOW, patient_id=patient_id),
-                  sessions)
-
-
-def check_nurse(session: Session, rt: Runtime, organisation_id: uuid.UUID,
-                nurse_id: uuid.UUID) -> list[Finding]:
-    """Run the rules over one nurse's recent visits, check-ins and wastes; raise their flags."""
-    return _check(session, rt, Scope(organisation_id, rt.clock.now(),
-                                      rt.clock.now() - INLINE_WINDOW, nurse_id=nurse_id))
-
-
-def _check(session: Session, rt: Runtime, scope: Scope,
-           sessions: tuple[SessionFacts, ...] = ()) -> list[Finding]:
-    # The event rules need only the recent past; the population rules wait for the scan.
-    facts = replace(load(session, scope), sessions=sessions)
-    findings = run(registry_for(session, scope.organisation_id).of_cadence(Cadence.EVENT),
-                   facts, policy_for(session, scope.organisation_id))
-    store(session, scope.as_of, scope.organisation_id, findings)
-    return findings

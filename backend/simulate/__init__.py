@@ -16,8 +16,9 @@ from time import perf_counter
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from backend import boundary
 from backend.accounts import service as accounts
 from backend.accounts.models import Role, User
 from backend.administration.models import DoseRecord
@@ -64,7 +65,7 @@ def _counts(session: Session, world: World) -> dict[str, int]:
             "flags": count(Flag.id, Flag.organisation_id == org)}
 
 
-def generate(sessions: Callable[[], Session], rt: Runtime, instance: Path, params: Params,
+def generate(sessions: sessionmaker[Session], rt: Runtime, instance: Path, params: Params,
              progress: Callable[[str], None] = lambda _: None) -> ground_truth.Truth:
     """Simulate `params.days` days of a new organisation; write and return its ground truth."""
     began = perf_counter()
@@ -74,16 +75,14 @@ def generate(sessions: Callable[[], Session], rt: Runtime, instance: Path, param
                                nurses=params.nurses, patients=params.patients,
                                days=params.days, started_at=datetime.combine(
                                    params.start, time(), tzinfo=ZoneInfo(TIMEZONE)))
-    with sessions() as session:
+    with boundary.unit(sessions, rt) as session:
         world = build(session, rt, rng, truth, params.start)
         clinic = Clinic(world, inject(world))
-        session.commit()
     for day in range(params.days):
-        with sessions() as session:
+        with boundary.unit(sessions, world.rt) as session:
             clinic.day(session, day)
             if day == params.days - 1:
                 clinic.finish(session)
-            session.commit()
         if (day + 1) % 10 == 0 or day + 1 == params.days:
             progress(f"day {day + 1}/{params.days}: {sum(clinic.sessions.values())} sessions, "
                      f"{perf_counter() - began:.0f} s")

@@ -23,6 +23,7 @@ from backend.jobs import service as jobs
 from backend.patients.models import Patient
 from backend.plans.models import PlanVersion, TreatmentPlan
 from backend.products.models import DrugProduct
+from backend.scan.judge import settle
 from backend.scan.service import scan_organisation
 from backend.simulate import schedule, sessions
 from backend.simulate.behaviour import Injection, tamper_ledger
@@ -51,11 +52,12 @@ class Agenda:
         """Run `action` at `at` (ties keep the order they were added in)."""
         self._events.append((at.astimezone(UTC), next(self._order), action))
 
-    def run(self, world: World) -> None:
-        """Run every event in time order."""
+    def run(self, world: World, session: Session) -> None:
+        """Run every event in time order, each judged as its own request's boundary would."""
         for at, _, action in sorted(self._events, key=lambda event: event[:2]):
             world.clock.set(at)
             action()
+            settle(session, world.rt)
 
 
 class Clinic:
@@ -117,7 +119,7 @@ class Clinic:
         agenda.add(world.at(day, 22, 30), lambda: self._night(session))
         if (world.start + timedelta(days=day)).weekday() == SUNDAY:
             agenda.add(world.at(day, 20), lambda: self.pharmacy.count(session))
-        agenda.run(world)
+        agenda.run(world, session)
 
     def _enrol(self, session: Session, day: int, index: int) -> None:
         world, rng = self.world, self.world.rng

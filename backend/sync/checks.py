@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from backend.administration import monitoring
+from backend import changes
 from backend.db import upsert
 from backend.runtime import Runtime
 from backend.sync.models import PendingCheck
@@ -42,7 +42,7 @@ def judge_pending(session: Session, rt: Runtime) -> dict[str, Any]:
         select(PendingCheck.visit_id, PendingCheck.organisation_id)
         .order_by(PendingCheck.queued_at).limit(BATCH).with_for_update(skip_locked=True)))
     for visit_id, organisation_id in queued:
-        monitoring.evaluate(session, rt, visit_id, organisation_id)
+        changes.visit_session(session, organisation_id, visit_id)
     if queued:
         session.execute(delete(PendingCheck).where(
             PendingCheck.visit_id.in_([visit_id for visit_id, _ in queued])))

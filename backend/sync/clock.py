@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from backend import changes
 from backend.auth.caller import Caller
 from backend.devices.models import Device
 from backend.errors import InvalidField
 from backend.runtime import Runtime
-from backend.scan import service as scan
 from safeguards import facts as f
 
 HEADER = "X-Device-Time"
@@ -42,7 +42,7 @@ def observe(session: Session, rt: Runtime, caller: Caller, device_time: datetime
     offset_ms = round((device_time - now).total_seconds() * 1000)
     device.clock_offset_ms, device.clock_reported_at = offset_ms, now
     session.flush()
-    scan.judge_and_flag(session, now, caller.organisation_id, clocks=(f.DeviceClock(
+    changes.facts(session, caller.organisation_id, clocks=(f.DeviceClock(
         device_id=str(device.id), nurse_id=str(device.user_id), events=1,
         max_lead_seconds=0, reported_offset_seconds=int(offset_ms / 1000),
         last_received_at=now),))

@@ -1,6 +1,6 @@
 """The push log: who pushed what from which phone, and the stored answer a retry gets again.
 
-A push with an `Idempotency-Key` first claims the key in its own short transaction, so a
+A push with an `Idempotency-Key` first claims the key in its own short unit of work, so a
 second request with the key sees the claim at once: the same body while the first still runs is
 409, a different body is 422, and after the first finished it gets the first's answer. The
 answer is stored in the push's own transaction, so it exists exactly when the push applied.
@@ -69,7 +69,6 @@ def claim(session: Session, rt: Runtime, caller: Caller, key: str | None, body_s
             session.add(push)
     except IntegrityError:
         return _earlier(session, rt, caller, key, body_sha256)
-    session.commit()
     return Claim(push.id)
 
 
@@ -91,7 +90,6 @@ def _earlier(session: Session, rt: Runtime, caller: Caller, key: str,
     if not taken:
         raise InFlight("A push with this Idempotency-Key is still being applied; retry "
                        "shortly.", {"idempotency_key": key})
-    session.commit()
     return Claim(earlier.id)
 
 

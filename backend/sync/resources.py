@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 
 from flask import current_app, jsonify, request
 from flask.views import MethodView
 from sqlalchemy.exc import IntegrityError
 
-from backend import db
+from backend import boundary, changes, db
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
@@ -62,7 +63,6 @@ class Sync(MethodView):
                 from_version=migration["from"], tables=frozenset(migration["tables"]),
                 columns={k: tuple(v) for k, v in migration["columns"].items()})
             if migration else None))
-        session.commit()
         return answer
 
     @requires(Role.NURSE)
@@ -91,10 +91,15 @@ class Sync(MethodView):
         session, rt, caller = db.session(), runtime(), current_caller()
         raw = request.get_data()
         schema_version = query["schema_version"] or SCHEMA_VERSION
-        # Every push is logged before anything else, refused ones included.
-        held = receipts.claim(session, rt, caller, headers["idempotency_key"],
-                              hashlib.sha256(raw).hexdigest(), query["last_pulled_at"],
-                              schema_version)
+        # Every push is logged before anything else, refused ones included, and its key is
+        # claimed in a unit of its own, so a retry arriving meanwhile sees the claim at once.
+        # Authentication only read: end that read, so no lock of it waits on the claim.
+        session.rollback()
+        held = boundary.run_in_unit(
+            current_app.extensions["vigil.db"].sessions, rt, partial(
+                receipts.claim, rt=rt, caller=caller, key=headers["idempotency_key"],
+                body_sha256=hashlib.sha256(raw).hexdigest(),
+                last_pulled_at=query["last_pulled_at"], schema_version=schema_version))
         if isinstance(held, receipts.Replay):
             response = jsonify(held.body)
             response.status_code = held.status
@@ -112,23 +117,20 @@ class Sync(MethodView):
             clock.observe(session, rt, caller, device_time)
             receipts.finish(session, rt, caller, held.push_id, 200, answer, {
                 "applied": answer["applied"], "quarantined": len(answer["quarantined"])})
-            session.commit()
+            # Written now, so that a record another push stored first is found here.
+            session.flush()
         except IntegrityError:
             # Another push stored some of these records first: the retry finds them stored.
-            session.rollback()
             error = push.ConcurrentPush("Another push from this phone stored some of these "
                                         "records at the same moment; push again.")
-            receipts.refused(session, rt, caller, held.push_id, error)
-            session.commit()
+            changes.keep(session, partial(receipts.refused, rt=rt, caller=caller,
+                                          push_id=held.push_id, error=error))
             raise error from None
         except VigilError as error:
-            session.rollback()
-            receipts.refused(session, rt, caller, held.push_id, error)
-            session.commit()
+            changes.keep(session, partial(receipts.refused, rt=rt, caller=caller,
+                                          push_id=held.push_id, error=error))
             raise
         except Exception:
-            session.rollback()
-            receipts.failed(session, rt, held.push_id)
-            session.commit()
+            changes.keep(session, partial(receipts.failed, rt=rt, push_id=held.push_id))
             raise
         return answer

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from flask import current_app, has_app_context
 from sqlalchemy import event, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db import upsert
+from backend.db import clock_of, upsert
 from backend.patients.models import Patient, PatientNurse
 from backend.plans.models import PlanPhase
 from backend.sync.models import SyncCounter, SyncRevocation, SyncRow
-from backend.sync.pending import CHANGED, DELETED, DROPPED, GAINED, KEYS, LOST
-from backend.sync.tables import BY_MODEL, BY_NAME
+from backend.sync.pending import CHANGED, DELETED, DROPPED, GAINED, KEYS, LOST, PUSHED
+from backend.sync.tables import BY_MODEL, BY_NAME, Audience
 
 
 def _collect(session: Session, _context: Any) -> None:
@@ -56,12 +55,6 @@ def _forget(session: Session, transaction: Any) -> None:
             session.info.pop(key, None)
 
 
-def _now() -> datetime:
-    if has_app_context() and "vigil.runtime" in current_app.extensions:
-        return current_app.extensions["vigil.runtime"].clock.now()
-    return datetime.now(UTC)
-
-
 def take(session: Session, organisation_id: uuid.UUID, count: int) -> int:
     """Take `count` numbers from the organisation's sequence; return the last one."""
     session.execute(upsert(session, SyncCounter).values(
@@ -85,7 +78,8 @@ def _stamp(session: Session) -> None:
     gained = session.info.pop(GAINED, set())
     lost = session.info.pop(LOST, set())
     dropped = session.info.pop(DROPPED, set())
-    now = _now()
+    pushed = session.info.pop(PUSHED, {})
+    now = clock_of(session).now()
     audiences = [(name, who) for name, ids in changed.items() if ids
                  for who in BY_NAME[name].audience(session, list(ids))]
     touched = _touched(session, gained)
@@ -93,7 +87,8 @@ def _stamp(session: Session) -> None:
     revoked = _revoked(session, lost)
     by_org: dict[uuid.UUID, list] = defaultdict(list)
     for name, who in audiences:
-        by_org[who.organisation_id].append(("row", name, who))
+        by_org[who.organisation_id].extend(_row_items(name, who,
+                                                      pushed.get((name, who.record_id))))
     for organisation_id, name, record_id in touched:
         by_org[organisation_id].append(("touch", name, record_id))
     for organisation_id, name, record_id in _organisations(session, gone):
@@ -107,6 +102,17 @@ def _stamp(session: Session) -> None:
         items = by_org[organisation_id]
         last = take(session, organisation_id, len(items))
         _write(session, organisation_id, items, last - len(items) + 1, now)
+
+
+def _row_items(name: str, who: Audience, pushed: tuple | None) -> list[tuple]:
+    """Return the items that number one changed row: itself, and the server's amendment."""
+    device_id, amended = pushed or (None, False)
+    items: list[tuple] = [("row", name, who, device_id)]
+    if amended:
+        # The server stored the pushed record otherwise than the phone holds it: a second,
+        # later number makes that phone's next pull send the server's version as updated.
+        items.append(("touch", name, who.record_id))
+    return items
 
 
 def _touched(session: Session, patients: set[uuid.UUID]) -> list[tuple]:
@@ -142,12 +148,12 @@ def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], fir
     for seq, item in enumerate(items, start=first):
         kind = item[0]
         if kind == "row":
-            _kind, name, who = item
+            _kind, name, who, origin = item
             rows.append({"table_name": name, "record_id": who.record_id,
                          "organisation_id": organisation_id, "seq": seq, "created_seq": seq,
                          "deleted": False, "patient_id": who.patient_id,
                          "nurse_id": who.nurse_id, "peer_nurse_id": who.peer_nurse_id,
-                         "changed_at": now})
+                         "changed_at": now, "origin_device_id": origin})
         elif kind == "drop":
             drops.append({"table_name": item[1], "record_id": item[2],
                           "organisation_id": organisation_id, "seq": seq, "created_seq": seq,
@@ -179,9 +185,8 @@ def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], fir
         session.flush()
 
 
-def install() -> None:
-    """Listen to every ORM session: collect changes on flush, number them before commit."""
-    if not event.contains(Session, "after_flush", _collect):
-        event.listen(Session, "after_flush", _collect)
-        event.listen(Session, "before_commit", _stamp)
-        event.listen(Session, "after_transaction_end", _forget)
+def install(sessions: sessionmaker[Session]) -> None:
+    """Listen to the sessions `sessions` makes: collect changes on flush, number them at commit."""
+    event.listen(sessions, "after_flush", _collect)
+    event.listen(sessions, "before_commit", _stamp)
+    event.listen(sessions, "after_transaction_end", _forget)

@@ -58,7 +58,6 @@ class Visits(MethodView):
         visit = service.schedule(session, runtime(), current_caller(), service.VisitRequest(
             body["patient_id"], body["nurse_id"], body["scheduled_start"],
             body["scheduled_end"], body["override_reason"], body["id"]))
-        session.commit()
         return visit
 
 
@@ -84,7 +83,6 @@ class VisitCancel(MethodView):
         """Cancel a scheduled visit, with a reason."""
         session = db.session()
         visit = service.cancel(session, runtime(), current_caller(), visit_id, body["reason"])
-        session.commit()
         return visit
 
 
@@ -99,7 +97,6 @@ class VisitReschedule(MethodView):
         """Reschedule: a new visit replaces the old, which is kept as `rescheduled`."""
         session = db.session()
         visit = service.reschedule(session, runtime(), current_caller(), visit_id, **body)
-        session.commit()
         return visit
 
 
@@ -107,7 +104,6 @@ def _presence(visit_id: uuid.UUID, step: str, body: dict):
     session = db.session()
     visit = service.verify_presence(session, runtime(), current_caller(), visit_id, step,
                                     service.Position(**body))
-    session.commit()
     return visit
 
 

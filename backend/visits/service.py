@@ -12,6 +12,7 @@ from dateutil.rrule import rrulestr
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from backend import changes
 from backend.accounts.models import Role
 from backend.accounts.service import organisation_zone
 from backend.audit import service as audit
@@ -24,7 +25,6 @@ from backend.plans.models import PlanVersion
 from backend.policy.service import policy_for
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
-from backend.scan import service as scan
 from backend.visits.frequency import Limits, check_schedule
 from backend.visits.models import DOSE_HOLDING, EvvEvent, Visit, VisitStatus
 from safeguards.policy import Policy
@@ -158,7 +158,7 @@ def schedule(session: Session, rt: Runtime, caller: Caller, request: VisitReques
                  detail={"override": violation.rule if violation else None})
     if violation:
         # Overrides one by one are a prescriber's call; clustered, they are a pattern to review.
-        scan.check_patient(session, rt, caller.organisation_id, patient.id)
+        changes.patient(session, caller.organisation_id, patient.id)
     return visit
 
 
@@ -339,7 +339,7 @@ def verify_presence(session: Session, rt: Runtime, caller: Caller, visit_id: uui
     audit.record(session, event.received_at, caller, f"visit.{kind}", "visit", visit.id)
     session.flush()
     # Travel between homes and the visit's length are judged as soon as the nurse moves.
-    scan.check_nurse(session, rt, visit.organisation_id, visit.nurse_id)
+    changes.nurse(session, visit.organisation_id, visit.nurse_id)
     return visit
 
 

@@ -153,7 +153,7 @@ def test_login_rehashes_when_argon2_parameters_change(world: World):
     weak = PasswordHasher(time_cost=1, memory_cost=512, parallelism=1)
     weak_hash = weak.hash(PASSWORD)
     user.password_hash = weak_hash
-    world.session.commit()
+    world.commit()
     world.login(org, user)
     world.session.expire_all()
     refreshed = world.session.get(User, user.id).password_hash

@@ -56,7 +56,7 @@ def _entries(pharmacy: Pharmacy, kind: str) -> list[dict]:
 
 def _run(world: World, body) -> dict:
     outcome = body(world.session, world.rt)
-    world.session.commit()
+    world.commit()
     return outcome
 
 

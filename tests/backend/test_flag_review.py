@@ -57,7 +57,7 @@ class Review:
                                severity=severity)
         flag = raise_flag(self.world.session, self.world.rt.clock.now(), self.org.id,
                           replace(finding, shadow=shadow))
-        self.world.session.commit()
+        self.world.commit()
         return str(flag.id)
 
     def queue(self, role: Role = C, **query) -> list[str]:

@@ -69,7 +69,7 @@ class Clinic:
                       status=status, created_at=START, created_by_id=self.admin.id,
                       updated_at=START)
         self.world.session.add(visit)
-        self.world.session.commit()
+        self.world.commit()
         return visit
 
     def set_policy(self, name: str, value: int) -> None:
@@ -77,7 +77,7 @@ class Clinic:
         self.world.session.add(PolicyOverride(organisation_id=self.org.id, name=name,
                                               value=str(value), set_by_id=self.admin.id,
                                               set_at=START))
-        self.world.session.commit()
+        self.world.commit()
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def _reminders(world: World, clinic: Clinic) -> list[Notification]:
 
 def _run(world: World, body) -> dict:
     outcome = body(world.session, world.rt)
-    world.session.commit()
+    world.commit()
     return outcome
 
 
@@ -162,7 +162,7 @@ def test_a_slot_runs_once(world: World):
 
     first = service.run_slot(world.session, world.rt, "test", "slot-1", "me", body)
     again = service.run_slot(world.session, world.rt, "test", "slot-1", "other", body)
-    world.session.commit()
+    world.commit()
     assert (first.outcome, first.finished_at, again) == ({"n": 1}, START, None)
     assert len(calls) == 1
     assert service.run_slot(world.session, world.rt, "test", "slot-2", "me", body) is not None
@@ -174,7 +174,7 @@ def test_rerunning_a_slot_does_its_work_once(world: World, clinic):
     for _ in range(2):
         service.run_slot(world.session, world.rt, "visit_reminders", "slot", "me",
                          service.send_visit_reminders)
-        world.session.commit()
+        world.commit()
     assert len(_reminders(world, clinic)) == 1
     [run] = world.session.scalars(select(JobRun).where(JobRun.job == "visit_reminders"))
     assert run.outcome == {"queued": 1}
@@ -273,7 +273,7 @@ def test_an_admin_lists_job_runs_by_job_and_time(world: World, clinic, clock):
     for job, slot in (("heartbeat", "a"), ("missed_visits", "a"), ("heartbeat", "b")):
         service.run_slot(world.session, world.rt, job, slot, "me", service.heartbeat)
         clock.advance(minutes=1)
-    world.session.commit()
+    world.commit()
     headers = world.headers(clinic.org, clinic.admin)
     listed = world.client.get("/api/v1/jobs/runs", headers=headers,
                               query_string={"job": "heartbeat"})

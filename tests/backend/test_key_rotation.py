@@ -76,7 +76,7 @@ def seed(app: Flask, count: int) -> uuid.UUID:
         patients.register(world.session, world.rt, caller, mrn=f"ROT-{i}", name=f"Patient {i}",
                           date_of_birth=date(1950, 1, 1) + timedelta(days=i), nurse_ids=[],
                           patient_id=None, **details)
-    world.session.commit()
+    world.commit()
     world.session.close()
     return org.id
 

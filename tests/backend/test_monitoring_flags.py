@@ -6,8 +6,9 @@ import uuid
 
 from sqlalchemy import select
 
-from backend.administration import monitoring
+from backend import changes
 from backend.flags.models import Flag
+from backend.scan.judge import settle
 from tests.backend.test_sessions import PRE, Session, dose
 from tests.factories import World
 
@@ -66,8 +67,8 @@ def test_records_sent_one_by_one_are_flagged_once_each(world: World):
         {"occurred_at": at(40), "systolic": 190, "diastolic": 95})).status_code == 201
     assert sorted(monitoring_flags(world, visit)) == [
         "monitoring.alarming_vitals", "monitoring.bp_hold_without_justification"]
-    monitoring.evaluate(world.session, world.rt, uuid.UUID(visit.visit["id"]),
-                        visit.pharmacy.org.id)
+    changes.visit_session(world.session, visit.pharmacy.org.id, uuid.UUID(visit.visit["id"]))
+    settle(world.session, world.rt)
     flags = world.session.scalars(select(Flag).where(Flag.subject_id == visit.visit["id"]))
     by_rule = [flag.rule_id for flag in flags if flag.rule_id.startswith(MONITORING_RULES)]
     assert sorted(by_rule) == ["monitoring.alarming_vitals",

@@ -149,7 +149,7 @@ def _move(world: World, source: str, source_column: str, target: str, column: st
         table.c.id == uuid.UUID(source)))
     world.session.execute(update(table).where(table.c.id == uuid.UUID(target))
                           .values({column: stolen}))
-    world.session.commit()
+    world.commit()
 
 
 def test_another_patients_ciphertext_answers_phi_integrity_and_is_logged(

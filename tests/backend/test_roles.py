@@ -104,7 +104,7 @@ def org_with_everyone(world: World):
     visit = clinic.schedule("2026-11-03T15:00:00+00:00").json
     flag = raise_flag(world.session, world.rt.clock.now(), clinic.org.id,
                       COUNT_DISCREPANCY.finding(Subject(SubjectKind.LOT, "L1"), "Short.", {}))
-    world.session.commit()
+    world.commit()
     ids = {"user": clinic.users[PH].id, "device": device_id, "patient": clinic.patient_id,
            "plan": plan["id"], "visit": visit["id"], "threshold": "evv_radius_m",
            "nurse": clinic.nurse.id, "loss": uuid.uuid4(), "flag": flag.id,

@@ -46,7 +46,7 @@ def judged(clinic: Clinic, rule: RuleMeta, verdicts: list[str | None], *,
                                "Judged.", {}, key=(str(uuid.uuid4()),))
         flag = raise_flag(clinic.world.session, clinic.world.rt.clock.now(), clinic.org.id,
                           replace(finding, shadow=shadow))
-        clinic.world.session.commit()
+        clinic.world.commit()
         if verdict is None:
             continue
         path = f"/api/v1/flags/{flag.id}"
@@ -148,7 +148,7 @@ def test_an_override_of_a_withdrawn_rule_is_ignored(clinic: Clinic, world: World
     world.session.add(SafeguardRuleMode(
         organisation_id=clinic.org.id, rule_id="dosing.withdrawn", mode="disabled",
         updated_at=world.rt.clock.now(), updated_by_id=clinic.users[A].id))
-    world.session.commit()
+    world.commit()
     registry = service.registry_for(world.session, clinic.org.id)
     assert "dosing.withdrawn" not in {rule.meta.id for rule in registry}
     assert "dosing.withdrawn" not in rules_by_id(clinic)

@@ -1,4 +1,4 @@
-"""Check a visit's recorded session against the monitoring rules and flag what they find."""
+"""Turn visits' recorded sessions into the monitoring rules' facts."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from sqlalchemy.orm import Session
 from backend.administration.models import Discharge, DoseRecord, Observation, PreDose, Vitals
 from backend.plans.models import PlanVersion
 from backend.products.models import DrugProduct
-from backend.runtime import Runtime
-from backend.scan import service as scan
 from backend.visits.models import Visit
-from safeguards.findings import Finding
 from safeguards.rules import monitoring as rules
 
 
@@ -66,10 +63,13 @@ def session_facts(session: Session, visit_id: uuid.UUID,
         discharged_at=end.occurred_at if end else None, discharge=_vitals(end))
 
 
-def evaluate(session: Session, rt: Runtime, visit_id: uuid.UUID,
-             organisation_id: uuid.UUID) -> list[Finding]:
-    """Run the safeguards over the visit's session and its patient's recent record."""
-    patient_id = session.scalar(select(Visit.patient_id).where(
-        Visit.id == visit_id, Visit.organisation_id == organisation_id))
-    facts = session_facts(session, visit_id, organisation_id)
-    return scan.check_patient(session, rt, organisation_id, patient_id, (facts,))
+
+def visit_sessions(session: Session, organisation_id: uuid.UUID,
+                   visit_ids: set[uuid.UUID]) -> list[tuple[uuid.UUID, rules.SessionFacts]]:
+    """Return each of the organisation's visits' patient and session facts."""
+    if not visit_ids:
+        return []
+    visits = session.execute(select(Visit.id, Visit.patient_id).where(
+        Visit.id.in_(visit_ids), Visit.organisation_id == organisation_id).order_by(Visit.id))
+    return [(patient_id, session_facts(session, visit_id, organisation_id))
+            for visit_id, patient_id in visits]

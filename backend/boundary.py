@@ -1,0 +1,117 @@
+"""The unit of work: a request, a job run or a command commits once, here, or rolls back.
+
+Services never commit. When the work returns, the rules judge what it noted (`changes`) and
+their flags join the same transaction, which then commits. On any error — a 4xx included — it
+rolls back, and only what the refusal itself must keep is written, each writer in a short unit
+of its own (a failed login's audit row, a quarantined record and its flag, the push log).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask, current_app, g, request
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend import changes, db
+from backend.audit import service as audit
+from backend.auth.caller import Caller
+from backend.flags.service import Raised
+from backend.runtime import Runtime, runtime
+from backend.scan.judge import settle
+
+log = logging.getLogger(__name__)
+# A refused call that tried to change something is audited; a refused read is not (401s and
+# 404s of reads would drown the trail, and reads of PHI are audited where they succeed).
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def judge_with(rt: Runtime) -> Callable[[Session], list[Raised]]:
+    """Return the judge that `changes.settle` calls on a session of this app."""
+    return lambda session: settle(session, rt)
+
+
+def finish(session: Session, rt: Runtime) -> None:
+    """Judge what the unit noted, then commit it."""
+    settle(session, rt)
+    session.commit()
+
+
+def abandon(sessions: sessionmaker[Session], session: Session, rt: Runtime) -> None:
+    """Roll the unit back, then write what its refusal keeps, each in a unit of its own."""
+    writers = changes.kept(session)
+    changes.take(session)
+    session.rollback()
+    for writer in writers:
+        with unit(sessions, rt) as kept:
+            writer(kept)
+
+
+@contextmanager
+def unit(sessions: sessionmaker[Session], rt: Runtime) -> Iterator[Session]:
+    """Yield a session for one unit of work; commit it at the end, or roll it back on error."""
+    session = sessions()
+    try:
+        yield session
+        finish(session, rt)
+    except BaseException:
+        abandon(sessions, session, rt)
+        raise
+    finally:
+        session.close()
+
+
+def run_in_unit(sessions: sessionmaker[Session], rt: Runtime,
+                work: Callable[[Session], Any]) -> Any:
+    """Run `work` in a unit of its own and return what it returned."""
+    with unit(sessions, rt) as session:
+        return work(session)
+
+
+class VigilFlask(Flask):
+    """Flask whose every request is one unit of work around its view."""
+
+    def dispatch_request(self) -> Any:
+        """Run the view, then commit what it did; roll back and keep the refusal's records."""
+        try:
+            answer = super().dispatch_request()
+        except BaseException as error:
+            status = getattr(error, "status", None) or getattr(error, "code", None)
+            _abandon_request(status, getattr(error, "code", None))
+            raise
+        status = getattr(answer, "status_code", 200)
+        if status >= 400:
+            # A stored answer replayed, say: it changes nothing now.
+            _abandon_request(status, None)
+            return answer
+        session = g.get("db_session")
+        if session is not None:
+            try:
+                finish(session, runtime())
+            except BaseException as error:
+                _abandon_request(getattr(error, "status", 500), getattr(error, "code", None))
+                raise
+        return answer
+
+
+def _abandon_request(status: object, code: object) -> None:
+    session = db.session()
+    if request.method in WRITES and "caller" in g:
+        changes.keep(session, _refusal_audit(g.caller, status, code))
+    abandon(current_app.extensions["vigil.db"].sessions, session, runtime())
+
+
+def _refusal_audit(caller: Caller, status: object, code: object) -> changes.Writer:
+    now = runtime().clock.now()
+    route = request.url_rule.rule if request.url_rule else request.path
+    detail = {"method": request.method, "route": route,
+              "status": status if isinstance(status, int) else None,
+              "code": code if isinstance(code, str) else None}
+
+    def write(session: Session) -> None:
+        audit.record(session, now, caller, "request.refused", "route", route, detail=detail)
+
+    return write
