@@ -37,6 +37,10 @@ WatermelonDB app calls `synchronize()` with a `pullChanges` that sends
 - **Access**: `reference` tables are read-only on the phone; `mutable` ones follow
   WatermelonDB's conflict rule (changed on the server since `last_pulled_at`: the whole push
   is 409 `sync_conflict`; pull and push again); `append_only` ones accept `created` only.
+- **A phone's own records** do not come back to it as `created`: its pulls leave out what it
+  pushed while the server holds it as pushed, and send it as `updated` once the server has
+  changed it or stored it otherwise (a custody entry's holders). Other phones get it as
+  `created`, and so does the same phone after it pulls from 0 again.
 
 Times and dates are ISO 8601 strings; JSON columns hold JSON text.
 """

@@ -30,7 +30,9 @@ class SyncRow(Base):
     """The last change number of one synced record, who may see it, and whether it is gone.
 
     `patient_id` scopes a row to the patient's assigned nurses; `nurse_id` and `peer_nurse_id`
-    to a nurse's own stock; a row with neither is for the whole organisation.
+    to a nurse's own stock; a row with neither is for the whole organisation. `origin_device_id`
+    is the phone that pushed the record: it holds the record already, so its pulls leave it out
+    until the server changes it, and then send it as updated.
     """
 
     __tablename__ = "sync_row"
@@ -49,6 +51,17 @@ class SyncRow(Base):
     nurse_id: Mapped[uuid.UUID | None]
     peer_nurse_id: Mapped[uuid.UUID | None]
     changed_at: Mapped[datetime]
+    # No foreign key, as for the scoping columns: the push inserts these rows by the hundred.
+    origin_device_id: Mapped[uuid.UUID | None]
+
+
+class SyncDevice(Base):
+    """When a phone last pulled from zero: what it pushed before then, it no longer holds."""
+
+    __tablename__ = "sync_device"
+
+    device_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("device.id"), primary_key=True)
+    first_pull_seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class SyncRevocation(Base):

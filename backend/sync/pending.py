@@ -12,7 +12,8 @@ DELETED = "vigil.sync.deleted"
 GAINED = "vigil.sync.gained"
 LOST = "vigil.sync.lost"
 DROPPED = "vigil.sync.dropped"
-KEYS = (CHANGED, DELETED, GAINED, LOST, DROPPED)
+PUSHED = "vigil.sync.pushed"
+KEYS = (CHANGED, DELETED, GAINED, LOST, DROPPED, PUSHED)
 
 
 def note(session: Session, table: str, record_id: uuid.UUID) -> None:
@@ -24,3 +25,9 @@ def drop(session: Session, table: str, record_id: uuid.UUID, nurse_id: uuid.UUID
          organisation_id: uuid.UUID) -> None:
     """Tell one nurse's phone to delete a record the server never stored (it is quarantined)."""
     session.info.setdefault(DROPPED, set()).add((table, record_id, nurse_id, organisation_id))
+
+
+def pushed(session: Session, table: str, record_id: uuid.UUID, device_id: uuid.UUID, *,
+           amended: bool) -> None:
+    """Record that a phone pushed this new record; `amended` if the server stored it otherwise."""
+    session.info.setdefault(PUSHED, {})[(table, record_id)] = (device_id, amended)

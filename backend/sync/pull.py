@@ -16,6 +16,7 @@ from backend.auth.caller import Caller
 from backend.errors import Forbidden, InvalidField, VigilError
 from backend.patients.models import PatientNurse
 from backend.runtime import Runtime
+from backend.sync import origin
 from backend.sync.models import SyncCounter, SyncRevocation, SyncRow
 from backend.sync.tables import BY_NAME, MUTABLE_SINCE, ORG_WIDE, SCHEMA_VERSION, TABLES
 
@@ -113,6 +114,7 @@ def pull(session: Session, rt: Runtime, caller: Caller, request: PullRequest) ->
             "(last_pulled_at=0) after pushing what it holds.",
             {"last_pulled_at": since, "oldest_cursor": horizon})
     patients = assigned_patients(session, caller.user_id)
+    phone = origin.pulling(session, caller, since, top)
     refill = _refill(request.migration)
     fresh = SyncRow.seq > since
     if refill:
@@ -127,7 +129,7 @@ def pull(session: Session, rt: Runtime, caller: Caller, request: PullRequest) ->
     if has_more:
         rows = rows[:request.limit]
         top = rows[-1].seq
-    changes = _changes(session, rt, rows, since, refill)
+    changes = _changes(session, rt, rows, since, refill, phone)
     _revocations(session, caller, patients, since, top, changes)
     disclosed = [r["id"] for r in changes["patients"]["created"] + changes["patients"]["updated"]]
     audit.record(session, rt.clock.now(), caller, "sync.pull", "sync", None, detail={
@@ -145,16 +147,15 @@ def _refill(migration: Migration | None) -> set[str]:
 
 
 def _changes(session: Session, rt: Runtime, rows: list[SyncRow], since: int,
-             refill: set[str]) -> dict[str, dict[str, list]]:
+             refill: set[str], phone: origin.Phone | None) -> dict[str, dict[str, list]]:
     changes: dict[str, dict[str, list]] = {
         t.name: {"created": [], "updated": [], "deleted": []} for t in TABLES}
     live: dict[str, dict[uuid.UUID, str]] = defaultdict(dict)
     for row in rows:
         if row.deleted:
             changes[row.table_name]["deleted"].append(str(row.record_id))
-        else:
-            fresh = row.created_seq > since or row.table_name in refill
-            live[row.table_name][row.record_id] = "created" if fresh else "updated"
+        elif action := _action(row, since, refill, phone):
+            live[row.table_name][row.record_id] = action
     for table in TABLES:
         wanted = live.get(table.name)
         if not wanted:
@@ -162,6 +163,17 @@ def _changes(session: Session, rt: Runtime, rows: list[SyncRow], since: int,
         for record in table.read(session, rt, list(wanted)):
             changes[table.name][wanted[uuid.UUID(record["id"])]].append(record)
     return changes
+
+
+def _action(row: SyncRow, since: int, refill: set[str],
+            phone: origin.Phone | None) -> str | None:
+    """Return whether the phone gets a live row as created or updated, or None: it holds it."""
+    if row.table_name in refill:
+        return "created"
+    if phone is not None and phone.holds(row):
+        # The phone's own record: sent once the server changed it, to the copy it holds.
+        return "updated" if row.seq > row.created_seq else None
+    return "created" if row.created_seq > since else "updated"
 
 
 def _revocations(session: Session, caller: Caller, patients: set[uuid.UUID], since: int,

@@ -34,7 +34,7 @@ from backend.errors import (
     VigilError,
 )
 from backend.runtime import Runtime
-from backend.sync import checks, pending
+from backend.sync import checks, origin, pending
 from backend.sync.models import SyncRow
 from backend.sync.pull import check_schema, checked_cursor, require_nurse
 from backend.sync.tables import (
@@ -316,6 +316,8 @@ def _append(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
         _hold(session, rt, caller, table, visit_id, _untrusted(table, raw, refused), summary)
         return
     summary.count(summary.applied if done else summary.unchanged, table.name)
+    if done:
+        origin.pushed(session, rt, caller, table, raw)
     if visit_id is not None and table.name in CLINICAL:
         summary.sessions.add(visit_id)
 
@@ -364,6 +366,8 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
         session.execute(insert(table.model.__table__), fresh)
         for row in fresh:
             pending.note(session, table.name, row["id"])
+            # Stored as exactly what the phone signed, so its copy is the server's.
+            pending.pushed(session, table.name, row["id"], caller.device_id, amended=False)
 
 
 def _nurse_visits(session: Session, caller: Caller, values: set[Any]) -> dict[str, uuid.UUID]:

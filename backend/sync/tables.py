@@ -200,9 +200,9 @@ def _custody_rows(table: SyncTable, session: Session, _rt: Runtime,
     out = []
     for entry in _load(session, CustodyEntry, ids):
         values = {c.name: getattr(entry, c.name, None) for c in table.columns}
-        # Witnesses are shown by who confirmed and how, never with their signatures.
-        values["witnesses"] = [{"user_id": c.get("user_id"), "method": c.get("method")}
-                               for c in entry.confirmations or []]
+        # Each confirmation whole, signatures included: a phone sent its own entry back as an
+        # update must not lose its witnesses' signatures.
+        values["witnesses"] = entry.confirmations or []
         values["signature"] = entry.device_signature
         out.append(record(table, entry.id, values))
     return out
@@ -340,14 +340,16 @@ CUSTODY_ENTRIES: SyncTable = SyncTable(
     (Column("kind", "string", description="On push: waste, transfer or return."),
      Column("product_id", "string"), Column("lot", "string"), Column("expiry", "string"),
      Column("quantity_ug", "number"),
-     Column("from_holder", "string", optional=True, description="Set by the server."),
+     Column("from_holder", "string", optional=True, description="Set by the server; the "
+            "phone that pushed the entry gets it in an update."),
      Column("to_holder", "string", optional=True,
             description="For a transfer: `bag:<nurse id>` of the receiving nurse."),
      Column("occurred_at", "string"), Column("visit_id", "string", optional=True),
      Column("corrects_id", "string", optional=True),
      Column("details", "string", optional=True, json=True, description="JSON object."),
      Column("witnesses", "string", optional=True, json=True,
-            description="JSON list of {user_id, device_id, signature} confirmations."),
+            description="JSON list of {user_id, device_id, signature} confirmations; pulled "
+            "whole, with the server's `method` (device_signature or password) added."),
      Column("signature", "string", optional=True, description="Ed25519 signature of the "
             "phone over the ledger movement, as for `POST /api/v1/custody/entries`.")),
     "Custody entries of the nurse's own bag, in and out.",

@@ -151,10 +151,11 @@ def test_a_push_records_the_session_in_one_transaction(pharmacy, visit, world):
         DoseRecord.visit_id == stored.id)).one()
     assert dose.custody_entry_id is not None
     changes = handset.sync_pull()
-    assert len(changes["observations"]["created"]) == 3
-    pushed = {r["id"] for r in session_rows(handset, visit["id"], pharmacy.product_id)
-              ["observations"]["created"]}
-    assert pushed.isdisjoint({r["id"] for r in changes["observations"]["created"]})
+    # What the phone pushed it holds; what the server made of it comes back.
+    assert changes["observations"] == {"created": [], "updated": [], "deleted": []}
+    assert [v["status"] for v in changes["visits"]["updated"]] == ["checked_in"]
+    assert [e["id"] for e in changes["custody_entries"]["created"]] == [
+        str(dose.custody_entry_id)]
 
 
 def test_a_retried_push_is_answered_again_and_creates_nothing_twice(pharmacy, visit, world):
@@ -619,8 +620,16 @@ def test_a_witnessed_waste_pushed_from_the_phone_enters_the_ledger(pharmacy, vis
     again = handset.push({"custody_entries": {"created": [honest], "updated": [],
                                               "deleted": []}})
     assert again.json["unchanged"] == {"custody_entries": 1}
-    pulled = handset.sync_pull()["custody_entries"]["created"]
-    assert honest["id"] in [row["id"] for row in pulled]
+    # The server set the holders, so the phone gets its entry back, updated, signatures kept.
+    pulled = handset.sync_pull()["custody_entries"]
+    assert [row["id"] for row in pulled["created"]] == []
+    [back] = pulled["updated"]
+    assert (back["id"], back["from_holder"], back["to_holder"]) == (
+        honest["id"], f"bag:{pharmacy.nurse.id}", "waste")
+    assert json.loads(back["witnesses"]) == [
+        {**confirmation, "method": "device_signature"}
+        for confirmation in json.loads(honest["witnesses"])]
+    assert back["signature"] == honest["signature"]
 
 
 def test_a_cursor_the_server_never_handed_out_is_refused(pharmacy, visit, world):
@@ -634,3 +643,86 @@ def test_a_cursor_the_server_never_handed_out_is_refused(pharmacy, visit, world)
         assert response.json["error"]["details"]["fields"] == {
             "last_pulled_at": [f"ahead of the server's sequence ({handset.cursor})"]}
     assert count(world, Observation) == 0
+
+
+def pulled_ids(changes: dict, action: str) -> set[str]:
+    return {record["id"] for actions in changes.values() for record in actions[action]}
+
+
+def test_a_phone_does_not_pull_back_what_it_pushed(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    spare = Handset(pharmacy, device=world.device(pharmacy.org, pharmacy.nurse))
+    spare.cursor = handset.cursor
+    rows = session_rows(handset, visit["id"], pharmacy.product_id)
+    assert handset.push(rows).status_code == 200
+    mine = pulled_ids(rows, "created")
+    back = handset.sync_pull()
+    assert mine.isdisjoint(pulled_ids(back, "created") | pulled_ids(back, "updated"))
+    # The same nurse's other phone holds none of it.
+    theirs = spare.sync_pull()
+    assert mine <= pulled_ids(theirs, "created")
+    assert mine.isdisjoint(pulled_ids(theirs, "updated"))
+
+
+def test_a_phone_pulling_from_zero_again_gets_back_what_it_pushed(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    rows = session_rows(handset, visit["id"], pharmacy.product_id)
+    assert handset.push(rows).status_code == 200
+    # Reset, then a first sync in pages: what it pushed comes back in later pages as created.
+    created, updated, cursor = set(), set(), 0
+    while True:
+        page = handset.pull(cursor=cursor, limit=2).json
+        created |= pulled_ids(page["changes"], "created")
+        updated |= pulled_ids(page["changes"], "updated")
+        cursor = page["timestamp"]
+        if not page["has_more"]:
+            break
+    assert pulled_ids(rows, "created") <= created
+    assert updated == set()
+
+
+def test_a_pushed_record_renumbered_on_the_server_comes_back_as_updated(pharmacy, visit, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    other = Handset(pharmacy, nurse=world.user(pharmacy.org, Role.NURSE), device=(None, None))
+    other.sync_pull()
+    rows = session_rows(handset, visit["id"], pharmacy.product_id)
+    assert handset.push(rows).status_code == 200
+    added = pharmacy.client.post(f"/api/v1/patients/{pharmacy.patient_id}/nurses",
+                                 headers=pharmacy.as_(Role.ADMIN),
+                                 json={"nurse_id": str(other.nurse.id)})
+    assert added.status_code in (200, 201), added.json
+    mine, back = pulled_ids(rows, "created"), handset.sync_pull()
+    assert mine <= pulled_ids(back, "updated")
+    assert mine.isdisjoint(pulled_ids(back, "created"))
+    assert mine <= pulled_ids(other.sync_pull(), "created")
+
+
+def custody_row(pharmacy: Pharmacy, handset: Handset, body: dict, **columns) -> dict:
+    """Return a custody entry as the phone pushes it, signed over its ledger movement."""
+    body = {"id": str(uuid.uuid4()), "product_id": pharmacy.product_id, "lot": "L1",
+            "expiry": "2028-01-31", "occurred_at": "2026-11-03T16:00:00+00:00", **body}
+    row = {"from_holder": None, "to_holder": None, "visit_id": None, "corrects_id": None,
+           "witnesses": None, **body, "details": json.dumps(body.get("details", {})),
+           **columns}
+    return {**row, "signature": handset.phone.sign(signed_payload(pharmacy, body)),
+            "_status": "created", "_changed": ""}
+
+
+def test_a_custody_entry_held_as_the_server_stores_it_is_not_sent_back(pharmacy, world):
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    kit = {"kind": "return", "quantity_ug": 10_000, "details": {"seal_id": "S-1"}}
+    whole = custody_row(pharmacy, handset, kit, from_holder=f"bag:{pharmacy.nurse.id}",
+                        to_holder="vault", witnesses="[]")
+    bare = custody_row(pharmacy, handset, kit)
+    response = handset.push({"custody_entries": {"created": [whole, bare], "updated": [],
+                                                 "deleted": []}})
+    assert response.status_code == 200, response.json
+    assert response.json["applied"] == {"custody_entries": 2}
+    pulled = handset.sync_pull()["custody_entries"]
+    assert pulled["created"] == []
+    assert [(row["id"], row["from_holder"], row["to_holder"]) for row in pulled["updated"]] == [
+        (bare["id"], f"bag:{pharmacy.nurse.id}", "vault")]
