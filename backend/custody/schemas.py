@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import Schema, fields, post_load, validate
 
 from backend.custody.models import Kind
+from backend.custody.service import EntryRequest, Witness
 
 SIGNING = (
     "Nurses sign with their registered phone: Ed25519 over the RFC 8785 canonical JSON of "
@@ -55,6 +58,12 @@ class EntryCreateSchema(Schema):
         "description": "waste: one witness; destroy: two (DEA Form 41)."})
     signature = fields.String(load_default=None, validate=validate.Length(1, 100),
                               metadata={"description": SIGNING})
+
+    @post_load
+    def _request(self, data: dict[str, Any], **_kwargs) -> EntryRequest:
+        # The API and sync both read entries here, so both hand the ledger the same request.
+        witnesses = [Witness(**witness) for witness in data.pop("witnesses")]
+        return EntryRequest(witnesses=witnesses, **data)
 
 
 class VisitWasteSchema(Schema):
