@@ -362,6 +362,11 @@ def _plan_overrides(session: Session, scope: Scope) -> dict[str, dict[str, objec
     return {str(version): dict(overrides) for version, overrides in rows if overrides}
 
 
+def organisation_ids(session: Session) -> list[uuid.UUID]:
+    """Return every organisation's id."""
+    return list(session.scalars(select(Organisation.id).order_by(Organisation.id)))
+
+
 def facts_of(session: Session, organisation_id: uuid.UUID, now: datetime,
              **given: tuple[Any, ...]) -> f.Facts:
     """Return just the `given` facts, in the organisation's calendar."""

@@ -13,6 +13,7 @@ from backend.custody.models import CustodyEntry
 from backend.custody.verify import Slice, verify_slice
 from backend.flags.models import Flag
 from backend.jobs.scheduler import SCHEDULE
+from backend.scan import chain
 from backend.scan import service as scan
 from safeguards.findings import Severity
 from tests.backend.test_sessions import PRE, Session, dose
@@ -124,7 +125,7 @@ def test_an_old_tampered_entry_is_found_within_a_week_of_scans(world: World, con
     _tamper(connection, org_id, head)
     nights = 0
     while not _flags(world, org_id, "custody.ledger_break"):
-        assert nights < scan.SLICES, "a whole week of scans missed the changed entry"
+        assert nights < chain.SLICES, "a whole week of scans missed the changed entry"
         scan.scan_organisation(world.session, world.rt, org_id)
         nights += 1
     [flag] = _flags(world, org_id, "custody.ledger_break")
