@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from functools import partial
 
 from flask import current_app, jsonify, request
@@ -16,7 +15,7 @@ from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
 from backend.errors import VigilError
 from backend.runtime import runtime
-from backend.sync import clock, pull, push, receipts
+from backend.sync import clock, pull, push, pushed, receipts
 from backend.sync.schemas import (
     PullQuerySchema,
     PullSchema,
@@ -106,12 +105,8 @@ class Sync(MethodView):
             response.headers["Idempotent-Replayed"] = "true"
             return response
         try:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                raise push.Malformed("The body is not JSON.", {"field": "body"}) from None
-            parsed = push.parse(body, query["last_pulled_at"], schema_version,
-                                current_app.config["SYNC_MAX_PUSH_RECORDS"])
+            parsed = pushed.parse(raw, query["last_pulled_at"], schema_version,
+                                  current_app.config["SYNC_MAX_PUSH_RECORDS"])
             device_time = clock.parse(headers["device_time"])
             answer = push.apply(session, rt, caller, parsed)
             clock.observe(session, rt, caller, device_time)

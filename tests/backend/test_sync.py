@@ -726,3 +726,43 @@ def test_a_custody_entry_held_as_the_server_stores_it_is_not_sent_back(pharmacy,
     assert pulled["created"] == []
     assert [(row["id"], row["from_holder"], row["to_holder"]) for row in pulled["updated"]] == [
         (bare["id"], f"bag:{pharmacy.nurse.id}", "vault")]
+
+
+def _api_entry(pharmacy: Pharmacy, visit_id: str) -> dict:
+    return {"id": str(uuid.uuid4()), "kind": "waste", "product_id": pharmacy.product_id,
+            "lot": "L1", "expiry": "2028-01-31", "quantity_ug": 15_000,
+            "occurred_at": "2026-11-03T16:00:00+00:00", "visit_id": visit_id, "details": {},
+            "witnesses": [], "signature": "c2lnbmVk"}
+
+
+def _pushed_entry(body: dict) -> dict:
+    """Return the API's body as the phone's row: JSON columns as text, the receiver as a bag."""
+    receiver = body.get("nurse_id")
+    row = {key: value for key, value in body.items() if key != "nurse_id"}
+    return {**row, "details": json.dumps(body["details"]),
+            "witnesses": json.dumps(body["witnesses"]), "from_holder": None,
+            "to_holder": f"bag:{receiver}" if receiver else None, "corrects_id": None,
+            "_status": "created", "_changed": ""}
+
+
+@pytest.mark.parametrize("wrong", [
+    {"quantity_ug": 0}, {"quantity_ug": 1.5}, {"lot": ""}, {"lot": "L" * 41},
+    {"expiry": "2028-02-30"}, {"occurred_at": "2026-11-03T16:00:00"}, {"kind": "steal"},
+    {"product_id": "a product"}, {"details": ["seal"]}, {"witnesses": [{"user_id": "her"}]},
+    {"witnesses": [{"user_id": ROW_ID, "method": "password"}]},
+    {"kind": "transfer", "nurse_id": "the other nurse"}, {"signature": "s" * 101},
+])
+def test_a_pushed_custody_entry_is_refused_with_the_apis_field_errors(pharmacy, visit, world,
+                                                                     wrong):
+    body = {**_api_entry(pharmacy, visit["id"]), **wrong}
+    api = pharmacy.client.post("/api/v1/custody/entries", json=body,
+                               headers=pharmacy.as_(Role.NURSE, pharmacy.device_id))
+    assert api.status_code == 422, api.json
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    response = handset.push({"custody_entries": {"created": [_pushed_entry(body)]}})
+    assert response.status_code == 200, response.json
+    [held] = response.json["quarantined"]
+    code, _, fields = held["reason"].partition(": ")
+    assert (code, json.loads(fields)) == ("invalid", api.json["error"]["details"]["fields"])
+    assert count(world, CustodyEntry, id=uuid.UUID(body["id"])) == 0
