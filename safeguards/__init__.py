@@ -12,9 +12,12 @@ from safeguards.facts import (
     LedgerBreak,
     Loss,
     NurseActivity,
+    Observed,
     Phase,
     QuarantinedEvent,
+    SessionFacts,
     Visit,
+    Vitals,
     Waste,
     WitnessPair,
 )
@@ -22,7 +25,6 @@ from safeguards.findings import Finding, Severity, Subject, SubjectKind, dedup_k
 from safeguards.policy import DEFAULT_THRESHOLDS, Policy, Threshold, UnknownThreshold
 from safeguards.registry import Cadence, DuplicateRule, Mode, Registry, Rule, RuleMeta, UnknownRule
 from safeguards.rules import ALL
-from safeguards.rules.monitoring import SessionFacts
 
 __all__ = [
     "ALL",
@@ -42,6 +44,7 @@ __all__ = [
     "Loss",
     "Mode",
     "NurseActivity",
+    "Observed",
     "Phase",
     "Policy",
     "QuarantinedEvent",
@@ -56,6 +59,7 @@ __all__ = [
     "UnknownRule",
     "UnknownThreshold",
     "Visit",
+    "Vitals",
     "Waste",
     "WitnessPair",
     "dedup_key",

@@ -1,4 +1,4 @@
-"""The facts rules read: plain records of doses, wastes, visits, custody and devices.
+"""The facts rules read: plain records of doses, wastes, visits, sessions, custody and devices.
 
 The backend turns rows into these; the rules never see a database. Ids are strings (the
 backend's UUIDs as text), amounts integer micrograms, times aware UTC datetimes. A field is
@@ -13,8 +13,8 @@ from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
 
+from safeguards.findings import Subject, SubjectKind
 from safeguards.policy import Policy
-from safeguards.rules.monitoring import SessionFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +115,60 @@ class EvvEvent:
     distance_m: int | None
     radius_m: int
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Vitals:
+    """One set of readings; any of them may be missing."""
+
+    systolic: int | None = None
+    diastolic: int | None = None
+    heart_rate: int | None = None
+    spo2: int | None = None
+    respiratory_rate: int | None = None
+    moaas: int | None = None
+    cadss_total: int | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One observation: its readings, taken `minutes` whole minutes after the dose began."""
+
+    minutes: int | None
+    vitals: Vitals
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What one visit's session recorded, as plain data; None where nothing was recorded."""
+
+    visit_id: str
+    pre_dose: Vitals | None = None
+    pre_dose_at: datetime | None = None
+    bp_justification: str | None = None
+    dose_ug: int | None = None
+    ug_per_kg: Decimal | None = None
+    weight_g: int | None = None
+    weight_measured_at: datetime | None = None
+    plan_max_dose_ug: int | None = None
+    plan_infusion_minutes: int | None = None
+    active_ingredient: str | None = None
+    route: str | None = None
+    infusion_started_at: datetime | None = None
+    infusion_ended_at: datetime | None = None
+    observations: tuple[Observed, ...] = ()
+    discharged_at: datetime | None = None
+    discharge: Vitals | None = None
+
+    @property
+    def subject(self) -> Subject:
+        """Return the visit, which every monitoring finding is about."""
+        return Subject(SubjectKind.VISIT, self.visit_id)
+
+    @property
+    def dosed(self) -> bool:
+        """Tell whether a dose was recorded."""
+        return self.dose_ug is not None and self.infusion_started_at is not None
 
 
 @dataclass(frozen=True, slots=True)

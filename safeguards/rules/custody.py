@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
+from safeguards.facts import BagShift, Facts
 from safeguards.findings import EvidenceValue, Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence, hours
-
-if TYPE_CHECKING:
-    # facts.py imports the monitoring rules' SessionFacts, so rules name its types for the
-    # type checker only: a runtime import here would be circular.
-    from safeguards.facts import BagShift, Facts
 
 CUSTODY = Registry()
 

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
+from safeguards.facts import Dose, Facts
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
 from safeguards.rules.indexes import doses_by_patient, plan_policies, wasted_by_visit
 from safeguards.stats import median, rounded
-
-if TYPE_CHECKING:
-    # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
-    from safeguards.facts import Dose, Facts
 
 DOSING = Registry()
 

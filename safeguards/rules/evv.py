@@ -8,17 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
+from safeguards.facts import EvvEvent, Facts
 from safeguards.findings import EvidenceValue, Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence, minutes
 from safeguards.rules.indexes import doses_by_visit, plan_policies
-
-if TYPE_CHECKING:
-    # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
-    from safeguards.facts import EvvEvent, Facts
 
 EVV = Registry()
 # The mean Earth radius (IUGG), as the backend uses for the distance it stores.

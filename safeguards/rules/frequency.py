@@ -13,18 +13,14 @@ from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 from itertools import pairwise
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from safeguards.facts import Dose, Facts, Visit
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence, hours, minutes
 from safeguards.rules.indexes import doses_by_patient, plan_policies
-
-if TYPE_CHECKING:
-    # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
-    from safeguards.facts import Dose, Facts, Visit
 
 FREQUENCY = Registry()
 WINDOW_DAYS = (7, 28)

@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from functools import cache, partial
-from typing import TYPE_CHECKING
 
+from safeguards.facts import Dose, Facts
 from safeguards.policy import Policy
-
-if TYPE_CHECKING:
-    # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
-    from safeguards.facts import Dose, Facts
 
 
 def plan_policies(facts: Facts, policy: Policy) -> Callable[[str | None], Policy]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
-from safeguards.findings import EvidenceValue, Finding, Severity, Subject, SubjectKind
+from safeguards.facts import SessionFacts, Vitals
+from safeguards.findings import EvidenceValue, Finding, Severity
 from safeguards.policy import Policy
 from safeguards.registry import Mode, Registry, RuleMeta
 
@@ -19,67 +19,14 @@ MONITORING = Registry()
 PRE_DOSE_VITALS = ("systolic", "diastolic", "heart_rate", "spo2", "respiratory_rate")
 
 
-@dataclass(frozen=True)
-class Vitals:
-    """One set of readings; any of them may be missing."""
-
-    systolic: int | None = None
-    diastolic: int | None = None
-    heart_rate: int | None = None
-    spo2: int | None = None
-    respiratory_rate: int | None = None
-    moaas: int | None = None
-    cadss_total: int | None = None
-
-    def over_hold(self, policy: Policy) -> bool:
-        """Tell whether the blood pressure is above the pre-dose hold threshold."""
-        return (_above(self.systolic, policy.value("bp_hold_systolic"))
-                or _above(self.diastolic, policy.value("bp_hold_diastolic")))
-
-
-@dataclass(frozen=True)
-class Observed:
-    """One observation: its readings, taken `minutes` whole minutes after the dose began."""
-
-    minutes: int | None
-    vitals: Vitals
-
-
-@dataclass(frozen=True)
-class SessionFacts:
-    """What one visit's session recorded, as plain data; None where nothing was recorded."""
-
-    visit_id: str
-    pre_dose: Vitals | None = None
-    pre_dose_at: datetime | None = None
-    bp_justification: str | None = None
-    dose_ug: int | None = None
-    ug_per_kg: Decimal | None = None
-    weight_g: int | None = None
-    weight_measured_at: datetime | None = None
-    plan_max_dose_ug: int | None = None
-    plan_infusion_minutes: int | None = None
-    active_ingredient: str | None = None
-    route: str | None = None
-    infusion_started_at: datetime | None = None
-    infusion_ended_at: datetime | None = None
-    observations: tuple[Observed, ...] = ()
-    discharged_at: datetime | None = None
-    discharge: Vitals | None = None
-
-    @property
-    def subject(self) -> Subject:
-        """Return the visit, which every monitoring finding is about."""
-        return Subject(SubjectKind.VISIT, self.visit_id)
-
-    @property
-    def dosed(self) -> bool:
-        """Tell whether a dose was recorded."""
-        return self.dose_ug is not None and self.infusion_started_at is not None
-
-
 def _above(value: int | None, limit: int) -> bool:
     return value is not None and value > limit
+
+
+def _over_hold(vitals: Vitals, policy: Policy) -> bool:
+    """Tell whether the blood pressure is above the pre-dose hold threshold."""
+    return (_above(vitals.systolic, policy.value("bp_hold_systolic"))
+            or _above(vitals.diastolic, policy.value("bp_hold_diastolic")))
 
 
 def _minutes(delta: timedelta) -> Decimal:
@@ -109,7 +56,7 @@ BP_HOLD = _meta(
 def bp_hold_without_justification(facts: SessionFacts, policy: Policy) -> Iterator[Finding]:
     """Flag a dose given over the pre-dose blood-pressure hold with no justification."""
     pre = facts.pre_dose
-    if not facts.dosed or pre is None or not pre.over_hold(policy):
+    if not facts.dosed or pre is None or not _over_hold(pre, policy):
         return
     if (facts.bp_justification or "").strip():
         return
@@ -264,7 +211,7 @@ def discharge_not_recovered(facts: SessionFacts, policy: Policy) -> Iterator[Fin
         reasons.append(f"MOAA/S {end.moaas} below the pre-dose {pre.moaas}")
     if _above(end.cadss_total, cadss_limit):
         reasons.append(f"CADSS {end.cadss_total} above {cadss_limit}")
-    if end.over_hold(policy):
+    if _over_hold(end, policy):
         reasons.append(f"blood pressure {end.systolic}/{end.diastolic} mmHg over the hold")
     if not reasons:
         return

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
+from safeguards.facts import Facts
 from safeguards.findings import Finding
 from safeguards.policy import Policy
 from safeguards.registry import Registry, Rule
 from safeguards.rules.indexes import plan_policies
 from safeguards.rules.monitoring import MONITORING
-
-if TYPE_CHECKING:
-    # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
-    from safeguards.facts import Facts
 
 
 def over_sessions(rule: Rule) -> Rule:

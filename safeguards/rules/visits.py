@@ -4,16 +4,12 @@ doses, and doses the nurse's bag did not hold."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
+from safeguards.facts import Facts
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
-
-if TYPE_CHECKING:
-    # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
-    from safeguards.facts import Facts
 
 VISITS = Registry()
 

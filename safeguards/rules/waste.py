@@ -5,18 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
+from safeguards.facts import Facts
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence, hours
 from safeguards.rules.indexes import doses_by_visit, wasted_by_visit
 from safeguards.stats import binomial_upper_tail, rounded, significant
-
-if TYPE_CHECKING:
-    # facts.py imports the monitoring rules' SessionFacts: a runtime import would be circular.
-    from safeguards.facts import Facts
 
 WASTE = Registry()
 

@@ -16,10 +16,11 @@ from safeguards import (
     Policy,
     QuarantinedEvent,
     SessionFacts,
+    Vitals,
     WitnessPair,
     run,
 )
-from safeguards.rules.monitoring import MONITORING, Vitals
+from safeguards.rules.monitoring import MONITORING
 from tests.safeguards.factories import (
     AS_OF,
     NORTH_1KM,

@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 
 from safeguards import RULE_ERROR, Policy, SubjectKind, run
-from safeguards.rules.monitoring import MONITORING, Observed, SessionFacts, Vitals
+from safeguards.facts import Observed, SessionFacts, Vitals
+from safeguards.rules.monitoring import MONITORING
 
 START = datetime(2026, 11, 3, 15, 10, tzinfo=UTC)
 PRE = Vitals(systolic=122, diastolic=78, heart_rate=70, spo2=98, respiratory_rate=14, moaas=5,
