@@ -4,7 +4,7 @@ WatermelonDB marks what it pushed as synced and keeps it. Sending such a record 
 `created` makes a stock client log "already exists locally"; sending an `updated` record a
 phone lacks makes it log "doesn't exist locally". So a push notes each record it stored for
 its phone (`pushed`), and that phone's pulls leave the record out while the server holds it
-exactly as the phone does, and send it as `updated` once the server's version differs. A pull
+as the phone does, and send it as `updated` once the server's version differs. A pull
 from zero means the phone holds nothing it pushed before (a reinstall or a reset), so it is
 remembered per phone (`SyncDevice`), and those records are sent again as `created`.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -41,13 +42,17 @@ def pushed(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
 
 
 def _compared(column: Column, value: Any) -> Any:
-    """Return a column's value as compared: JSON text parsed, so spacing and key order agree."""
-    if not (column.json and isinstance(value, str) and value):
+    """Return a column's value as compared: JSON parsed, times as instants, so notation agrees."""
+    if not (isinstance(value, str) and value):
         return value
     try:
-        return json.loads(value)
+        if column.json:
+            return json.loads(value)
+        moment = datetime.fromisoformat(value)
     except ValueError:
         return value
+    # A phone writes `...00.000Z` where the server writes `...00+00:00`; a date stays a date.
+    return moment if moment.tzinfo else value
 
 
 @dataclass(frozen=True)

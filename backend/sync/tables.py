@@ -200,9 +200,11 @@ def _custody_rows(table: SyncTable, session: Session, _rt: Runtime,
     out = []
     for entry in _load(session, CustodyEntry, ids):
         values = {c.name: getattr(entry, c.name, None) for c in table.columns}
-        # Each confirmation whole, signatures included: a phone sent its own entry back as an
-        # update must not lose its witnesses' signatures.
-        values["witnesses"] = entry.confirmations or []
+        # In the shape a phone pushes them, signatures included: a phone sent its own entry
+        # back as an update keeps its witnesses' signatures, and may push it again unchanged.
+        values["witnesses"] = [{"user_id": c["user_id"], "device_id": c.get("device_id"),
+                                "signature": c.get("signature")}
+                               for c in entry.confirmations or []]
         values["signature"] = entry.device_signature
         out.append(record(table, entry.id, values))
     return out
@@ -348,8 +350,9 @@ CUSTODY_ENTRIES: SyncTable = SyncTable(
      Column("corrects_id", "string", optional=True),
      Column("details", "string", optional=True, json=True, description="JSON object."),
      Column("witnesses", "string", optional=True, json=True,
-            description="JSON list of {user_id, device_id, signature} confirmations; pulled "
-            "whole, with the server's `method` (device_signature or password) added."),
+            description="JSON list of {user_id, device_id, signature} confirmations, pulled "
+            "with their signatures; one confirmed by password has neither device nor "
+            "signature."),
      Column("signature", "string", optional=True, description="Ed25519 signature of the "
             "phone over the ledger movement, as for `POST /api/v1/custody/entries`.")),
     "Custody entries of the nurse's own bag, in and out.",

@@ -42,12 +42,13 @@ from backend.sync.models import SyncPush
 from backend.sync.tables import SCHEMA_VERSION, TABLES
 from backend.visits.models import EvvEvent, Visit
 from tests.backend.conftest import FAST_ARGON2, IN_CI
-from tests.factories import PASSWORD, SUPPLIER, Pharmacy, World
+from tests.factories import PASSWORD, SUPPLIER, Pharmacy, Phone, World
 
 CLIENT = PROJECT_ROOT / "tests" / "sync_client"
 # The same entry point as the installed `vigil` script, without depending on its install.
 VIGIL = [sys.executable, "-c", "from backend.cli import main; main()"]
 DOSE_UG = 40_000
+WASTE_UG = 5_000
 WEIGHT_KG = "80"
 OBSERVATIONS = 8
 TIMEOUT = 60
@@ -66,6 +67,9 @@ class Seeded:
     patient_id: uuid.UUID
     product_id: uuid.UUID
     visits: tuple[uuid.UUID, uuid.UUID]
+    witness_id: uuid.UUID
+    witness_device_id: uuid.UUID
+    witness_key_pem: str
 
 
 @dataclass(frozen=True)
@@ -132,15 +136,23 @@ def seed(url: str, instance: Path) -> Seeded:
         booked = pharmacy.schedule(start.isoformat())
         assert booked.status_code == 201, booked.json
         visits.append(uuid.UUID(booked.json["id"]))
-    key = pharmacy.phone.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8,
-                                                   NoEncryption()).decode()
+    # A colleague who witnesses the nurse's wastes, confirming each on her own phone.
+    witness = world.user(pharmacy.org, Role.NURSE)
+    witness_device, witness_phone = world.device(pharmacy.org, witness)
     seeded = Seeded(pharmacy.org.slug, pharmacy.nurse.username,
                     pharmacy.users[Role.ADMIN].username, pharmacy.nurse.id, pharmacy.device_id,
-                    key, uuid.UUID(pharmacy.patient_id), uuid.UUID(pharmacy.product_id),
-                    (visits[0], visits[1]))
+                    pem(pharmacy.phone), uuid.UUID(pharmacy.patient_id),
+                    uuid.UUID(pharmacy.product_id), (visits[0], visits[1]), witness.id,
+                    witness_device, pem(witness_phone))
     world.session.close()
     app.extensions["vigil.db"].engine.dispose()
     return seeded
+
+
+def pem(phone: Phone) -> str:
+    """Return the phone's private key in PEM, as the harness loads it."""
+    return phone.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8,
+                                           NoEncryption()).decode()
 
 
 def free_port() -> int:
@@ -178,7 +190,10 @@ def run_harness(node: str, base: str, seeded: Seeded, schema_file: Path) -> dict
            "VIGIL_NURSE": seeded.nurse, "VIGIL_ADMIN": seeded.admin,
            "VIGIL_PASSWORD": PASSWORD, "VIGIL_DEVICE_ID": str(seeded.device_id),
            "VIGIL_DEVICE_KEY_PEM": seeded.device_key_pem, "VIGIL_DOSE_UG": str(DOSE_UG),
-           "VIGIL_SCHEMA_FILE": str(schema_file)}
+           "VIGIL_WITNESS_ID": str(seeded.witness_id),
+           "VIGIL_WITNESS_DEVICE_ID": str(seeded.witness_device_id),
+           "VIGIL_WITNESS_KEY_PEM": seeded.witness_key_pem, "VIGIL_WASTE_UG": str(WASTE_UG),
+           "VIGIL_SCHEMA_FILE": str(schema_file), "NODE_ENV": "development"}
     ran = subprocess.run([node, str(CLIENT / "harness.mjs")], env=env,  # noqa: S603 - fixed
                          capture_output=True, text=True, timeout=TIMEOUT, cwd=CLIENT)
     assert ran.returncode == 0, f"harness failed:\n{ran.stderr}"
@@ -270,7 +285,7 @@ def test_a_push_whose_answer_was_lost_is_replayed_and_applied_once(run):
     assert retried["replayed"] is True and retried["answer"] == dropped["answer"]
     assert dropped["answer"]["applied"] == {"evv_events": 2, "pre_doses": 1, "doses": 1,
                                             "observations": OBSERVATIONS, "discharges": 1,
-                                            "visits": 1}
+                                            "custody_entries": 1, "visits": 1}
     assert dropped["answer"]["quarantined"] == []
     after = run.summary["after_retry"]
     assert after["unsynced"] is False
@@ -295,16 +310,18 @@ def test_the_session_is_stored_once_with_its_custody_entry(run):
                              .order_by(EvvEvent.occurred_at)).all()
         dose = conn.execute(select(DoseRecord).where(DoseRecord.visit_id == visit_id)).one()
         custody = conn.execute(select(CustodyEntry).where(
-            CustodyEntry.visit_id == visit_id)).all()
+            CustodyEntry.visit_id == visit_id).order_by(CustodyEntry.seq)).all()
     assert visit.status == "completed"
     assert kinds == ["check_in", "check_out"]
     assert dose.quantity_ug == DOSE_UG
-    assert [(c.id, c.kind, c.quantity_ug, c.from_holder, c.to_holder) for c in custody] == [
-        (dose.custody_entry_id, "administer", DOSE_UG, f"bag:{run.seeded.nurse_id}",
-         f"patient:{run.seeded.patient_id}")]
+    [waste] = run.summary["made"]["custody_entries"][:1]
+    bag = f"bag:{run.seeded.nurse_id}"
+    assert [(c.id, c.kind, c.quantity_ug, c.from_holder, c.to_holder) for c in custody][:2] == [
+        (dose.custody_entry_id, "administer", DOSE_UG, bag, f"patient:{run.seeded.patient_id}"),
+        (uuid.UUID(waste), "waste", WASTE_UG, bag, "waste")]
     pulled = local_rows(run, "after_retry", "custody_entries", visit_id)
-    assert [(row["id"], row["kind"]) for row in pulled] == [
-        (str(dose.custody_entry_id), "administer")]
+    assert sorted((row["id"], row["kind"]) for row in pulled) == sorted([
+        (str(dose.custody_entry_id), "administer"), (waste, "waste")])
 
 
 def test_a_visit_moved_between_pull_and_push_refuses_the_push_with_409(run):
@@ -364,3 +381,40 @@ def test_an_offline_visit_is_judged_by_the_phones_times(run):
         rules = conn.scalars(select(Flag.rule_id).where(
             Flag.subject_id == str(run.seeded.visits[0]))).all()
     assert "evv.visit_too_short" not in rules
+
+
+def test_watermelondb_logs_no_warning_or_error_in_development_mode(run):
+    # Among them, "already exists locally" for a record the phone pushed and pulled back as
+    # created, and "doesn't exist locally" for an update of one it never had.
+    assert run.summary["node_env"] == "development"
+    assert run.summary["logged"] == []
+
+
+def test_nothing_the_phone_made_comes_back_to_it_as_created(run):
+    made = {record_id for ids in run.summary["made"].values() for record_id in ids}
+    created = {record_id for pull in run.summary["pulls"]
+               for ids in pull["created"].values() for record_id in ids}
+    # The observations, the rest of the session, two wastes and three check-ins or outs.
+    assert len(made) == OBSERVATIONS + 3 + 2 + 3
+    assert made.isdisjoint(created)
+
+
+def test_the_phones_custody_entries_keep_their_witnesses_signatures(run):
+    custody = run.summary["custody"]
+    # The waste without holders came back once, as updated, with the server's holders.
+    assert [pull["updated"].get("custody_entries", []) for pull in run.summary["pulls"]
+            if custody["bare"] in pull["updated"].get("custody_entries", [])] == [
+        [custody["bare"]]]
+    with run.engine.connect() as conn:
+        stored = {str(entry.id): entry for entry in conn.execute(select(CustodyEntry).where(
+            CustodyEntry.kind == "waste"))}
+    assert sorted(stored) == sorted(row["id"] for row in custody["rows"])
+    for row in custody["rows"]:
+        entry = stored[row["id"]]
+        assert (row["_status"], row["from_holder"], row["to_holder"]) == (
+            "synced", f"bag:{run.seeded.nurse_id}", "waste")
+        assert [c["method"] for c in entry.confirmations] == ["device_signature"]
+        assert json.loads(row["witnesses"]) == [
+            {"user_id": str(run.seeded.witness_id),
+             "device_id": str(run.seeded.witness_device_id), "signature": c["signature"]}
+            for c in entry.confirmations]

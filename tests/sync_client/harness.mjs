@@ -5,9 +5,12 @@
 // tests/backend/test_sync_client.py seeds the server, starts it and runs this file with the
 // settings below in the environment; it reads the JSON summary printed on stdout and checks
 // the server's database. The phone pulls its schedule, records a whole visit offline (check-in,
-// pre-dose, dose, observations, discharge, check-out, each row signed with the phone's
-// Ed25519 key), loses the answer to its first push and pushes again, then meets a visit
-// that an admin rescheduled between its pull and its push.
+// pre-dose, dose, observations, discharge, the witnessed waste of the remainder, check-out,
+// each row signed with the phone's Ed25519 key), loses the answer to its first push and pushes
+// again, then meets a visit that an admin rescheduled between its pull and its push, and last
+// records a witnessed waste without the holders the server sets, which comes back as updated.
+// It runs in development mode and keeps everything WatermelonDB logs as a warning or an error
+// (such as a record the server sends as created that the phone already holds).
 
 import { createHash, createPrivateKey, randomUUID, sign } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -15,6 +18,8 @@ import { createRequire } from 'node:module'
 
 import canonicalize from 'canonicalize'
 
+// Development mode, as an app under development runs, with WatermelonDB's checks on.
+process.env.NODE_ENV ||= 'development'
 // WatermelonDB ships CommonJS whose folders ESM cannot import by name.
 const require = createRequire(import.meta.url)
 const { Database, Model, appSchema, tableSchema } = require('@nozbe/watermelondb')
@@ -33,11 +38,25 @@ const ORG = env('VIGIL_ORG')
 const PASSWORD = env('VIGIL_PASSWORD')
 const DEVICE_ID = env('VIGIL_DEVICE_ID')
 const DEVICE_KEY = createPrivateKey(env('VIGIL_DEVICE_KEY_PEM'))
+const WITNESS_ID = env('VIGIL_WITNESS_ID')
+const WITNESS_DEVICE_ID = env('VIGIL_WITNESS_DEVICE_ID')
+const WITNESS_KEY = createPrivateKey(env('VIGIL_WITNESS_KEY_PEM'))
+const WASTE_UG = Number(env('VIGIL_WASTE_UG'))
 const DOSE_UG = Number(env('VIGIL_DOSE_UG'))
 const MINUTE = 60_000
 
 // stdout carries only the summary; WatermelonDB's progress notes go to stderr.
 logger.log = logger.debug = (...messages) => console.error('[watermelondb]', ...messages)
+// Its warnings and errors (sync's complaints about the server among them) go there too, and
+// into the summary, where the test reads them.
+const logged = []
+const keep = (level) => (...messages) => {
+  const text = messages.map((m) => (m instanceof Error ? m.message : String(m))).join(' ')
+  logged.push({ level, message: text })
+  console.error(`[watermelondb ${level}]`, ...messages)
+}
+logger.warn = keep('warn')
+logger.error = keep('error')
 // Vigil's ids are UUIDs, so the phone makes its records' ids the same way.
 setGenerator(() => randomUUID())
 
@@ -82,7 +101,9 @@ function buildDatabase(description) {
   const adapter = new LokiJSAdapter({
     schema,
     useWebWorker: false,
-    useIncrementalIndexedDB: false,
+    // The current behaviour, so development mode does not warn; without IndexedDB in Node,
+    // Loki keeps the database in memory either way.
+    useIncrementalIndexedDB: true,
     // Autosave would keep a timer alive after the run; memory has nothing to save to.
     extraLokiOptions: { autosave: false },
   })
@@ -96,6 +117,7 @@ class Phone {
     this.schemaVersion = schemaVersion
     this.token = token
     this.pushes = []
+    this.pulls = []
   }
 
   async sync({ dropAnswer = false, beforePush = null } = {}) {
@@ -121,6 +143,11 @@ class Phone {
     })
     // Without a page size the server answers in one page; a second page would need a merge.
     if (answer.has_more) throw new Error('the server paged a pull the phone did not page')
+    this.pulls.push({
+      last_pulled_at: lastPulledAt ?? 0,
+      created: idsOf(answer.changes, 'created'),
+      updated: idsOf(answer.changes, 'updated'),
+    })
     return { changes: answer.changes, timestamp: answer.timestamp }
   }
 
@@ -170,6 +197,13 @@ class Phone {
   }
 }
 
+// The ids a pull brought, by table, for one action.
+function idsOf(changes, action) {
+  return Object.fromEntries(Object.entries(changes)
+    .map(([table, actions]) => [table, actions[action].map((record) => record.id)])
+    .filter(([, ids]) => ids.length))
+}
+
 // The push body is a function of the phone's own changes, so a retry repeats it byte for byte.
 // WatermelonDB lists records in no set order: they go in the order they happened (a check-out
 // after its check-in), then by id. An updated record carries only the columns the phone
@@ -198,11 +232,52 @@ function signRow(record) {
   record._setRaw('signature', sign(null, bytes, DEVICE_KEY).toString('base64'))
 }
 
-async function append(database, table, columns) {
-  return database.get(table).create((record) => {
-    for (const [column, value] of Object.entries(columns)) record._setRaw(column, value)
-    signRow(record)
+// Every record the phone made, by table: none of them may come back to it as created.
+const made = {}
+
+async function append(database, table, columns, signer = signRow) {
+  const record = await database.get(table).create((draft) => {
+    for (const [column, value] of Object.entries(columns)) draft._setRaw(column, value)
+    signer(draft)
   })
+  made[table] = [...(made[table] ?? []), record.id]
+  return record
+}
+
+// A custody entry is signed over its ledger movement, by the phone and by each witness's
+// phone: the columns the server reads, with the holders it derives and its notation of time.
+function movement(raw, nurseId) {
+  return {
+    id: raw.id, kind: raw.kind, product_id: raw.product_id, lot: raw.lot, expiry: raw.expiry,
+    quantity_ug: raw.quantity_ug, from_holder: `bag:${nurseId}`, to_holder: 'waste',
+    visit_id: raw.visit_id, details: JSON.parse(raw.details),
+    occurred_at: raw.occurred_at.replace(/Z$/, '000+00:00'),
+  }
+}
+
+function signWaste(nurseId) {
+  return (record) => {
+    const bytes = Buffer.from(canonicalize(movement(record._raw, nurseId)), 'utf8')
+    const witness = {
+      user_id: WITNESS_ID,
+      device_id: WITNESS_DEVICE_ID,
+      signature: sign(null, bytes, WITNESS_KEY).toString('base64'),
+    }
+    record._setRaw('witnesses', JSON.stringify([witness]))
+    record._setRaw('signature', sign(null, bytes, DEVICE_KEY).toString('base64'))
+  }
+}
+
+// The remainder of the bag's lot wasted before a witness, who confirms it on her own phone.
+// `holders` fills in what the server would set; without it the server's version comes back.
+async function waste(database, bag, visitId, occurredAt, { holders }) {
+  const nurseId = bag._raw.to_holder.replace(/^bag:/, '')
+  return append(database, 'custody_entries', {
+    kind: 'waste', product_id: bag._raw.product_id, lot: bag._raw.lot,
+    expiry: bag._raw.expiry, quantity_ug: WASTE_UG, occurred_at: occurredAt,
+    visit_id: visitId, details: '{}',
+    ...(holders ? { from_holder: `bag:${nurseId}`, to_holder: 'waste' } : {}),
+  }, signWaste(nurseId))
 }
 
 async function setStatus(database, visitId, status) {
@@ -255,6 +330,7 @@ async function recordVisit(database, visit, patient, bag) {
       visit_id: visitId, occurred_at: at(dosedAt, 125), ...vitals, moaas: 5,
       cadss_items: CADSS_SHORT, state: 'baseline', adverse_event_category: 'none',
     })
+    await waste(database, bag, visitId, at(dosedAt, 127), { holders: true })
     await append(database, 'evv_events',
       position(patient, 'check_out', visitId, at(dosedAt, 130)))
     await setStatus(database, visitId, 'completed')
@@ -336,7 +412,24 @@ async function main() {
   await phone.sync()
   await phone.sync()
   summary.final = await snapshot(database)
+
+  // A waste recorded without the holders the server sets: the next pull sends it back, and
+  // the phone's copy must keep its witness's signature.
+  let bare = null
+  await database.write(async () => {
+    bare = await waste(database, bag, first.id, new Date().toISOString(), { holders: false })
+  })
+  await phone.sync()
+  await phone.sync()
+  summary.custody = {
+    bare: bare.id,
+    rows: (await rows(database, 'custody_entries')).filter((row) => row.kind === 'waste'),
+  }
   summary.pushes = phone.pushes
+  summary.pulls = phone.pulls
+  summary.made = made
+  summary.logged = logged
+  summary.node_env = process.env.NODE_ENV
   summary.visits = { first: first.id, second: second.id }
   process.stdout.write(`${JSON.stringify(summary)}\n`)
 }
