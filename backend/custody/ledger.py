@@ -14,7 +14,7 @@ from backend.custody.chain import GENESIS, entry_hash, signed_payload
 from backend.custody.models import CustodyBalance, CustodyEntry, CustodyHead
 from backend.db import upsert
 from backend.errors import Conflict, VigilError
-from backend.sync.pending import note
+from backend.synced import note
 
 VAULT = "vault"
 # Only these holders keep a balance; the others are where stock comes from or goes to.

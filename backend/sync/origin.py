@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend import synced
 from backend.auth.caller import Caller
 from backend.db import upsert
 from backend.runtime import Runtime
-from backend.sync import pending
 from backend.sync.models import SyncDevice, SyncRow
 from backend.sync.tables import Column, SyncTable
 
@@ -38,7 +38,7 @@ def pushed(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
     # Columns the server sets (a custody entry's holders) reach the phone as an update.
     amended = any(_compared(column, raw.get(column.name)) != _compared(column, stored[column.name])
                   for column in table.columns)
-    pending.pushed(session, table.name, record_id, caller.device_id, amended=amended)
+    synced.pushed(session, table.name, record_id, caller.device_id, amended=amended)
 
 
 def _compared(column: Column, value: Any) -> Any:

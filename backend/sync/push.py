@@ -19,6 +19,7 @@ from marshmallow import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from backend import synced
 from backend.administration import service as clinical
 from backend.administration.models import QuarantinedEvent
 from backend.auth.caller import Caller
@@ -26,7 +27,7 @@ from backend.custody import service as custody
 from backend.devices.models import Device
 from backend.errors import Conflict, Forbidden, NotFound, SignatureInvalid, VigilError
 from backend.runtime import Runtime
-from backend.sync import checks, origin, pending
+from backend.sync import checks, origin
 from backend.sync.models import SyncRow
 from backend.sync.pull import check_schema, checked_cursor, require_nurse
 from backend.sync.pushed import PushRequest, Record
@@ -237,9 +238,9 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
         # ORM does not see these rows, so number them here.
         session.execute(insert(table.model.__table__), fresh)
         for row in fresh:
-            pending.note(session, table.name, row["id"])
+            synced.note(session, table.name, row["id"])
             # Stored as exactly what the phone signed, so its copy is the server's.
-            pending.pushed(session, table.name, row["id"], caller.device_id, amended=False)
+            synced.pushed(session, table.name, row["id"], caller.device_id, amended=False)
 
 
 def _nurse_visits(session: Session, caller: Caller, values: set[Any]) -> dict[str, uuid.UUID]:
@@ -263,9 +264,9 @@ def _hold(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
     record_id = uuid.UUID(untrusted.raw["id"])
     # The phone marks the record synced; make its next pull show what the server holds.
     if session.get(table.model, record_id) is None:
-        pending.drop(session, table.name, record_id, caller.user_id, caller.organisation_id)
+        synced.drop(session, table.name, record_id, caller.user_id, caller.organisation_id)
     else:
-        pending.note(session, table.name, record_id)
+        synced.note(session, table.name, record_id)
     summary.quarantined.append({"table": table.name, "record_id": held.record_id,
                                 "quarantine_id": str(held.id), "reason": held.reason})
 
@@ -330,6 +331,6 @@ def _visit_fields(session: Session, rt: Runtime, pushed: dict[uuid.UUID, dict],
         summary.count(summary.unchanged if differing else summary.applied, "visits")
         if differing:
             # The phone marks its change synced: renumber the visit so its next pull corrects it.
-            pending.note(session, "visits", uuid.UUID(server["id"]))
+            synced.note(session, "visits", uuid.UUID(server["id"]))
             summary.kept_server_values.append({"table": "visits", "record_id": server["id"],
                                                "fields": differing})

@@ -21,8 +21,8 @@ from backend.db import clock_of, upsert
 from backend.patients.models import Patient, PatientNurse
 from backend.plans.models import PlanPhase
 from backend.sync.models import SyncCounter, SyncRevocation, SyncRow
-from backend.sync.pending import CHANGED, DELETED, DROPPED, GAINED, KEYS, LOST, PUSHED
 from backend.sync.tables import BY_MODEL, BY_NAME, Audience
+from backend.synced import CHANGED, DELETED, DROPPED, GAINED, KEYS, LOST, PUSHED
 
 
 def _collect(session: Session, _context: Any) -> None:
