@@ -12,13 +12,13 @@ from backend.administration.models import Discharge, DoseRecord, Observation, Pr
 from backend.plans.models import PlanVersion
 from backend.products.models import DrugProduct
 from backend.visits.models import Visit
-from safeguards.rules import monitoring as rules
+from safeguards import facts as f
 
 
-def _vitals(row: Vitals | None) -> rules.Vitals | None:
+def _vitals(row: Vitals | None) -> f.Vitals | None:
     if row is None:
         return None
-    return rules.Vitals(systolic=row.systolic, diastolic=row.diastolic,
+    return f.Vitals(systolic=row.systolic, diastolic=row.diastolic,
                         heart_rate=row.heart_rate, spo2=row.spo2,
                         respiratory_rate=row.respiratory_rate, moaas=row.moaas,
                         cadss_total=row.cadss_total)
@@ -45,17 +45,17 @@ def _dose_facts(session: Session, dose: DoseRecord | None) -> dict:
 
 
 def session_facts(session: Session, visit_id: uuid.UUID,
-                  organisation_id: uuid.UUID) -> rules.SessionFacts:
+                  organisation_id: uuid.UUID) -> f.SessionFacts:
     """Return what the visit's session recorded, as the monitoring rules' facts."""
     pre = next(iter(_rows(session, PreDose, visit_id, organisation_id)), None)
     dose = next(iter(_rows(session, DoseRecord, visit_id, organisation_id)), None)
     end = next(iter(_rows(session, Discharge, visit_id, organisation_id)), None)
     start = dose.infusion_started_at if dose else None
     observed = tuple(
-        rules.Observed((row.occurred_at - start) // timedelta(minutes=1) if start else None,
+        f.Observed((row.occurred_at - start) // timedelta(minutes=1) if start else None,
                        _vitals(row))
         for row in _rows(session, Observation, visit_id, organisation_id))
-    return rules.SessionFacts(
+    return f.SessionFacts(
         visit_id=str(visit_id), pre_dose=_vitals(pre), pre_dose_at=pre.occurred_at if pre else None,
         bp_justification=pre.bp_justification if pre else None,
         weight_measured_at=pre.weight_measured_at if pre else None,
@@ -65,7 +65,7 @@ def session_facts(session: Session, visit_id: uuid.UUID,
 
 
 def visit_sessions(session: Session, organisation_id: uuid.UUID,
-                   visit_ids: set[uuid.UUID]) -> list[tuple[uuid.UUID, rules.SessionFacts]]:
+                   visit_ids: set[uuid.UUID]) -> list[tuple[uuid.UUID, f.SessionFacts]]:
     """Return each of the organisation's visits' patient and session facts."""
     if not visit_ids:
         return []
