@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,54 @@ def handle_vigil_error(error: VigilError) -> Response:
     return _respond(error.status, error.code, error.message, error.details, headers)
 
 
+# A key already taken: PostgreSQL's unique_violation; SQLite names the constraint kind.
+UNIQUE_SQLSTATE = "23505"
+SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+# Contention that a retry can get past: a lock not granted in time, a deadlock victim, a
+# serialization failure (PostgreSQL), or SQLite's write lock still held after the busy timeout.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+SQLITE_TRANSIENT_PREFIXES = ("SQLITE_BUSY", "SQLITE_LOCKED")
+RETRY_AFTER_SECONDS = 1
+
+
+def is_unique_violation(error: DBAPIError) -> bool:
+    """Tell whether the database refused a row because its unique key is already taken."""
+    return (getattr(error.orig, "sqlstate", None) == UNIQUE_SQLSTATE
+            or getattr(error.orig, "sqlite_errorname", None) in SQLITE_UNIQUE)
+
+
+def is_transient(error: DBAPIError) -> bool:
+    """Tell whether the database gave up on contention that a retry can get past."""
+    name = getattr(error.orig, "sqlite_errorname", None) or ""
+    return (getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
+            or name.startswith(SQLITE_TRANSIENT_PREFIXES))
+
+
+def _constraint(error: DBAPIError) -> str:
+    """Name the constraint (PostgreSQL) or its columns (SQLite), never the refused values."""
+    diag = getattr(error.orig, "diag", None)
+    return getattr(diag, "constraint_name", None) or str(error.orig).partition("\n")[0]
+
+
+def handle_integrity_error(error: IntegrityError) -> Response:
+    """Answer 409 when a concurrent request took the same key first; 500 for other breaches."""
+    if not is_unique_violation(error):
+        return handle_unexpected(error)
+    # Two requests raced with one client-made id; the loser's transaction changed nothing.
+    log.warning("key taken by a concurrent request: %s", _constraint(error))
+    return _respond(409, "conflict", "Another request stored a record under the same key at "
+                    "the same moment; this one changed nothing. Read or resend it.")
+
+
+def handle_operational_error(error: OperationalError) -> Response:
+    """Answer 503 with Retry-After when the database gave up on contention; else 500."""
+    if not is_transient(error):
+        return handle_unexpected(error)
+    log.warning("database busy: %s", str(error.orig).partition("\n")[0])
+    return _respond(503, "database_busy", "The database is busy; nothing was changed. Retry.",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def handle_unexpected(error: Exception) -> Response:
     """Log an unexpected error and answer 500 without leaking its details."""
     if isinstance(error, HTTPException):
@@ -156,4 +205,6 @@ def init_app(app: Flask) -> None:
     """Register the error handlers on `app`."""
     app.register_error_handler(VigilError, handle_vigil_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(IntegrityError, handle_integrity_error)
+    app.register_error_handler(OperationalError, handle_operational_error)
     app.register_error_handler(Exception, handle_unexpected)
