@@ -15,10 +15,12 @@ from typing import Any
 
 from flask import Flask, current_app, g, request
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import HTTPException
 
 from backend import changes, db
 from backend.audit import service as audit
 from backend.auth.caller import Caller
+from backend.errors import HTTP_CODES, VigilError
 from backend.flags.service import Raised
 from backend.runtime import Runtime, runtime
 from backend.scan.judge import settle
@@ -79,8 +81,7 @@ class VigilFlask(Flask):
         try:
             answer = super().dispatch_request()
         except BaseException as error:
-            status = getattr(error, "status", None) or getattr(error, "code", None)
-            _abandon_request(status, getattr(error, "code", None))
+            _abandon_request(*_refusal_of(error))
             raise
         status = getattr(answer, "status_code", 200)
         if status >= 400:
@@ -92,24 +93,32 @@ class VigilFlask(Flask):
             try:
                 finish(session, runtime())
             except BaseException as error:
-                _abandon_request(getattr(error, "status", 500), getattr(error, "code", None))
+                _abandon_request(*_refusal_of(error))
                 raise
         return answer
 
 
-def _abandon_request(status: object, code: object) -> None:
+def _refusal_of(error: BaseException) -> tuple[int | None, str]:
+    """Return the status and code an error is known to answer with, as far as is known here."""
+    if isinstance(error, VigilError):
+        return error.status, error.code
+    if isinstance(error, HTTPException):
+        return error.code, HTTP_CODES.get(error.code or 500, "error")
+    # A database error is answered by its handler (409, 503 or 500): name its kind.
+    return None, type(error).__name__
+
+
+def _abandon_request(status: int | None, code: str | None) -> None:
     session = db.session()
     if request.method in WRITES and "caller" in g:
         changes.keep(session, _refusal_audit(g.caller, status, code))
     abandon(current_app.extensions["vigil.db"].sessions, session, runtime())
 
 
-def _refusal_audit(caller: Caller, status: object, code: object) -> changes.Writer:
+def _refusal_audit(caller: Caller, status: int | None, code: str | None) -> changes.Writer:
     now = runtime().clock.now()
     route = request.url_rule.rule if request.url_rule else request.path
-    detail = {"method": request.method, "route": route,
-              "status": status if isinstance(status, int) else None,
-              "code": code if isinstance(code, str) else None}
+    detail = {"method": request.method, "route": route, "status": status, "code": code}
 
     def write(session: Session) -> None:
         audit.record(session, now, caller, "request.refused", "route", route, detail=detail)
