@@ -16,6 +16,7 @@ from backend.auth.caller import Caller
 from backend.auth.service import revoke_families
 from backend.errors import Conflict, InvalidField, NotFound
 from backend.runtime import Runtime
+from backend.tenancy import owned
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,149}$")
@@ -107,10 +108,7 @@ def list_users(session: Session, caller: Caller) -> list[User]:
 
 def get_user(session: Session, caller: Caller, user_id: uuid.UUID) -> User:
     """Return a user of the caller's organisation, or raise NotFound."""
-    user = session.get(User, user_id)
-    if user is None or user.organisation_id != caller.organisation_id:
-        raise NotFound("No such user.")
-    return user
+    return owned(session, caller, User, user_id, what="user")
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,12 @@ from backend.administration.models import (
 )
 from backend.audit import service as audit
 from backend.auth.caller import Caller
+from backend.client_ids import stored_twin
 from backend.custody import service as custody
 from backend.custody.ledger import Attestation, InsufficientStock, Movement, append, bag
 from backend.custody.models import CustodyEntry, Kind
 from backend.devices.signatures import verify_device_signature
-from backend.errors import Conflict, InvalidField, NotFound, SignatureInvalid, VigilError
+from backend.errors import Conflict, InvalidField, SignatureInvalid, VigilError
 from backend.phi.cipher import PhiCipher, Place
 from backend.runtime import Runtime
 from backend.visits import service as visits
@@ -111,20 +112,12 @@ def _trust(session: Session, caller: Caller, visit: Visit, model: type,
     """Return the stored twin of an identical retry, or None; quarantine what fails trust."""
     record_type = model.__tablename__
     payload = verify_record(session, caller, record_type, received.raw)
-    stored = session.get(model, received.data["id"])
-    if stored is None:
-        return None
-    if stored.signed_body == payload and stored.visit_id == visit.id:
-        return stored
-    raise Untrusted("append_only", "A different record already has this id.", record_type,
-                    received.raw, "conflicting_duplicate: another record already has this id")
-
-
-def _nurse_visit(session: Session, caller: Caller, visit_id: uuid.UUID) -> Visit:
-    visit = visits.get(session, caller, visit_id, for_update=True)
-    if visit.nurse_id != caller.user_id:
-        raise NotFound("No such visit.")
-    return visit
+    return stored_twin(
+        session.get(model, received.data["id"]), (payload, visit.id),
+        content=lambda stored: (stored.signed_body, stored.visit_id),
+        conflict=Untrusted("append_only", "A different record already has this id.",
+                           record_type, received.raw,
+                           "conflicting_duplicate: another record already has this id"))
 
 
 def signed_columns(caller: Caller, visit_id: uuid.UUID, received: Received,
@@ -148,7 +141,7 @@ def _vitals(data: dict[str, Any]) -> dict[str, Any]:
 
 def _store(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID, model: type,
            received: Received, build) -> SignedRecord:
-    visit = _nurse_visit(session, caller, visit_id)
+    visit = visits.own_visit(session, caller, visit_id)
     if (stored := _trust(session, caller, visit, model, received)) is not None:
         return stored
     record = model(**signed_columns(caller, visit.id, received, rt), **build(visit))
@@ -286,7 +279,7 @@ RECORDERS = {"pre_dose": record_pre_dose, "dose": record_dose,
 def record_one(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID, name: str,
                received: Received) -> SignedRecord:
     """Store one record; an untrusted one is quarantined and refused with `Quarantined`."""
-    _nurse_visit(session, caller, visit_id)
+    visits.own_visit(session, caller, visit_id)
     try:
         record = RECORDERS[name](session, rt, caller, visit_id, received)
     except Untrusted as untrusted:
@@ -302,7 +295,7 @@ def record_one(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUI
 def record_session(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
                    parts: dict[str, list[Received]]) -> list[QuarantinedEvent]:
     """Store a whole session in one transaction; untrusted parts are quarantined, not lost."""
-    _nurse_visit(session, caller, visit_id)
+    visits.own_visit(session, caller, visit_id)
     held = []
     for name in RECORDERS:
         for received in parts.get(name, []):
@@ -328,7 +321,7 @@ def record_session(session: Session, rt: Runtime, caller: Caller, visit_id: uuid
 def record_waste(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
                  data: dict[str, Any]) -> CustodyEntry:
     """Record the remainder of a visit's dose as a witnessed custody `waste` entry."""
-    _nurse_visit(session, caller, visit_id)
+    visits.own_visit(session, caller, visit_id)
     fields = dict(data)
     witnesses = [custody.Witness(**w) for w in fields.pop("witnesses")]
     return custody.record(session, rt, caller, custody.EntryRequest(

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from backend.client_ids import stored_twin
 from backend.custody.chain import GENESIS, entry_hash, signed_payload
 from backend.custody.models import CustodyBalance, CustodyEntry, CustodyHead
 from backend.db import upsert
@@ -129,14 +130,11 @@ def _deposit(session: Session, organisation_id: uuid.UUID, movement: Movement) -
 def existing(session: Session, organisation_id: uuid.UUID,
              movement: Movement) -> CustodyEntry | None:
     """Return the entry already stored under the movement's id, if it is the same movement."""
-    stored = session.get(CustodyEntry, movement.id)
-    if stored is None:
-        return None
-    if stored.organisation_id != organisation_id or signed_payload(
-            _columns(stored)) != movement.signed():
-        raise AppendOnly("A different entry already has this id; the ledger is never changed.",
-                         {"id": str(movement.id)})
-    return stored
+    return stored_twin(
+        session.get(CustodyEntry, movement.id), (organisation_id, movement.signed()),
+        content=lambda stored: (stored.organisation_id, signed_payload(_columns(stored))),
+        conflict=AppendOnly("A different entry already has this id; the ledger is never "
+                            "changed.", {"id": str(movement.id)}))
 
 
 def _columns(entry: CustodyEntry) -> dict[str, Any]:

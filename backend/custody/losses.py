@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.custody.models import CustodyEntry, LossReport
-from backend.errors import Conflict, InvalidField, NotFound
+from backend.errors import Conflict, InvalidField
 from backend.runtime import Runtime
+from backend.tenancy import owned
 
 # Each filing DEA expects after a theft or significant loss: its due and filed columns.
 FILINGS = {"dea_notice": ("notice_due_at", "notice_filed_at"),
@@ -48,9 +49,7 @@ def losses(session: Session, rt: Runtime, caller: Caller) -> list[Loss]:
 def record_filing(session: Session, rt: Runtime, caller: Caller, loss_id: uuid.UUID, filing: str,
          filed_at: datetime) -> Loss:
     """Record that a DEA notice or Form 106 was filed for a loss; each is filed once."""
-    report = session.get(LossReport, loss_id)
-    if report is None or report.organisation_id != caller.organisation_id:
-        raise NotFound("No such loss report.")
+    report = owned(session, caller, LossReport, loss_id, what="loss report")
     if filing not in FILINGS:
         raise InvalidField("filing", f"one of {', '.join(FILINGS)}")
     due, filed = FILINGS[filing]

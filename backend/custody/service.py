@@ -29,6 +29,7 @@ from backend.errors import Forbidden, InvalidField, NotFound, SignatureInvalid, 
 from backend.policy.service import policy_for
 from backend.products import service as products
 from backend.runtime import Runtime
+from backend.tenancy import hers, of_organisation, owned
 from backend.visits.models import Visit
 
 PHARMACY = (Role.PHARMACIST,)
@@ -95,9 +96,8 @@ def _require(request: EntryRequest, *names: str) -> None:
 
 
 def _nurse(session: Session, caller: Caller, nurse_id: uuid.UUID | None, name: str) -> User:
-    nurse = nurse_id and session.get(User, nurse_id)
-    if (not nurse or nurse.organisation_id != caller.organisation_id
-            or nurse.role != Role.NURSE or not nurse.active):
+    nurse = of_organisation(session, User, nurse_id, caller.organisation_id)
+    if not nurse or nurse.role != Role.NURSE or not nurse.active:
         raise InvalidField(name, "must be an active nurse of this organisation")
     return nurse
 
@@ -119,17 +119,16 @@ def _holders(session: Session, caller: Caller, request: EntryRequest) -> tuple[s
             raise InvalidField("nurse_id", "a transfer goes to another nurse")
         return bag(caller.user_id), bag(receiver.id)
     if kind == Kind.ADMINISTER:
-        visit = request.visit_id and session.get(Visit, request.visit_id)
-        if (not visit or visit.organisation_id != caller.organisation_id
-                or visit.nurse_id != caller.user_id or visit.patient_id != request.patient_id):
+        visit = of_organisation(session, Visit, request.visit_id, caller.organisation_id)
+        if (not visit or visit.nurse_id != caller.user_id
+                or visit.patient_id != request.patient_id):
             raise InvalidField("visit_id", "must be the caller's visit to this patient")
         return bag(caller.user_id), f"patient:{visit.patient_id}"
     if kind == Kind.WASTE:
         if request.visit_id is not None:
-            visit = session.get(Visit, request.visit_id)
-            if (not visit or visit.organisation_id != caller.organisation_id
-                    or visit.nurse_id != caller.user_id):
-                raise NotFound("No such visit.")
+            # Only nurses post waste (POSTERS): a nurse has her own visits only.
+            owned(session, caller, Visit, request.visit_id, what="visit",
+                  nurse_sees=hers("nurse_id"))
         return bag(caller.user_id), "waste"
     if kind == Kind.RETURN:
         nurse_id = caller.user_id if caller.role == Role.NURSE else request.nurse_id
@@ -184,8 +183,8 @@ def _confirm(session: Session, rt: Runtime, caller: Caller, movement: Movement,
 
 def _confirmation(session: Session, rt: Runtime, caller: Caller, movement: Movement,
                   witness: Witness) -> dict[str, Any]:
-    user = session.get(User, witness.user_id)
-    if not user or user.organisation_id != caller.organisation_id or not user.active:
+    user = of_organisation(session, User, witness.user_id, caller.organisation_id)
+    if not user or not user.active:
         raise WitnessRequired("A witness must be an active user of this organisation.")
     if witness.device_id and witness.signature:
         try:
@@ -287,12 +286,12 @@ def _open_loss_report(session: Session, rt: Runtime, caller: Caller,
 
 def get_entry(session: Session, caller: Caller, entry_id: uuid.UUID) -> CustodyEntry:
     """Return one of the organisation's entries (a nurse: those of her bag)."""
-    entry = session.get(CustodyEntry, entry_id)
-    mine = bag(caller.user_id)
-    if (entry is None or entry.organisation_id != caller.organisation_id
-            or (caller.role == Role.NURSE and mine not in (entry.from_holder, entry.to_holder))):
-        raise NotFound("No such custody entry.")
-    return entry
+    return owned(session, caller, CustodyEntry, entry_id, what="custody entry",
+                 nurse_sees=_in_her_bag)
+
+
+def _in_her_bag(session: Session, caller: Caller, entry: CustodyEntry) -> bool:
+    return bag(caller.user_id) in (entry.from_holder, entry.to_holder)
 
 
 @dataclass(frozen=True)

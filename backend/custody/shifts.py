@@ -19,6 +19,7 @@ from backend.custody.models import CustodyEntry, Kind
 from backend.errors import InvalidField, NotFound
 from backend.policy.service import policy_for
 from backend.runtime import Runtime
+from backend.tenancy import hers, owned
 from backend.visits.models import Visit, VisitStatus
 from safeguards import facts as f
 
@@ -69,10 +70,8 @@ class BagStatement:
 
 def nurse_of(session: Session, caller: Caller, nurse_id: uuid.UUID) -> User:
     """Return a nurse of the caller's organisation (to a nurse: only herself), or raise NotFound."""
-    nurse = session.get(User, nurse_id)
-    if (nurse is None or nurse.organisation_id != caller.organisation_id
-            or nurse.role != Role.NURSE
-            or (caller.role == Role.NURSE and nurse.id != caller.user_id)):
+    nurse = owned(session, caller, User, nurse_id, what="nurse", nurse_sees=hers("id"))
+    if nurse.role != Role.NURSE:
         raise NotFound("No such nurse.")
     return nurse
 

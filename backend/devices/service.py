@@ -15,8 +15,9 @@ from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.auth.service import revoke_families
 from backend.devices.models import Device
-from backend.errors import Conflict, InvalidField, NotFound
+from backend.errors import Conflict, InvalidField
 from backend.runtime import Runtime
+from backend.tenancy import hers, owned
 
 
 def decode_public_key(encoded: str) -> bytes:
@@ -61,11 +62,7 @@ def visible_devices(session: Session, caller: Caller) -> list[Device]:
 
 def revoke(session: Session, rt: Runtime, caller: Caller, device_id: uuid.UUID) -> Device:
     """Revoke a device: its sessions end at once and its signatures stop verifying."""
-    device = session.get(Device, device_id)
-    own = device is not None and device.user_id == caller.user_id
-    if (device is None or device.organisation_id != caller.organisation_id
-            or (caller.role == Role.NURSE and not own)):
-        raise NotFound("No such device.")
+    device = owned(session, caller, Device, device_id, what="device", nurse_sees=hers("user_id"))
     if device.revoked_at is None:
         now = rt.clock.now()
         device.revoked_at = now

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from backend.devices.models import Device
 from backend.errors import SignatureInvalid
+from backend.tenancy import of_organisation
 
 # RFC 8785 forbids integers a JavaScript number cannot hold exactly.
 SAFE_INTEGER = 2**53 - 1
@@ -74,8 +75,8 @@ def verify_device_signature(session: Session, *, organisation_id: uuid.UUID,
                             user_id: uuid.UUID, device_id: uuid.UUID, payload: Any,
                             signature_b64: str) -> Device:
     """Verify that the user's live device signed `payload`; return the device."""
-    device = session.get(Device, device_id)
-    if device is None or device.organisation_id != organisation_id or device.user_id != user_id:
+    device = of_organisation(session, Device, device_id, organisation_id)
+    if device is None or device.user_id != user_id:
         raise SignatureInvalid("The signing device is not registered to this user.",
                                {"reason": "unknown_device", "device_id": str(device_id)})
     if device.revoked_at is not None:

@@ -19,10 +19,11 @@ from sqlalchemy.orm import Session
 from backend.accounts.models import Role, User
 from backend.audit import service as audit
 from backend.auth.caller import Caller
-from backend.errors import Conflict, InvalidField, NotFound
+from backend.errors import Conflict, InvalidField
 from backend.flags.models import Flag, FlagAction, FlagEvent, FlagStatus, Resolution
 from backend.patients.models import Patient
 from backend.runtime import Runtime
+from backend.tenancy import of_organisation, owned
 from backend.visits.models import Visit
 from safeguards.findings import Finding, Severity, SubjectKind
 
@@ -80,12 +81,6 @@ def _uuid(value: object) -> uuid.UUID | None:
         return None
 
 
-def _of_organisation(session: Session, model: type[Any], row_id: uuid.UUID | None,
-                     organisation_id: uuid.UUID) -> Any:
-    row = session.get(model, row_id) if row_id else None
-    return row if row is not None and row.organisation_id == organisation_id else None
-
-
 def _people(session: Session, organisation_id: uuid.UUID,
             finding: Finding) -> tuple[uuid.UUID | None, uuid.UUID | None]:
     """Return the nurse and patient `finding` concerns, when it names ones of this organisation."""
@@ -96,12 +91,12 @@ def _people(session: Session, organisation_id: uuid.UUID,
                        else evidence.get("patient_id"))
     if subject.kind is SubjectKind.VISIT and not (nurse_id and patient_id):
         # Most findings are about a visit: its nurse and patient are whom reviewers look for.
-        visit = _of_organisation(session, Visit, _uuid(subject.id), organisation_id)
+        visit = of_organisation(session, Visit, _uuid(subject.id), organisation_id)
         if visit is not None:
             nurse_id, patient_id = nurse_id or visit.nurse_id, patient_id or visit.patient_id
     # A wrong id in evidence must not stop the flag from being raised; it just names nobody.
-    nurse = _of_organisation(session, User, nurse_id, organisation_id)
-    patient = _of_organisation(session, Patient, patient_id, organisation_id)
+    nurse = of_organisation(session, User, nurse_id, organisation_id)
+    patient = of_organisation(session, Patient, patient_id, organisation_id)
     return (nurse.id if nurse else None, patient.id if patient else None)
 
 
@@ -241,13 +236,7 @@ def listing(session: Session, caller: Caller, where: FlagFilter) -> list[Flag]:
 
 def get(session: Session, caller: Caller, flag_id: uuid.UUID, *, lock: bool = False) -> Flag:
     """Return the caller's organisation's flag (row-locked when `lock`), or raise NotFound."""
-    query = select(Flag).where(Flag.id == flag_id, Flag.organisation_id == caller.organisation_id)
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    flag = session.scalar(query)
-    if flag is None:
-        raise NotFound("No such flag.")
-    return flag
+    return owned(session, caller, Flag, flag_id, what="flag", for_update=lock)
 
 
 def _require(flag: Flag, action: str, *allowed: FlagStatus) -> None:
@@ -260,9 +249,8 @@ def assign(session: Session, rt: Runtime, caller: Caller, flag_id: uuid.UUID,
     """Give an unresolved flag to a reviewer; an open flag goes into review."""
     flag = get(session, caller, flag_id, lock=True)
     _require(flag, "assigned", FlagStatus.OPEN, FlagStatus.IN_REVIEW)
-    assignee = session.get(User, assignee_id)
-    if (assignee is None or assignee.organisation_id != caller.organisation_id
-            or not assignee.active or assignee.role not in REVIEWERS):
+    assignee = of_organisation(session, User, assignee_id, caller.organisation_id)
+    if assignee is None or not assignee.active or assignee.role not in REVIEWERS:
         raise InvalidField("assignee_id",
                            "not an active compliance or admin user of this organisation")
     now = rt.clock.now()

@@ -18,6 +18,7 @@ from backend.errors import Conflict, InvalidField, NotFound
 from backend.patients.models import PATIENT_PHI, Patient, PatientNurse, PatientWeight
 from backend.phi.cipher import PhiCipher, blind_index
 from backend.runtime import Runtime
+from backend.tenancy import assigned, assigned_patient_ids, owned
 
 HOME = ("home_latitude", "home_longitude")
 # Plausible adult weights; outside this range the entry is almost surely a typo (lb, g).
@@ -126,8 +127,7 @@ def update(session: Session, rt: Runtime, caller: Caller, patient_id: uuid.UUID,
 def _visible(caller: Caller) -> Select[tuple[Patient]]:
     query = select(Patient).where(Patient.organisation_id == caller.organisation_id)
     if caller.role == Role.NURSE:
-        query = query.where(Patient.id.in_(select(PatientNurse.patient_id).where(
-            PatientNurse.nurse_id == caller.user_id, PatientNurse.ended_at.is_(None))))
+        query = query.where(Patient.id.in_(assigned_patient_ids(caller.user_id)))
     return query
 
 
@@ -168,10 +168,7 @@ def search(session: Session, rt: Runtime, caller: Caller, mrn: str | None) -> li
 
 def visible_patient(session: Session, caller: Caller, patient_id: uuid.UUID) -> Patient:
     """Return a patient the caller may see (a nurse: hers), or raise NotFound; no audit row."""
-    patient = session.scalar(_visible(caller).where(Patient.id == patient_id))
-    if patient is None:
-        raise NotFound("No such patient.")
-    return patient
+    return owned(session, caller, Patient, patient_id, what="patient", nurse_sees=assigned("id"))
 
 
 def record_weight(session: Session, rt: Runtime, caller: Caller, patient_id: uuid.UUID, *,

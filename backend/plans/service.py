@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 
 from backend.audit import service as audit
 from backend.auth.caller import Caller
-from backend.errors import Conflict, InvalidField, NotFound
+from backend.errors import Conflict, InvalidField
 from backend.patients.service import visible_patient
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
 from backend.policy.service import policy_for
 from backend.products import service as products
 from backend.runtime import Runtime
+from backend.tenancy import assigned, owned
 from safeguards.policy import Number, Policy
 
 ACTIVE = "active"
@@ -144,14 +145,8 @@ def revise(session: Session, rt: Runtime, caller: Caller, plan_id: uuid.UUID, sp
 
 def get(session: Session, caller: Caller, plan_id: uuid.UUID) -> TreatmentPlan:
     """Return a plan whose patient the caller may see, or raise NotFound."""
-    plan = session.get(TreatmentPlan, plan_id)
-    if plan is None or plan.organisation_id != caller.organisation_id:
-        raise NotFound("No such plan.")
-    try:
-        visible_patient(session, caller, plan.patient_id)
-    except NotFound:
-        raise NotFound("No such plan.") from None
-    return plan
+    return owned(session, caller, TreatmentPlan, plan_id, what="plan",
+                 nurse_sees=assigned("patient_id"))
 
 
 def active_version(session: Session, patient_id: uuid.UUID) -> PlanVersion | None:

@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 
 from backend.audit import service as audit
 from backend.auth.caller import Caller
-from backend.errors import Conflict, InvalidField, NotFound
+from backend.errors import Conflict, InvalidField
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
+from backend.tenancy import owned
 
 ROUTES = ("IV", "IM", "SC", "intranasal")
 FORMS = {"vial": "mL", "ampoule": "mL", "prefilled_syringe": "mL", "nasal_device": "device"}
@@ -52,7 +53,4 @@ def catalogue(session: Session, caller: Caller) -> list[DrugProduct]:
 
 def get(session: Session, caller: Caller, product_id: uuid.UUID) -> DrugProduct:
     """Return one of the organisation's products, or raise NotFound."""
-    product = session.get(DrugProduct, product_id)
-    if product is None or product.organisation_id != caller.organisation_id:
-        raise NotFound("No such product.")
-    return product
+    return owned(session, caller, DrugProduct, product_id, what="product")

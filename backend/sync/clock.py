@@ -11,6 +11,7 @@ from backend.auth.caller import Caller
 from backend.devices.models import Device
 from backend.errors import InvalidField
 from backend.runtime import Runtime
+from backend.tenancy import of_organisation
 from safeguards import facts as f
 
 HEADER = "X-Device-Time"
@@ -36,8 +37,8 @@ def observe(session: Session, rt: Runtime, caller: Caller, device_time: datetime
     if device_time is None or caller.device_id is None:
         return
     now = rt.clock.now()
-    device = session.get(Device, caller.device_id)
-    if device is None or device.organisation_id != caller.organisation_id:
+    device = of_organisation(session, Device, caller.device_id, caller.organisation_id)
+    if device is None:
         return
     offset_ms = round((device_time - now).total_seconds() * 1000)
     device.clock_offset_ms, device.clock_reported_at = offset_ms, now

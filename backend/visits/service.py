@@ -18,13 +18,14 @@ from backend.accounts.service import organisation_zone
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.errors import Conflict, Forbidden, InvalidField, NotFound, VigilError
-from backend.patients.models import Patient, PatientNurse
+from backend.patients.models import Patient
 from backend.patients.service import visible_patient
 from backend.plans import service as plans
 from backend.plans.models import PlanVersion
 from backend.policy.service import policy_for
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
+from backend.tenancy import hers, is_assigned, owned
 from backend.visits.frequency import Limits, check_schedule
 from backend.visits.models import DOSE_HOLDING, EvvEvent, Visit, VisitStatus
 from safeguards.policy import Policy
@@ -58,9 +59,7 @@ class VisitRequest:
 
 
 def _assigned_nurse(session: Session, patient: Patient, nurse_id: uuid.UUID) -> None:
-    if not session.scalar(select(PatientNurse.id).where(
-            PatientNurse.patient_id == patient.id, PatientNurse.nurse_id == nurse_id,
-            PatientNurse.ended_at.is_(None))):
+    if not is_assigned(session, nurse_id, patient.id):
         raise InvalidField("nurse_id", "not a nurse currently assigned to this patient")
 
 
@@ -200,10 +199,16 @@ def _visible(caller: Caller) -> Select[tuple[Visit]]:
 def get(session: Session, caller: Caller, visit_id: uuid.UUID, *,
         for_update: bool = False) -> Visit:
     """Return a visit the caller may see (a nurse: her own), or raise NotFound."""
-    query = _visible(caller).where(Visit.id == visit_id)
     # A state change locks the row, so the missed-visit job and a check-in cannot both win.
-    visit = session.scalar(query.with_for_update() if for_update else query)
-    if visit is None:
+    return owned(session, caller, Visit, visit_id, what="visit", for_update=for_update,
+                 nurse_sees=hers("nurse_id"))
+
+
+def own_visit(session: Session, caller: Caller, visit_id: uuid.UUID) -> Visit:
+    """Return the caller's own visit, locked to record on it, or raise NotFound."""
+    visit = get(session, caller, visit_id, for_update=True)
+    # Only the visit's nurse records it, whatever role a future caller may have.
+    if visit.nurse_id != caller.user_id:
         raise NotFound("No such visit.")
     return visit
 
@@ -329,9 +334,7 @@ def verify_presence(session: Session, rt: Runtime, caller: Caller, visit_id: uui
                     kind: str, position: Position) -> Visit:
     """Check the nurse in or out at the home; out of range needs a reason and raises a flag."""
     needs, leaves, stamp = EVV_STEPS[kind]
-    visit = get(session, caller, visit_id, for_update=True)
-    if visit.nurse_id != caller.user_id:
-        raise NotFound("No such visit.")
+    visit = own_visit(session, caller, visit_id)
     _require_status(visit, needs)
     event = _record_evv(session, rt, caller, visit, kind, position)
     visit.status, visit.updated_at = leaves, event.received_at
