@@ -13,10 +13,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from backend import changes
-from backend.accounts.models import Role
+from backend.accounts.models import Role, User
 from backend.accounts.service import organisation_zone
 from backend.audit import service as audit
 from backend.auth.caller import Caller
+from backend.client_ids import stored_twin
 from backend.errors import Conflict, Forbidden, InvalidField, NotFound, VigilError
 from backend.patients.models import Patient
 from backend.patients.service import visible_patient
@@ -112,6 +113,26 @@ def _limits_at(version: PlanVersion, zone: tzinfo):
     return limits
 
 
+def _lock_calendars(session: Session, patient_id: uuid.UUID, nurse_id: uuid.UUID) -> None:
+    """Take the patient's calendar, then the nurse's, so their checks see each other's visits."""
+    # Without it, visits scheduled at once for one patient each pass the interval check alone.
+    # Always patient first, then nurse: two schedulers never wait on each other in a circle.
+    session.execute(select(Patient.id).where(Patient.id == patient_id).with_for_update())
+    session.execute(select(User.id).where(User.id == nurse_id).with_for_update())
+
+
+def _stored(session: Session, caller: Caller, request: VisitRequest) -> Visit | None:
+    """Return the visit a retry of `request` already stored; refuse another one under its id."""
+    if request.visit_id is None:
+        return None
+    stored = session.get(Visit, request.visit_id, populate_existing=True)
+    asked = (caller.organisation_id, request.patient_id, request.nurse_id,
+             request.scheduled_start)
+    return stored_twin(stored, asked, content=lambda visit: (
+        visit.organisation_id, visit.patient_id, visit.nurse_id, visit.scheduled_start),
+        conflict=Conflict("A different visit already has this id.", {"field": "id"}))
+
+
 def _visit_times(rt: Runtime, policy: Policy, request: VisitRequest) -> tuple[datetime, datetime]:
     start = request.scheduled_start.astimezone(UTC)
     end = (request.scheduled_end.astimezone(UTC) if request.scheduled_end
@@ -131,6 +152,9 @@ def schedule(session: Session, rt: Runtime, caller: Caller, request: VisitReques
     version, _ = _plan_in_force(session, patient)
     policy = policy_for(session, caller.organisation_id)
     zone = organisation_zone(session, caller.organisation_id)
+    _lock_calendars(session, patient.id, request.nurse_id)
+    if (stored := _stored(session, caller, request)) is not None:
+        return stored
     start, end = _visit_times(rt, policy, request)
     phase = plans.phase_at(version, start, zone)
     if phase is None:
