@@ -1,4 +1,4 @@
-"""Changes to synced rows waiting in a session for their numbers (numbered by `backend.sync.sequence`)."""
+"""Changes to synced rows waiting in a session for their numbers (see `backend.sync.sequence`)."""
 
 from __future__ import annotations
 
