@@ -76,8 +76,8 @@ from backend.products.models import DrugProduct
 from backend.runtime import Runtime
 from backend.scan.service import ScanResult, scan_organisation
 from backend.visits.models import EvvEvent, Visit, VisitStatus
-from backend.visits.service import distance_m
 from database import describe, migrated_app
+from safeguards.rules.evv import distance_m
 from schedule import CHEAP_ARGON2, PASSWORD, WEEKLY_PHASE, as_caller
 
 ORG = "bench"

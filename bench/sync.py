@@ -102,6 +102,7 @@ from backend.sync.tables import (
     VISITS,
     SyncTable,
 )
+from backend.visits import evv
 from backend.visits import service as visits
 from backend.visits.models import Visit
 from database import describe, migrated_app
@@ -334,7 +335,7 @@ def check_in(app: Flask, clinic: scan.Clinic, nurses: range) -> list[Pusher]:
             for slot, home in enumerate(clinic.homes[nurse]):
                 visit = visits.schedule(session, rt, admin, visits.VisitRequest(
                     uuid.UUID(home.id), phone.user_id, first + VISIT_SPACING * slot))
-                visits.verify_presence(session, rt, phone, visit.id, "check_in", visits.Position(
+                evv.verify_presence(session, rt, phone, visit.id, "check_in", evv.Position(
                     home.latitude, home.longitude, 10, rt.clock.now()))
                 visit_ids.append(str(visit.id))
             session.commit()

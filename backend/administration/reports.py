@@ -28,7 +28,7 @@ from backend.phi.cipher import PhiCipher
 from backend.policy.service import policy_for
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
-from backend.visits import service as visits
+from backend.visits.evv import evv_record
 from backend.visits.models import Visit
 from safeguards.policy import Policy
 
@@ -131,7 +131,7 @@ def monitoring_record(session: Session, rt: Runtime, caller: Caller,
                       visit_id: uuid.UUID) -> MonitoringRecord:
     """Return a visit's REMS monitoring record with adverse events decrypted; audit the read."""
     record = read_session(session, caller, visit_id)
-    evv = visits.evv_record(session, caller, visit_id)
+    evv = evv_record(session, caller, visit_id)
     visit = session.get(Visit, visit_id)
     policy = policy_for(session, caller.organisation_id)
     pre, dose, end = record.pre_dose, record.dose, record.discharge

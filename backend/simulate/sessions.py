@@ -37,7 +37,7 @@ from backend.simulate.behaviour import (
 )
 from backend.simulate.schedule import Booking
 from backend.simulate.world import Nurse, Patient, Person, Phone, Vial, World, near, weigh
-from backend.visits import service as visits
+from backend.visits import evv
 
 SCHEMAS: dict[str, Schema] = {"pre_dose": PreDoseSchema(), "dose": DoseSchema(),
                               "observations": ObservationSchema(),
@@ -70,8 +70,8 @@ def check(session: Session, world: World, visit: HomeVisit, kind: str) -> None:
     true_time = timeline.arrive if kind == "check_in" else timeline.leave
     away = timeline.away_m if kind == "check_in" else 0
     latitude, longitude = near(visit.patient.home, rng, GPS_SIGMA_M, away)
-    visits.verify_presence(session, world.rt, visit.nurse.caller, visit.booking.visit_id, kind,
-                           visits.Position(latitude, longitude, rng.randint(4, 25),
+    evv.verify_presence(session, world.rt, visit.nurse.caller, visit.booking.visit_id, kind,
+                           evv.Position(latitude, longitude, rng.randint(4, 25),
                                            visit.conduct.device_time(true_time),
                                            "GPS poor; parked down the street" if away else None))
 

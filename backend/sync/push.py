@@ -36,7 +36,7 @@ from backend.sync.tables import (
     Access,
     SyncTable,
 )
-from backend.visits import service as visits
+from backend.visits import evv
 from backend.visits.models import EvvEvent, Visit
 
 # Order of application, whatever order the phone listed them in: check-ins, the session, then
@@ -296,7 +296,7 @@ def _apply_evv(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
     if visit_id is None:
         raise NotFound("No such visit of this nurse.", {"field": "visit_id"})
     position = record.loaded()
-    visits.verify_presence(session, rt, caller, visit_id, raw["kind"], visits.Position(
+    evv.verify_presence(session, rt, caller, visit_id, raw["kind"], evv.Position(
         **position, id=record.id, signed_body=signed, signature=raw["signature"]))
     return True
 

@@ -24,7 +24,7 @@ from backend.custody.schemas import EntryCreateSchema
 from backend.custody.service import EntryRequest
 from backend.errors import VigilError
 from backend.sync.tables import BOOKKEEPING, BY_NAME, PUSH_SCHEMAS, Access, SyncTable
-from backend.visits.service import EVV_STEPS
+from backend.visits.evv import EVV_STEPS
 
 ACTIONS = ("created", "updated", "deleted")
 TYPES = {"string": (str,), "number": (int, float), "boolean": (bool,)}

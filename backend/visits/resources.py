@@ -12,7 +12,7 @@ from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
 from backend.errors import InvalidField
 from backend.runtime import runtime
-from backend.visits import service
+from backend.visits import evv, service
 from backend.visits.schemas import (
     CancelSchema,
     EvvSchema,
@@ -102,8 +102,8 @@ class VisitReschedule(MethodView):
 
 def _presence(visit_id: uuid.UUID, step: str, body: dict):
     session = db.session()
-    visit = service.verify_presence(session, runtime(), current_caller(), visit_id, step,
-                                    service.Position(**body))
+    visit = evv.verify_presence(session, runtime(), current_caller(), visit_id, step,
+                                    evv.Position(**body))
     return visit
 
 
@@ -139,4 +139,4 @@ class VisitEvv(MethodView):
     @blp.response(200, EvvSchema)
     def get(self, visit_id: uuid.UUID):
         """Return the six EVV elements of a visit."""
-        return service.evv_record(db.session(), current_caller(), visit_id)
+        return evv.evv_record(db.session(), current_caller(), visit_id)

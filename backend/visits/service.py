@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from decimal import Decimal
 
 from dateutil.rrule import rrulestr
 from sqlalchemy import Select, select
@@ -28,12 +26,11 @@ from backend.products.models import DrugProduct
 from backend.runtime import Runtime
 from backend.tenancy import hers, is_assigned, owned
 from backend.visits.frequency import Limits, check_schedule
-from backend.visits.models import DOSE_HOLDING, EvvEvent, Visit, VisitStatus
+from backend.visits.models import DOSE_HOLDING, Visit, VisitStatus
 from safeguards.policy import Policy
 
 # Frequency windows reach 28 days each way from every dose they touch.
 FREQUENCY_HORIZON = timedelta(days=56)
-EARTH_RADIUS_M = 6_371_008.8
 MAX_SERIES = 104
 
 
@@ -264,7 +261,7 @@ def listing(session: Session, caller: Caller, where: VisitFilter) -> list[Visit]
     return list(session.scalars(query.order_by(Visit.scheduled_start).limit(1000)))
 
 
-def _require_status(visit: Visit, *allowed: VisitStatus) -> None:
+def require_status(visit: Visit, *allowed: VisitStatus) -> None:
     if visit.status not in allowed:
         raise Conflict(f"The visit is {visit.status}; this needs {' or '.join(allowed)}.",
                        {"rule": "visit_state", "status": visit.status})
@@ -274,7 +271,7 @@ def cancel(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
            reason: str) -> Visit:
     """Cancel a scheduled visit with a reason."""
     visit = get(session, caller, visit_id, for_update=True)
-    _require_status(visit, VisitStatus.SCHEDULED)
+    require_status(visit, VisitStatus.SCHEDULED)
     now = rt.clock.now()
     visit.status, visit.status_reason, visit.updated_at = VisitStatus.CANCELLED, reason, now
     audit.record(session, now, caller, "visit.cancel", "visit", visit.id,
@@ -287,7 +284,7 @@ def reschedule(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUI
                nurse_id: uuid.UUID | None, override_reason: str | None) -> Visit:
     """Replace a scheduled visit with a new one; the old stays, marked rescheduled."""
     old = get(session, caller, visit_id, for_update=True)
-    _require_status(old, VisitStatus.SCHEDULED)
+    require_status(old, VisitStatus.SCHEDULED)
     new = schedule(session, rt, caller, VisitRequest(
         old.patient_id, nurse_id or old.nurse_id, scheduled_start, scheduled_end,
         override_reason), series_id=old.series_id, ignore=old.id)
@@ -295,103 +292,3 @@ def reschedule(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUI
     old.status, old.updated_at = VisitStatus.RESCHEDULED, rt.clock.now()
     old.status_reason = f"rescheduled as {new.id}"
     return new
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where the phone says it is, how sure it is, and its own clock."""
-
-    latitude: Decimal
-    longitude: Decimal
-    accuracy_m: int
-    occurred_at: datetime
-    reason: str | None = None
-    # From sync: the phone's own id for the event, what it signed, and its signature.
-    id: uuid.UUID | None = None
-    signed_body: dict | None = None
-    signature: str | None = None
-
-
-def distance_m(lat1: Decimal, lon1: Decimal, lat2: Decimal, lon2: Decimal) -> int:
-    """Return the great-circle (haversine) distance in whole metres."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi, dlambda = phi2 - phi1, math.radians(lon2 - lon1)
-    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlambda / 2) ** 2
-    return round(2 * EARTH_RADIUS_M * math.asin(math.sqrt(a)))
-
-
-def _record_evv(session: Session, rt: Runtime, caller: Caller, visit: Visit, kind: str,
-                position: Position) -> EvvEvent:
-    if caller.device_id is None:
-        raise Forbidden("Check in and out from a registered phone (a device-bound session).",
-                        {"rule": "device_required"})
-    patient = session.get(Patient, visit.patient_id)
-    radius = int(policy_for(session, caller.organisation_id).value("evv_radius_m"))
-    distance = None
-    if patient.home_latitude is not None and patient.home_longitude is not None:
-        distance = distance_m(position.latitude, position.longitude, patient.home_latitude,
-                              patient.home_longitude)
-    within = distance is not None and distance <= radius
-    if not within and not position.reason:
-        problem = (f"{distance} m from the patient's home (policy radius {radius} m)"
-                   if distance is not None else "the patient's home location is not recorded")
-        raise InvalidField("reason", f"required: {problem}")
-    event = EvvEvent(id=position.id or uuid.uuid4(), signed_body=position.signed_body,
-                     device_signature=position.signature,
-                     organisation_id=visit.organisation_id, visit_id=visit.id, kind=kind,
-                     nurse_id=caller.user_id, device_id=caller.device_id,
-                     latitude=position.latitude, longitude=position.longitude,
-                     accuracy_m=position.accuracy_m, occurred_at=position.occurred_at,
-                     received_at=rt.clock.now(), distance_m=distance, radius_m=radius,
-                     within_radius=within, reason=position.reason)
-    session.add(event)
-    session.flush()
-    return event
-
-
-# Each EVV step: the status it needs, the status it leaves, and the visit's timestamp it sets.
-EVV_STEPS = {"check_in": (VisitStatus.SCHEDULED, VisitStatus.CHECKED_IN, "checked_in_at"),
-             "check_out": (VisitStatus.CHECKED_IN, VisitStatus.COMPLETED, "checked_out_at")}
-
-
-def verify_presence(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
-                    kind: str, position: Position) -> Visit:
-    """Check the nurse in or out at the home; out of range needs a reason and raises a flag."""
-    needs, leaves, stamp = EVV_STEPS[kind]
-    visit = own_visit(session, caller, visit_id)
-    _require_status(visit, needs)
-    event = _record_evv(session, rt, caller, visit, kind, position)
-    visit.status, visit.updated_at = leaves, event.received_at
-    setattr(visit, stamp, event.received_at)
-    audit.record(session, event.received_at, caller, f"visit.{kind}", "visit", visit.id)
-    session.flush()
-    # Travel between homes and the visit's length are judged as soon as the nurse moves.
-    changes.nurse(session, visit.organisation_id, visit.nurse_id)
-    return visit
-
-
-@dataclass(frozen=True)
-class EvvRecord:
-    """The six EVV elements of one visit (21st Century Cures Act §12006)."""
-
-    visit_id: uuid.UUID
-    service: str
-    patient_id: uuid.UUID
-    date: str
-    nurse_id: uuid.UUID
-    check_in: EvvEvent | None
-    check_out: EvvEvent | None
-
-
-def evv_record(session: Session, caller: Caller, visit_id: uuid.UUID) -> EvvRecord:
-    """Return the EVV elements of a visit: service, patient, date, location, nurse, start/end."""
-    visit = get(session, caller, visit_id)
-    version = session.get(PlanVersion, visit.plan_version_id)
-    product = session.get(DrugProduct, version.product_id)
-    events = {e.kind: e for e in session.scalars(select(EvvEvent).where(
-        EvvEvent.visit_id == visit.id).order_by(EvvEvent.received_at))}
-    timezone = organisation_zone(session, visit.organisation_id)
-    return EvvRecord(visit.id, f"{product.name}, {version.route} administration and monitoring",
-                     visit.patient_id, visit.scheduled_start.astimezone(timezone).date()
-                     .isoformat(), visit.nurse_id, events.get("check_in"),
-                     events.get("check_out"))
