@@ -112,12 +112,15 @@ def _trust(session: Session, caller: Caller, visit: Visit, model: type,
     """Return the stored twin of an identical retry, or None; quarantine what fails trust."""
     record_type = model.__tablename__
     payload = verify_record(session, caller, record_type, received.raw)
-    return stored_twin(
-        session.get(model, received.data["id"]), (payload, visit.id),
-        content=lambda stored: (stored.signed_body, stored.visit_id),
-        conflict=Untrusted("append_only", "A different record already has this id.",
-                           record_type, received.raw,
-                           "conflicting_duplicate: another record already has this id"))
+    return stored_twin(session.get(model, received.data["id"]), (payload, visit.id),
+                       content=lambda stored: (stored.signed_body, stored.visit_id),
+                       conflict=id_taken(record_type, received.raw))
+
+
+def id_taken(record_type: str, raw: dict[str, Any]) -> Untrusted:
+    """Return the refusal of a record whose id already holds a different record."""
+    return Untrusted("append_only", "A different record already has this id.", record_type, raw,
+                     "conflicting_duplicate: another record already has this id")
 
 
 def signed_columns(caller: Caller, visit_id: uuid.UUID, received: Received,
