@@ -84,7 +84,8 @@ class Attestation:
     confirmations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _lock_head(session: Session, organisation_id: uuid.UUID) -> CustodyHead:
+def lock_head(session: Session, organisation_id: uuid.UUID) -> CustodyHead:
+    """Take the organisation's chain head for this transaction and return it."""
     session.execute(upsert(session, CustodyHead).values(
         organisation_id=organisation_id, seq=0, head_hash=GENESIS).on_conflict_do_nothing())
     # An UPDATE takes the row lock on PostgreSQL and the write lock on SQLite: appends for one
@@ -144,11 +145,12 @@ def _columns(entry: CustodyEntry) -> dict[str, Any]:
 def append(session: Session, organisation_id: uuid.UUID, movement: Movement,
            attestation: Attestation, received_at: datetime) -> CustodyEntry:
     """Append one movement to the organisation's chain and move the balances with it."""
-    if (stored := existing(session, organisation_id, movement)) is not None:
-        return stored
     if movement.quantity_ug <= 0:
         raise Conflict("Quantities are positive micrograms.", {"rule": "quantity"})
-    head = _lock_head(session, organisation_id)
+    head = lock_head(session, organisation_id)
+    # Looked up under the head's lock: a racing retry of this id waited for the first to commit.
+    if (stored := existing(session, organisation_id, movement)) is not None:
+        return stored
     if is_balanced(movement.from_holder):
         _withdraw(session, organisation_id, movement)
     if is_balanced(movement.to_holder):

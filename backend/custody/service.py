@@ -16,7 +16,15 @@ from backend.accounts.models import Role, User
 from backend.accounts.service import dea_number_problem, organisation_zone
 from backend.audit import service as audit
 from backend.auth.caller import Caller
-from backend.custody.ledger import VAULT, Attestation, Movement, append, bag, existing
+from backend.custody.ledger import (
+    VAULT,
+    Attestation,
+    Movement,
+    append,
+    bag,
+    existing,
+    lock_head,
+)
 from backend.custody.models import (
     CustodyBalance,
     CustodyCheckpoint,
@@ -241,6 +249,8 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
     if needed := WITNESSES.get(request.kind):
         attestation = replace(attestation, confirmations=_confirm(
             session, rt, caller, movement, request.witnesses, needed))
+    # Under the chain head's lock, a retry racing the first post of this id finds it stored.
+    lock_head(session, caller.organisation_id)
     if (stored := existing(session, caller.organisation_id, movement)) is not None:
         # A retry: its loss report and audit event were written the first time.
         return stored

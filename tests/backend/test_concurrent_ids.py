@@ -80,6 +80,8 @@ def test_racing_posts_of_one_custody_entry_record_it_once(committed_app: Flask):
     headers = [pharmacy.as_(Role.PHARMACIST) for _ in range(RACERS)]
     answers = race(committed_app, "/api/v1/custody/entries", body, headers)
     assert_created_once(answers, entry_id)
+    # Each retry waits at the chain head for the first, then finds it stored: a replay.
+    assert [status for status, _ in answers] == [201] * RACERS, answers
     organisation = pharmacy.org.id
     assert count(committed_app, select(func.count()).select_from(CustodyEntry).where(
         CustodyEntry.organisation_id == organisation)) == 1
