@@ -23,6 +23,7 @@ from backend import synced
 from backend.administration import service as clinical
 from backend.administration.models import QuarantinedEvent
 from backend.auth.caller import Caller
+from backend.client_ids import stored_twin
 from backend.custody import service as custody
 from backend.devices.models import Device
 from backend.errors import Conflict, Forbidden, NotFound, SignatureInvalid, VigilError
@@ -214,13 +215,10 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
         visit_id = mine.get(raw.get("visit_id"))
         try:
             signed = clinical.verify_record(session, caller, table.name, raw)
-            if record.id in stored:
-                if stored[record.id] == signed:
-                    summary.count(summary.unchanged, table.name)
-                    continue
-                raise clinical.Untrusted(
-                    "append_only", "A different record already has this id.", table.name, raw,
-                    "conflicting_duplicate: another record already has this id")
+            if stored_twin(stored.get(record.id), signed, content=lambda body: body,
+                           conflict=clinical.id_taken(table.name, raw)) is not None:
+                summary.count(summary.unchanged, table.name)
+                continue
             if visit_id is None:
                 raise NotFound("No such visit of this nurse.", {"field": "visit_id"})
             data = record.loaded()
@@ -286,13 +284,10 @@ def _apply_evv(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
                record: Record, visit_id: uuid.UUID | None) -> bool:
     raw = record.raw
     signed = clinical.verify_record(session, caller, table.name, raw)
-    stored = session.get(EvvEvent, record.id)
-    if stored is not None:
-        if stored.signed_body == signed and stored.device_signature == raw.get("signature"):
-            return False
-        raise clinical.Untrusted("append_only", "A different record already has this id.",
-                                 table.name, raw,
-                                 "conflicting_duplicate: another record already has this id")
+    if stored_twin(session.get(EvvEvent, record.id), (signed, raw.get("signature")),
+                   content=lambda event: (event.signed_body, event.device_signature),
+                   conflict=clinical.id_taken(table.name, raw)) is not None:
+        return False
     if visit_id is None:
         raise NotFound("No such visit of this nurse.", {"field": "visit_id"})
     position = record.loaded()
