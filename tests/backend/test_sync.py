@@ -204,7 +204,7 @@ def test_a_key_still_running_answers_409(pharmacy, visit, world, claimed_ago, st
         idempotency_key="busy", body_sha256=hashlib.sha256(body).hexdigest(),
         last_pulled_at=handset.cursor, schema_version=1, state="running",
         started_at=world.rt.clock.now() - claimed_ago))
-    world.session.commit()
+    world.commit()
     response = pharmacy.client.post(
         "/api/v1/sync", query_string={"last_pulled_at": handset.cursor}, data=body,
         headers={**handset.headers, "Idempotency-Key": "busy",
@@ -398,7 +398,7 @@ def test_an_old_cursor_past_the_pruned_tombstones_must_reset(pharmacy, visit, wo
     assert tombstones.prune(world.session, world.rt) == {"pruned": {}}
     clock.advance(hours=2)
     pruned = tombstones.prune(world.session, world.rt)["pruned"][str(pharmacy.org.id)]
-    world.session.commit()
+    world.commit()
     assert pruned["revocations"] == 1
     handset.headers = world.headers(pharmacy.org, pharmacy.nurse, pharmacy.device_id)
     response = handset.pull(cursor=old)
@@ -583,7 +583,7 @@ def test_synced_sessions_are_judged_by_the_sync_checks_job(pharmacy, visit, worl
 
     assert alarms() == []
     assert checks.judge_pending(world.session, world.rt) == {"judged": 1}
-    world.session.commit()
+    world.commit()
     assert [flag.subject_id for flag in alarms()] == [visit["id"]]
     assert count(world, PendingCheck) == 0
     assert checks.judge_pending(world.session, world.rt) == {"judged": 0}
