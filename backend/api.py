@@ -20,7 +20,10 @@ rotating refresh token. Send `Authorization: Bearer <access_token>` on every oth
 **Errors.** Every error has one shape:
 `{"error": {"code": "...", "message": "...", "details": {...}}}`. Validation errors list each
 field under `details.fields`. Unknown fields are refused. Bodies over the configured limit get 413.
-Objects of another organisation answer 404.
+Objects of another organisation answer 404. A refused request changes nothing (it is rolled back
+whole; only its audit row is kept). Ids made by the client are safe to retry: the same record again
+answers as the first time; a different record under a used id is 409 `conflict`; a database still
+busy after the wait is 503 `database_busy` with `Retry-After`.
 """
 
 
