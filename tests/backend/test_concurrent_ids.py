@@ -21,7 +21,7 @@ from backend.custody.ledger import VAULT
 from backend.custody.models import CustodyBalance, CustodyEntry
 from backend.visits.models import Visit
 from tests.backend.conftest import own_postgres_app
-from tests.backend.test_concurrent_phones import sqlite_app
+from tests.backend.sync.test_concurrent_phones import sqlite_app
 from tests.factories import SUPPLIER, Clinic, Pharmacy, World
 
 RACERS = 10

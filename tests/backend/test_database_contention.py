@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from backend import db, errors
 from backend.db import build_engine
-from tests.backend.test_concurrent_phones import sqlite_app
+from tests.backend.sync.test_concurrent_phones import sqlite_app
 
 HELD_SECONDS = 0.3
 

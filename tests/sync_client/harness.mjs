@@ -2,7 +2,7 @@
 // WatermelonDB's own synchronize(), on a LokiJS database held in memory (Node has no
 // IndexedDB, so the adapter falls back to Loki's memory adapter).
 //
-// tests/backend/test_sync_client.py seeds the server, starts it and runs this file with the
+// tests/backend/sync/test_sync_client.py seeds the server, starts it and runs this file with the
 // settings below in the environment; it reads the JSON summary printed on stdout and checks
 // the server's database. The phone pulls its schedule, records a whole visit offline (check-in,
 // pre-dose, dose, observations, discharge, the witnessed waste of the remainder, check-out,

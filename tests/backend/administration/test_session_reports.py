@@ -14,7 +14,7 @@ from backend.accounts.models import Role
 from backend.administration.reports import vitals_acceptable
 from backend.audit.models import AuditEvent
 from safeguards.policy import Policy
-from tests.backend.test_sessions import PRE, Session, dose
+from tests.backend.administration.test_sessions import PRE, Session, dose
 from tests.factories import World
 
 CHECK_IN = {"latitude": "41.878300", "longitude": "-87.629800", "accuracy_m": 12,

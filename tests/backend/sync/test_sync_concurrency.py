@@ -29,7 +29,7 @@ from backend.products.models import DrugProduct
 from backend.sync import pull, sequence
 from backend.sync.models import SyncRow
 from tests.backend.conftest import own_postgres_app
-from tests.backend.test_sync import VITALS, Handset
+from tests.backend.sync.test_sync import VITALS, Handset
 from tests.factories import Pharmacy, World
 
 pytestmark = pytest.mark.postgres_only

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from backend import changes
 from backend.flags.models import Flag
 from backend.scan.judge import settle
-from tests.backend.test_sessions import PRE, Session, dose
+from tests.backend.administration.test_sessions import PRE, Session, dose
 from tests.factories import World
 
 MONITORING_RULES = ("monitoring.", "dosing.above_")

@@ -34,7 +34,7 @@ from backend.administration.models import Observation
 from backend.clock import FixedClock
 from backend.config import PROJECT_ROOT
 from tests.backend.conftest import FAST_ARGON2, START, make_app, own_postgres_app
-from tests.backend.test_sync import VITALS
+from tests.backend.sync.test_sync import VITALS
 from tests.factories import PASSWORD, Clinic, Phone, World
 
 PHONES, ROUNDS, RECORDS = 8, 8, 20

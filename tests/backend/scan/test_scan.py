@@ -16,7 +16,7 @@ from backend.jobs.scheduler import SCHEDULE
 from backend.scan import chain
 from backend.scan import service as scan
 from safeguards.findings import Severity
-from tests.backend.test_sessions import PRE, Session, dose
+from tests.backend.administration.test_sessions import PRE, Session, dose
 from tests.factories import PASSWORD, Pharmacy, World
 
 AFTER = datetime(2026, 11, 3, 16, 0, tzinfo=UTC)
