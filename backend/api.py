@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import marshmallow as ma
+from apispec import BasePlugin
 from flask import Flask
 from flask_smorest import Api as SmorestApi
 from flask_smorest import Blueprint as SmorestBlueprint
@@ -25,6 +28,9 @@ whole; only its audit row is kept). Ids made by the client are safe to retry: th
 answers as the first time; a different record under a used id is 409 `conflict`; a database still
 busy after the wait is 503 `database_busy` with `Retry-After`.
 """
+
+
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
 class StrictParser(FlaskParser):
@@ -54,6 +60,27 @@ class ErrorSchema(ma.Schema):
     error = ma.fields.Nested(ErrorDetailSchema)
 
 
+class OperationIds(BasePlugin):
+    """Give every operation a stable `operationId` made of its method and path."""
+
+    def operation_helper(self, path: str | None = None, operations: dict | None = None,
+                         **_kwargs: object) -> None:
+        """Name each operation that has no id yet, e.g. `getCustodyEntriesEntryId`."""
+        for method, operation in (operations or {}).items():
+            operation.setdefault("operationId", operation_id(method, path or ""))
+
+
+def operation_id(method: str, path: str) -> str:
+    """Return `method` and the words of `path` in camel case: `POST /a/{b_id}` → `postABId`."""
+    words = re.findall(r"[A-Za-z0-9]+", path.removeprefix("/api/v1"))
+    return method.lower() + "".join(word[:1].upper() + word[1:] for word in words)
+
+
+def decimal_pattern(_converter: object, field: ma.fields.Field, **_kwargs: object) -> dict:
+    """Document decimals, which travel as strings so no amount is rounded, with their pattern."""
+    return {"pattern": DECIMAL_PATTERN} if isinstance(field, ma.fields.Decimal) else {}
+
+
 class Api(SmorestApi):
     """flask-smorest Api that renders errors in Vigil's shape."""
 
@@ -81,7 +108,11 @@ def init_app(app: Flask, blueprints: list[SmorestBlueprint]) -> Api:
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
         },
     )
-    api = Api(app)
+    api = Api(app, spec_kwargs={"extra_plugins": [OperationIds()]})
+    # Decimals are strings on the wire (exact, never a float): say so, with their pattern; their
+    # bounds then appear as `x-minimum`/`x-maximum`, which a string schema may carry.
+    api.register_field(ma.fields.Decimal, "string", "decimal")
+    api.ma_plugin.converter.add_attribute_function(decimal_pattern)
     for blueprint in blueprints:
         api.register_blueprint(blueprint, url_prefix=f"/api/v1{blueprint.url_prefix or ''}")
     return api

@@ -6,7 +6,7 @@ import uuid
 
 from flask.views import MethodView
 
-from backend import db
+from backend import db, examples
 from backend.accounts import service
 from backend.accounts.models import Organisation, Role, User
 from backend.accounts.schemas import MeSchema, UserCreateSchema, UserSchema, UserUpdateSchema
@@ -44,7 +44,7 @@ class Users(MethodView):
         return service.list_users(db.session(), current_caller())
 
     @requires(Role.ADMIN)
-    @blp.arguments(UserCreateSchema)
+    @blp.arguments(UserCreateSchema, example=examples.USER)
     @blp.response(201, UserSchema)
     def post(self, body):
         """Add a user with one role."""

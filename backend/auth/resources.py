@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
-from backend import db
+from backend import db, examples
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth import service
@@ -23,7 +23,7 @@ class Login(MethodView):
     @blp.doc(security=[], responses={
         "401": {"description": "Wrong organisation, username or password."},
         "429": {"description": "Locked out after too many failures; see Retry-After."}})
-    @blp.arguments(LoginSchema)
+    @blp.arguments(LoginSchema, example=examples.LOGIN)
     @blp.response(200, TokenPairSchema)
     def post(self, body):
         """Sign in; failed attempts are limited per account and per address."""

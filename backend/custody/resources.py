@@ -9,7 +9,7 @@ from typing import Any
 from flask import Response
 from flask.views import MethodView
 
-from backend import db
+from backend import db, examples
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
@@ -58,7 +58,7 @@ class Entries(MethodView):
         return service.entries(db.session(), current_caller(), service.EntryFilter(**query))
 
     @requires(Role.PHARMACIST, Role.NURSE)
-    @blp.arguments(EntryCreateSchema)
+    @blp.arguments(EntryCreateSchema, example=examples.RECEIPT)
     @blp.response(201, EntrySchema)
     def post(self, body):
         """Record one entry: pharmacists receive, dispense, adjust, destroy; nurses administer,
@@ -96,7 +96,7 @@ class Counts(MethodView):
     """Physical counts reconciled against the ledger."""
 
     @requires(Role.PHARMACIST)
-    @blp.arguments(CountCreateSchema)
+    @blp.arguments(CountCreateSchema, example=examples.COUNT)
     @blp.response(201, CountSchema)
     def post(self, body):
         """Reconcile a count with the ledger: flag each discrepancy, adjust those with a reason."""

@@ -6,7 +6,7 @@ import uuid
 
 from flask.views import MethodView
 
-from backend import db
+from backend import db, examples
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
@@ -29,7 +29,7 @@ class Devices(MethodView):
         return service.visible_devices(db.session(), current_caller())
 
     @requires(Role.NURSE)
-    @blp.arguments(DeviceCreateSchema)
+    @blp.arguments(DeviceCreateSchema, example=examples.DEVICE)
     @blp.response(201, DeviceSchema)
     def post(self, body):
         """Register the caller's phone with its Ed25519 public key."""

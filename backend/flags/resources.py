@@ -6,7 +6,7 @@ import uuid
 
 from flask.views import MethodView
 
-from backend import db
+from backend import db, examples
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
 from backend.flags import service
@@ -87,7 +87,7 @@ class FlagResolution(MethodView):
     """A reviewer's verdict."""
 
     @requires(*REVIEWERS)
-    @blp.arguments(ResolveSchema)
+    @blp.arguments(ResolveSchema, example=examples.RESOLVE)
     @blp.response(200, FlagDetailSchema)
     def post(self, body, flag_id: uuid.UUID):
         """Resolve a flag in review with a verdict and a note; a resolved flag is 409."""

@@ -6,7 +6,7 @@ import uuid
 
 from flask.views import MethodView
 
-from backend import db
+from backend import db, examples
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
@@ -43,7 +43,7 @@ class Patients(MethodView):
         return patients
 
     @requires(*EDITORS)
-    @blp.arguments(PatientCreateSchema)
+    @blp.arguments(PatientCreateSchema, example=examples.PATIENT)
     @blp.response(201, PatientSchema)
     def post(self, body):
         """Register a patient and assign nurses."""

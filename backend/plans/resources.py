@@ -6,7 +6,7 @@ import uuid
 
 from flask.views import MethodView
 
-from backend import db
+from backend import db, examples
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
@@ -41,7 +41,7 @@ class PatientPlans(MethodView):
     """A patient's plans."""
 
     @requires(Role.PRESCRIBER)
-    @blp.arguments(PlanCreateSchema)
+    @blp.arguments(PlanCreateSchema, example=examples.PLAN)
     @blp.response(201, PlanSchema)
     def post(self, body, patient_id: uuid.UUID):
         """Write a patient's treatment plan (its version 1)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
-from backend import db
+from backend import db, examples
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
@@ -33,7 +33,7 @@ class ThresholdDetail(MethodView):
     """One threshold."""
 
     @requires(Role.ADMIN)
-    @blp.arguments(ThresholdUpdateSchema)
+    @blp.arguments(ThresholdUpdateSchema, example=examples.THRESHOLD)
     @blp.response(200, ThresholdSchema)
     def put(self, body, name: str):
         """Override a threshold for the organisation (null restores the default)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
-from backend import db
+from backend import db, examples
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
@@ -27,7 +27,7 @@ class Products(MethodView):
         return service.catalogue(db.session(), current_caller())
 
     @requires(Role.ADMIN, Role.PHARMACIST)
-    @blp.arguments(ProductSchema)
+    @blp.arguments(ProductSchema, example=examples.PRODUCT)
     @blp.response(201, ProductSchema)
     def post(self, body):
         """Add a product."""

@@ -6,7 +6,7 @@ import uuid
 
 from flask.views import MethodView
 
-from backend import db
+from backend import db, examples
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
@@ -50,7 +50,7 @@ class Visits(MethodView):
                                service.VisitFilter(nurse_id=nurse_id, **query))
 
     @requires(*SCHEDULERS)
-    @blp.arguments(VisitCreateSchema)
+    @blp.arguments(VisitCreateSchema, example=examples.VISIT)
     @blp.response(201, VisitSchema)
     def post(self, body):
         """Schedule one visit within the plan's limits."""
@@ -112,7 +112,7 @@ class VisitCheckIn(MethodView):
     """Arrive at the home."""
 
     @requires(Role.NURSE)
-    @blp.arguments(PositionSchema)
+    @blp.arguments(PositionSchema, example=examples.POSITION)
     @blp.response(200, VisitSchema)
     def post(self, body, visit_id: uuid.UUID):
         """Check in from the nurse's phone; outside the radius needs a reason and is flagged."""
@@ -124,7 +124,7 @@ class VisitCheckOut(MethodView):
     """Leave the home."""
 
     @requires(Role.NURSE)
-    @blp.arguments(PositionSchema)
+    @blp.arguments(PositionSchema, example=examples.POSITION)
     @blp.response(200, VisitSchema)
     def post(self, body, visit_id: uuid.UUID):
         """Check out and complete the visit; outside the radius needs a reason and is flagged."""

@@ -1,0 +1,100 @@
+"""The OpenAPI document: valid, every operation named, decimals typed alike, examples that load."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+from openapi_spec_validator import OpenAPIV30SpecValidator
+
+from backend import create_app
+from backend.api import DECIMAL_PATTERN, operation_id
+
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> Flask:
+    """Return an app on an in-memory database: the document needs no rows."""
+    return create_app({"INSTANCE_PATH": tmp_path_factory.mktemp("openapi"),
+                       "DATABASE_URL": "sqlite://", "VIGIL_ENV": "test"})
+
+
+@pytest.fixture(scope="module")
+def spec(app) -> dict:
+    """Return the served OpenAPI document."""
+    return app.test_client().get("/api/v1/openapi.json").json
+
+
+def _operations(spec: dict) -> list[tuple[str, str, dict]]:
+    return [(path, method, operation) for path, item in spec["paths"].items()
+            for method, operation in item.items() if method in METHODS]
+
+
+def _properties(node: object):
+    if isinstance(node, dict):
+        for name, value in node.get("properties", {}).items():
+            yield name, value
+        for value in node.values():
+            yield from _properties(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _properties(value)
+
+
+def test_the_document_is_valid_openapi_3(spec):
+    assert [error.message for error in OpenAPIV30SpecValidator(spec).iter_errors()] == []
+
+
+def test_every_operation_has_its_own_id(spec):
+    ids = [operation.get("operationId") for _, _, operation in _operations(spec)]
+    assert all(ids) and len(set(ids)) == len(ids)
+    assert {"postAuthLogin", "getCustodyBalances", "postVisitsVisitIdCheckIn"} <= set(ids)
+
+
+@pytest.mark.parametrize(("method", "path", "expected"), [
+    ("get", "/api/v1/me", "getMe"),
+    ("post", "/api/v1/visits/{visit_id}/check-in", "postVisitsVisitIdCheckIn"),
+    ("delete", "/api/v1/patients/{patient_id}/nurses/{nurse_id}",
+     "deletePatientsPatientIdNursesNurseId"),
+])
+def test_an_operation_id_reads_as_its_method_and_path(method, path, expected):
+    assert operation_id(method, path) == expected
+
+
+def test_decimals_are_strings_with_one_pattern_and_numbers_are_numbers(spec):
+    decimals = [(name, value) for name, value in _properties(spec)
+                if value.get("format") == "decimal"]
+    assert decimals, "latitudes, mg/kg and container sizes are decimals"
+    assert all(value["type"] == "string" and value["pattern"] == DECIMAL_PATTERN
+               for _, value in decimals)
+    bounds = [value[key] for _, value in _properties(spec)
+              for key in ("minimum", "maximum") if key in value]
+    assert bounds and all(isinstance(bound, int | float) for bound in bounds)
+    assert re.fullmatch(DECIMAL_PATTERN, "-89.650148") and not re.fullmatch(DECIMAL_PATTERN, "1e3")
+
+
+def _documented_examples(app: Flask):
+    for name, view in sorted(app.view_functions.items()):
+        for method in METHODS:
+            function = getattr(getattr(view, "view_class", None), method, None)
+            for parameter in getattr(function, "_apidoc", {}).get("arguments", {}).get(
+                    "parameters", []):
+                if "example" in parameter:
+                    yield f"{name}.{method}", parameter["schema"], parameter["example"]
+
+
+def test_the_main_request_bodies_have_examples_that_their_schemas_accept(app, spec):
+    examples = list(_documented_examples(app))
+    assert {name for name, _, _ in examples} >= {
+        "auth.Login.post", "patients.Patients.post", "plans.PatientPlans.post",
+        "visits.Visits.post", "custody.Entries.post", "custody.Counts.post",
+        "flags.FlagResolution.post", "policy.ThresholdDetail.put"}
+    for name, schema, example in examples:
+        loaded = schema() if isinstance(schema, type) else schema
+        assert loaded.validate(example) == {}, name
+    documented = [operation for _, _, operation in _operations(spec)
+                  if "example" in operation.get("requestBody", {}).get("content", {}).get(
+                      "application/json", {})]
+    assert len(documented) == len(examples)
