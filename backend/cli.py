@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from contextlib import AbstractContextManager
@@ -22,6 +23,7 @@ from backend.custody import checkpoints
 from backend.custody.verify import verify as verify_ledger
 from backend.errors import VigilError
 from backend.jobs import scheduler as job_scheduler
+from backend.keys import rotate_signing_key
 from backend.phi import keyfile, rotation
 from backend.runtime import runtime
 from backend.scan import service as scan
@@ -276,8 +278,8 @@ def ledger_verify(org_slug: str | None) -> None:
     session, rt = db.session(), runtime()
     failed = 0
     for org in _organisations(session, org_slug):
-        report = verify_ledger(session, org.id, rt.keys.signing_public_key(),
-                                       current_app.config["CHECKPOINT_DIR"])
+        report = verify_ledger(session, org.id, rt.keys.verifying_keys(),
+                               current_app.config["CHECKPOINT_DIR"])
         checked = f"{report.entries} entries, {report.checkpoints} checkpoints"
         if report.ok:
             click.echo(f"{org.slug}: {checked} checked, OK")
@@ -303,6 +305,27 @@ def ledger_checkpoint(org_slug: str | None) -> None:
                 signed += 1
                 click.echo(f"{org.slug}: signed seq {checkpoint.seq} ({checkpoint.head_hash})")
     click.echo(f"{signed} checkpoint(s) signed; exported to {export_dir}")
+
+
+@ledger_group.command("keys")
+def ledger_keys() -> None:
+    """Print the server's signing key and the retired keys whose signatures still verify."""
+    keys = runtime().keys
+    for kid, public_key in keys.verifying_keys().items():
+        state = "signing" if kid == keys.signing_key_id else "retired"
+        click.echo(f"{kid}  {state:<8} {base64.b64encode(public_key).decode()}")
+
+
+@ledger_group.command("rotate-key")
+def ledger_rotate_key() -> None:
+    """Give the development instance a new signing key; the old one's signatures still verify."""
+    if current_app.config["VIGIL_ENV"] == "production" or current_app.config["SIGNING_KEY"]:
+        raise click.ClickException(
+            "the signing key comes from VIGIL_SIGNING_KEY: set it to the new key and add the "
+            "old public key (`vigil ledger keys`) to VIGIL_RETIRED_SIGNING_KEYS")
+    retired, fresh = rotate_signing_key(Path(current_app.instance_path))
+    click.echo(f"retired signing key {retired} (its signatures still verify); new key {fresh}; "
+               "restart the server and the scheduler")
 
 
 @cli.command("scan")

@@ -34,7 +34,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VIGIL_SECRET_KEY", "SECRET_KEY", None, str,
             "Base64 key (≥ 32 bytes) that signs access tokens."),
     Setting("VIGIL_SIGNING_KEY", "SIGNING_KEY", None, str,
-            "Base64 raw 32-byte Ed25519 private key: the server's signature (ledger checkpoints)."),
+            "Base64 raw 32-byte Ed25519 private key: the server's signature (ledger entries and "
+            "checkpoints)."),
+    Setting("VIGIL_RETIRED_SIGNING_KEYS", "RETIRED_SIGNING_KEYS", None, str,
+            "Base64 raw 32-byte Ed25519 public keys of earlier signing keys, comma-separated: "
+            "what they signed still verifies after a rotation."),
     Setting("VIGIL_PHI_KEYS", "PHI_KEYS", None, str,
             "PHI encryption keys, `kid:base64key[,kid:base64key…]`; 32-byte AES-GCM keys."),
     Setting("VIGIL_PHI_ACTIVE_KEY", "PHI_ACTIVE_KEY", None, str,

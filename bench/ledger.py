@@ -1,10 +1,12 @@
 """Measure custody-ledger appends per second and how fast `verify` walks a long chain.
 
-Appends: writer threads call `ledger.append`, each append its own committed transaction, first
-one writer then 8 into one organisation's chain, then 8 spread over 20 organisations.
-Verification: a chain of 1,000,000 entries is generated in Python with correct hashes and
-bulk-inserted in batches (not through `append`), then `verify.verify` walks it; the same rows
-hashed in memory, and the same rows only read, show where its time goes.
+Appends: writer threads call `ledger.append` (which signs each entry with the server's key),
+each append its own committed transaction, first one writer then 8 into one organisation's
+chain, then 8 spread over 20 organisations.
+Verification: a chain of 1,000,000 entries is generated in Python with correct hashes and server
+signatures and bulk-inserted in batches (not through `append`), then `verify.verify` walks it;
+the same rows hashed and their signatures checked in memory, and the same rows only read, show
+where its time goes.
 
 Runs on the PostgreSQL database in BENCH_DATABASE_URL (its name must contain "bench"), whose
 public schema is dropped and recreated first; without it, on a temporary SQLite file, where
@@ -42,11 +44,19 @@ from sqlalchemy import insert, select, text
 from backend.accounts import service as accounts
 from backend.accounts.models import Role
 from backend.auth.caller import Caller
-from backend.custody.chain import GENESIS, HASHED_FIELDS, entry_hash, signed_payload
+from backend.custody.chain import (
+    GENESIS,
+    HASHED_FIELDS,
+    entry_hash,
+    entry_signed_bytes,
+    sign_entry,
+    signed_payload,
+)
 from backend.custody.ledger import VAULT, Attestation, Movement, append, bag
 from backend.custody.models import CustodyBalance, CustodyEntry, CustodyHead, Kind
 from backend.custody.verify import verify
 from backend.devices.signatures import canonical_bytes, verify_with_key
+from backend.keys import KeyRing
 from backend.products import service as products
 from database import describe, migrated_app
 
@@ -123,8 +133,9 @@ def add_pharmacy(app: Flask, number: int) -> Pharmacy:
 def stock(app: Flask, pharmacy: Pharmacy) -> Pharmacy:
     """Receive enough into the pharmacy's vault for every timed dispense; return it."""
     with app.extensions["vigil.db"].sessions() as session:
+        rt = app.extensions["vigil.runtime"]
         append(session, pharmacy.organisation_id, receipt(pharmacy, OPENING_STOCK),
-               Attestation(pharmacy.pharmacist_id), app.extensions["vigil.runtime"].clock.now())
+               Attestation(pharmacy.pharmacist_id), rt.clock.now(), keys=rt.keys)
         session.commit()
     return pharmacy
 
@@ -148,7 +159,7 @@ def movement(pharmacy: Pharmacy, number: int) -> Movement:
 
 def append_load(app: Flask, pharmacies: list[Pharmacy], appends: int, writers: int) -> Load:
     """Append `appends` movements from `writers` threads, the n-th to pharmacy n mod count."""
-    sessions, clock = app.extensions["vigil.db"].sessions, app.extensions["vigil.runtime"].clock
+    sessions, rt = app.extensions["vigil.db"].sessions, app.extensions["vigil.runtime"]
     start = threading.Barrier(writers + 1)
 
     def writer(first: int) -> list[float]:
@@ -159,7 +170,7 @@ def append_load(app: Flask, pharmacies: list[Pharmacy], appends: int, writers: i
                 pharmacy = pharmacies[number % len(pharmacies)]
                 began = time.perf_counter()
                 append(session, pharmacy.organisation_id, movement(pharmacy, number),
-                       Attestation(pharmacy.pharmacist_id), clock.now())
+                       Attestation(pharmacy.pharmacist_id), rt.clock.now(), keys=rt.keys)
                 session.commit()
                 samples.append((time.perf_counter() - began) * 1000)
         return samples
@@ -203,12 +214,14 @@ def chain_rows(pharmacy: Pharmacy, entries: int) -> Iterator[list[dict]]:
                 "expiry": EXPIRY, "quantity_ug": quantity, "from_holder": source,
                 "to_holder": target, "actor_id": pharmacy.pharmacist_id, "device_id": None,
                 "device_signature": None, "visit_id": None, "corrects_id": None,
-                "details": details, "confirmations": [], "occurred_at": at, "received_at": at})
+                "details": details, "confirmations": [], "occurred_at": at, "received_at": at,
+                "signed_record": None})
         yield batch
 
 
 def bulk_chain(app: Flask, pharmacy: Pharmacy, entries: int) -> dict[str, float]:
-    """Insert a hashed chain of `entries` with its head and balances; return seconds per part."""
+    """Insert a hashed, signed chain with its head and balances; return seconds per part."""
+    keys: KeyRing = app.extensions["vigil.runtime"].keys
     seconds: Counter[str] = Counter()
     held: Counter[str] = Counter()
     digest = GENESIS
@@ -219,6 +232,11 @@ def bulk_chain(app: Flask, pharmacy: Pharmacy, entries: int) -> dict[str, float]
                 row["prev_hash"], digest = digest, entry_hash(digest, row)
                 row["entry_hash"] = digest
             seconds["hash"] += time.perf_counter() - began
+            began = time.perf_counter()
+            for row in batch:
+                row["server_key_id"] = keys.signing_key_id
+                row["server_signature"] = sign_entry(keys.signing_key, row["entry_hash"])
+            seconds["sign"] += time.perf_counter() - began
             for row in batch:
                 held[row["from_holder"]] -= row["quantity_ug"]
                 held[row["to_holder"]] += row["quantity_ug"]
@@ -271,15 +289,27 @@ def signature_checks(count: int) -> float:
     return time.perf_counter() - began
 
 
+def server_signature_checks(app: Flask, count: int) -> float:
+    """Return the seconds `verify` spends checking `count` entries' server signatures."""
+    keys: KeyRing = app.extensions["vigil.runtime"].keys
+    public_key = keys.signing_key.public_key()
+    signed = [(digest, base64.b64decode(sign_entry(keys.signing_key, digest)))
+              for digest in (uuid.uuid4().hex * 2 for _ in range(count))]
+    began = time.perf_counter()
+    for digest, signature in signed:
+        public_key.verify(signature, entry_signed_bytes(digest))
+    return time.perf_counter() - began
+
+
 def timed_verify(app: Flask, pharmacy: Pharmacy, export_dir: Path,
                  profile: cProfile.Profile | None = None) -> float:
     """Verify the pharmacy's chain, which must pass; return the seconds it took."""
-    key = app.extensions["vigil.runtime"].keys.signing_public_key()
+    keys = app.extensions["vigil.runtime"].keys.verifying_keys()
     with app.extensions["vigil.db"].sessions() as session:
         began = time.perf_counter()
         if profile:
             profile.enable()
-        report = verify(session, pharmacy.organisation_id, key, export_dir)
+        report = verify(session, pharmacy.organisation_id, keys, export_dir)
         if profile:
             profile.disable()
         seconds = time.perf_counter() - began
@@ -301,15 +331,17 @@ def print_appends(loads: dict[str, Load]) -> None:
 
 
 def print_verify(entries: int, build: dict[str, float], verified: float, read: float,
-                 signatures: float) -> None:
-    """Print the verification throughput and how it divides into reading and hashing."""
+                 signatures: float, server: float) -> None:
+    """Print the verification throughput and how it divides into reading, hashing, signatures."""
     print(f"chain     {entries:,} pharmacy entries (no phone signatures) generated: hashing "
-          f"{build['hash']:.1f} s, inserting in batches of {BATCH:,} {build['insert']:.1f} s")
+          f"{build['hash']:.1f} s, signing {build['sign']:.1f} s, inserting in batches of "
+          f"{BATCH:,} {build['insert']:.1f} s")
     print(f"{'verify':<50}{'n':>10}{'s':>8}{'per s':>10}")
     for name, count, seconds in (
             ("verify.verify, whole chain", entries, verified),
             ("  reading the rows only (same SELECT)", min(entries, READ_SAMPLE), read),
             ("  hashing the rows only (in memory)", entries, build["hash"]),
+            ("  an entry's server signature (in memory)", SIGNED_SAMPLE, server),
             ("  a phone-signed entry's signature (in memory)", SIGNED_SAMPLE, signatures)):
         print(f"{name:<50}{count:>10,}{seconds:>8.1f}{count / seconds:>10,.0f}")
 
@@ -334,7 +366,8 @@ def main() -> None:
         build = bulk_chain(app, chained, args.entries)
         verified = timed_verify(app, chained, Path(export_dir))
         read = read_only(app, chained, READ_SAMPLE)
-        print_verify(args.entries, build, verified, read, signature_checks(SIGNED_SAMPLE))
+        print_verify(args.entries, build, verified, read, signature_checks(SIGNED_SAMPLE),
+                     server_signature_checks(app, SIGNED_SAMPLE))
         one = loads[f"1 organisation, {args.writers} writers"]
         print(f"targets   one organisation {len(one.samples) / one.seconds:,.0f} appends/s "
               f"(target {TARGET_APPENDS:,}); verify {args.entries / verified:,.0f} entries/s "

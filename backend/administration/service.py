@@ -27,7 +27,8 @@ from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.client_ids import stored_twin
 from backend.custody import service as custody
-from backend.custody.ledger import Attestation, InsufficientStock, Movement, append, bag
+from backend.custody.doses import administered
+from backend.custody.ledger import Attestation, InsufficientStock, append
 from backend.custody.models import CustodyEntry, Kind
 from backend.devices.signatures import verify_device_signature
 from backend.errors import Conflict, InvalidField, SignatureInvalid, VigilError
@@ -70,6 +71,11 @@ class Received:
 
     raw: dict[str, Any]
     data: dict[str, Any]
+
+    @property
+    def signed_body(self) -> dict[str, Any]:
+        """Return what the phone signed: the record as sent, without its signature."""
+        return {k: v for k, v in self.raw.items() if k != "signature"}
 
 
 def quarantine(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID | None,
@@ -129,7 +135,7 @@ def signed_columns(caller: Caller, visit_id: uuid.UUID, received: Received,
     return {"id": received.data["id"], "organisation_id": caller.organisation_id,
             "visit_id": visit_id, "nurse_id": caller.user_id, "device_id": caller.device_id,
             "device_signature": received.raw["signature"],
-            "signed_body": {k: v for k, v in received.raw.items() if k != "signature"},
+            "signed_body": received.signed_body,
             "occurred_at": received.data["occurred_at"], "received_at": rt.clock.now()}
 
 
@@ -197,26 +203,27 @@ def record_dose(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UU
                 "infusion_started_at": data["infusion_started_at"],
                 "infusion_ended_at": data["infusion_ended_at"], "weight_g": weight_g,
                 "ug_per_kg": ug_per_kg(data["quantity_ug"], weight_g),
-                "custody_entry_id": _administer(session, rt, caller, visit, data)}
+                "custody_entry_id": _administer(session, rt, caller, visit, received)}
 
     return _store(session, rt, caller, visit_id, DoseRecord, received, build)
 
 
 def _administer(session: Session, rt: Runtime, caller: Caller, visit: Visit,
-                data: dict[str, Any]) -> uuid.UUID | None:
-    """Move the dose out of the nurse's bag; return the custody entry, or None if short."""
-    now = rt.clock.now()
-    movement = Movement(id=uuid.uuid5(data["id"], "administer"), kind=Kind.ADMINISTER,
-                        product_id=data["product_id"], lot=data["lot"], expiry=data["expiry"],
-                        quantity_ug=data["quantity_ug"], from_holder=bag(caller.user_id),
-                        to_holder=f"patient:{visit.patient_id}",
-                        occurred_at=data["infusion_started_at"], visit_id=visit.id,
-                        details={"dose_record_id": str(data["id"])})
+                received: Received) -> uuid.UUID | None:
+    """Move the dose out of the nurse's bag; return the custody entry, or None if short.
+
+    The entry carries the phone's signature of the dose and the body it covers, so that the
+    movement stays bound to what the nurse signed.
+    """
+    movement = administered(received.signed_body, caller.user_id, visit.patient_id, visit.id)
+    attestation = Attestation(actor_id=caller.user_id, device_id=caller.device_id,
+                              device_signature=received.raw["signature"],
+                              signed_record=received.signed_body)
     try:
         # A savepoint: a refused withdrawal leaves the ledger untouched, and the dose is kept.
         with session.begin_nested():
-            return append(session, caller.organisation_id, movement,
-                          Attestation(actor_id=caller.user_id), now).id
+            return append(session, caller.organisation_id, movement, attestation,
+                          rt.clock.now(), keys=rt.keys).id
     except InsufficientStock:
         # The dose is kept without moving custody; custody.administer_discrepancy flags it.
         return None

@@ -1,4 +1,4 @@
-"""Hash-chain ledger entries and sign checkpoints: the arithmetic that `verify` repeats."""
+"""Hash-chain ledger entries, sign them and their checkpoints: the arithmetic `verify` repeats."""
 
 from __future__ import annotations
 
@@ -53,6 +53,19 @@ def signed_payload(fields: Mapping[str, Any]) -> dict[str, Any]:
 def entry_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
     """Return SHA-256(prev_hash ‖ canonical bytes of the entry), hex."""
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_entry(fields)).hexdigest()
+
+
+def entry_signed_bytes(digest: str) -> bytes:
+    """Return the bytes the server signs for an entry: its hash, under a label of its own.
+
+    The hash covers the organisation, the seq and, through `prev_hash`, every entry before it.
+    """
+    return b"vigil custody entry " + digest.encode()
+
+
+def sign_entry(key: Ed25519PrivateKey, digest: str) -> str:
+    """Return the server's base64 signature over an entry's hash."""
+    return base64.b64encode(key.sign(entry_signed_bytes(digest))).decode()
 
 
 def checkpoint_bytes(organisation_id: uuid.UUID, seq: int, head_hash: str,

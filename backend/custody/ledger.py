@@ -11,10 +11,11 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from backend.client_ids import stored_twin
-from backend.custody.chain import GENESIS, entry_hash, signed_payload
+from backend.custody.chain import GENESIS, entry_hash, sign_entry, signed_payload
 from backend.custody.models import CustodyBalance, CustodyEntry, CustodyHead
 from backend.db import upsert
 from backend.errors import Conflict, VigilError
+from backend.keys import KeyRing
 from backend.synced import note
 
 VAULT = "vault"
@@ -82,6 +83,8 @@ class Attestation:
     device_id: uuid.UUID | None = None
     device_signature: str | None = None
     confirmations: list[dict[str, Any]] = field(default_factory=list)
+    # When the phone signed another record the movement follows from (a dose), that record.
+    signed_record: dict[str, Any] | None = None
 
 
 def lock_head(session: Session, organisation_id: uuid.UUID) -> CustodyHead:
@@ -143,8 +146,8 @@ def _columns(entry: CustodyEntry) -> dict[str, Any]:
 
 
 def append(session: Session, organisation_id: uuid.UUID, movement: Movement,
-           attestation: Attestation, received_at: datetime) -> CustodyEntry:
-    """Append one movement to the organisation's chain and move the balances with it."""
+           attestation: Attestation, received_at: datetime, *, keys: KeyRing) -> CustodyEntry:
+    """Append one movement to the organisation's chain, signed, and move the balances with it."""
     if movement.quantity_ug <= 0:
         raise Conflict("Quantities are positive micrograms.", {"rule": "quantity"})
     head = lock_head(session, organisation_id)
@@ -160,8 +163,10 @@ def append(session: Session, organisation_id: uuid.UUID, movement: Movement,
               "device_signature": attestation.device_signature,
               "confirmations": attestation.confirmations, "received_at": received_at}
     digest = entry_hash(head.head_hash, fields)
-    session.execute(insert(CustodyEntry).values(**fields, prev_hash=head.head_hash,
-                                                entry_hash=digest))
+    session.execute(insert(CustodyEntry).values(
+        **fields, prev_hash=head.head_hash, entry_hash=digest,
+        server_key_id=keys.signing_key_id, server_signature=sign_entry(keys.signing_key, digest),
+        signed_record=attestation.signed_record))
     head.seq, head.head_hash = fields["seq"], digest
     note(session, "custody_entries", movement.id)
     session.flush()

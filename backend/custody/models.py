@@ -65,6 +65,13 @@ class CustodyEntry(Base):
     received_at: Mapped[datetime]
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
+    # The server's Ed25519 signature over `entry_hash` at append, and the id of its key; null
+    # only on entries appended before migration 0008, which a signed checkpoint vouches for.
+    server_key_id: Mapped[str | None] = mapped_column(String(16))
+    server_signature: Mapped[str | None] = mapped_column(String(100))
+    # The record the phone signed when the movement follows from it (a dose's `administer`):
+    # `device_signature` is over this body, and the movement must be the one it implies.
+    signed_record: Mapped[dict | None] = mapped_column(JSON)
 
 
 class CustodyHead(Base):
@@ -94,7 +101,7 @@ class CustodyBalance(Base):
 
 
 class CustodyCheckpoint(Base):
-    """The server's Ed25519 signature over (organisation, seq, head hash, time)."""
+    """The server's Ed25519 signature over (organisation, seq, head hash, time); append-only."""
 
     __tablename__ = "custody_checkpoint"
     __table_args__ = (UniqueConstraint("organisation_id", "seq"),)
@@ -106,6 +113,7 @@ class CustodyCheckpoint(Base):
     signed_at: Mapped[datetime]
     signature: Mapped[str] = mapped_column(String(100))
     public_key: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(16))
 
 
 class LossReport(Base):

@@ -107,6 +107,12 @@ class EntrySchema(Schema):
     received_at = fields.AwareDateTime()
     prev_hash = fields.String()
     entry_hash = fields.String()
+    server_key_id = fields.String(allow_none=True, metadata={
+        "description": "The id of the server key that signed `entry_hash` at append (null on "
+                       "entries from before signing began)."})
+    server_signature = fields.String(allow_none=True, metadata={
+        "description": "The server's Ed25519 signature, base64, over `vigil custody entry ` "
+                       "followed by `entry_hash`."})
 
 
 class EntryQuerySchema(Schema):
@@ -146,3 +152,4 @@ class CheckpointSchema(Schema):
     signed_at = fields.AwareDateTime()
     signature = fields.String()
     public_key = fields.String()
+    key_id = fields.String(metadata={"description": "The id of the server key that signed it."})

@@ -254,7 +254,7 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
     if (stored := existing(session, caller.organisation_id, movement)) is not None:
         # A retry: its loss report and audit event were written the first time.
         return stored
-    entry = append(session, caller.organisation_id, movement, attestation, now)
+    entry = append(session, caller.organisation_id, movement, attestation, now, keys=rt.keys)
     if request.kind == Kind.LOSS:
         _open_loss_report(session, rt, caller, entry)
     audit.record(session, now, caller, f"custody.{request.kind}", "custody_entry", entry.id,

@@ -50,7 +50,7 @@ def ledger_breaks(session: Session, rt: Runtime, organisation_id: uuid.UUID,
     """Return where tonight's slices of the organisation's chain do not verify."""
     breaks = []
     for part in _slices(session, organisation_id, now):
-        report = verify_slice(session, organisation_id, rt.keys.signing_public_key(),
+        report = verify_slice(session, organisation_id, rt.keys.verifying_keys(),
                               rt.checkpoint_dir, part)
         if not report.ok:
             problem = report.problem

@@ -26,7 +26,7 @@ def _balances(pharmacy: Pharmacy, holder: str | None = None) -> dict[str, int]:
 
 def _verify(pharmacy: Pharmacy, app):
     rt = pharmacy.world.rt
-    return verify(pharmacy.world.session, pharmacy.org.id, rt.keys.signing_public_key(),
+    return verify(pharmacy.world.session, pharmacy.org.id, rt.keys.verifying_keys(),
                   app.config["CHECKPOINT_DIR"])
 
 

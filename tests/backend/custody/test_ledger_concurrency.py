@@ -84,7 +84,8 @@ def _append(app: Flask, pharmacy: Pharmacy, movement: Movement) -> None:
     """Append `movement` in a session and transaction of its own, and commit."""
     with app.extensions["vigil.db"].sessions() as session:
         append(session, pharmacy.organisation_id, movement,
-               Attestation(pharmacy.pharmacist_id), START)
+               Attestation(pharmacy.pharmacist_id), START,
+               keys=app.extensions["vigil.runtime"].keys)
         session.commit()
 
 
@@ -103,7 +104,7 @@ def _all_at_once(count: int, work: Callable[[int], object]) -> list:
 def _verified(app: Flask, pharmacy: Pharmacy, tmp_path) -> int:
     rt = app.extensions["vigil.runtime"]
     with app.extensions["vigil.db"].sessions() as session:
-        report = verify(session, pharmacy.organisation_id, rt.keys.signing_public_key(),
+        report = verify(session, pharmacy.organisation_id, rt.keys.verifying_keys(),
                         tmp_path)
     assert report.ok, report.problem
     return report.entries

@@ -307,7 +307,7 @@ def machine_for(stage: Stage) -> type[RuleBasedStateMachine]:
                 # A fresh session: verify reads what is stored, not what this one cached.
                 with Session(bind=stage.connection) as reader:
                     report = verify(reader, stage.organisation_id,
-                                    stage.rt.keys.signing_public_key(),
+                                    stage.rt.keys.verifying_keys(),
                                     Path(self.export_dir.name))
                 assert report.ok, report.problem
                 assert report.entries == self.seq

@@ -3,21 +3,23 @@ API refuse changes in the first place."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
-from sqlalchemy import ColumnElement, Connection, delete, func, select, text, update
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from backend.accounts.models import Role
 from backend.cli import cli
 from backend.custody import checkpoints
-from backend.custody.chain import GENESIS, HASHED_FIELDS, entry_hash, sign_checkpoint
+from backend.custody.chain import GENESIS, HASHED_FIELDS, entry_hash, sign_checkpoint, sign_entry
 from backend.custody.models import (
     CustodyBalance,
     CustodyCheckpoint,
@@ -25,13 +27,19 @@ from backend.custody.models import (
     CustodyHead,
     LossReport,
 )
-from backend.custody.verify import Report, verify
+from backend.custody.verify import Problem, Report, exported_checkpoints, verify
+from backend.keys import KeyRing
 from tests.factories import PASSWORD, SUPPLIER, Pharmacy, World
 
 DAY1 = "2026-11-03T15:00:00+00:00"
 ENTRY = CustodyEntry.__table__
+CHECKPOINT = CustodyCheckpoint.__table__
 # Entries 4, 5, 7 and 11 come signed from the nurse's phone; checkpoints sign 6 and 12.
 MIDWAY, END = 6, 12
+# `Ledger.extend` appends three entries past the last checkpoint.
+PAST, LAST = END + 2, END + 3
+SERVER_MISMATCH = "the server's signature does not match the entry"
+CHECKPOINT_MISMATCH = "differs from its signed checkpoint"
 
 
 def _chain(pharmacy: Pharmacy) -> list[tuple[Role, dict]]:
@@ -88,6 +96,22 @@ class Ledger:
         """Return where the app exports checkpoints."""
         return self.app.config["CHECKPOINT_DIR"]
 
+    @property
+    def keys(self) -> KeyRing:
+        """Return the server's keys as the app holds them now."""
+        return self.pharmacy.world.rt.keys
+
+    @property
+    def export_file(self) -> Path:
+        """Return the organisation's checkpoint export file."""
+        return self.export_dir / f"{self.org_id}.jsonl"
+
+    def extend(self) -> None:
+        """Append three entries past the last checkpoint, seq 13 to 15."""
+        for response in (self.pharmacy.receive(1_000), self.pharmacy.dispense(2_000, seal="S-3"),
+                         self.pharmacy.receive(3_000, lot="L2")):
+            assert response.status_code == 201, response.json
+
     def sign(self) -> None:
         """Sign the chain head as the checkpoint job does."""
         session = self.pharmacy.world.session
@@ -97,16 +121,16 @@ class Ledger:
     def verify(self) -> Report:
         """Verify through a fresh session, so nothing cached hides what the tampering did."""
         with Session(bind=self.connection, join_transaction_mode="create_savepoint") as session:
-            return verify(session, self.org_id, self.pharmacy.world.rt.keys.signing_public_key(),
-                          self.export_dir)
+            return verify(session, self.org_id, self.keys.verifying_keys(), self.export_dir)
 
     def allow_changes(self) -> None:
-        """Take the append-only trigger away, inside the test's transaction only."""
-        if self.connection.dialect.name == "postgresql":
-            self.connection.execute(text("ALTER TABLE custody_entry DISABLE TRIGGER USER"))
-            return
-        for name in ("custody_entry_no_update", "custody_entry_no_delete"):
-            self.connection.execute(text(f"DROP TRIGGER {name}"))
+        """Take the append-only triggers away, inside the test's transaction only."""
+        for table in ("custody_entry", "custody_checkpoint"):
+            if self.connection.dialect.name == "postgresql":
+                self.connection.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+                continue
+            for verb in ("update", "delete"):
+                self.connection.execute(text(f"DROP TRIGGER {table}_no_{verb}"))
 
     def where(self, seq: int) -> ColumnElement[bool]:
         """Return the condition that selects the entry at `seq`."""
@@ -130,10 +154,11 @@ class Ledger:
             CustodyBalance.organisation_id == self.org_id, CustodyBalance.holder == holder,
             CustodyBalance.lot == lot).values(quantity_ug=CustodyBalance.quantity_ug + delta))
 
-    def rehash_from(self, first: int) -> dict[int, str]:
+    def rehash_from(self, first: int, *, keys: KeyRing | None = None) -> dict[int, str]:
         """Recompute every hash from `first` to the end and move the head: a consistent forgery.
 
-        Return the new hash at each seq.
+        With `keys` (the server's, stolen), re-sign each entry too. Return the new hash at each
+        seq.
         """
         rows = self.connection.execute(select(*(ENTRY.c[name] for name in HASHED_FIELDS)).where(
             ENTRY.c.organisation_id == self.org_id, ENTRY.c.seq >= first)
@@ -142,11 +167,34 @@ class Ledger:
         hashes = {}
         for row in rows:
             previous, digest = digest, entry_hash(digest, row)
-            self.change(row["seq"], prev_hash=previous, entry_hash=digest)
+            signed = ({"server_key_id": keys.signing_key_id,
+                       "server_signature": sign_entry(keys.signing_key, digest)} if keys else {})
+            self.change(row["seq"], prev_hash=previous, entry_hash=digest, **signed)
             hashes[row["seq"]] = digest
         self.connection.execute(update(CustodyHead).where(
-            CustodyHead.organisation_id == self.org_id).values(head_hash=digest))
+            CustodyHead.organisation_id == self.org_id).values(
+                seq=rows[-1]["seq"] if rows else first - 1, head_hash=digest))
         return hashes
+
+    def renumber(self, first: int, shift: int) -> None:
+        """Move every entry from `first` on by `shift` seqs, one at a time (seq is unique)."""
+        seqs = list(self.connection.scalars(select(ENTRY.c.seq).where(
+            ENTRY.c.organisation_id == self.org_id, ENTRY.c.seq >= first).order_by(ENTRY.c.seq)))
+        for seq in reversed(seqs) if shift > 0 else seqs:
+            self.change(seq, seq=seq + shift)
+
+    def excise(self, seq: int) -> None:
+        """Delete the entry at `seq`, close the gap and re-hash: a deletion leaving no hole."""
+        self.remove(seq)
+        self.renumber(seq + 1, -1)
+        self.rehash_from(seq)
+
+    def slip_in(self, seq: int, **values) -> None:
+        """Insert a forged copy of the entry at `seq` there, renumber the rest and re-hash."""
+        forged = {**self.entry(seq), "id": uuid.uuid4(), **values}
+        self.renumber(seq, 1)
+        self.connection.execute(insert(ENTRY).values(forged))
+        self.rehash_from(seq)
 
     def rewrite_checkpoints(self, hashes: dict[int, str], *, with_key: bool) -> None:
         """Point the stored checkpoints at the forged hashes, re-signed only `with_key`."""
@@ -179,12 +227,12 @@ def ledger(world: World, app, connection) -> Ledger:
     return ledger
 
 
-def _rewrite_receive(ledger: Ledger, seq: int) -> dict[int, str]:
+def _rewrite_receive(ledger: Ledger, seq: int, keys: KeyRing | None = None) -> dict[int, str]:
     """Add 1 mg to a receive, with the balance to match, and re-hash the tail and the head."""
     ledger.change(seq, quantity_ug=ledger.entry(seq)["quantity_ug"] + 1_000)
     entry = ledger.entry(seq)
     ledger.move_balance("vault", entry["lot"], 1_000)
-    return ledger.rehash_from(seq)
+    return ledger.rehash_from(seq, keys=keys)
 
 
 def _delete_past_every_checkpoint(ledger: Ledger) -> None:
@@ -207,21 +255,21 @@ def _swap(ledger: Ledger, first: int, second: int) -> None:
     ledger.change(-1, seq=second)
 
 
-def _change_signed_entry(ledger: Ledger, seq: int) -> None:
+def _change_signed_entry(ledger: Ledger, seq: int, keys: KeyRing | None = None) -> None:
     entry = ledger.entry(seq)
     ledger.change(seq, quantity_ug=entry["quantity_ug"] + 1_000)
     ledger.move_balance(entry["from_holder"], entry["lot"], -1_000)
-    ledger.rehash_from(seq)
+    ledger.rehash_from(seq, keys=keys)
 
 
-def _strip_signature(ledger: Ledger, seq: int) -> None:
-    # Past the last checkpoint the device signature is all that vouches for a nurse's entry.
+def _strip_signature(ledger: Ledger, seq: int, keys: KeyRing | None = None) -> None:
+    # Past the last checkpoint the signatures are all that vouch for a nurse's entry.
     entry = ledger.entry(seq)
     ledger.change(seq, quantity_ug=entry["quantity_ug"] - 1_000, device_id=None,
                   device_signature=None)
     ledger.move_balance(entry["from_holder"], entry["lot"], 1_000)
     ledger.move_balance(entry["to_holder"], entry["lot"], -1_000)
-    ledger.rehash_from(seq)
+    ledger.rehash_from(seq, keys=keys)
 
 
 def _forge_checkpoints(ledger: Ledger, *, with_key: bool) -> None:
@@ -232,6 +280,65 @@ def _drop_checkpoint_rows(ledger: Ledger) -> None:
     _rewrite_receive(ledger, 2)
     ledger.connection.execute(delete(CustodyCheckpoint).where(
         CustodyCheckpoint.organisation_id == ledger.org_id))
+
+
+def _drop_every_checkpoint(ledger: Ledger) -> None:
+    """Delete the checkpoint rows and the export file, after a consistent rewrite."""
+    _drop_checkpoint_rows(ledger)
+    ledger.export_file.unlink()
+
+
+def _checkpoint_head_changed(ledger: Ledger) -> None:
+    ledger.connection.execute(update(CHECKPOINT).where(
+        CHECKPOINT.c.organisation_id == ledger.org_id, CHECKPOINT.c.seq == MIDWAY)
+        .values(head_hash="f" * 64))
+
+
+def _checkpoint_signed_by_a_stranger(ledger: Ledger) -> None:
+    stranger = Ed25519PrivateKey.generate()
+    checkpoint = ledger.connection.execute(select(CHECKPOINT).where(
+        CHECKPOINT.c.organisation_id == ledger.org_id, CHECKPOINT.c.seq == MIDWAY)).one()
+    ledger.connection.execute(update(CHECKPOINT).where(CHECKPOINT.c.id == checkpoint.id).values(
+        key_id="0123456789abcdef", signature=sign_checkpoint(
+            stranger, ledger.org_id, MIDWAY, checkpoint.head_hash, checkpoint.signed_at)))
+
+
+def _stolen_key_rewrite(ledger: Ledger) -> None:
+    """Rewrite a receipt and re-sign the entries and the checkpoint rows with the server's key."""
+    ledger.rewrite_checkpoints(_rewrite_receive(ledger, 2, ledger.keys), with_key=True)
+
+
+def _past_the_checkpoint(tamper: Callable[[Ledger], object]) -> Callable[[Ledger], None]:
+    """Return `tamper` run after three entries were appended past the last checkpoint."""
+    def apply(ledger: Ledger) -> None:
+        ledger.extend()
+        tamper(ledger)
+    return apply
+
+
+def _append_forged(ledger: Ledger, **values) -> None:
+    """Append a copy of the last entry past the head, linked and hashed, and move the head."""
+    forged = {**ledger.entry(LAST), "id": uuid.uuid4(), "seq": LAST + 1, **values}
+    ledger.connection.execute(insert(ENTRY).values(forged))
+    ledger.rehash_from(LAST + 1)
+
+
+def _forged_signature(ledger: Ledger) -> None:
+    _append_forged(ledger)
+    stranger = Ed25519PrivateKey.generate()
+    ledger.change(LAST + 1, server_signature=sign_entry(
+        stranger, ledger.entry(LAST + 1)["entry_hash"]))
+
+
+def _strip_server_signatures(ledger: Ledger, first: int = 1) -> None:
+    ledger.connection.execute(update(ENTRY).where(
+        ENTRY.c.organisation_id == ledger.org_id, ENTRY.c.seq >= first).values(
+            server_key_id=None, server_signature=None))
+
+
+def _everything_unsigned_and_no_checkpoint(ledger: Ledger) -> None:
+    _drop_every_checkpoint(ledger)
+    _strip_server_signatures(ledger)
 
 
 @dataclass(frozen=True)
@@ -249,35 +356,71 @@ TAMPERINGS = [
               3, "entry_hash does not match"),
     Tampering("a middle row deleted", lambda ledger: ledger.remove(5), 5, "seq 5 is missing"),
     Tampering("the last row deleted", lambda ledger: ledger.remove(END), END,
-              "differs from its signed checkpoint"),
-    Tampering("the last two rows deleted and the head rewound", _truncate_and_rewind, END,
-              "differs from its signed checkpoint"),
+              f"entry seq {END} is missing: a signed checkpoint covers seq {END}"),
+    Tampering("the last two rows deleted and the head rewound", _truncate_and_rewind, END - 1,
+              f"entry seq {END - 1} is missing: a signed checkpoint covers seq {END}"),
     Tampering("a row past every checkpoint deleted", _delete_past_every_checkpoint, END + 1,
               "the chain head says seq 13"),
     Tampering("two rows' seq swapped", lambda ledger: _swap(ledger, 7, 8), 7,
               "prev_hash does not link"),
     Tampering("an entry before the midway checkpoint rewritten, tail and head re-hashed",
-              lambda ledger: _rewrite_receive(ledger, 2), MIDWAY,
-              "differs from its signed checkpoint"),
+              lambda ledger: _rewrite_receive(ledger, 2), 2, SERVER_MISMATCH),
     Tampering("an entry after the midway checkpoint rewritten, tail and head re-hashed",
-              lambda ledger: _rewrite_receive(ledger, END), END,
-              "differs from its signed checkpoint"),
+              lambda ledger: _rewrite_receive(ledger, END), END, SERVER_MISMATCH),
     Tampering("a device-signed entry's quantity changed, tail re-hashed",
-              lambda ledger: _change_signed_entry(ledger, 4), 4,
-              "device signature does not match"),
+              lambda ledger: _change_signed_entry(ledger, 4), 4, SERVER_MISMATCH),
     Tampering("a device-signed entry changed and unsigned, tail and head re-hashed",
-              lambda ledger: _strip_signature(ledger, 7), END,
-              "differs from its signed checkpoint"),
+              lambda ledger: _strip_signature(ledger, 7), 7, SERVER_MISMATCH),
     Tampering("the checkpoint rows rewritten without the server key",
-              lambda ledger: _forge_checkpoints(ledger, with_key=False), MIDWAY,
-              "signature does not verify"),
+              lambda ledger: _forge_checkpoints(ledger, with_key=False), 2, SERVER_MISMATCH),
     Tampering("the checkpoint rows rewritten and re-signed with the server key",
-              lambda ledger: _forge_checkpoints(ledger, with_key=True), MIDWAY,
-              "differs from its signed checkpoint"),
-    Tampering("the checkpoint rows deleted", _drop_checkpoint_rows, MIDWAY,
-              "differs from its signed checkpoint"),
+              lambda ledger: _forge_checkpoints(ledger, with_key=True), 2, SERVER_MISMATCH),
+    Tampering("the checkpoint rows deleted", _drop_checkpoint_rows, 2, SERVER_MISMATCH),
     Tampering("a balance edited", lambda ledger: ledger.move_balance("vault", "L1", 1), None,
               "balance of vault lot L1 is 835001 µg; the ledger says 835000 µg"),
+    # Past the last checkpoint, where only the entries' own signatures vouch for them.
+    Tampering("an entry past the last checkpoint changed",
+              _past_the_checkpoint(lambda ledger: ledger.change(PAST, quantity_ug=1)),
+              PAST, "entry_hash does not match"),
+    Tampering("an entry past the last checkpoint changed, tail and head re-hashed",
+              _past_the_checkpoint(lambda ledger: _rewrite_receive(ledger, PAST)),
+              PAST, SERVER_MISMATCH),
+    Tampering("an entry past the last checkpoint deleted, the rest renumbered and re-hashed",
+              _past_the_checkpoint(lambda ledger: ledger.excise(PAST)), PAST, SERVER_MISMATCH),
+    Tampering("an entry inserted past the last checkpoint, the rest renumbered and re-hashed",
+              _past_the_checkpoint(lambda ledger: ledger.slip_in(PAST, quantity_ug=7)),
+              PAST, SERVER_MISMATCH),
+    Tampering("an unsigned entry appended past the head, and the head moved",
+              _past_the_checkpoint(lambda ledger: _append_forged(
+                  ledger, server_key_id=None, server_signature=None)),
+              LAST + 1, "carries no server signature, though the entries before it do"),
+    Tampering("an entry appended past the head, signed by another key under the server's id",
+              _past_the_checkpoint(_forged_signature), LAST + 1, SERVER_MISMATCH),
+    Tampering("the server signatures past the last checkpoint stripped",
+              _past_the_checkpoint(lambda ledger: _strip_server_signatures(ledger, PAST)),
+              PAST, "carries no server signature, though the entries before it do"),
+    # The checkpoints themselves, and what is left when they are gone.
+    Tampering("the checkpoint rows and the export file deleted", _drop_every_checkpoint, 2,
+              SERVER_MISMATCH),
+    Tampering("every server signature stripped, the checkpoint rows and export file deleted",
+              _everything_unsigned_and_no_checkpoint, 1,
+              "carries no server signature and no signed checkpoint covers it"),
+    Tampering("an entry's signature naming a key the server never had",
+              lambda ledger: ledger.change(3, server_key_id="0123456789abcdef"), 3,
+              "signed by key 0123456789abcdef, which is not one of this server's keys"),
+    Tampering("a checkpoint row's head hash changed", _checkpoint_head_changed, MIDWAY,
+              "the checkpoint's signature does not verify"),
+    Tampering("a checkpoint row re-signed by a key the server never had",
+              _checkpoint_signed_by_a_stranger, MIDWAY,
+              "signed by key 0123456789abcdef, which is not one of this server's keys"),
+    Tampering("the server's key stolen: entries and checkpoint rows re-signed, not the export",
+              _stolen_key_rewrite, MIDWAY, CHECKPOINT_MISMATCH),
+    Tampering("the server's key stolen: a nurse's entry changed and the chain re-signed",
+              lambda ledger: _change_signed_entry(ledger, 4, ledger.keys), 4,
+              "the device signature does not match the entry"),
+    Tampering("the server's key stolen: a nurse's waste unsigned and the chain re-signed",
+              lambda ledger: _strip_signature(ledger, 7, ledger.keys), 7,
+              "the waste entry carries no phone signature"),
 ]
 
 
@@ -291,16 +434,177 @@ def test_verify_names_where_the_ledger_was_tampered_with(ledger: Ledger, tamperi
     assert tampering.says in report.problem.message, report.problem
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "verify checks a device signature only where one is stored, and administration's custody "
-    "entries are stored unsigned, so a stripped nurse entry past the last checkpoint passes"))
 def test_a_nurse_entry_unsigned_past_the_last_checkpoint_is_caught(ledger: Ledger):
     waste = ledger.pharmacy.post(Role.NURSE, {"kind": "waste", "quantity_ug": 1_000, "witnesses": [
         {"user_id": str(ledger.pharmacy.users[Role.PHARMACIST].id), "password": PASSWORD}]})
     assert waste.status_code == 201, waste.json
     ledger.allow_changes()
     _strip_signature(ledger, END + 1)
-    assert not ledger.verify().ok
+    report = ledger.verify()
+    assert (report.problem.seq, report.problem.message.startswith(SERVER_MISMATCH)) == (
+        END + 1, True), report.problem
+
+
+def _verified_entries(ledger: Ledger) -> list[dict]:
+    report = ledger.verify()
+    assert report.ok, report.problem
+    return [ledger.entry(seq) for seq in range(1, report.entries + 1)]
+
+
+def test_every_entry_is_signed_by_the_server_over_its_hash(ledger: Ledger):
+    ledger.extend()
+    for entry in _verified_entries(ledger):
+        assert entry["server_key_id"] == ledger.keys.signing_key_id
+        ledger.keys.signing_key.public_key().verify(
+            base64.b64decode(entry["server_signature"]),
+            b"vigil custody entry " + entry["entry_hash"].encode())
+    listed = ledger.pharmacy.client.get("/api/v1/custody/entries",
+                                        headers=ledger.pharmacy.as_(Role.COMPLIANCE)).json
+    assert {e["server_key_id"] for e in listed} == {ledger.keys.signing_key_id}
+    assert all(e["server_signature"] for e in listed)
+
+
+def _rotate(ledger: Ledger, *, keep_old: bool = True) -> tuple[str, str]:
+    """Give the server a new signing key, keeping the old public key unless told not to."""
+    rt, old = ledger.pharmacy.world.rt, ledger.keys
+    retired = {old.signing_key_id: old.signing_public_key()} if keep_old else {}
+    rotated = replace(rt, keys=replace(old, signing_key=Ed25519PrivateKey.generate(),
+                                       retired_signing_keys=retired))
+    ledger.app.extensions["vigil.runtime"] = ledger.pharmacy.world.rt = rotated
+    return old.signing_key_id, rotated.keys.signing_key_id
+
+
+def test_after_a_key_rotation_the_older_signatures_still_verify(ledger: Ledger):
+    old, new = _rotate(ledger)
+    ledger.extend()
+    ledger.sign()
+    report = ledger.verify()
+    assert (report.ok, report.entries, report.checkpoints) == (True, LAST, 3), report.problem
+    assert [ledger.entry(seq)["server_key_id"] for seq in (1, END, END + 1, LAST)] == [
+        old, old, new, new]
+    key_ids = ledger.connection.scalars(select(CHECKPOINT.c.key_id).where(
+        CHECKPOINT.c.organisation_id == ledger.org_id).order_by(CHECKPOINT.c.seq)).all()
+    assert key_ids == [old, old, new]
+    exported = exported_checkpoints(ledger.export_dir, ledger.org_id)
+    assert [line["key_id"] for line in exported] == [old, old, new]
+
+
+def test_after_a_key_rotation_a_change_under_the_old_key_is_still_named(ledger: Ledger):
+    _rotate(ledger)
+    ledger.extend()
+    ledger.allow_changes()
+    _rewrite_receive(ledger, 2)
+    report = ledger.verify()
+    assert (report.problem.seq, SERVER_MISMATCH in report.problem.message) == (2, True), \
+        report.problem
+
+
+def test_a_retired_key_dropped_from_the_keyring_fails_what_it_signed(ledger: Ledger):
+    old, _new = _rotate(ledger, keep_old=False)
+    ledger.extend()
+    report = ledger.verify()
+    assert report.problem == Problem(
+        1, f"the entry is signed by key {old}, which is not one of this server's keys")
+
+
+def _dose(ledger: Ledger, quantity_ug: int = 35_000) -> dict:
+    """Post a signed dose for the pharmacy's visit; return the body the phone signed."""
+    pharmacy = ledger.pharmacy
+    visit_id = ledger.entry(4)["visit_id"]
+    body = {"id": str(uuid.uuid4()), "occurred_at": "2026-11-03T15:55:00+00:00",
+            "product_id": pharmacy.product_id, "lot": "L1", "expiry": "2028-01-31",
+            "quantity_ug": quantity_ug, "route": "IV",
+            "infusion_started_at": "2026-11-03T15:10:00-05:00",
+            "infusion_ended_at": "2026-11-03T15:50:00-05:00"}
+    response = pharmacy.client.post(f"/api/v1/visits/{visit_id}/dose",
+                                    headers=pharmacy.as_(Role.NURSE, pharmacy.device_id),
+                                    json={**body, "signature": pharmacy.phone.sign(body)})
+    assert response.status_code == 201, response.json
+    assert response.json["custody_entry_id"] == str(ledger.entry(END + 1)["id"])
+    return body
+
+
+def test_a_dose_binds_its_administer_entry_in_the_phones_signature(ledger: Ledger):
+    body = _dose(ledger)
+    entry = _verified_entries(ledger)[END]
+    assert (entry["kind"], entry["quantity_ug"], entry["device_id"]) == (
+        "administer", 35_000, ledger.pharmacy.device_id)
+    assert entry["signed_record"] == body
+    assert entry["device_signature"] == ledger.pharmacy.phone.sign(body)
+
+
+def _swap_dose_body(ledger: Ledger) -> None:
+    entry = ledger.entry(END + 1)
+    ledger.change(END + 1, signed_record={**entry["signed_record"], "quantity_ug": 36_000},
+                  quantity_ug=36_000)
+    ledger.rehash_from(END + 1, keys=ledger.keys)
+
+
+def _unbind_dose(ledger: Ledger) -> None:
+    ledger.change(END + 1, device_id=None, device_signature=None, signed_record=None)
+    ledger.rehash_from(END + 1, keys=ledger.keys)
+
+
+DOSE_TAMPERINGS = [
+    Tampering("the quantity changed", lambda ledger: _change_signed_entry(
+        ledger, END + 1, ledger.keys), END + 1,
+        "the movement is not the one its signed dose record implies"),
+    Tampering("the bag it left swapped for another user's", lambda ledger: (ledger.change(
+        END + 1, from_holder=f"bag:{ledger.pharmacy.users[Role.ADMIN].id}"),
+        ledger.rehash_from(END + 1, keys=ledger.keys)), END + 1,
+        "the movement is not the one its signed dose record implies"),
+    Tampering("the signed dose record changed with it", _swap_dose_body, END + 1,
+              "the device signature does not match the entry"),
+    Tampering("the dose record dropped, the device signature kept",
+              lambda ledger: (ledger.change(END + 1, signed_record=None),
+                              ledger.rehash_from(END + 1, keys=ledger.keys)), END + 1,
+              "the device signature does not match the entry"),
+    Tampering("the phone's signature and the dose record removed", _unbind_dose, END + 1,
+              "the administer entry carries no phone signature"),
+]
+
+
+@pytest.mark.parametrize("tampering", DOSE_TAMPERINGS, ids=[t.name for t in DOSE_TAMPERINGS])
+def test_a_dose_administer_entry_rewritten_with_the_server_key_is_caught(ledger: Ledger,
+                                                                        tampering: Tampering):
+    _dose(ledger)
+    ledger.allow_changes()
+    tampering.apply(ledger)
+    assert ledger.verify().problem == Problem(tampering.seq, tampering.says)
+
+
+def _unsigned_before_signing(ledger: Ledger) -> None:
+    """Make the stored chain look as it did before migration 0008: no server signatures."""
+    ledger.allow_changes()
+    _strip_server_signatures(ledger)
+
+
+def test_entries_from_before_signing_are_vouched_for_by_a_checkpoint(ledger: Ledger):
+    _unsigned_before_signing(ledger)
+    assert ledger.verify().ok
+    ledger.connection.execute(delete(CustodyCheckpoint).where(
+        CustodyCheckpoint.organisation_id == ledger.org_id))
+    # The export file alone still vouches for them.
+    assert ledger.verify().ok
+    ledger.extend()
+    assert ledger.verify().ok
+
+
+def test_a_change_before_signing_is_named_at_the_checkpoint_after_it(ledger: Ledger):
+    _unsigned_before_signing(ledger)
+    _rewrite_receive(ledger, 2)
+    report = ledger.verify()
+    assert (report.problem.seq, CHECKPOINT_MISMATCH in report.problem.message) == (
+        MIDWAY, True), report.problem
+
+
+def test_entries_from_before_signing_past_the_last_checkpoint_fail(ledger: Ledger):
+    ledger.allow_changes()
+    ledger.extend()
+    _strip_server_signatures(ledger)
+    report = ledger.verify()
+    assert report.problem.seq == END + 1, report.problem
+    assert "no signed checkpoint covers it" in report.problem.message
 
 
 def _ledger_cli(app: Flask, *args: str):

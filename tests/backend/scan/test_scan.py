@@ -140,7 +140,7 @@ def test_a_slice_without_the_changed_entry_verifies_and_one_with_it_does_not(
     rt, long_ago = world.rt, AFTER + timedelta(days=30)
 
     def report(first: int, last: int):
-        return verify_slice(world.session, org_id, rt.keys.signing_public_key(),
+        return verify_slice(world.session, org_id, rt.keys.verifying_keys(),
                             rt.checkpoint_dir, Slice(first, last, long_ago))
 
     assert report(1, 1).ok

@@ -103,7 +103,7 @@ def test_the_ledger_verifies_except_for_exactly_the_tampered_row(simulated):
     assert mismatched == [tampered_id]
     rt = simulated.app.extensions["vigil.runtime"]
     with simulated.session() as session:
-        report = verify(session, simulated.organisation_id, rt.keys.signing_public_key(),
+        report = verify(session, simulated.organisation_id, rt.keys.verifying_keys(),
                         rt.checkpoint_dir)
     seq = next(entry["seq"] for entry in entries if str(entry["id"]) == tampered_id)
     assert (report.ok, report.problem.seq) == (False, seq)

@@ -15,6 +15,7 @@ from sqlalchemy import event, func, select
 from backend.accounts.models import Role
 from backend.administration.models import DoseRecord, Observation, QuarantinedEvent
 from backend.custody.models import CustodyEntry
+from backend.custody.verify import verify
 from backend.devices.models import Device
 from backend.flags.models import Flag
 from backend.patients.models import PatientNurse
@@ -156,6 +157,23 @@ def test_a_push_records_the_session_in_one_transaction(pharmacy, visit, world):
     assert [v["status"] for v in changes["visits"]["updated"]] == ["checked_in"]
     assert [e["id"] for e in changes["custody_entries"]["created"]] == [
         str(dose.custody_entry_id)]
+
+
+def test_a_pushed_dose_binds_its_administer_entry_in_the_phones_signature(pharmacy, visit,
+                                                                         world, app):
+    handset = Handset(pharmacy)
+    rows = session_rows(handset, visit["id"], pharmacy.product_id)
+    assert handset.push(rows).status_code == 200
+    [row] = rows["doses"]["created"]
+    dose = world.session.get(DoseRecord, uuid.UUID(row["id"]))
+    entry = world.session.get(CustodyEntry, dose.custody_entry_id)
+    signed = {name: value for name, value in row.items()
+              if name not in ("signature", "_status", "_changed")}
+    assert (entry.device_id, entry.device_signature) == (handset.device_id, row["signature"])
+    assert entry.signed_record == signed
+    report = verify(world.session, pharmacy.org.id, world.rt.keys.verifying_keys(),
+                    app.config["CHECKPOINT_DIR"])
+    assert (report.ok, report.entries) == (True, 3), report.problem
 
 
 def test_a_retried_push_is_answered_again_and_creates_nothing_twice(pharmacy, visit, world):
