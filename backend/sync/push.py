@@ -37,6 +37,7 @@ from backend.sync.tables import (
     Access,
     SyncTable,
 )
+from backend.tenancy import of_organisation
 from backend.visits import evv
 from backend.visits.models import EvvEvent, Visit
 
@@ -260,8 +261,9 @@ def _hold(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
           visit_id: uuid.UUID | None, untrusted: clinical.Untrusted, summary: Summary) -> None:
     held: QuarantinedEvent = clinical.quarantine(session, rt, caller, visit_id, untrusted)
     record_id = uuid.UUID(untrusted.raw["id"])
-    # The phone marks the record synced; make its next pull show what the server holds.
-    if session.get(table.model, record_id) is None:
+    # The phone marks the record synced; make its next pull show what the server holds under
+    # the id in her organisation, or delete it. Another organisation's record is left untouched.
+    if of_organisation(session, table.model, record_id, caller.organisation_id) is None:
         synced.drop(session, table.name, record_id, caller.user_id, caller.organisation_id)
     else:
         synced.note(session, table.name, record_id)

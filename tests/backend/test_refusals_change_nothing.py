@@ -1558,10 +1558,6 @@ def test_a_known_defect_is_refused_cleanly(name, town, connection, database_url,
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a pushed record quarantined because its id is another organisation's record renumbers "
-    "that organisation's sync_row and takes a number from its sync_counter (sync.push._hold "
-    "notes the stored record, whoever's it is)"))
 def test_a_record_pushed_under_another_organisations_id_leaves_theirs_alone(town, connection):
     me, them = town
     row = {"id": them.pre_dose_id, "visit_id": me.visit1, "occurred_at": DAY1, **PRE,
