@@ -28,6 +28,7 @@ from backend.custody.models import (
     LossReport,
 )
 from backend.custody.verify import Problem, Report, exported_checkpoints, verify
+from backend.jobs.scheduler import SCHEDULE
 from backend.keys import KeyRing
 from tests.factories import PASSWORD, SUPPLIER, Pharmacy, World
 
@@ -663,18 +664,26 @@ def test_the_checkpoint_command_signs_only_heads_that_moved(ledger: Ledger):
 @pytest.mark.parametrize("statement", [
     lambda org_id: update(ENTRY).where(ENTRY.c.organisation_id == org_id).values(quantity_ug=1),
     lambda org_id: delete(ENTRY).where(ENTRY.c.organisation_id == org_id),
-], ids=["update", "delete"])
-def test_the_database_refuses_to_change_a_stored_entry(ledger: Ledger, statement):
+    lambda org_id: update(CHECKPOINT).where(CHECKPOINT.c.organisation_id == org_id).values(
+        head_hash="f" * 64),
+    lambda org_id: delete(CHECKPOINT).where(CHECKPOINT.c.organisation_id == org_id),
+], ids=["update an entry", "delete an entry", "update a checkpoint", "delete a checkpoint"])
+def test_the_database_refuses_to_change_a_stored_entry_or_checkpoint(ledger: Ledger, statement):
     with pytest.raises(DBAPIError, match="append_only"), ledger.connection.begin_nested():
         ledger.connection.execute(statement(ledger.org_id))
     assert ledger.verify().ok
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_postgresql_refuses_to_truncate_the_ledger(ledger: Ledger):
+@pytest.mark.parametrize("table", ["custody_entry", "custody_checkpoint"])
+def test_postgresql_refuses_to_truncate_the_ledger(ledger: Ledger, table: str):
     with pytest.raises(DBAPIError, match="append_only"), ledger.connection.begin_nested():
-        ledger.connection.execute(text("TRUNCATE custody_entry CASCADE"))
+        ledger.connection.execute(text(f"TRUNCATE {table} CASCADE"))
     assert ledger.verify().ok
+
+
+def test_checkpoints_are_signed_every_minute():
+    assert {spec.name: spec.seconds for spec in SCHEDULE}["ledger_checkpoint"] == 60
 
 
 def _entries(pharmacy: Pharmacy) -> list[dict]:
