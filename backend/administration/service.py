@@ -314,17 +314,26 @@ def record_session(session: Session, rt: Runtime, caller: Caller, visit_id: uuid
                 with session.begin_nested():
                     RECORDERS[name](session, rt, caller, visit_id, received)
             except Untrusted as untrusted:
-                held.append(quarantine(session, rt, caller, visit_id, untrusted))
+                held.append(_hold(session, rt, caller, visit_id, untrusted))
     for received in parts.get("waste", []):
         try:
             with session.begin_nested():
                 record_waste(session, rt, caller, visit_id, received.data)
         except VigilError as refused:
             # Recorded offline, so it happened: keep it, with why the ledger refused it.
-            held.append(quarantine(session, rt, caller, visit_id, Untrusted(
+            held.append(_hold(session, rt, caller, visit_id, Untrusted(
                 refused.code, refused.message, "custody_waste", received.raw,
                 f"{refused.code}: {refused.message}")))
     changes.visit_session(session, caller.organisation_id, visit_id)
+    return held
+
+
+def _hold(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+          untrusted: Untrusted) -> QuarantinedEvent:
+    """Quarantine a part of a session, and keep it even if a later part refuses the whole."""
+    held = quarantine(session, rt, caller, visit_id, untrusted)
+    changes.keep(session, partial(quarantine, rt=rt, caller=caller, visit_id=visit_id,
+                                  untrusted=untrusted, held_id=held.id))
     return held
 
 

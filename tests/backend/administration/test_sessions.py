@@ -97,6 +97,14 @@ def test_a_dose_from_a_bag_without_the_lot_is_kept_and_flagged(world: World):
     assert (flag.evidence["quantity_ug"], flag.evidence["lot"]) == (35_000, "L1")
 
 
+def test_a_dose_of_a_product_not_in_the_catalogue_is_404_and_stores_nothing(visit: Session):
+    given = visit.post("dose", visit.signed(dose(str(uuid.uuid4()))))
+    assert given.status_code == 404, given.json
+    record = visit.pharmacy.client.get(f"/api/v1/visits/{visit.visit['id']}/session",
+                                       headers=visit.pharmacy.as_(Role.COMPLIANCE)).json
+    assert record["dose"] is None
+
+
 def test_a_bad_signature_is_quarantined_and_flagged(visit: Session):
     from tests.factories import Phone
 
@@ -172,6 +180,24 @@ def test_a_whole_session_at_once_quarantines_only_the_bad_part(visit: Session):
     assert len(response.json["observations"]) == 1
     assert [q["record_type"] for q in response.json["quarantined"]] == [
         "monitoring_observation"]
+
+
+def test_a_session_refused_by_a_later_part_still_keeps_its_quarantined_part(visit: Session):
+    from tests.factories import Phone
+
+    assert visit.post("dose", visit.signed(dose(visit.pharmacy.product_id))).status_code == 201
+    forged = visit.signed(PRE, phone=Phone.new())
+    response = visit.post("session", {"pre_dose": forged,
+                                      "dose": visit.signed(dose(visit.pharmacy.product_id))})
+    # The second dose refuses the whole session; the forged pre-dose was recorded on the
+    # phone all the same, so it stays in quarantine with its flag.
+    assert response.status_code == 409, response.json
+    record = visit.pharmacy.client.get(f"/api/v1/visits/{visit.visit['id']}/session",
+                                       headers=visit.pharmacy.as_(Role.COMPLIANCE)).json
+    assert record["pre_dose"] is None
+    assert [(q["record_type"], q["reason"].split(":")[0]) for q in record["quarantined"]] == [
+        ("pre_dose", "signature_invalid")]
+    assert len(_flags(visit.pharmacy.world, "sync.quarantined_event")) == 1
 
 
 def test_the_remainder_is_wasted_before_a_witness(visit: Session):
