@@ -1,9 +1,13 @@
 """The unit of work: a request, a job run or a command commits once, here, or rolls back.
 
 Services never commit. When the work returns, the rules judge what it noted (`changes`) and
-their flags join the same transaction, which then commits. On any error — a 4xx included — it
-rolls back, and only what the refusal itself must keep is written, each writer in a short unit
-of its own (a failed login's audit row, a quarantined record and its flag, the push log).
+their flags join the same transaction, which then commits. On any error — a 4xx included — the
+work rolls back to the savepoint the unit opened before it, and only what the refusal itself
+must keep is written (a failed password's count and audit row, a quarantined record and its
+flag, the push log), then judged and committed in the same transaction. So a refusal's records
+are in before the unit lets go of the database: SQLite's write lock, and the advisory locks
+that make the password limit atomic (`backend.auth.limiter`), last until they are committed.
+What a step kept and a caller then caught (a quarantined part of a session) is written too.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, current_app, g, request
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
-from backend import changes, db
+from backend import changes, db, synced
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.errors import HTTP_CODES, VigilError
@@ -36,16 +41,55 @@ def judge_with(rt: Runtime) -> Callable[[Session], list[Raised]]:
     return lambda session: settle(session, rt)
 
 
+# Where a session keeps the savepoint its unit's work runs in.
+WORK = "vigil.work"
+
+
+def begin(session: Session) -> Session:
+    """Run the unit's work in a savepoint, which a refusal rolls back within the transaction."""
+    work = session.info.get(WORK)
+    if work is None or not work.is_active:
+        session.info[WORK] = session.begin_nested()
+    return session
+
+
 def finish(session: Session, rt: Runtime) -> None:
-    """Judge what the unit noted, then commit it."""
+    """Write what refused steps kept, judge what the unit noted, then commit it."""
+    for writer in changes.kept(session):
+        writer(session)
     settle(session, rt)
+    work = session.info.pop(WORK, None)
+    if work is not None and work.is_active:
+        # Released first: the commit's own hooks (the sync index) run outside any savepoint.
+        work.commit()
     session.commit()
 
 
+def _back_to_start(session: Session) -> bool:
+    """Roll the work back to its savepoint; tell whether the transaction is still usable."""
+    work = session.info.pop(WORK, None)
+    if work is None or session.get_nested_transaction() is not work:
+        return False
+    try:
+        work.rollback()
+    except DBAPIError:
+        log.warning("could not roll back to the unit's savepoint", exc_info=True)
+        return False
+    return True
+
+
 def abandon(sessions: sessionmaker[Session], session: Session, rt: Runtime) -> None:
-    """Roll the unit back, then write what its refusal keeps, each in a unit of its own."""
+    """Roll the unit's work back, then write, judge and commit what its refusal keeps."""
     writers = changes.kept(session)
     changes.take(session)
+    for key in synced.KEYS:
+        session.info.pop(key, None)
+    if _back_to_start(session):
+        for writer in writers:
+            writer(session)
+        finish(session, rt)
+        return
+    # The transaction itself failed (a lost connection, say): each record in a unit of its own.
     session.rollback()
     for writer in writers:
         with unit(sessions, rt) as kept:
@@ -55,7 +99,7 @@ def abandon(sessions: sessionmaker[Session], session: Session, rt: Runtime) -> N
 @contextmanager
 def unit(sessions: sessionmaker[Session], rt: Runtime) -> Iterator[Session]:
     """Yield a session for one unit of work; commit it at the end, or roll it back on error."""
-    session = sessions()
+    session = begin(sessions())
     try:
         yield session
         finish(session, rt)
@@ -78,6 +122,7 @@ class VigilFlask(Flask):
 
     def dispatch_request(self) -> Any:
         """Run the view, then commit what it did; roll back and keep the refusal's records."""
+        begin(db.session())
         try:
             answer = super().dispatch_request()
         except BaseException as error:

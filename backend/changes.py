@@ -5,9 +5,10 @@ nurse's visits, a visit's session, a loss report, a quarantined record, or facts
 row of their own (a count, a phone's clock) — and the boundary that owns the transaction
 judges everything noted in one call just before it commits (see `backend.boundary`).
 
-A refused request rolls back. What the refusal itself must keep (a failed login's audit row,
-a quarantined record with its flag) is handed to `keep` as a writer, which the boundary runs in
-a short unit of its own after the rollback.
+A refused request rolls back. What the refusal itself must keep (a failed password's count and
+audit row, a quarantined record with its flag) is handed to `keep` as a writer, which the
+boundary runs after the rollback, in the same transaction, before it commits; and also when a
+caller caught the refusal and the unit went on to commit.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def settle(session: Session) -> list[Any]:
 
 
 def keep(session: Session, writer: Writer) -> None:
-    """Have `writer` run in its own unit if this one is refused (rolled back)."""
+    """Have `writer` run at the end of this unit, after its rollback if it is refused."""
     session.info.setdefault(KEPT, []).append(writer)
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import DateTime, Engine, MetaData, Uuid, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, Uuid, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -24,6 +24,8 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 CLOCK = "vigil.clock"
+# Marks a pooled connection that holds session-level advisory locks, to release on its return.
+ADVISORY = "vigil.advisory_locks"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -82,13 +84,29 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _release_advisory_locks(dbapi_connection: Any, record: Any) -> None:
+    if not record.info.pop(ADVISORY, False) or dbapi_connection is None:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT pg_advisory_unlock_all()")
+        cursor.close()
+        # The statement opened a transaction: end it, so that the pool keeps an idle connection.
+        dbapi_connection.rollback()
+    except Exception:
+        # A connection that cannot be cleaned is closed: PostgreSQL frees its locks with it.
+        record.invalidate()
+
+
 def build_engine(url: str) -> Engine:
     """Create the engine for `url`; SQLite gets foreign keys, WAL and queued writers."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    event.listen(engine, "checkin", _release_advisory_locks)
+    return engine
 
 
 class Database:
@@ -139,6 +157,22 @@ def session() -> Session:
     if "db_session" not in g:
         g.db_session = current_app.extensions["vigil.db"].sessions()
     return g.db_session
+
+
+def hold_lock(session: Session, space: int, key: int) -> None:
+    """Hold an exclusive lock on (space, key) until the session's transaction has ended.
+
+    On PostgreSQL it is a session-level advisory lock, which a rolled-back savepoint does not
+    release (a transaction-level one it would): it lasts until the unit's connection goes back
+    to the pool, after the commit or rollback. SQLite needs none: a unit holds the database's
+    write lock from BEGIN IMMEDIATE to its end.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return
+    connection.info[ADVISORY] = True
+    connection.execute(text("SELECT pg_advisory_lock(:space, :key)"),
+                       {"space": space, "key": key})
 
 
 def upsert(session: Session, table: Any) -> Any:

@@ -60,7 +60,7 @@ class Conflict(VigilError):
 
 
 class LockedOut(VigilError):
-    """Too many failed logins; retry later."""
+    """Too many failed passwords (logins or witnesses' confirmations); retry later."""
 
     status = 429
     code = "locked_out"

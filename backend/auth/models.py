@@ -1,4 +1,4 @@
-"""Sessions (refresh-token families), refresh tokens and failed-login records."""
+"""Sessions (refresh-token families), refresh tokens and failed-password records."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class RefreshToken(Base):
 
 
 class LoginFailure(Base):
-    """A failed login, counted per account and per address by every worker alike."""
+    """A failed password (a login's or a witness's), counted per account and per address."""
 
     __tablename__ = "login_failure"
     __table_args__ = (Index("ix_login_failure_scope_key_at", "scope", "key", "occurred_at"),)

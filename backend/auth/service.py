@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import secrets
 import uuid
@@ -11,17 +10,17 @@ from datetime import datetime, timedelta
 from functools import partial
 
 import jwt
-from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from backend import changes
 from backend.accounts.models import Organisation, User
 from backend.audit import service as audit
+from backend.auth import limiter
 from backend.auth.caller import Caller
-from backend.auth.models import LoginFailure, RefreshToken, TokenFamily
+from backend.auth.models import RefreshToken, TokenFamily
 from backend.devices.models import Device
-from backend.errors import InvalidCredentials, InvalidField, LockedOut, Unauthenticated
+from backend.errors import InvalidCredentials, InvalidField, Unauthenticated
 from backend.runtime import Runtime
 
 ACCESS_ALGORITHM = "HS256"
@@ -39,36 +38,6 @@ class TokenPair:
 def hash_refresh_token(token: str) -> bytes:
     """Return the stored form of a refresh token (256 random bits need no slow hash)."""
     return hashlib.sha256(token.encode()).digest()
-
-
-def _check_limit(session: Session, rt: Runtime, now: datetime, scope: str, key: str,
-                 limit: int) -> None:
-    window = timedelta(seconds=rt.login_limits.window_seconds)
-    recent = session.scalars(
-        select(LoginFailure.occurred_at)
-        .where(LoginFailure.scope == scope, LoginFailure.key == key,
-               LoginFailure.occurred_at > now - window)
-        .order_by(LoginFailure.occurred_at.desc()).limit(limit)).all()
-    if len(recent) >= limit:
-        # The lock lifts when the limit-th most recent failure leaves the window.
-        retry_after = max(1, int((recent[-1] + window - now).total_seconds()) + 1)
-        raise LockedOut("Too many failed logins; try again later.", retry_after)
-
-
-def _record_failure(session: Session, now: datetime, account_key: str,
-                    address: str | None) -> None:
-    session.add(LoginFailure(scope="account", key=account_key, occurred_at=now))
-    if address:
-        session.add(LoginFailure(scope="address", key=address, occurred_at=now))
-
-
-def _failed_login(session: Session, *, now: datetime, account_key: str, address: str | None,
-                  user_id: uuid.UUID | None, organisation_id: uuid.UUID | None,
-                  username: str) -> None:
-    _record_failure(session, now, account_key, address)
-    audit.record(session, now, None, "auth.login_failed", "user", user_id,
-                 organisation_id=organisation_id, address=address,
-                 detail={"username": username})
 
 
 def _reused(session: Session, *, now: datetime, caller: Caller) -> None:
@@ -97,25 +66,20 @@ def login(session: Session, rt: Runtime, *, org_slug: str, username: str, passwo
           device_id: uuid.UUID | None, address: str | None) -> TokenPair:
     """Check credentials and limits, and open a token family bound to the device if given."""
     now = rt.clock.now()
-    account_key = f"{org_slug.lower()}:{username.lower()}"
-    _check_limit(session, rt, now, "account", account_key, rt.login_limits.max_per_account)
-    if address:
-        _check_limit(session, rt, now, "address", address, rt.login_limits.max_per_address)
     org = session.scalar(select(Organisation).where(Organisation.slug == org_slug.lower()))
     user = org and session.scalar(select(User).where(
         User.organisation_id == org.id, User.username == username.lower()))
-    if not _password_ok(rt, user, password):
-        # The answer is an error, yet the failure must be stored: it drives the limit.
-        changes.keep(session, partial(
-            _failed_login, now=now, account_key=account_key, address=address,
-            user_id=user.id if user else None, organisation_id=org.id if org else None,
-            username=username.lower()))
+    attempt = limiter.Attempt(limiter.account_key(org_slug, username), address)
+    password_hash = user.password_hash if user is not None and user.active else None
+    failed = partial(audit.record, now=now, caller=None, action="auth.login_failed",
+                     object_type="user", object_id=user.id if user else None,
+                     organisation_id=org.id if org else None, address=address,
+                     detail={"username": username.lower()})
+    if not limiter.verify(session, rt, attempt, password_hash, password, audit=failed):
         raise InvalidCredentials("Wrong organisation, username or password.")
     if rt.passwords.check_needs_rehash(user.password_hash):
         user.password_hash = rt.passwords.hash(password)
     device = _login_device(session, user, device_id)
-    session.execute(delete(LoginFailure).where(
-        LoginFailure.scope == "account", LoginFailure.key == account_key))
     family = TokenFamily(user_id=user.id, device_id=device.id if device else None,
                          created_at=now)
     session.add(family)
@@ -123,17 +87,6 @@ def login(session: Session, rt: Runtime, *, org_slug: str, username: str, passwo
     caller = caller_for(user, family, address)
     audit.record(session, now, caller, "auth.login", "user", user.id)
     return _issue(session, rt, now, user, family)
-
-
-def _password_ok(rt: Runtime, user: User | None, password: str) -> bool:
-    if user is None or not user.active:
-        with contextlib.suppress(VerificationError):
-            rt.passwords.verify(rt.dummy_password_hash, password)
-        return False
-    try:
-        return rt.passwords.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 def _login_device(session: Session, user: User, device_id: uuid.UUID | None) -> Device | None:

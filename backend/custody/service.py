@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from argon2.exceptions import VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,6 +15,7 @@ from backend import changes
 from backend.accounts.models import Role, User
 from backend.accounts.service import dea_number_problem, organisation_zone
 from backend.audit import service as audit
+from backend.auth import limiter
 from backend.auth.caller import Caller
 from backend.custody.ledger import (
     VAULT,
@@ -74,6 +75,11 @@ class Witness:
     device_id: uuid.UUID | None = None
     signature: str | None = None
     password: str | None = None
+
+    @property
+    def by_signature(self) -> bool:
+        """Tell whether the witness confirms with their phone's signature."""
+        return bool(self.device_id and self.signature)
 
 
 @dataclass(frozen=True)
@@ -186,15 +192,25 @@ def _confirm(session: Session, rt: Runtime, caller: Caller, movement: Movement,
     if len(witnesses) < needed or len(ids) < len(witnesses) or caller.user_id in ids:
         raise WitnessRequired(f"A {movement.kind} needs {needed} witness(es), each another "
                               "user of the organisation, who confirm it themselves.")
-    return [_confirmation(session, rt, caller, movement, w) for w in witnesses]
+    users = [_witness(session, caller, w) for w in witnesses]
+    # Every password's counters at once, in the limiter's one order: no two checks deadlock.
+    limiter.guard(session, rt, [limiter.Attempt.of(session, user, caller.address)
+                                for user, w in zip(users, witnesses, strict=True)
+                                if w.password and not w.by_signature])
+    return [_confirmation(session, rt, caller, movement, w, user)
+            for w, user in zip(witnesses, users, strict=True)]
 
 
-def _confirmation(session: Session, rt: Runtime, caller: Caller, movement: Movement,
-                  witness: Witness) -> dict[str, Any]:
+def _witness(session: Session, caller: Caller, witness: Witness) -> User:
     user = of_organisation(session, User, witness.user_id, caller.organisation_id)
     if not user or not user.active:
         raise WitnessRequired("A witness must be an active user of this organisation.")
-    if witness.device_id and witness.signature:
+    return user
+
+
+def _confirmation(session: Session, rt: Runtime, caller: Caller, movement: Movement,
+                  witness: Witness, user: User) -> dict[str, Any]:
+    if witness.by_signature:
         try:
             verify_device_signature(session, organisation_id=caller.organisation_id,
                                     user_id=user.id, device_id=witness.device_id,
@@ -203,10 +219,15 @@ def _confirmation(session: Session, rt: Runtime, caller: Caller, movement: Movem
             raise WitnessRequired(f"The witness's signature failed: {exc.message}") from exc
         return {"user_id": str(user.id), "method": "device_signature",
                 "device_id": str(witness.device_id), "signature": witness.signature}
-    try:
-        rt.passwords.verify(user.password_hash, witness.password or "")
-    except VerificationError as exc:
-        raise WitnessRequired("The witness's password did not confirm the entry.") from exc
+    if not witness.password:
+        raise WitnessRequired("A witness confirms with their phone's signature or their password.")
+    # A witness's password is a login's: limited, counted and audited alike (never the value).
+    failed = partial(audit.record, now=rt.clock.now(), caller=caller,
+                     action="custody.witness_failed", object_type="user", object_id=user.id,
+                     detail={"kind": str(movement.kind), "entry_id": str(movement.id)})
+    if not limiter.verify(session, rt, limiter.Attempt.of(session, user, caller.address),
+                          user.password_hash, witness.password, audit=failed):
+        raise WitnessRequired("The witness's password did not confirm the entry.")
     return {"user_id": str(user.id), "method": "password"}
 
 

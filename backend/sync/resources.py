@@ -94,6 +94,7 @@ class Sync(MethodView):
         # claimed in a unit of its own, so a retry arriving meanwhile sees the claim at once.
         # Authentication only read: end that read, so no lock of it waits on the claim.
         session.rollback()
+        boundary.begin(session)
         held = boundary.run_in_unit(
             current_app.extensions["vigil.db"].sessions, rt, partial(
                 receipts.claim, rt=rt, caller=caller, key=headers["idempotency_key"],
