@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from backend import api, boundary, changes, config, errors
+from backend import api, boundary, changes, config, errors, security_headers
 from backend.boundary import VigilFlask
 from backend.clock import SystemClock
 from backend.db import Database
@@ -60,10 +60,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
              info={changes.JUDGE: boundary.judge_with(app.extensions["vigil.runtime"])}
              ).init_app(app)
     errors.init_app(app)
+    security_headers.init_app(app)
     api.init_app(app, _blueprints())
     from backend.health.resources import blp as health
 
     app.register_blueprint(health)
     if app.config["TRUST_PROXY"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+        # The proxy's X-Forwarded-For is the client's address, its X-Forwarded-Proto whether
+        # the client came over TLS (which turns HSTS on).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
     return app

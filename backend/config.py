@@ -67,7 +67,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Most records one sync push may carry; more get 413 (bytes are capped by "
             "`VIGIL_MAX_REQUEST_BYTES`)."),
     Setting("VIGIL_TRUST_PROXY", "TRUST_PROXY", False, _parse_bool,
-            "Take the client address from `X-Forwarded-For` (set only behind a proxy)."),
+            "Trust one proxy's `X-Forwarded-For` (the client's address) and "
+            "`X-Forwarded-Proto` (TLS, which turns HSTS on); set only behind such a proxy."),
 )
 
 KEY_SETTINGS = ("SECRET_KEY", "SIGNING_KEY", "PHI_KEYS", "BLIND_INDEX_KEY")
