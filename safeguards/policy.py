@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 Number = int | Decimal
@@ -29,7 +29,14 @@ def _checked(name: str, value: object, decimal: bool) -> Number:
 
 @dataclass(frozen=True)
 class Threshold:
-    """A named limit: its default, its unit, and where the default comes from."""
+    """A named limit: its default, its unit, where the default comes from, and its bounds.
+
+    `minimum` and `maximum` are the values an organisation or a plan may set: beyond them a
+    value is a slip of the keyboard or switches the rule off (an EVV radius of 2,147,483,647
+    m passes every check-in). They come from CLINICAL.md where it speaks (a mile for EVV,
+    45 days for DEA Form 106, monitoring past the 40 min blood-pressure peak), else from
+    common sense.
+    """
 
     name: str
     default: Number
@@ -37,206 +44,264 @@ class Threshold:
     source: str
     # Common practice rather than a published rule: documentation must say it is a choice.
     practice: bool = False
+    minimum: Number = field(kw_only=True)
+    maximum: Number = field(kw_only=True)
 
     def __post_init__(self) -> None:
-        _checked(self.name, self.default, isinstance(self.default, Decimal))
+        decimal = isinstance(self.default, Decimal)
+        low, default, high = (_checked(self.name, number, decimal)
+                              for number in (self.minimum, self.default, self.maximum))
+        if not low <= default <= high:
+            raise ValueError(f"{self.name}: the default {self.default} is outside "
+                             f"{self.minimum}..{self.maximum}")
 
     def accept(self, value: object) -> Number:
         """Return `value` as this threshold's kind of number, or refuse it."""
-        return _checked(self.name, value, isinstance(self.default, Decimal))
+        number = _checked(self.name, value, isinstance(self.default, Decimal))
+        if not self.minimum <= number <= self.maximum:
+            raise ValueError(f"{self.name} must be between {self.minimum} and {self.maximum} "
+                             f"{self.unit}, not {number}")
+        return number
+
+    def clamped(self, value: Number) -> Number:
+        """Return `value` brought within this threshold's bounds."""
+        return min(max(value, self.minimum), self.maximum)
 
 
 DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
     Threshold("min_interval_hours", 48, "h",
-              "CLINICAL.md Frequency: twice-weekly start, Krystal et al. 2019 (Neuron 101:774)"),
+              "CLINICAL.md Frequency: twice-weekly start, Krystal et al. 2019 (Neuron 101:774)",
+              minimum=24, maximum=2160),
     Threshold("bp_hold_systolic", 140, "mmHg",
-              "CLINICAL.md Monitoring: pre-dose hold above 140 systolic", practice=True),
+              "CLINICAL.md Monitoring: pre-dose hold above 140 systolic",
+              minimum=100, maximum=200, practice=True),
     Threshold("bp_hold_diastolic", 90, "mmHg",
-              "CLINICAL.md Monitoring: pre-dose hold above 90 diastolic", practice=True),
+              "CLINICAL.md Monitoring: pre-dose hold above 90 diastolic",
+              minimum=60, maximum=130, practice=True),
     Threshold("monitoring_window_minutes", 120, "min",
-              "CLINICAL.md Monitoring: at least 2 h after a dose, Spravato REMS"),
+              "CLINICAL.md Monitoring: at least 2 h after a dose, Spravato REMS",
+              minimum=60, maximum=480),
     Threshold("max_mg_per_kg_racemic_iv", Decimal("1.0"), "mg/kg",
-              "CLINICAL.md Drugs: 1.0 mg/kg adds no benefit, Krystal et al. 2019; Fava 2017"),
+              "CLINICAL.md Drugs: 1.0 mg/kg adds no benefit, Krystal et al. 2019; Fava 2017",
+              minimum=Decimal("0.1"), maximum=Decimal("2.0")),
     Threshold("evv_radius_m", 250, "m",
               "CLINICAL.md EVV: vendors allow 250 ft (HHAeXchange) to 1 mile (Sandata)",
-              practice=True),
+              minimum=50, maximum=1609, practice=True),
     Threshold("loss_notice_business_days", 1, "business days",
               "CLINICAL.md DEA: written notice of theft or significant loss, "
-              "21 CFR 1301.76(b)"),
+              "21 CFR 1301.76(b)",
+              minimum=1, maximum=1),
     Threshold("form_106_days", 45, "days",
-              "CLINICAL.md DEA: DEA Form 106 after theft or loss, 21 CFR 1301.76(b)"),
+              "CLINICAL.md DEA: DEA Form 106 after theft or loss, 21 CFR 1301.76(b)",
+              minimum=1, maximum=45),
     Threshold("induction_max_per_7_days", 2, "doses",
               "CLINICAL.md Frequency: induction at most 2 doses in any 7 days; twice weekly "
-              "start, Krystal et al. 2019"),
+              "start, Krystal et al. 2019",
+              minimum=1, maximum=3),
     Threshold("induction_max_per_28_days", 8, "doses",
               "CLINICAL.md Frequency: twice weekly for the 4 induction weeks, Krystal et al. "
-              "2019; Spravato label weeks 1-4", practice=True),
+              "2019; Spravato label weeks 1-4",
+              minimum=1, maximum=12, practice=True),
     Threshold("induction_weeks", 4, "weeks",
-              "CLINICAL.md Frequency: Spravato label, twice weekly in weeks 1-4", practice=True),
+              "CLINICAL.md Frequency: Spravato label, twice weekly in weeks 1-4",
+              minimum=1, maximum=52, practice=True),
     Threshold("maintenance_max_per_7_days", 1, "doses",
-              "CLINICAL.md Frequency: maintenance at most 1 dose in 7 days"),
+              "CLINICAL.md Frequency: maintenance at most 1 dose in 7 days",
+              minimum=1, maximum=3),
     Threshold("maintenance_max_per_28_days", 4, "doses",
-              "CLINICAL.md Frequency: weekly in weeks 5-8, Spravato label", practice=True),
+              "CLINICAL.md Frequency: weekly in weeks 5-8, Spravato label",
+              minimum=1, maximum=12, practice=True),
     Threshold("maintenance_weeks", 4, "weeks",
-              "CLINICAL.md Frequency: Spravato label, weekly in weeks 5-8", practice=True),
+              "CLINICAL.md Frequency: Spravato label, weekly in weeks 5-8",
+              minimum=1, maximum=52, practice=True),
     Threshold("taper_max_per_7_days", 1, "doses",
-              "CLINICAL.md Frequency: taper gradually, Krystal et al. 2019", practice=True),
+              "CLINICAL.md Frequency: taper gradually, Krystal et al. 2019",
+              minimum=1, maximum=3, practice=True),
     Threshold("taper_max_per_28_days", 2, "doses",
               "CLINICAL.md Frequency: every 2 weeks from week 9 (Spravato label), toward "
-              "monthly (Krystal et al. 2019)", practice=True),
+              "monthly (Krystal et al. 2019)",
+              minimum=1, maximum=12, practice=True),
     Threshold("visit_minutes", 180, "min",
               "CLINICAL.md: 40 min infusion (Krystal et al. 2019) + 2 h monitoring (Spravato "
-              "REMS) + setting up", practice=True),
+              "REMS) + setting up",
+              minimum=60, maximum=480, practice=True),
     Threshold("travel_buffer_minutes", 30, "min",
               "Vigil practice default (no published rule): time between two homes",
-              practice=True),
+              minimum=0, maximum=240, practice=True),
     Threshold("missed_visit_grace_minutes", 60, "min",
               "Vigil practice default (no published rule): how late a check-in may be before "
-              "the visit counts as missed", practice=True),
+              "the visit counts as missed",
+              minimum=0, maximum=480, practice=True),
     Threshold("reminder_lead_hours", 24, "h",
               "Vigil practice default (no published rule): nurses are reminded the day before",
-              practice=True),
+              minimum=1, maximum=168, practice=True),
     Threshold("bag_return_deadline_hours", 2, "h",
               "Vigil practice default (no published rule): a nurse's bag is back to zero this "
               "long after her last visit of the day; CLINICAL.md Diversion: dispense = "
-              "administered + wasted + returned (Bluesight)", practice=True),
+              "administered + wasted + returned (Bluesight)",
+              minimum=1, maximum=24, practice=True),
     Threshold("infusion_tolerance_minutes", 5, "min",
               "Vigil practice default (no published rule): how much shorter than the plan's "
               "infusion minutes an infusion may run; CLINICAL.md Drugs: 0.5 mg/kg over 40 min",
-              practice=True),
+              minimum=0, maximum=60, practice=True),
     Threshold("cadss_discharge_delta", 4, "CADSS points",
               "Vigil practice default (no published rule): discharge CADSS total above the "
               "pre-dose total by more than this is unresolved dissociation; CLINICAL.md "
-              "Monitoring: until dissociation resolves, Spravato REMS", practice=True),
+              "Monitoring: until dissociation resolves, Spravato REMS",
+              minimum=0, maximum=92, practice=True),
     Threshold("observation_interval_minutes", 15, "min",
-              "CLINICAL.md Monitoring: IV practice every 15 min after the dose, Emory series"),
+              "CLINICAL.md Monitoring: IV practice every 15 min after the dose, Emory series",
+              minimum=0, maximum=60),
     Threshold("bp_peak_minutes", 40, "min",
               "CLINICAL.md Monitoring: blood pressure ~40 min after the dose (the peak), "
-              "Spravato label"),
+              "Spravato label",
+              minimum=20, maximum=90),
     Threshold("bp_peak_tolerance_minutes", 10, "min",
               "Vigil practice default (no published rule): how far from the 40 min peak a "
-              "blood-pressure reading still counts", practice=True),
+              "blood-pressure reading still counts",
+              minimum=0, maximum=30, practice=True),
     Threshold("weight_max_age_days", 30, "days",
               "Vigil practice default (no published rule): oldest weight a mg/kg dose may use",
-              practice=True),
+              minimum=1, maximum=365, practice=True),
     Threshold("alarm_systolic", 180, "mmHg",
               "Alarm at or above; CLINICAL.md Monitoring: severe hypertension in 0.98% of IV "
-              "sessions, Yale series 2024 (the 180 cut-off is practice)", practice=True),
+              "sessions, Yale series 2024 (the 180 cut-off is practice)",
+              minimum=120, maximum=250, practice=True),
     Threshold("alarm_diastolic", 110, "mmHg",
               "Alarm at or above; CLINICAL.md Monitoring: severe hypertension, Yale series 2024 "
-              "(the 110 cut-off is practice)", practice=True),
+              "(the 110 cut-off is practice)",
+              minimum=80, maximum=150, practice=True),
     Threshold("bp_rise_systolic", 40, "mmHg",
               "Alarm at a rise this large over pre-dose; CLINICAL.md Monitoring: >= +40 mmHg "
-              "systolic, Spravato label"),
+              "systolic, Spravato label",
+              minimum=10, maximum=100),
     Threshold("bp_rise_diastolic", 25, "mmHg",
               "Alarm at a rise this large over pre-dose; CLINICAL.md Monitoring: >= +25 mmHg "
-              "diastolic, Spravato label"),
+              "diastolic, Spravato label",
+              minimum=10, maximum=60),
     Threshold("alarm_spo2", 92, "%",
               "Vigil practice default (no published rule): alarm below this SpO2",
-              practice=True),
+              minimum=80, maximum=99, practice=True),
     Threshold("alarm_respiratory_rate", 10, "breaths/min",
               "Vigil practice default (no published rule): alarm below this respiratory rate",
-              practice=True),
+              minimum=4, maximum=20, practice=True),
     Threshold("alarm_heart_rate_high", 120, "beats/min",
               "Vigil practice default (no published rule): alarm above this heart rate",
-              practice=True),
+              minimum=80, maximum=200, practice=True),
     Threshold("alarm_heart_rate_low", 50, "beats/min",
               "Vigil practice default (no published rule): alarm below this heart rate",
-              practice=True),
+              minimum=30, maximum=70, practice=True),
     Threshold("creep_recent_doses", 3, "doses",
               "Vigil practice default (no published rule): the latest doses whose median is "
               "compared with the earlier ones'; CLINICAL.md Drugs: steep dose-response, "
-              "Krystal et al. 2019", practice=True),
+              "Krystal et al. 2019",
+              minimum=1, maximum=20, practice=True),
     Threshold("creep_min_doses", 6, "doses",
               "Vigil practice default (no published rule): fewest doses before creep is "
-              "judged, so the earlier doses outnumber one odd session", practice=True),
+              "judged, so the earlier doses outnumber one odd session",
+              minimum=2, maximum=100, practice=True),
     Threshold("creep_max_rise", Decimal("0.20"), "ratio",
               "Vigil practice default (no published rule): how far the recent median dose may "
               "rise over the earlier median; CLINICAL.md Drugs: more dissociation and no added "
-              "benefit at higher doses, Krystal et al. 2019; Fava 2017", practice=True),
+              "benefit at higher doses, Krystal et al. 2019; Fava 2017",
+              minimum=Decimal("0.05"), maximum=Decimal("2.0"), practice=True),
     Threshold("low_dose_ratio", Decimal("0.4"), "ratio of the planned dose",
               "CLINICAL.md Drugs: 0.2 mg/kg is subtherapeutic against the usual 0.5 mg/kg, "
-              "Krystal et al. 2019: a dose under 0.4 of the plan's treats nothing"),
+              "Krystal et al. 2019: a dose under 0.4 of the plan's treats nothing",
+              minimum=Decimal("0.05"), maximum=Decimal("1.0")),
     Threshold("large_waste_ratio", Decimal("0.5"), "ratio of the planned dose",
               "Vigil practice default (no published rule): waste this large a share of the "
               "planned dose; CLINICAL.md Diversion: whole-dose waste, BD/CareFusion patents",
-              practice=True),
+              minimum=Decimal("0.05"), maximum=Decimal("10"), practice=True),
     Threshold("dose_outside_visit_minutes", 60, "min",
               "Vigil practice default (no published rule): how far outside its visit's "
               "scheduled window a dose may start (as late as a check-in may be)",
-              practice=True),
+              minimum=0, maximum=480, practice=True),
     Threshold("extra_visit_cluster_count", 3, "visits",
               "Vigil practice default (no published rule): override or out-of-series visits "
-              "of one patient that make a cluster", practice=True),
+              "of one patient that make a cluster",
+              minimum=2, maximum=50, practice=True),
     Threshold("extra_visit_cluster_days", 28, "days",
               "Vigil practice default: the window a cluster of extra visits falls in, as long "
               "as the longest frequency window; CLINICAL.md Frequency: doses per 28 days",
-              practice=True),
+              minimum=7, maximum=365, practice=True),
     Threshold("waste_late_hours", 4, "h",
               "Vigil practice default: longest gap from the end of the dose to its waste, "
               "40 min infusion + 2 h monitoring + margin; CLINICAL.md Diversion: long delay "
-              "between dispense and waste, BD/CareFusion patents", practice=True),
+              "between dispense and waste, BD/CareFusion patents",
+              minimum=1, maximum=72, practice=True),
     Threshold("witness_pair_max_p_value", Decimal("0.0001"), "probability",
               "Vigil practice default: chance of so many shared wastes if witnesses were "
               "picked at random; 40 nurses make ~1,600 pairs, so 1 in 10,000 keeps an honest "
               "scan near zero; CLINICAL.md Diversion: waste score (BD/CareFusion)",
-              practice=True),
+              minimum=Decimal("0.000001"), maximum=Decimal("0.05"), practice=True),
     Threshold("witness_pair_min_wastes", 10, "wastes",
               "Vigil practice default (no published rule): fewest wastes of a nurse before "
-              "her witnesses are compared with chance", practice=True),
+              "her witnesses are compared with chance",
+              minimum=2, maximum=1000, practice=True),
     Threshold("witness_pair_min_share", Decimal("0.5"), "share of her wastes",
               "Vigil practice default (no published rule): one witness on at least half of "
               "a nurse's wastes, so a small team's regular partner is not flagged on p alone",
-              practice=True),
+              minimum=Decimal("0.1"), maximum=Decimal("1.0"), practice=True),
     Threshold("waste_rate_z", Decimal("3.5"), "modified z",
               "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier (Epstein's 2 SD "
               "flags ~1 in 40 honest nurses); CLINICAL.md Diversion: more waste than usual "
-              "(BD/CareFusion), peer score within a role (Omnicell; Bluesight IRIS)"),
+              "(BD/CareFusion), peer score within a role (Omnicell; Bluesight IRIS)",
+              minimum=Decimal("2.0"), maximum=Decimal("10.0")),
     Threshold("administered_z", Decimal("3.5"), "modified z",
               "Iglewicz & Hoaglin 1993: |modified z| above 3.5 is an outlier; CLINICAL.md "
               "Diversion: per-shift usage against peers in the same role, normalised per "
-              "visit (Omnicell; Bluesight IRIS; heliometrics)"),
+              "visit (Omnicell; Bluesight IRIS; heliometrics)",
+              minimum=Decimal("2.0"), maximum=Decimal("10.0")),
     Threshold("activity_low_z", Decimal("3.5"), "modified z",
               "Iglewicz & Hoaglin 1993: modified z below -3.5 is an outlier; CLINICAL.md "
               "Diversion: count per day worked (Epstein 2007), unusually low activity counts "
-              "too (Omnicell; Bluesight IRIS)"),
+              "too (Omnicell; Bluesight IRIS)",
+              minimum=Decimal("2.0"), maximum=Decimal("10.0")),
     Threshold("peer_min_visits", 20, "visits",
               "Vigil practice default (no published rule): fewest visits before a nurse's "
-              "waste per visit is compared with her peers'", practice=True),
+              "waste per visit is compared with her peers'",
+              minimum=5, maximum=1000, practice=True),
     Threshold("peer_min_doses", 20, "doses",
               "Vigil practice default (no published rule): fewest doses before a nurse's "
-              "mg/kg per dose is compared with her peers'", practice=True),
+              "mg/kg per dose is compared with her peers'",
+              minimum=5, maximum=1000, practice=True),
     Threshold("peer_min_days_worked", 10, "days",
               "Vigil practice default (no published rule): fewest days worked before a "
-              "nurse's visits per day are compared with her peers'", practice=True),
+              "nurse's visits per day are compared with her peers'",
+              minimum=1, maximum=365, practice=True),
     Threshold("peer_min_peers", 8, "nurses",
               "Vigil practice default (no published rule): fewest other nurses in the role "
-              "with enough activity for a median and MAD to mean anything", practice=True),
+              "with enough activity for a median and MAD to mean anything",
+              minimum=3, maximum=1000, practice=True),
     Threshold("peer_min_difference", Decimal("0.15"), "ratio to the peer median",
               "Vigil practice default (no published rule): smallest departure from the peer "
               "median worth a review, as a z-score explodes when peers barely differ",
-              practice=True),
+              minimum=Decimal("0.01"), maximum=Decimal("1.0"), practice=True),
     Threshold("travel_max_kmh", 100, "km/h",
               "Vigil practice default (no published rule): faster than a nurse can drive "
               "between two homes; DESIGN.md Safeguards: too far apart for the time between",
-              practice=True),
+              minimum=20, maximum=300, practice=True),
     Threshold("clock_drift_max_seconds", 300, "s",
               "Vigil practice default (no published rule): device clock error that starts to "
               "distort dose intervals and monitoring minutes (DESIGN.md: device time is never "
-              "trusted for ordering)", practice=True),
+              "trusted for ordering)",
+              minimum=5, maximum=86400, practice=True),
     Threshold("interval_tolerance_minutes", 60, "min",
               "Vigil practice default (no published rule): how much sooner than the minimum "
               "interval a dose may start, as visits are booked the minimum apart and doses "
               "start a little off their booked time; CLINICAL.md Frequency: 48 h minimum",
-              practice=True),
+              minimum=0, maximum=720, practice=True),
     Threshold("sync_offline_window_days", 30, "days",
               "Vigil practice default (no published rule): the longest a phone may stay "
               "offline and still sync incrementally; deletions are kept this long (DESIGN.md "
-              "Sync with the phone; the refresh token also lasts 30 days)", practice=True),
+              "Sync with the phone; the refresh token also lasts 30 days)",
+              minimum=1, maximum=365, practice=True),
     Threshold("scan_window_days", 90, "days",
               "Vigil practice default (no published rule): how far back the nightly scan "
               "compares nurses with their peers; CLINICAL.md Diversion: per-person activity "
-              "against peers (Epstein 2007), normalised by visits worked", practice=True),
+              "against peers (Epstein 2007), normalised by visits worked",
+              minimum=7, maximum=365, practice=True),
 )
 
 

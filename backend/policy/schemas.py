@@ -6,11 +6,15 @@ from marshmallow import Schema, fields, validate
 
 
 class ThresholdSchema(Schema):
-    """A threshold: its value in force, its default, unit and source."""
+    """A threshold: its value in force, its default and bounds, unit and source."""
 
     name = fields.String()
     value = fields.String(metadata={"description": "The value in force (decimal string)."})
     default = fields.String()
+    minimum = fields.String(metadata={
+        "description": "The smallest value an organisation or a plan may set."})
+    maximum = fields.String(metadata={
+        "description": "The largest value an organisation or a plan may set."})
     unit = fields.String()
     source = fields.String(metadata={"description": "Where the default comes from."})
     practice = fields.Boolean(metadata={
@@ -20,4 +24,6 @@ class ThresholdSchema(Schema):
 class ThresholdUpdateSchema(Schema):
     """A new value for one threshold; null returns it to the default."""
 
-    value = fields.String(required=True, allow_none=True, validate=validate.Length(1, 40))
+    value = fields.String(required=True, allow_none=True, validate=validate.Length(1, 40),
+                          metadata={"description": "A decimal string between the threshold's "
+                                                   "minimum and maximum, or null."})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,11 +20,30 @@ from backend.policy.models import PolicyOverride
 from backend.runtime import Runtime
 from safeguards.policy import Number, Policy, Threshold, UnknownThreshold
 
+log = logging.getLogger(__name__)
+
+
+def _number(threshold: Threshold, raw: str) -> Number:
+    return Decimal(raw) if isinstance(threshold.default, Decimal) else int(raw)
+
 
 def parse_value(policy: Policy, name: str, raw: str) -> Number:
-    """Return `raw` as the kind of number threshold `name` holds."""
+    """Return `raw` as the kind of number threshold `name` holds, within its bounds."""
     threshold = policy.threshold(name)
-    return threshold.accept(Decimal(raw) if isinstance(threshold.default, Decimal) else int(raw))
+    return threshold.accept(_number(threshold, raw))
+
+
+def stored_value(policy: Policy, name: str, raw: str) -> Number:
+    """Return a value stored before its threshold had bounds, brought within them."""
+    # Refusing it here would fail every request that reads the policy; the nearest bound
+    # keeps the organisation's intent as far as the bounds allow.
+    threshold = policy.threshold(name)
+    number = _number(threshold, raw)
+    kept = threshold.clamped(number)
+    if kept != number:
+        log.warning("policy %s: stored %s is outside %s..%s; %s is used", name, raw,
+                    threshold.minimum, threshold.maximum, kept)
+    return threshold.accept(kept)
 
 
 def policy_for(session: Session, organisation_id: uuid.UUID) -> Policy:
@@ -31,16 +51,18 @@ def policy_for(session: Session, organisation_id: uuid.UUID) -> Policy:
     base = Policy()
     stored = session.execute(select(PolicyOverride.name, PolicyOverride.value).where(
         PolicyOverride.organisation_id == organisation_id)).all()
-    return base.with_overrides({name: parse_value(base, name, raw) for name, raw in stored})
+    return base.with_overrides({name: stored_value(base, name, raw) for name, raw in stored})
 
 
 @dataclass(frozen=True)
 class ThresholdView:
-    """A threshold as the API shows it: value in force, default, unit and source."""
+    """A threshold as the API shows it: value in force, default, bounds, unit, source."""
 
     name: str
     value: Number
     default: Number
+    minimum: Number
+    maximum: Number
     unit: str
     source: str
     practice: bool
@@ -49,7 +71,8 @@ class ThresholdView:
     def of(cls, threshold: Threshold, policy: Policy) -> ThresholdView:
         """Return the view of `threshold` under `policy`."""
         return cls(threshold.name, policy.value(threshold.name), threshold.default,
-                   threshold.unit, threshold.source, threshold.practice)
+                   threshold.minimum, threshold.maximum, threshold.unit, threshold.source,
+                   threshold.practice)
 
 
 def describe(session: Session, caller: Caller) -> list[ThresholdView]:
@@ -91,7 +114,7 @@ def policy_for_plan(session: Session, organisation_id: uuid.UUID,
     policy = policy_for(session, organisation_id)
     if plan_version is None or not plan_version.policy_overrides:
         return policy
-    return policy.with_overrides({name: parse_value(policy, name, raw)
+    return policy.with_overrides({name: stored_value(policy, name, raw)
                                   for name, raw in plan_version.policy_overrides.items()})
 
 

@@ -17,9 +17,11 @@ from backend.accounts.models import Organisation, Role, User
 from backend.administration.models import DoseRecord, QuarantinedEvent
 from backend.custody.models import CustodyBalance, CustodyEntry, Kind, LossReport
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
+from backend.policy.service import stored_value
 from backend.products.models import DrugProduct
 from backend.visits.models import EvvEvent, Visit, VisitStatus
 from safeguards import facts as f
+from safeguards.policy import Policy
 
 # The 28-day limit and a dose's interval look back this far before the scan window.
 CONTEXT = timedelta(days=28)
@@ -358,8 +360,10 @@ def _plan_overrides(session: Session, scope: Scope) -> dict[str, dict[str, objec
     if scope.nurse_id:
         query = query.where(PlanVersion.id.in_(select(Visit.plan_version_id).where(
             Visit.nurse_id == scope.nurse_id, Visit.scheduled_start >= scope.context_since)))
-    rows = session.execute(query)
-    return {str(version): dict(overrides) for version, overrides in rows if overrides}
+    rows, base = session.execute(query), Policy()
+    # Stored as decimal strings: the rules take them as the numbers their thresholds hold.
+    return {str(version): {name: stored_value(base, name, raw) for name, raw in overrides.items()}
+            for version, overrides in rows if overrides}
 
 
 def organisation_ids(session: Session) -> list[uuid.UUID]:

@@ -165,7 +165,7 @@ def test_sessions_keep_the_keys_the_monitoring_rules_gave_them(findings):
 
 
 def test_sessions_are_judged_under_their_plan():
-    plans = {"plan-1": {"monitoring_window_minutes": 30}}
+    plans = {"plan-1": {"monitoring_window_minutes": 60}}
     early = [f for f in found(ALL, facts(**everything(), plan_overrides=plans))
              if f.rule_id == "monitoring.early_discharge"]
     assert early == []

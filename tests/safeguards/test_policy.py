@@ -99,9 +99,42 @@ def test_unknown_name_is_refused_on_lookup():
 
 def test_policy_refuses_a_threshold_defined_twice():
     with pytest.raises(ValueError, match="twice"):
-        Policy([Threshold("a", 1, "h", "x"), Threshold("a", 2, "h", "x")])
+        Policy([Threshold("a", 1, "h", "x", minimum=0, maximum=9),
+                Threshold("a", 2, "h", "x", minimum=0, maximum=9)])
 
 
 def test_threshold_default_cannot_be_a_float():
     with pytest.raises(TypeError):
-        Threshold("max_mg", 1.0, "mg/kg", "x")
+        Threshold("max_mg", 1.0, "mg/kg", "x", minimum=0, maximum=2)
+
+
+@pytest.mark.parametrize("threshold", Policy().thresholds(), ids=lambda t: t.name)
+def test_every_threshold_has_bounds_around_its_default(threshold):
+    assert threshold.minimum <= threshold.default <= threshold.maximum
+    assert type(threshold.minimum) is type(threshold.maximum) is type(threshold.default)
+
+
+@pytest.mark.parametrize(("bounds", "default"), [((5, 9), 4), ((5, 9), 10), ((9, 5), 7),
+                                                 ((Decimal(0), 9), 1), ((-1, 9), 1)])
+def test_a_threshold_refuses_bounds_that_do_not_hold_its_default(bounds, default):
+    low, high = bounds
+    with pytest.raises((ValueError, TypeError)):
+        Threshold("t", default, "h", "x", minimum=low, maximum=high)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("evv_radius_m", 2_147_483_647), ("evv_radius_m", 10**30), ("evv_radius_m", 49),
+    ("min_interval_hours", 23), ("max_mg_per_kg_racemic_iv", Decimal("2.01")),
+    ("max_mg_per_kg_racemic_iv", Decimal("0.09")), ("form_106_days", 46),
+    ("witness_pair_max_p_value", Decimal("0.5")), ("scan_window_days", 10**6),
+])
+def test_values_beyond_a_thresholds_bounds_are_refused(name, value):
+    with pytest.raises(ValueError, match=f"{name} must be between"):
+        Policy().with_overrides({name: value})
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("evv_radius_m", 50), ("evv_radius_m", 1609), ("max_mg_per_kg_racemic_iv", Decimal("2.0")),
+    ("loss_notice_business_days", 1)])
+def test_values_at_a_thresholds_bounds_are_taken(name, value):
+    assert Policy().with_overrides({name: value}).value(name) == value
