@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from backend import api, boundary, changes, config, errors, security_headers
+from backend import api, boundary, changes, config, errors, security_headers, untrusted
 from backend.boundary import VigilFlask
 from backend.clock import SystemClock
 from backend.db import Database
@@ -61,6 +61,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
              ).init_app(app)
     errors.init_app(app)
     security_headers.init_app(app)
+    untrusted.init_app(app)
     api.init_app(app, _blueprints())
     from backend.health.resources import blp as health
 

@@ -12,6 +12,7 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from webargs.flaskparser import FlaskParser
 
 from backend import errors
+from backend.untrusted import GatedParser
 
 DESCRIPTION = """\
 Vigil: the backend for home administration of ketamine by visiting nurses — visits, controlled
@@ -33,7 +34,7 @@ busy after the wait is 503 `database_busy` with `Retry-After`.
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
-class StrictParser(FlaskParser):
+class StrictParser(GatedParser):
     """Refuse unknown fields in every location a request can carry them."""
 
     DEFAULT_UNKNOWN_BY_LOCATION = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from backend import bounded
 from backend.custody.schemas import VisitWasteSchema
 
 SIGNATURE = ("Ed25519 signature by the nurse's registered phone over the RFC 8785 canonical "
@@ -16,17 +17,17 @@ ADVERSE_CATEGORIES = ("none", "hypertension", "nausea_vomiting", "excess_sedatio
                       "dissociation", "psychotomimetic", "respiratory", "cardiac", "other")
 
 
-def _vital(name: str, required: bool = False) -> fields.Integer:
+def _vital(name: str, required: bool = False) -> bounded.Integer:
     low, high = VITAL_RANGES[name]
     presence = {"required": True} if required else {"load_default": None}
-    return fields.Integer(strict=True, validate=validate.Range(low, high), **presence)
+    return bounded.Integer(strict=True, validate=validate.Range(low, high), **presence)
 
 
 class SignedSchema(Schema):
     """A record from a phone: client-made id, the phone's clock, and its signature."""
 
     id = fields.UUID(required=True)
-    occurred_at = fields.AwareDateTime(required=True)
+    occurred_at = bounded.DateTime(required=True)
     signature = fields.String(required=True, validate=validate.Length(1, 100),
                               metadata={"description": SIGNATURE})
 
@@ -40,11 +41,11 @@ class VitalsSchema(SignedSchema):
     spo2 = _vital("spo2")
     respiratory_rate = _vital("respiratory_rate")
     moaas = _vital("moaas")
-    cadss_items = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True),
+    cadss_items = fields.Dict(keys=fields.String(), values=bounded.Integer(strict=True),
                               load_default=None, metadata={
                                   "description": "CADSS item number → score 0-4: all 23, or "
                                                  "the short form 1, 2, 6, 7, 15, 22."})
-    cadss_total = fields.Integer(load_default=None, metadata={
+    cadss_total = bounded.Integer(load_default=None, metadata={
         "description": "Ignored: Vigil computes it; a disagreeing value is noted."})
 
     @validates_schema
@@ -83,12 +84,12 @@ class DoseSchema(SignedSchema):
 
     product_id = fields.UUID(required=True)
     lot = fields.String(required=True, validate=validate.Length(1, 40))
-    expiry = fields.Date(required=True)
-    quantity_ug = fields.Integer(required=True, strict=True,
-                                 validate=validate.Range(1, 10_000_000))
+    expiry = bounded.Date(required=True)
+    quantity_ug = bounded.Integer(required=True, strict=True,
+                                  validate=validate.Range(1, 10_000_000))
     route = fields.String(required=True, validate=validate.Length(1, 20))
-    infusion_started_at = fields.AwareDateTime(required=True)
-    infusion_ended_at = fields.AwareDateTime(required=True)
+    infusion_started_at = bounded.DateTime(required=True)
+    infusion_ended_at = bounded.DateTime(required=True)
 
     @validates_schema
     def _infusion(self, data, **_kwargs):
@@ -99,10 +100,10 @@ class DoseSchema(SignedSchema):
 class ObservationSchema(VitalsSchema):
     """A timed observation after the dose."""
 
-    bprs_items = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True),
+    bprs_items = fields.Dict(keys=fields.String(), values=bounded.Integer(strict=True),
                              load_default=None, metadata={
                                  "description": "BPRS positive items 1-4 → score 1-7."})
-    bprs_total = fields.Integer(load_default=None, metadata={"description": "Ignored."})
+    bprs_total = bounded.Integer(load_default=None, metadata={"description": "Ignored."})
 
 
 class DischargeSchema(VitalsSchema):
@@ -120,9 +121,9 @@ class OutcomeSchema(SignedSchema):
     """A PHQ-9 or MADRS at the session."""
 
     instrument = fields.String(required=True, validate=validate.OneOf(["phq9", "madrs"]))
-    items = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True),
+    items = fields.Dict(keys=fields.String(), values=bounded.Integer(strict=True),
                         required=True)
-    total = fields.Integer(load_default=None, metadata={"description": "Ignored."})
+    total = bounded.Integer(load_default=None, metadata={"description": "Ignored."})
 
 
 class SessionSchema(Schema):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from backend import bounded
+
 
 class AuditQuerySchema(Schema):
     """Filters for listing audit events; all optional, combined with AND."""
@@ -12,10 +14,10 @@ class AuditQuerySchema(Schema):
     action = fields.String(validate=validate.Length(1, 60))
     object_type = fields.String(validate=validate.Length(1, 40))
     object_id = fields.String(validate=validate.Length(1, 64))
-    since = fields.AwareDateTime(metadata={"description": "Inclusive lower bound (UTC)."})
-    until = fields.AwareDateTime(metadata={"description": "Exclusive upper bound (UTC)."})
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(0))
+    since = bounded.DateTime(metadata={"description": "Inclusive lower bound (UTC)."})
+    until = bounded.DateTime(metadata={"description": "Exclusive upper bound (UTC)."})
+    limit = bounded.Integer(load_default=100, validate=validate.Range(1, 1000))
+    offset = bounded.Integer(bits=64, load_default=0, validate=validate.Range(0))
 
 
 class AuditEventSchema(Schema):

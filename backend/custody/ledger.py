@@ -21,6 +21,11 @@ from backend.synced import note
 VAULT = "vault"
 # Only these holders keep a balance; the others are where stock comes from or goes to.
 BALANCED_PREFIXES = ("vault", "bag:")
+# The most one entry moves (1 kg), within its 32-bit column; the API's schemas take as much.
+MAX_MOVEMENT_UG = 1_000_000_000
+# The most one holder holds of one lot: what a phone's JavaScript counts exactly, and well
+# within the balance's 64-bit column.
+MAX_BALANCE_UG = 2**53 - 1
 
 
 class InsufficientStock(VigilError):
@@ -28,6 +33,13 @@ class InsufficientStock(VigilError):
 
     status = 409
     code = "insufficient_stock"
+
+
+class BalanceLimit(VigilError):
+    """A movement would take a holder's balance beyond what a balance may hold."""
+
+    status = 409
+    code = "balance_limit"
 
 
 class AppendOnly(VigilError):
@@ -123,12 +135,21 @@ def _withdraw(session: Session, organisation_id: uuid.UUID, movement: Movement) 
 
 def _deposit(session: Session, organisation_id: uuid.UUID, movement: Movement) -> None:
     table = CustodyBalance.__table__
-    session.execute(upsert(session, table).values(
+    held = session.execute(upsert(session, table).values(
         organisation_id=organisation_id, holder=movement.to_holder,
         product_id=movement.product_id, lot=movement.lot, expiry=movement.expiry,
         quantity_ug=movement.quantity_ug).on_conflict_do_update(
             index_elements=["organisation_id", "holder", "product_id", "lot"],
-            set_={"quantity_ug": table.c.quantity_ug + movement.quantity_ug}))
+            set_={"quantity_ug": table.c.quantity_ug + movement.quantity_ug},
+            where=table.c.quantity_ug <= MAX_BALANCE_UG - movement.quantity_ug)
+        .returning(table.c.quantity_ug)).scalar()
+    # No row comes back when the balance is too full to take it (rowcount is not reliable).
+    if held is None:
+        raise BalanceLimit(
+            f"{movement.to_holder} may hold at most {MAX_BALANCE_UG} µg of lot {movement.lot}; "
+            f"{movement.quantity_ug} µg more would pass it.",
+            {"holder": movement.to_holder, "lot": movement.lot, "limit_ug": MAX_BALANCE_UG,
+             "requested_ug": movement.quantity_ug})
 
 
 def existing(session: Session, organisation_id: uuid.UUID,
@@ -148,8 +169,8 @@ def _columns(entry: CustodyEntry) -> dict[str, Any]:
 def append(session: Session, organisation_id: uuid.UUID, movement: Movement,
            attestation: Attestation, received_at: datetime, *, keys: KeyRing) -> CustodyEntry:
     """Append one movement to the organisation's chain, signed, and move the balances with it."""
-    if movement.quantity_ug <= 0:
-        raise Conflict("Quantities are positive micrograms.", {"rule": "quantity"})
+    if not 0 < movement.quantity_ug <= MAX_MOVEMENT_UG:
+        raise Conflict(f"An entry moves from 1 to {MAX_MOVEMENT_UG} µg.", {"rule": "quantity"})
     head = lock_head(session, organisation_id)
     # Looked up under the head's lock: a racing retry of this id waited for the first to commit.
     if (stored := existing(session, organisation_id, movement)) is not None:

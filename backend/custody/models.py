@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, new_id
@@ -97,7 +97,8 @@ class CustodyBalance(Base):
                                                   primary_key=True)
     lot: Mapped[str] = mapped_column(String(40), primary_key=True)
     expiry: Mapped[date]
-    quantity_ug: Mapped[int]
+    # 64-bit: three 1 g receipts would overflow a 32-bit integer (the ledger caps it at 2^53 − 1).
+    quantity_ug: Mapped[int] = mapped_column(BigInteger)
 
 
 class CustodyCheckpoint(Base):

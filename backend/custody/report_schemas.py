@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from backend import bounded
+from backend.custody.ledger import MAX_MOVEMENT_UG
+
 
 class CountLineSchema(Schema):
     """What was found of one lot."""
 
     product_id = fields.UUID(required=True)
     lot = fields.String(required=True, validate=validate.Length(1, 40))
-    quantity_ug = fields.Integer(required=True, strict=True,
-                                 validate=validate.Range(0, 1_000_000_000))
-    expiry = fields.Date(load_default=None, metadata={
+    quantity_ug = bounded.Integer(required=True, strict=True,
+                                  validate=validate.Range(0, MAX_MOVEMENT_UG))
+    expiry = bounded.Date(load_default=None, metadata={
         "description": "Needed only to adjust a lot the ledger has never held."})
 
 
@@ -23,7 +26,7 @@ class CountCreateSchema(Schema):
         "description": "Client-made UUID: a retried count makes no second adjustment."})
     holder = fields.String(required=True, validate=validate.Length(1, 60), metadata={
         "description": "`vault` or `bag:<nurse id>`."})
-    counted_at = fields.AwareDateTime(required=True, metadata={
+    counted_at = bounded.DateTime(required=True, metadata={
         "description": "When the stock was counted: the ledger is read as of this time."})
     counts = fields.List(fields.Nested(CountLineSchema), required=True, metadata={
         "description": "Lots the ledger holds but the count omits are counted as 0."})
@@ -85,15 +88,15 @@ class FilingSchema(Schema):
                            metadata={"description": "`dea_notice`: the written notice due "
                                                     "within 1 business day; `form_106`: DEA "
                                                     "Form 106, due within 45 days."})
-    filed_at = fields.AwareDateTime(required=True)
+    filed_at = bounded.DateTime(required=True)
 
 
 class StatementQuerySchema(Schema):
     """The period of a bag statement, by when the server recorded each movement."""
 
-    since = fields.AwareDateTime(data_key="from", metadata={
+    since = bounded.DateTime(data_key="from", metadata={
         "description": "Default: the start of today in the organisation's timezone."})
-    until = fields.AwareDateTime(data_key="to", metadata={"description": "Default: now."})
+    until = bounded.DateTime(data_key="to", metadata={"description": "Default: now."})
 
 
 class StatementLineSchema(Schema):
@@ -133,8 +136,8 @@ def _format() -> fields.String:
 class DispensingQuerySchema(Schema):
     """The period of a dispensing log, by when each event occurred, and its format."""
 
-    since = fields.AwareDateTime(data_key="from", required=True)
-    until = fields.AwareDateTime(data_key="to", required=True)
+    since = bounded.DateTime(data_key="from", required=True)
+    until = bounded.DateTime(data_key="to", required=True)
     output = _format()
 
 
@@ -188,7 +191,7 @@ class DispensingLogSchema(Schema):
 class InventoryQuerySchema(Schema):
     """The moment of an inventory, whether at open or close of business, and its format."""
 
-    as_of = fields.AwareDateTime(load_default=None, metadata={
+    as_of = bounded.DateTime(load_default=None, metadata={
         "description": "Entries the server recorded up to this time count. Default: now."})
     at = fields.String(load_default="close", validate=validate.OneOf(["open", "close"]),
                        metadata={"description": "Open or close of business (21 CFR 1304.11)."})

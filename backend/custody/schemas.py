@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import Schema, fields, post_load, validate
 
+from backend import bounded
+from backend.custody.ledger import MAX_MOVEMENT_UG
 from backend.custody.models import Kind
 from backend.custody.service import EntryRequest, Witness
 
@@ -35,11 +37,11 @@ class EntryCreateSchema(Schema):
     kind = fields.Enum(Kind, by_value=True, required=True)
     product_id = fields.UUID(required=True)
     lot = fields.String(required=True, validate=validate.Length(1, 40))
-    expiry = fields.Date(required=True)
-    quantity_ug = fields.Integer(required=True, strict=True,
-                                 validate=validate.Range(1, 1_000_000_000),
-                                 metadata={"description": "Integer micrograms."})
-    occurred_at = fields.AwareDateTime(required=True)
+    expiry = bounded.Date(required=True)
+    quantity_ug = bounded.Integer(required=True, strict=True,
+                                  validate=validate.Range(1, MAX_MOVEMENT_UG),
+                                  metadata={"description": "Integer micrograms."})
+    occurred_at = bounded.DateTime(required=True)
     nurse_id = fields.UUID(load_default=None, metadata={
         "description": "dispense: the receiving nurse; transfer: the other nurse; "
                        "return by a pharmacist: the returning nurse."})
@@ -72,10 +74,10 @@ class VisitWasteSchema(Schema):
     id = fields.UUID(load_default=None, metadata={"description": "Client-made UUID."})
     product_id = fields.UUID(required=True)
     lot = fields.String(required=True, validate=validate.Length(1, 40))
-    expiry = fields.Date(required=True)
-    quantity_ug = fields.Integer(required=True, strict=True,
-                                 validate=validate.Range(1, 1_000_000_000))
-    occurred_at = fields.AwareDateTime(required=True)
+    expiry = bounded.Date(required=True)
+    quantity_ug = bounded.Integer(required=True, strict=True,
+                                  validate=validate.Range(1, MAX_MOVEMENT_UG))
+    occurred_at = bounded.DateTime(required=True)
     details = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict)
     witnesses = fields.List(fields.Nested(WitnessSchema), required=True,
                             validate=validate.Length(1), metadata={
@@ -121,10 +123,10 @@ class EntryQuerySchema(Schema):
     holder = fields.String(validate=validate.Length(1, 60))
     lot = fields.String(validate=validate.Length(1, 40))
     kind = fields.Enum(Kind, by_value=True)
-    since = fields.AwareDateTime(data_key="from")
-    until = fields.AwareDateTime(data_key="to")
-    limit = fields.Integer(load_default=500, validate=validate.Range(1, 5000))
-    after_seq = fields.Integer(load_default=0, validate=validate.Range(0), metadata={
+    since = bounded.DateTime(data_key="from")
+    until = bounded.DateTime(data_key="to")
+    limit = bounded.Integer(load_default=500, validate=validate.Range(1, 5000))
+    after_seq = bounded.Integer(load_default=0, validate=validate.Range(0), metadata={
         "description": "Page by seq: return entries after this one."})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from backend import bounded
 from backend.flags.models import FlagAction, FlagStatus, Resolution
 from safeguards.findings import Severity
 
@@ -29,8 +30,8 @@ class FlagQuerySchema(Schema):
     shadow = fields.Boolean(load_default=False, metadata={
         "description": "false (default): the live queue; true: only the findings of rules "
                        "in shadow mode, recorded so the rule can be judged first."})
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(0))
+    limit = bounded.Integer(load_default=100, validate=validate.Range(1, 1000))
+    offset = bounded.Integer(bits=64, load_default=0, validate=validate.Range(0))
 
 
 class FlagSchema(Schema):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from backend import bounded
+
 
 class PageQuerySchema(Schema):
     """Listing filters: since when, and paging."""
 
-    since = fields.AwareDateTime(metadata={"description": "Inclusive lower bound (UTC)."})
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(0))
+    since = bounded.DateTime(metadata={"description": "Inclusive lower bound (UTC)."})
+    limit = bounded.Integer(load_default=100, validate=validate.Range(1, 1000))
+    offset = bounded.Integer(bits=64, load_default=0, validate=validate.Range(0))
 
 
 class NotificationSchema(Schema):

@@ -7,6 +7,8 @@ from decimal import Decimal
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from backend import bounded
+
 PLAIN_DECIMAL = re.compile(r"\d{1,6}(\.\d{1,12})?")
 
 
@@ -44,7 +46,7 @@ class PatientCreateSchema(PatientDetailsSchema):
     mrn = fields.String(required=True, validate=validate.Length(1, 64),
                         metadata={"description": "Medical record number; found by blind index."})
     name = fields.String(required=True, validate=validate.Length(1, 200))
-    date_of_birth = fields.Date(required=True)
+    date_of_birth = bounded.Date(required=True)
     nurse_ids = fields.List(fields.UUID(), load_default=list,
                             metadata={"description": "Nurses assigned to the patient."})
 
@@ -53,7 +55,7 @@ class PatientUpdateSchema(PatientDetailsSchema):
     """Any subset of a patient's details; each changed PHI field is re-encrypted."""
 
     name = fields.String(validate=validate.Length(1, 200))
-    date_of_birth = fields.Date()
+    date_of_birth = bounded.Date()
 
 
 class PatientQuerySchema(Schema):
@@ -67,8 +69,8 @@ class WeightCreateSchema(Schema):
 
     weight_kg = DecimalString(required=True, metadata={
         "description": 'Kilograms as a decimal string, at most 3 places ("72.5"); 20–400.'})
-    measured_at = fields.AwareDateTime(required=True,
-                                       metadata={"description": "When; not in the future."})
+    measured_at = bounded.DateTime(required=True,
+                                   metadata={"description": "When; not in the future."})
 
 
 def kilograms(weight) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from backend import bounded
+
 DOSE_DOC = "Dose per kg of body weight in µg/kg (500 = 0.5 mg/kg); or give dose_ug."
 OVERRIDES_DOC = (
     "Thresholds for this patient over the organisation's (names as in GET /api/v1/policy, "
@@ -17,15 +19,15 @@ class PhaseSchema(Schema):
 
     ordinal = fields.Integer(dump_only=True)
     name = fields.String(required=True, validate=validate.Length(1, 60))
-    starts_on = fields.Date(required=True, metadata={
+    starts_on = bounded.Date(required=True, metadata={
         "description": "First day of the phase, in the organisation's timezone."})
-    dose_ug_per_kg = fields.Integer(allow_none=True, load_default=None,
-                                    validate=validate.Range(1), metadata={
+    dose_ug_per_kg = bounded.Integer(allow_none=True, load_default=None,
+                                     validate=validate.Range(1), metadata={
                                         "description": "Overrides the plan's dose."})
-    dose_ug = fields.Integer(allow_none=True, load_default=None, validate=validate.Range(1))
-    min_interval_hours = fields.Integer(required=True, validate=validate.Range(0, 24 * 90))
-    max_per_7_days = fields.Integer(required=True, validate=validate.Range(0, 14))
-    max_per_28_days = fields.Integer(required=True, validate=validate.Range(0, 56))
+    dose_ug = bounded.Integer(allow_none=True, load_default=None, validate=validate.Range(1))
+    min_interval_hours = bounded.Integer(required=True, validate=validate.Range(0, 24 * 90))
+    max_per_7_days = bounded.Integer(required=True, validate=validate.Range(0, 14))
+    max_per_28_days = bounded.Integer(required=True, validate=validate.Range(0, 56))
 
 
 class PlanWriteSchema(Schema):
@@ -33,14 +35,14 @@ class PlanWriteSchema(Schema):
 
     product_id = fields.UUID(required=True)
     route = fields.String(required=True, validate=validate.Length(1, 20))
-    dose_ug_per_kg = fields.Integer(load_default=None, validate=validate.Range(1),
-                                    metadata={"description": DOSE_DOC})
-    dose_ug = fields.Integer(load_default=None, validate=validate.Range(1),
-                             metadata={"description": "Fixed dose in µg."})
-    max_dose_ug = fields.Integer(required=True, validate=validate.Range(1), metadata={
+    dose_ug_per_kg = bounded.Integer(load_default=None, validate=validate.Range(1),
+                                     metadata={"description": DOSE_DOC})
+    dose_ug = bounded.Integer(load_default=None, validate=validate.Range(1),
+                              metadata={"description": "Fixed dose in µg."})
+    max_dose_ug = bounded.Integer(required=True, validate=validate.Range(1), metadata={
         "description": "Most that may be given in one session, in µg."})
-    infusion_minutes = fields.Integer(required=True, validate=validate.Range(1, 600))
-    starts_on = fields.Date(required=True)
+    infusion_minutes = bounded.Integer(required=True, validate=validate.Range(1, 600))
+    starts_on = bounded.Date(required=True)
     phases = fields.List(fields.Nested(PhaseSchema), load_default=None, metadata={
         "description": "Ordered phases; omitted: induction, maintenance and taper from policy."})
     policy_overrides = fields.Dict(
@@ -95,11 +97,11 @@ class SeriesSchema(Schema):
     """Visits generated from an RFC 5545 recurrence rule."""
 
     nurse_id = fields.UUID(required=True)
-    first_start = fields.AwareDateTime(required=True, metadata={
+    first_start = bounded.DateTime(required=True, metadata={
         "description": "The first visit's start; later ones keep its local time of day."})
     rrule = fields.String(required=True, validate=validate.Length(1, 500), metadata={
         "description": "e.g. FREQ=WEEKLY;BYDAY=MO,TH;COUNT=8 (induction, twice weekly)."})
-    duration_minutes = fields.Integer(load_default=None, validate=validate.Range(15, 720))
+    duration_minutes = bounded.Integer(load_default=None, validate=validate.Range(15, 720))
     override_reason = fields.String(load_default=None, validate=validate.Length(1, 2000),
                                     metadata={"description": "Prescriber only: pass a "
                                               "frequency limit; recorded and flagged."})

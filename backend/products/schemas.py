@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from backend import bounded
 from backend.products.service import FORMS, ROUTES, SCHEDULES
 
 
@@ -16,11 +17,13 @@ class ProductSchema(Schema):
     dea_schedule = fields.String(required=True, validate=validate.OneOf(SCHEDULES))
     form = fields.String(required=True, validate=validate.OneOf(list(FORMS)))
     unit = fields.String(dump_only=True, metadata={"description": "mL or device, from form."})
-    ug_per_unit = fields.Integer(required=True, validate=validate.Range(1), metadata={
+    ug_per_unit = bounded.Integer(required=True, validate=validate.Range(1), metadata={
         "description": "Concentration in µg/mL, or µg per device."})
     units_per_container = fields.Decimal(required=True, as_string=True, places=3,
-                                         validate=validate.Range(min=0, min_inclusive=False),
-                                         metadata={"description": "mL per vial, or devices."})
+                                         validate=validate.Range(
+                                             min=0, max=10_000, min_inclusive=False),
+                                         metadata={"description": "mL per vial, or devices "
+                                                                  "(at most 10,000)."})
     container_ug = fields.Integer(dump_only=True)
     allowed_routes = fields.List(fields.String(validate=validate.OneOf(ROUTES)), required=True,
                                  validate=validate.Length(1))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 
-from backend import changes
+from backend import bounded, changes
 from backend.auth.caller import Caller
 from backend.devices.models import Device
 from backend.errors import InvalidField
@@ -23,13 +24,17 @@ def parse(value: str | None) -> datetime | None:
         return None
     try:
         if value.strip().lstrip("-").isdigit():
-            return datetime.fromtimestamp(int(value) / 1000, UTC)
-        moment = datetime.fromisoformat(value)
+            moment = datetime.fromtimestamp(int(value) / 1000, UTC)
+        else:
+            moment = datetime.fromisoformat(value)
     except (ValueError, OverflowError, OSError):
         moment = None
     if moment is None or moment.tzinfo is None:
         raise InvalidField(HEADER, "an ISO 8601 time with its UTC offset, or epoch milliseconds")
-    return moment
+    try:
+        return bounded.moment(moment)
+    except ValidationError as refused:
+        raise InvalidField(HEADER, refused.messages[0]) from None
 
 
 def observe(session: Session, rt: Runtime, caller: Caller, device_time: datetime | None) -> None:

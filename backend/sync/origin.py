@@ -11,7 +11,6 @@ remembered per phone (`SyncDevice`), and those records are sent again as `create
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend import synced
+from backend import synced, untrusted
 from backend.auth.caller import Caller
 from backend.db import upsert
 from backend.runtime import Runtime
@@ -47,9 +46,9 @@ def _compared(column: Column, value: Any) -> Any:
         return value
     try:
         if column.json:
-            return json.loads(value)
+            return untrusted.loads(value)
         moment = datetime.fromisoformat(value)
-    except ValueError:
+    except (ValueError, untrusted.RefusedInput):
         return value
     # A phone writes `...00.000Z` where the server writes `...00+00:00`; a date stays a date.
     return moment if moment.tzinfo else value

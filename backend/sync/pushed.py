@@ -19,6 +19,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError
 
+from backend import untrusted
 from backend.custody.models import Kind
 from backend.custody.schemas import EntryCreateSchema
 from backend.custody.service import EntryRequest
@@ -110,7 +111,8 @@ def parse(body: bytes, last_pulled_at: int, schema_version: int,
 def _tables(body: bytes) -> dict[str, Any]:
     """Return the body's changes by table, each a table the phone knows."""
     try:
-        decoded = json.loads(body)
+        # The one gate of every JSON body (NUL, lone surrogates, NaN, depth), paths named.
+        decoded = untrusted.loads(body)
     except ValueError:
         raise Malformed("The body is not JSON.", {"field": "body"}) from None
     if not isinstance(decoded, dict) or set(decoded) != {"changes"}:
@@ -223,8 +225,18 @@ def _plain(table: SyncTable, raw: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         column = table.column(key)
-        out[key] = json.loads(value) if column is not None and column.json and value else value
+        is_json = column is not None and column.json and value
+        out[key] = _json_column(key, value) if is_json else value
     return out
+
+
+def _json_column(name: str, value: str) -> Any:
+    """Return a JSON column's value as the API takes it; refuse what the gate refuses."""
+    try:
+        return untrusted.loads(value, root=name)
+    except untrusted.RefusedInput as refused:
+        raise ValidationError({path: [problem] for path, problem in
+                               refused.problems.items()}) from None
 
 
 def _signed(schema: Schema, plain: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from marshmallow import Schema, ValidationError, fields, post_load, validate
+
+from backend import bounded, untrusted
 
 CURSOR = ("The `timestamp` of the phone's last pull: a number from the organisation's change "
           "sequence, not a clock. Absent, `null` or 0 asks for everything.")
@@ -20,8 +20,8 @@ class Cursor(fields.Field):
             number = int(value)
         except (TypeError, ValueError):
             raise ValidationError("a whole number, or null") from None
-        if number < 0:
-            raise ValidationError("not negative")
+        if not 0 <= number <= bounded.INT64:
+            raise ValidationError(f"from 0 to {bounded.INT64}")
         return number
 
 
@@ -29,12 +29,12 @@ class PullQuerySchema(Schema):
     """Pull: the cursor, the phone's schema, the optional page size and migration."""
 
     last_pulled_at = Cursor(load_default=0, metadata={"description": CURSOR})
-    schema_version = fields.Integer(required=True, validate=validate.Range(1), metadata={
+    schema_version = bounded.Integer(required=True, validate=validate.Range(1), metadata={
         "description": "The phone's WatermelonDB schema version."})
     migration = fields.String(load_default=None, metadata={
         "description": "WatermelonDB's migration note as JSON: {from, tables, columns}. "
                        "The named tables are sent in full."})
-    limit = fields.Integer(load_default=None, validate=validate.Range(1, 10_000), metadata={
+    limit = bounded.Integer(load_default=None, validate=validate.Range(1, 10_000), metadata={
         "description": "Extension: at most this many records; `has_more` says whether to pull "
                        "again from the returned `timestamp`."})
 
@@ -44,12 +44,12 @@ class PullQuerySchema(Schema):
         if raw is None:
             return data
         try:
-            note = json.loads(raw)
+            note = untrusted.loads(raw)
             data["migration"] = {
                 "from": int(note["from"]), "tables": [str(t) for t in note.get("tables", [])],
                 "columns": {str(c["table"]): [str(n) for n in c["columns"]]
                             for c in note.get("columns", [])}}
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError, untrusted.RefusedInput):
             raise ValidationError("JSON {from, tables, columns}", "migration") from None
         if data["limit"] is not None:
             raise ValidationError("not with a migration: a migration's pull is one page",
@@ -61,7 +61,7 @@ class PushQuerySchema(Schema):
     """Push: the cursor of the pull it follows, and the phone's schema."""
 
     last_pulled_at = Cursor(load_default=0, metadata={"description": CURSOR})
-    schema_version = fields.Integer(load_default=None, validate=validate.Range(1), metadata={
+    schema_version = bounded.Integer(load_default=None, validate=validate.Range(1), metadata={
         "description": "The phone's schema version (default: the server's)."})
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from backend import bounded
+
 REASON = {"validate": validate.Length(1, 2000)}
 
 
@@ -13,8 +15,8 @@ class VisitCreateSchema(Schema):
     id = fields.UUID(load_default=None, metadata={"description": "Optional client-made UUID."})
     patient_id = fields.UUID(required=True)
     nurse_id = fields.UUID(required=True)
-    scheduled_start = fields.AwareDateTime(required=True)
-    scheduled_end = fields.AwareDateTime(load_default=None, metadata={
+    scheduled_start = bounded.DateTime(required=True)
+    scheduled_end = bounded.DateTime(load_default=None, metadata={
         "description": "Default: start + the policy's visit_minutes."})
     override_reason = fields.String(load_default=None, **REASON, metadata={
         "description": "Prescriber only: pass a frequency limit; recorded and flagged."})
@@ -27,8 +29,8 @@ class VisitQuerySchema(Schema):
     patient_id = fields.UUID()
     status = fields.String(validate=validate.OneOf(
         ["scheduled", "checked_in", "completed", "missed", "cancelled", "rescheduled"]))
-    since = fields.AwareDateTime(data_key="from", metadata={"description": "Ends after this."})
-    until = fields.AwareDateTime(data_key="to", metadata={"description": "Starts before this."})
+    since = bounded.DateTime(data_key="from", metadata={"description": "Ends after this."})
+    until = bounded.DateTime(data_key="to", metadata={"description": "Starts before this."})
 
 
 class VisitSchema(Schema):
@@ -59,8 +61,8 @@ class CancelSchema(Schema):
 class RescheduleSchema(Schema):
     """The new time (and optionally nurse) of a visit."""
 
-    scheduled_start = fields.AwareDateTime(required=True)
-    scheduled_end = fields.AwareDateTime(load_default=None)
+    scheduled_start = bounded.DateTime(required=True)
+    scheduled_end = bounded.DateTime(load_default=None)
     nurse_id = fields.UUID(load_default=None)
     override_reason = fields.String(load_default=None, **REASON)
 
@@ -72,8 +74,8 @@ class PositionSchema(Schema):
                               validate=validate.Range(-90, 90))
     longitude = fields.Decimal(required=True, places=6, as_string=True,
                                validate=validate.Range(-180, 180))
-    accuracy_m = fields.Integer(required=True, validate=validate.Range(0, 100_000))
-    occurred_at = fields.AwareDateTime(required=True, metadata={
+    accuracy_m = bounded.Integer(required=True, validate=validate.Range(0, 100_000))
+    occurred_at = bounded.DateTime(required=True, metadata={
         "description": "The phone's clock; the server stores its own receipt time too."})
     reason = fields.String(load_default=None, **REASON, metadata={
         "description": "Required when outside the policy radius (evv_radius_m)."})
