@@ -175,13 +175,16 @@ def _constraint(error: DBAPIError) -> str:
 
 
 def handle_integrity_error(error: IntegrityError) -> Response:
-    """Answer 409 when a concurrent request took the same key first; 500 for other breaches."""
+    """Answer 409 when the key is taken (a client-made id in use, or a racing request took it
+    first); 500 for other breaches."""
     if not is_unique_violation(error):
         return handle_unexpected(error)
-    # Two requests raced with one client-made id; the loser's transaction changed nothing.
-    log.warning("key taken by a concurrent request: %s", _constraint(error))
-    return _respond(409, "conflict", "Another request stored a record under the same key at "
-                    "the same moment; this one changed nothing. Read or resend it.")
+    # A client-made id already in use (maybe another organisation's, which is not named), or
+    # two requests raced with one id: either way this transaction changed nothing.
+    log.warning("key taken: %s", _constraint(error))
+    return _respond(409, "conflict", "A record with the same key already exists, or another "
+                    "request stored one at the same moment; this one changed nothing. Read or "
+                    "resend it with another id.")
 
 
 def handle_operational_error(error: OperationalError) -> Response:

@@ -42,9 +42,9 @@ class Untrusted(Exception):
     """A record that must not be applied: why, and what the phone sent."""
 
     def __init__(self, code: str, message: str, record_type: str, raw: dict[str, Any],
-                 reason: str) -> None:
+                 reason: str, status: int = 422) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.status = code, message, status
         self.record_type, self.raw, self.reason = record_type, raw, reason
 
     @property
@@ -62,7 +62,7 @@ class Quarantined(VigilError):
         super().__init__(untrusted.message, {"quarantine_id": str(held_id),
                                              "record_id": untrusted.record_id,
                                              "reason": untrusted.reason})
-        self.code = untrusted.code
+        self.code, self.status = untrusted.code, untrusted.status
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,9 @@ def _trust(session: Session, caller: Caller, visit: Visit, model: type,
 
 def id_taken(record_type: str, raw: dict[str, Any]) -> Untrusted:
     """Return the refusal of a record whose id already holds a different record."""
+    # 409, as the ledger answers a different entry under a stored id.
     return Untrusted("append_only", "A different record already has this id.", record_type, raw,
-                     "conflicting_duplicate: another record already has this id")
+                     "conflicting_duplicate: another record already has this id", status=409)
 
 
 def signed_columns(caller: Caller, visit_id: uuid.UUID, received: Received,
