@@ -333,9 +333,16 @@ def _hold(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
           untrusted: Untrusted) -> QuarantinedEvent:
     """Quarantine a part of a session, and keep it even if a later part refuses the whole."""
     held = quarantine(session, rt, caller, visit_id, untrusted)
-    changes.keep(session, partial(quarantine, rt=rt, caller=caller, visit_id=visit_id,
+    changes.keep(session, partial(_held_still, rt=rt, caller=caller, visit_id=visit_id,
                                   untrusted=untrusted, held_id=held.id))
     return held
+
+
+def _held_still(session: Session, *, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
+                untrusted: Untrusted, held_id: uuid.UUID) -> None:
+    # Kept writers run at the end of the unit either way: write it again only if rolled back.
+    if session.get(QuarantinedEvent, held_id) is None:
+        quarantine(session, rt, caller, visit_id, untrusted, held_id)
 
 
 def record_waste(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
