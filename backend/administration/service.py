@@ -33,6 +33,7 @@ from backend.custody.models import CustodyEntry, Kind
 from backend.devices.signatures import verify_device_signature
 from backend.errors import Conflict, InvalidField, SignatureInvalid, VigilError
 from backend.phi.cipher import PhiCipher, Place
+from backend.products import service as products
 from backend.runtime import Runtime
 from backend.visits import service as visits
 from backend.visits.models import Visit
@@ -198,7 +199,8 @@ def record_dose(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UU
             raise Conflict("This visit already has a dose record.", {"rule": "once"})
         pre = session.scalar(select(PreDose).where(PreDose.visit_id == visit.id))
         weight_g = pre.weight_g if pre else None
-        return {"plan_version_id": visit.plan_version_id, "product_id": data["product_id"],
+        product = products.get(session, caller, data["product_id"])
+        return {"plan_version_id": visit.plan_version_id, "product_id": product.id,
                 "lot": data["lot"], "expiry": data["expiry"],
                 "quantity_ug": data["quantity_ug"], "route": data["route"],
                 "infusion_started_at": data["infusion_started_at"],
