@@ -41,24 +41,69 @@ class StrictParser(GatedParser):
         **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "querystring": ma.RAISE, "query": ma.RAISE}
 
 
-class Blueprint(SmorestBlueprint):
-    """A flask-smorest Blueprint whose arguments refuse unknown fields."""
-
-    ARGUMENTS_PARSER = StrictParser()
-
-
 class ErrorDetailSchema(ma.Schema):
     """Document the error body."""
 
-    code = ma.fields.String(metadata={"description": "Stable machine-readable error code."})
-    message = ma.fields.String(metadata={"description": "What went wrong, for a person."})
-    details = ma.fields.Dict(metadata={"description": "Fields and values behind the error."})
+    code = ma.fields.String(required=True, metadata={
+        "description": "Stable machine-readable error code."})
+    message = ma.fields.String(required=True, metadata={
+        "description": "What went wrong, for a person."})
+    details = ma.fields.Dict(required=True, metadata={
+        "description": "Fields and values behind the error."})
 
 
 class ErrorSchema(ma.Schema):
     """Document Vigil's one error shape."""
 
-    error = ma.fields.Nested(ErrorDetailSchema)
+    error = ma.fields.Nested(ErrorDetailSchema, required=True)
+
+
+def error_response(description: str) -> dict:
+    """Return an OpenAPI response in Vigil's one error shape, for `Blueprint.doc`."""
+    return {"description": description, "content": {"application/json": {"schema": ErrorSchema}}}
+
+
+MALFORMED_JSON = "`malformed_json`: the body is not JSON."
+PAYLOAD_TOO_LARGE = "`payload_too_large`: the body is larger than allowed."
+NOT_FOUND = ("`not_found`: no such object in the caller's organisation (for a nurse, another "
+             "nurse's visit or a patient not assigned to her).")
+
+
+class Blueprint(SmorestBlueprint):
+    """A flask-smorest Blueprint whose arguments refuse unknown fields, refusals documented."""
+
+    ARGUMENTS_PARSER = StrictParser()
+
+    def refusal(self, status: int, description: str):
+        """Document an error answer of the view: its status and the codes it carries."""
+        return self.alt_response(status, schema=ErrorSchema, description=description)
+
+    def arguments(self, schema, *, location: str = "json", **kwargs):
+        """Read the view's arguments; a JSON body can also be malformed (400) or too large."""
+        read = super().arguments(schema, location=location, **kwargs)
+        if location != "json":
+            return read
+
+        def documented(view):
+            return self.refusal(400, MALFORMED_JSON)(
+                self.refusal(413, PAYLOAD_TOO_LARGE)(read(view)))
+
+        return documented
+
+    def route(self, rule: str, **options):
+        """Register a view; each method of one whose path names an object also answers 404."""
+        register = super().route(rule, **options)
+        if "<" not in rule:
+            return register
+
+        def documented(view):
+            # Outermost, so a view's own 404 description, if it has one, wins.
+            for method in view.methods:
+                name = method.lower()
+                setattr(view, name, self.refusal(404, NOT_FOUND)(getattr(view, name)))
+            return register(view)
+
+        return documented
 
 
 class OperationIds(BasePlugin):

@@ -46,6 +46,7 @@ class Users(MethodView):
     @requires(Role.ADMIN)
     @blp.arguments(UserCreateSchema, example=examples.USER)
     @blp.response(201, UserSchema)
+    @blp.refusal(409, "`conflict`: the username is taken.")
     def post(self, body):
         """Add a user with one role."""
         caller = current_caller()
@@ -62,6 +63,7 @@ class UserDetail(MethodView):
     @requires(Role.ADMIN)
     @blp.arguments(UserUpdateSchema)
     @blp.response(200, UserSchema)
+    @blp.refusal(409, "`conflict`: an admin cannot deactivate or demote herself.")
     def patch(self, body, user_id: uuid.UUID):
         """Change a user's role, name or active flag; deactivation revokes their sessions."""
         session = db.session()

@@ -37,6 +37,8 @@ blp = Blueprint("administration", __name__, url_prefix="/visits", description=(
     "whose id already holds a different record, is quarantined with the reason and flagged "
     "(422 `signature_invalid` or `append_only`), never silently dropped."))
 READERS = (Role.ADMIN, Role.PRESCRIBER, Role.NURSE, Role.COMPLIANCE)
+TAKEN = ("`conflict` (`once`): the visit already has this record; `append_only`: another "
+         "record has this id.")
 
 
 def _record(visit_id: uuid.UUID, name: str, body: dict):
@@ -52,6 +54,7 @@ class PreDose(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(PreDoseSchema)
     @blp.response(201, ScoredRecordSchema)
+    @blp.refusal(409, TAKEN)
     def post(self, body, visit_id: uuid.UUID):
         """Record vitals, baselines, co-medications and the go/no-go decision."""
         return _record(visit_id, "pre_dose", body)
@@ -64,6 +67,7 @@ class Dose(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(DoseSchema)
     @blp.response(201, DoseRecordSchema)
+    @blp.refusal(409, TAKEN)
     def post(self, body, visit_id: uuid.UUID):
         """Record the dose; its custody `administer` entry is made in the same transaction."""
         return _record(visit_id, "dose", body)
@@ -76,6 +80,7 @@ class Observations(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(ObservationSchema)
     @blp.response(201, ScoredRecordSchema)
+    @blp.refusal(409, TAKEN)
     def post(self, body, visit_id: uuid.UUID):
         """Record one timed observation: vitals, MOAA/S, CADSS, BPRS positive."""
         return _record(visit_id, "observations", body)
@@ -88,6 +93,7 @@ class Discharge(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(DischargeSchema)
     @blp.response(201, ScoredRecordSchema)
+    @blp.refusal(409, TAKEN)
     def post(self, body, visit_id: uuid.UUID):
         """Record the discharge: time, state, last vitals, adverse events."""
         return _record(visit_id, "discharge", body)
@@ -100,6 +106,7 @@ class Outcomes(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(OutcomeSchema)
     @blp.response(201, ScoredRecordSchema)
+    @blp.refusal(409, TAKEN)
     def post(self, body, visit_id: uuid.UUID):
         """Record a PHQ-9 or MADRS at the session."""
         return _record(visit_id, "outcomes", body)
@@ -120,6 +127,8 @@ class WholeSession(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(SessionSchema)
     @blp.response(201, SessionRecordSchema)
+    @blp.refusal(409, TAKEN)
+    @blp.refusal(415, "`unsupported_media_type`: the body is not application/json.")
     def post(self, body, visit_id: uuid.UUID):
         """Record a whole session at once, as a phone sends it after an offline visit."""
         raw = request.get_json()
@@ -192,6 +201,8 @@ class Waste(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(VisitWasteSchema)
     @blp.response(201, EntrySchema)
+    @blp.refusal(409, "`insufficient_stock`, `append_only` (another entry under this id), "
+                 "`conflict`.")
     def post(self, body, visit_id: uuid.UUID):
         """Record the waste as a custody `waste` entry of this visit, with its witness."""
         session = db.session()

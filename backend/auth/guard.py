@@ -10,7 +10,7 @@ from flask import g, request
 
 from backend import db
 from backend.accounts.models import Role
-from backend.api import Blueprint
+from backend.api import Blueprint, error_response
 from backend.auth import service
 from backend.auth.caller import Caller
 from backend.errors import Forbidden, Unauthenticated
@@ -33,8 +33,8 @@ def requires(*roles: Role) -> Callable[[View], View]:
 
         allowed = ", ".join(sorted(roles))
         documented = Blueprint.doc(**{"x-roles": sorted(roles), "responses": {
-            "401": {"description": "No valid access token."},
-            "403": {"description": f"Allowed roles: {allowed}."},
+            "401": error_response("`unauthenticated`: no valid access token."),
+            "403": error_response(f"`forbidden`: allowed roles: {allowed}."),
         }})
         return documented(guarded)
 

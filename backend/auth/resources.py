@@ -20,9 +20,9 @@ blp = Blueprint("auth", __name__, url_prefix="/auth",
 class Login(MethodView):
     """Exchange credentials for tokens."""
 
-    @blp.doc(security=[], responses={
-        "401": {"description": "Wrong organisation, username or password."},
-        "429": {"description": "Locked out after too many failures; see Retry-After."}})
+    @blp.doc(security=[])
+    @blp.refusal(401, "`invalid_credentials`: wrong organisation, username or password.")
+    @blp.refusal(429, "`locked_out`: too many failures; see Retry-After.")
     @blp.arguments(LoginSchema, example=examples.LOGIN)
     @blp.response(200, TokenPairSchema)
     def post(self, body):
@@ -36,7 +36,8 @@ class Login(MethodView):
 class Refresh(MethodView):
     """Rotate a refresh token."""
 
-    @blp.doc(security=[], responses={"401": {"description": "Unknown, expired or re-used."}})
+    @blp.doc(security=[])
+    @blp.refusal(401, "`invalid_credentials`: unknown, expired or re-used.")
     @blp.arguments(RefreshSchema)
     @blp.response(200, TokenPairSchema)
     def post(self, body):

@@ -44,6 +44,7 @@ blp = Blueprint("custody", __name__, url_prefix="/custody", description=(
     "`signature_invalid`, `append_only`."))
 READERS = (Role.ADMIN, Role.PHARMACIST, Role.COMPLIANCE, Role.NURSE)
 REPORT_READERS = (Role.ADMIN, Role.PHARMACIST, Role.COMPLIANCE)
+NO_SUCH_BAG = "`not_found`: no such bag (a nurse sees only her own)."
 
 
 @blp.route("/entries")
@@ -53,6 +54,7 @@ class Entries(MethodView):
     @requires(*READERS)
     @blp.arguments(EntryQuerySchema, location="query")
     @blp.response(200, EntrySchema(many=True))
+    @blp.refusal(404, NO_SUCH_BAG)
     def get(self, query):
         """List entries in chain order by holder, lot, kind and time (a nurse: her bag's)."""
         return service.entries(db.session(), current_caller(), service.EntryFilter(**query))
@@ -60,6 +62,9 @@ class Entries(MethodView):
     @requires(Role.PHARMACIST, Role.NURSE)
     @blp.arguments(EntryCreateSchema, example=examples.RECEIPT)
     @blp.response(201, EntrySchema)
+    @blp.refusal(404, "`not_found`: no such product or visit in the caller's organisation.")
+    @blp.refusal(409, "`insufficient_stock`, `balance_limit`, `seal_mismatch`, `append_only` "
+                 "(another entry under this id), `conflict`.")
     def post(self, body):
         """Record one entry: pharmacists receive, dispense, adjust, destroy; nurses administer,
         waste, transfer and return from their phone; either reports a loss."""
@@ -75,6 +80,7 @@ class Balances(MethodView):
     @requires(*READERS)
     @blp.arguments(BalanceQuerySchema, location="query")
     @blp.response(200, BalanceSchema(many=True))
+    @blp.refusal(404, NO_SUCH_BAG)
     def get(self, query):
         """List balances per holder and lot, kept in step with the ledger."""
         return service.balances(db.session(), current_caller(), query.get("holder"))
@@ -98,6 +104,7 @@ class Counts(MethodView):
     @requires(Role.PHARMACIST)
     @blp.arguments(CountCreateSchema, example=examples.COUNT)
     @blp.response(201, CountSchema)
+    @blp.refusal(404, "`not_found`: no such product in the caller's organisation.")
     def post(self, body):
         """Reconcile a count with the ledger: flag each discrepancy, adjust those with a reason."""
         session = db.session()
@@ -125,6 +132,7 @@ class LossFilings(MethodView):
     @requires(Role.PHARMACIST, Role.COMPLIANCE)
     @blp.arguments(FilingSchema)
     @blp.response(201, LossSchema)
+    @blp.refusal(409, "`conflict`: this filing is already recorded.")
     def post(self, body, loss_id: uuid.UUID):
         """Record the written DEA notice or Form 106 as filed; each is filed once."""
         session = db.session()

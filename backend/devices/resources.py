@@ -31,6 +31,8 @@ class Devices(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(DeviceCreateSchema, example=examples.DEVICE)
     @blp.response(201, DeviceSchema)
+    @blp.refusal(409, "`conflict`: the public key is already registered, or another device "
+                 "has this id.")
     def post(self, body):
         """Register the caller's phone with its Ed25519 public key."""
         session = db.session()

@@ -60,6 +60,7 @@ class FlagAssignment(MethodView):
     @requires(*REVIEWERS)
     @blp.arguments(AssignSchema)
     @blp.response(200, FlagDetailSchema)
+    @blp.refusal(409, "`illegal_transition`: a resolved flag is not assigned again.")
     def post(self, body, flag_id: uuid.UUID):
         """Assign an unresolved flag to a compliance or admin user; an open flag goes in review."""
         session = db.session()
@@ -89,6 +90,7 @@ class FlagResolution(MethodView):
     @requires(*REVIEWERS)
     @blp.arguments(ResolveSchema, example=examples.RESOLVE)
     @blp.response(200, FlagDetailSchema)
+    @blp.refusal(409, "`illegal_transition`: only a flag in review can be resolved.")
     def post(self, body, flag_id: uuid.UUID):
         """Resolve a flag in review with a verdict and a note; a resolved flag is 409."""
         session = db.session()

@@ -45,6 +45,7 @@ class Patients(MethodView):
     @requires(*EDITORS)
     @blp.arguments(PatientCreateSchema, example=examples.PATIENT)
     @blp.response(201, PatientSchema)
+    @blp.refusal(409, "`conflict`: a patient with this MRN, or another under this id, exists.")
     def post(self, body):
         """Register a patient and assign nurses."""
         session = db.session()

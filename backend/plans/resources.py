@@ -20,6 +20,7 @@ from backend.plans.schemas import (
 from backend.policy.service import parse_values, policy_for
 from backend.runtime import runtime
 from backend.visits import service as visits
+from backend.visits.resources import SCHEDULING_REFUSED
 from backend.visits.schemas import VisitSchema
 
 blp = Blueprint("plans", __name__, description="Treatment plans: versioned, with phases.")
@@ -43,6 +44,8 @@ class PatientPlans(MethodView):
     @requires(Role.PRESCRIBER)
     @blp.arguments(PlanCreateSchema, example=examples.PLAN)
     @blp.response(201, PlanSchema)
+    @blp.refusal(409, "`conflict` (`active_plan_exists`): the patient has an active plan; "
+                 "change it with PUT.")
     def post(self, body, patient_id: uuid.UUID):
         """Write a patient's treatment plan (its version 1)."""
         session, caller = db.session(), current_caller()
@@ -65,6 +68,7 @@ class PlanDetail(MethodView):
     @requires(Role.PRESCRIBER)
     @blp.arguments(PlanReviseSchema)
     @blp.response(200, PlanSchema)
+    @blp.refusal(409, "`conflict` (`plan_not_active`): only an active plan can be changed.")
     def put(self, body, plan_id: uuid.UUID):
         """Write a new version; visits already scheduled keep the version they were made under."""
         session, caller = db.session(), current_caller()
@@ -81,6 +85,7 @@ class PlanVisits(MethodView):
     @requires(Role.ADMIN, Role.PRESCRIBER)
     @blp.arguments(SeriesSchema)
     @blp.response(201, VisitSchema(many=True))
+    @blp.refusal(409, f"{SCHEDULING_REFUSED} The details name the refused occurrence.")
     def post(self, body, plan_id: uuid.UUID):
         """Schedule a series from an RFC 5545 rule; one refused visit refuses them all."""
         session = db.session()

@@ -29,6 +29,7 @@ class Products(MethodView):
     @requires(Role.ADMIN, Role.PHARMACIST)
     @blp.arguments(ProductSchema, example=examples.PRODUCT)
     @blp.response(201, ProductSchema)
+    @blp.refusal(409, "`conflict`: a product of this name, or another under this id, exists.")
     def post(self, body):
         """Add a product."""
         session = db.session()

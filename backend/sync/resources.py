@@ -42,9 +42,9 @@ class Sync(MethodView):
     @blp.arguments(PullQuerySchema, location="query")
     @blp.arguments(SyncHeadersSchema, location="headers")
     @blp.response(200, PullSchema)
-    @blp.alt_response(410, description="`sync_reset_required`: the cursor is older than "
-                      "deletions are kept; pull from 0.")
-    @blp.alt_response(426, description="`schema_too_old`: update the app.")
+    @blp.refusal(410, "`sync_reset_required`: the cursor is older than deletions are kept; "
+                 "pull from 0.")
+    @blp.refusal(426, "`schema_too_old`: update the app.")
     def get(self, query, headers):
         """Pull what changed for this nurse since `last_pulled_at`.
 
@@ -70,12 +70,11 @@ class Sync(MethodView):
     @blp.doc(requestBody={"required": True,
                           "content": {"application/json": {"schema": PushBodySchema}}})
     @blp.response(200, PushResultSchema)
-    @blp.alt_response(400, description="`malformed_push`: the table, record id and field; "
-                      "nothing applied.")
-    @blp.alt_response(409, description="`sync_conflict`: a visit changed since the pull; pull "
-                      "and push again. `push_in_progress`: the same key is still running.")
-    @blp.alt_response(413, description="Too many records or bytes.")
-    @blp.alt_response(422, description="`idempotency_key_reused` with a different body.")
+    @blp.refusal(400, "`malformed_push`: the table, record id and field; nothing applied.")
+    @blp.refusal(409, "`sync_conflict`: a visit changed since the pull; pull and push again. "
+                 "`push_in_progress`: the same key is still running.")
+    @blp.refusal(413, "`push_too_large`: too many records or bytes.")
+    @blp.refusal(422, "`idempotency_key_reused` with a different body.")
     def post(self, query, headers):
         """Push the phone's changes, applied in one transaction.
 

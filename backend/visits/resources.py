@@ -29,6 +29,10 @@ blp = Blueprint("visits", __name__, url_prefix="/visits", description=(
     "`no_active_plan`."))
 READERS = (Role.ADMIN, Role.PRESCRIBER, Role.PHARMACIST, Role.NURSE, Role.COMPLIANCE)
 SCHEDULERS = (Role.ADMIN, Role.PRESCRIBER)
+SCHEDULING_REFUSED = (
+    "The rule the visit breaks: `min_interval`, `weekly_limit`, `monthly_limit`, "
+    "`nurse_double_booked`, `home_administration_forbidden`, `no_active_plan`.")
+STATUS_CONFLICT = "`conflict`: the visit's status does not allow this step."
 
 
 @blp.route("")
@@ -52,6 +56,8 @@ class Visits(MethodView):
     @requires(*SCHEDULERS)
     @blp.arguments(VisitCreateSchema, example=examples.VISIT)
     @blp.response(201, VisitSchema)
+    @blp.refusal(404, "`not_found`: no such patient in the caller's organisation.")
+    @blp.refusal(409, f"{SCHEDULING_REFUSED} `conflict`: another visit has this client id.")
     def post(self, body):
         """Schedule one visit within the plan's limits."""
         session = db.session()
@@ -79,6 +85,7 @@ class VisitCancel(MethodView):
     @requires(Role.ADMIN, Role.PRESCRIBER, Role.NURSE)
     @blp.arguments(CancelSchema)
     @blp.response(200, VisitSchema)
+    @blp.refusal(409, STATUS_CONFLICT)
     def post(self, body, visit_id: uuid.UUID):
         """Cancel a scheduled visit, with a reason."""
         session = db.session()
@@ -93,6 +100,7 @@ class VisitReschedule(MethodView):
     @requires(*SCHEDULERS)
     @blp.arguments(RescheduleSchema)
     @blp.response(201, VisitSchema)
+    @blp.refusal(409, f"{SCHEDULING_REFUSED} {STATUS_CONFLICT}")
     def post(self, body, visit_id: uuid.UUID):
         """Reschedule: a new visit replaces the old, which is kept as `rescheduled`."""
         session = db.session()
@@ -114,6 +122,7 @@ class VisitCheckIn(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(PositionSchema, example=examples.POSITION)
     @blp.response(200, VisitSchema)
+    @blp.refusal(409, STATUS_CONFLICT)
     def post(self, body, visit_id: uuid.UUID):
         """Check in from the nurse's phone; outside the radius needs a reason and is flagged."""
         return _presence(visit_id, "check_in", body)
@@ -126,6 +135,7 @@ class VisitCheckOut(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(PositionSchema, example=examples.POSITION)
     @blp.response(200, VisitSchema)
+    @blp.refusal(409, STATUS_CONFLICT)
     def post(self, body, visit_id: uuid.UUID):
         """Check out and complete the visit; outside the radius needs a reason and is flagged."""
         return _presence(visit_id, "check_out", body)

@@ -1,4 +1,5 @@
-"""The OpenAPI document: valid, every operation named, decimals typed alike, examples that load."""
+"""The OpenAPI document: valid, every operation named, decimals typed alike, examples that load,
+every refusal documented in the one error shape."""
 
 from __future__ import annotations
 
@@ -98,3 +99,22 @@ def test_the_main_request_bodies_have_examples_that_their_schemas_accept(app, sp
                   if "example" in operation.get("requestBody", {}).get("content", {}).get(
                       "application/json", {})]
     assert len(documented) == len(examples)
+
+
+def _error_schema(spec: dict, response: dict) -> dict | None:
+    if "$ref" in response:
+        response = spec["components"]["responses"][response["$ref"].rpartition("/")[2]]
+    return response.get("content", {}).get("application/json", {}).get("schema")
+
+
+def test_every_refusal_is_documented_in_the_one_error_shape(spec):
+    error = {"$ref": "#/components/schemas/Error"}
+    for path, method, operation in _operations(spec):
+        responses = operation["responses"]
+        refusals = {code for code in responses if code.startswith("4")}
+        assert {"401", "403"} <= refusals or "x-roles" not in operation, (method, path)
+        assert "404" in refusals or "{" not in path, (method, path)
+        if "application/json" in operation.get("requestBody", {}).get("content", {}):
+            assert {"400", "413", "422"} <= refusals, (method, path)
+        assert all(_error_schema(spec, responses[code]) == error for code in refusals), (
+            method, path)
