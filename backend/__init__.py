@@ -14,6 +14,8 @@ from backend.boundary import VigilFlask
 from backend.clock import SystemClock
 from backend.db import Database
 from backend.keys import load_keyring
+from backend.phi import sealed
+from backend.phi.cipher import PhiCipher
 from backend.runtime import build_runtime
 from backend.sync import sequence
 
@@ -56,8 +58,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO)
     keys = load_keyring(app.config, instance)
     app.extensions["vigil.runtime"] = build_runtime(app.config, clock, keys)
-    Database(app.config["DATABASE_URL"], clock, on_session=[sequence.install],
-             info={changes.JUDGE: boundary.judge_with(app.extensions["vigil.runtime"])}
+    Database(app.config["DATABASE_URL"], clock, on_session=[sequence.install, sealed.install],
+             info={changes.JUDGE: boundary.judge_with(app.extensions["vigil.runtime"]),
+                   sealed.PHI: PhiCipher.from_keyring(keys)}
              ).init_app(app)
     errors.init_app(app)
     security_headers.init_app(app)

@@ -25,6 +25,7 @@ from backend.errors import VigilError
 from backend.jobs import scheduler as job_scheduler
 from backend.keys import rotate_signing_key
 from backend.phi import keyfile, rotation
+from backend.phi.cipher import PhiCipher
 from backend.runtime import runtime
 from backend.scan import service as scan
 from backend.sync import docs
@@ -53,7 +54,7 @@ def db_group() -> None:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Migrate up to REVISION (default: head)."""
-    schema.upgrade(_engine(), revision)
+    schema.upgrade(_engine(), revision, PhiCipher.from_keyring(runtime().keys))
     click.echo(f"database at {schema.current(_engine())}")
 
 
@@ -61,7 +62,7 @@ def db_upgrade(revision: str) -> None:
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Migrate down to REVISION (`base` empties the database)."""
-    schema.downgrade(_engine(), revision)
+    schema.downgrade(_engine(), revision, PhiCipher.from_keyring(runtime().keys))
     click.echo(f"database at {schema.current(_engine())}")
 
 

@@ -68,6 +68,8 @@ from backend.devices.signatures import canonical_bytes
 from backend.flags.models import Flag
 from backend.patients import service as patients
 from backend.patients.models import Patient
+from backend.phi import sealed
+from backend.phi.cipher import PhiCipher
 from backend.plans import service as plans
 from backend.plans.models import PlanVersion
 from backend.policy.service import policy_for
@@ -189,6 +191,9 @@ class Clinic:
     weeks: int
     visit_minutes: int
     radius_m: int
+    # The PHI keys, so that workers encrypt what the app would (signed bodies, free text).
+    phi_keys: dict[str, bytes]
+    phi_active: str
 
     def last_day(self) -> date:
         """Return the day of the last sessions: yesterday."""
@@ -344,12 +349,14 @@ def seed_services(app: Flask, nurses: int, weeks: int) -> Clinic:
         return Clinic(str(staff.organisation.id), str(staff.product.id), str(staff.admin.id),
                       str(staff.pharmacist.id), tuple(seats), tuple(homes), first_day,
                       weeks, int(policy.value("visit_minutes")),
-                      int(policy.value("evv_radius_m")))
+                      int(policy.value("evv_radius_m")), dict(rt.keys.phi_keys),
+                      rt.keys.phi_active)
 
 
 # --- generating a week of sessions (in worker processes) ---------------------------------
 
 CLINIC: Clinic | None = None
+CIPHER: PhiCipher | None = None
 KEYS: dict[int, Ed25519PrivateKey] = {}
 DATABASE: psycopg.Connection | None = None
 SIGNED, CHECK_EVERY = itertools.count(), 500
@@ -357,8 +364,9 @@ SIGNED, CHECK_EVERY = itertools.count(), 500
 
 def adopt(clinic: Clinic, url: str) -> None:
     """Keep the clinic, the nurses' phone keys and a database connection in this worker."""
-    global CLINIC, DATABASE
+    global CLINIC, DATABASE, CIPHER
     CLINIC = clinic
+    CIPHER = PhiCipher(clinic.phi_keys, clinic.phi_active)
     KEYS.update({number: Ed25519PrivateKey.from_private_bytes(seat.private_key)
                  for number, seat in enumerate(clinic.seats)})
     DATABASE = psycopg.connect(url)
@@ -370,8 +378,8 @@ def store_visits(week: int) -> WeekRows:
     """Generate one week; COPY its visits and EVV events here; return the rest to chain."""
     rows = week_rows(week)
     with DATABASE.cursor() as cursor:
-        copy_rows(cursor, Visit.__tablename__, VISIT_COLUMNS, rows.visits)
-        copy_rows(cursor, EvvEvent.__tablename__, EVV_COLUMNS, rows.evv)
+        copy_rows(cursor, Visit, VISIT_COLUMNS, rows.visits)
+        copy_rows(cursor, EvvEvent, EVV_COLUMNS, rows.evv)
     DATABASE.commit()
     return replace(rows, visits=[], evv=[])
 
@@ -674,9 +682,22 @@ class Chain:
         return rows
 
 
-def copy_rows(cursor, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """COPY `rows` into `table`; JSON columns are serialised here."""
+def sealed_rows(model: type, columns: tuple[str, ...],
+                rows: list[tuple]) -> tuple[tuple[str, ...], list[tuple]]:
+    """Return the columns and rows as the app stores them: sealed values encrypted."""
+    if not rows or not set(sealed.names(model)) & set(columns):
+        return columns, rows
+    stored = [sealed.sealed_values(CIPHER, model, dict(zip(columns, row, strict=True)))
+              for row in rows]
+    names = tuple(stored[0])
+    return names, [tuple(values[name] for name in names) for values in stored]
+
+
+def copy_rows(cursor, model: type, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """COPY `rows` into the model's table; sealed values are encrypted, JSON serialised here."""
+    columns, rows = sealed_rows(model, columns, rows)
     json_at = [i for i, name in enumerate(columns) if name in JSON_COLUMNS]
+    table = model.__tablename__
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             if json_at:
@@ -692,6 +713,8 @@ def load_sessions(app: Flask, clinic: Clinic, workers: int) -> tuple[Chain, dict
 
     Return the chain, the seconds the main process spent on each part, and what was injected.
     """
+    global CIPHER
+    CIPHER = PhiCipher(clinic.phi_keys, clinic.phi_active)
     seconds: Counter[str] = Counter()
     injected: Counter[str] = Counter()
     chain = Chain()
@@ -709,8 +732,8 @@ def load_sessions(app: Flask, clinic: Clinic, workers: int) -> tuple[Chain, dict
             entries = chain.link(rows.entries)
             seconds["hashing the chain"] += time.perf_counter() - began
             began = time.perf_counter()
-            copy_rows(cursor, CustodyEntry.__tablename__, ENTRY_COLUMNS, entries)
-            copy_rows(cursor, DoseRecord.__tablename__, DOSE_COLUMNS, rows.doses)
+            copy_rows(cursor, CustodyEntry, ENTRY_COLUMNS, entries)
+            copy_rows(cursor, DoseRecord, DOSE_COLUMNS, rows.doses)
             connection.commit()
             seconds["COPY"] += time.perf_counter() - began
             injected.update(rows.injected)

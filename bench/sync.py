@@ -197,7 +197,7 @@ def store_observations(nurse: int, per_session: int) -> int:
                 at = ended + OBSERVE_EVERY * number
                 rows.append(stored_observation(nurse, observation(rng, str(visit_id), at),
                                                at + timedelta(seconds=rng.uniform(1, 30))))
-        scan.copy_rows(cursor, Observation.__tablename__, OBSERVATION_COLUMNS, rows)
+        scan.copy_rows(cursor, Observation, OBSERVATION_COLUMNS, rows)
     scan.DATABASE.commit()
     return len(rows)
 

@@ -1,7 +1,8 @@
 """The clinical record of a home session: pre-dose, dose, observations, discharge, outcomes.
 
 Every record is append-only, carries the phone's Ed25519 signature over the exact body it sent
-(`signed_body`), and both the phone's clock (`occurred_at`) and the server's (`received_at`).
+(`signed_body`, stored encrypted as PHI beside the SHA-256 of its canonical bytes), and both the
+phone's clock (`occurred_at`) and the server's (`received_at`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from backend.db import Base, new_id
 from backend.phi.registry import EncryptedColumns
+from backend.phi.sealed import Sealed
 
 
 class SignedRecord:
@@ -24,9 +26,14 @@ class SignedRecord:
     nurse_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
     device_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("device.id"))
     device_signature: Mapped[str] = mapped_column(String(100))
-    signed_body: Mapped[dict] = mapped_column(JSON)
+    # What the phone signed, free text and all: PHI, kept as ciphertext; the digest answers
+    # whether a retried record is the same one without decrypting it.
+    signed_body_enc: Mapped[str] = mapped_column(Text)
+    signed_body_sha256: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime]
+
+    signed_body = Sealed(as_json=True, digested=True)
 
     @declared_attr
     def organisation_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805
@@ -60,8 +67,14 @@ class PreDose(SignedRecord, Vitals, Base):
     weight_g: Mapped[int | None]
     weight_measured_at: Mapped[datetime | None]
     decision: Mapped[str] = mapped_column(String(8))
-    decision_reason: Mapped[str | None] = mapped_column(Text)
-    bp_justification: Mapped[str | None] = mapped_column(Text)
+    decision_reason_enc: Mapped[str | None] = mapped_column(Text)
+    bp_justification_enc: Mapped[str | None] = mapped_column(Text)
+
+    decision_reason = Sealed()
+    bp_justification = Sealed()
+
+
+PRE_DOSE_PHI = EncryptedColumns(PreDose, ("signed_body", "decision_reason", "bp_justification"))
 
 
 class DoseRecord(SignedRecord, Base):
@@ -83,6 +96,9 @@ class DoseRecord(SignedRecord, Base):
     custody_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("custody_entry.id"))
 
 
+DOSE_PHI = EncryptedColumns(DoseRecord, ("signed_body",))
+
+
 class Observation(SignedRecord, Vitals, Base):
     """One timed observation after the dose; instrument totals are Vigil's own sums."""
 
@@ -92,6 +108,9 @@ class Observation(SignedRecord, Vitals, Base):
     bprs_total: Mapped[int | None]
     # What the phone claimed the totals were, when that differed from Vigil's sums.
     client_totals: Mapped[dict] = mapped_column(JSON)
+
+
+OBSERVATION_PHI = EncryptedColumns(Observation, ("signed_body",))
 
 
 class Discharge(SignedRecord, Vitals, Base):
@@ -104,8 +123,10 @@ class Discharge(SignedRecord, Vitals, Base):
     adverse_event_category: Mapped[str] = mapped_column(String(40))
     adverse_events_enc: Mapped[str | None] = mapped_column(Text)
 
+    adverse_events = Sealed()
 
-DISCHARGE_PHI = EncryptedColumns(Discharge, ("adverse_events",))
+
+DISCHARGE_PHI = EncryptedColumns(Discharge, ("adverse_events", "signed_body"))
 
 
 class OutcomeScore(SignedRecord, Base):
@@ -116,6 +137,9 @@ class OutcomeScore(SignedRecord, Base):
     instrument: Mapped[str] = mapped_column(String(10))
     items: Mapped[dict] = mapped_column(JSON)
     total: Mapped[int]
+
+
+OUTCOME_PHI = EncryptedColumns(OutcomeScore, ("signed_body",))
 
 
 class QuarantinedEvent(Base):
@@ -131,6 +155,13 @@ class QuarantinedEvent(Base):
     visit_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("visit.id"))
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
     device_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("device.id"))
-    payload: Mapped[dict] = mapped_column(JSON)
+    # Whatever the phone sent, PHI included, as ciphertext. The reason is the server's own
+    # sentence (an error code and message), which never quotes the record.
+    payload_enc: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime]
+
+    payload = Sealed(as_json=True)
+
+
+QUARANTINE_PHI = EncryptedColumns(QuarantinedEvent, ("payload",))

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from backend.accounts.models import User
 from backend.accounts.service import organisation_zone
 from backend.administration.models import (
-    DISCHARGE_PHI,
     Discharge,
     DoseRecord,
     Observation,
@@ -24,7 +23,6 @@ from backend.administration.service import SessionRecord, read_session
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.patients.service import visible_patient
-from backend.phi.cipher import PhiCipher
 from backend.policy.service import policy_for
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
@@ -120,13 +118,6 @@ def dissociation(record: SessionRecord) -> bool | None:
                for r in _after_dose(record))
 
 
-def _adverse_events(rt: Runtime, discharge: Discharge | None) -> str | None:
-    if discharge is None or discharge.adverse_events_enc is None:
-        return None
-    return PhiCipher.from_keyring(rt.keys).decrypt(
-        discharge.adverse_events_enc, DISCHARGE_PHI.place(discharge, "adverse_events"))
-
-
 def monitoring_record(session: Session, rt: Runtime, caller: Caller,
                       visit_id: uuid.UUID) -> MonitoringRecord:
     """Return a visit's REMS monitoring record with adverse events decrypted; audit the read."""
@@ -169,7 +160,7 @@ def monitoring_record(session: Session, rt: Runtime, caller: Caller,
         sedation=sedation(record), dissociation=dissociation(record),
         sedating_co_medications=list(pre.co_medications) if pre else [],
         adverse_event_category=end.adverse_event_category if end else None,
-        adverse_events=_adverse_events(rt, end))
+        adverse_events=end.adverse_events if end else None)
 
 
 @dataclass(frozen=True)

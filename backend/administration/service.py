@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 from backend import changes
 from backend.administration import instruments
 from backend.administration.models import (
-    DISCHARGE_PHI,
     Discharge,
     DoseRecord,
     Observation,
@@ -32,7 +31,7 @@ from backend.custody.ledger import Attestation, InsufficientStock, append
 from backend.custody.models import CustodyEntry, Kind
 from backend.devices.signatures import verify_device_signature
 from backend.errors import Conflict, InvalidField, SignatureInvalid, VigilError
-from backend.phi.cipher import PhiCipher, Place
+from backend.phi.sealed import digest
 from backend.products import service as products
 from backend.runtime import Runtime
 from backend.visits import service as visits
@@ -119,8 +118,9 @@ def _trust(session: Session, caller: Caller, visit: Visit, model: type,
     """Return the stored twin of an identical retry, or None; quarantine what fails trust."""
     record_type = model.__tablename__
     payload = verify_record(session, caller, record_type, received.raw)
-    return stored_twin(session.get(model, received.data["id"]), (payload, visit.id),
-                       content=lambda stored: (stored.signed_body, stored.visit_id),
+    # Compared by digest: a retry is recognised without decrypting the stored body.
+    return stored_twin(session.get(model, received.data["id"]), (digest(payload), visit.id),
+                       content=lambda stored: (stored.signed_body_sha256, stored.visit_id),
                        conflict=id_taken(record_type, received.raw))
 
 
@@ -258,12 +258,9 @@ def record_discharge(session: Session, rt: Runtime, caller: Caller, visit_id: uu
     def build(visit: Visit) -> dict[str, Any]:
         if session.scalar(select(Discharge.id).where(Discharge.visit_id == visit.id)):
             raise Conflict("This visit already has a discharge record.", {"rule": "once"})
-        text = data.get("adverse_events")
-        place = Place(caller.organisation_id, DISCHARGE_PHI.table, "adverse_events", data["id"])
         return {**_vitals(data), "state": data["state"],
                 "adverse_event_category": data["adverse_event_category"],
-                "adverse_events_enc": PhiCipher.from_keyring(rt.keys).encrypt(text, place)
-                if text else None}
+                "adverse_events": data.get("adverse_events") or None}
 
     return _store(session, rt, caller, visit_id, Discharge, received, build)
 
@@ -377,7 +374,8 @@ def read_session(session: Session, caller: Caller, visit_id: uuid.UUID) -> Sessi
         return list(session.scalars(select(model).where(model.visit_id == visit.id)
                                     .order_by(model.occurred_at)))
 
-    held = session.scalars(select(QuarantinedEvent).where(QuarantinedEvent.visit_id == visit.id))
+    held = session.scalars(select(QuarantinedEvent).where(QuarantinedEvent.visit_id == visit.id)
+                           .order_by(QuarantinedEvent.received_at, QuarantinedEvent.id))
     return SessionRecord(
         pre_dose=next(iter(rows(PreDose)), None), dose=next(iter(rows(DoseRecord)), None),
         observations=rows(Observation), discharge=next(iter(rows(Discharge)), None),

@@ -16,6 +16,7 @@ from backend.custody.models import CustodyBalance, CustodyEntry, CustodyHead
 from backend.db import upsert
 from backend.errors import Conflict, VigilError
 from backend.keys import KeyRing
+from backend.phi.sealed import cipher_of, sealed_values
 from backend.synced import note
 
 VAULT = "vault"
@@ -163,7 +164,8 @@ def existing(session: Session, organisation_id: uuid.UUID,
 
 
 def _columns(entry: CustodyEntry) -> dict[str, Any]:
-    return {column.key: getattr(entry, column.key) for column in CustodyEntry.__mapper__.columns}
+    return {**{column.key: getattr(entry, column.key)
+               for column in CustodyEntry.__mapper__.columns}, "details": entry.details}
 
 
 def append(session: Session, organisation_id: uuid.UUID, movement: Movement,
@@ -184,9 +186,11 @@ def append(session: Session, organisation_id: uuid.UUID, movement: Movement,
               "device_signature": attestation.device_signature,
               "confirmations": attestation.confirmations, "received_at": received_at}
     digest = entry_hash(head.head_hash, fields)
+    # The hash covers the details in clear; the table keeps them as ciphertext.
     session.execute(insert(CustodyEntry).values(
-        **fields, prev_hash=head.head_hash, entry_hash=digest,
-        server_key_id=keys.signing_key_id, server_signature=sign_entry(keys.signing_key, digest),
+        **sealed_values(cipher_of(session), CustodyEntry, fields), prev_hash=head.head_hash,
+        entry_hash=digest, server_key_id=keys.signing_key_id,
+        server_signature=sign_entry(keys.signing_key, digest),
         signed_record=attestation.signed_record))
     head.seq, head.head_hash = fields["seq"], digest
     note(session, "custody_entries", movement.id)

@@ -10,6 +10,8 @@ from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, Unique
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, new_id
+from backend.phi.registry import EncryptedColumns
+from backend.phi.sealed import Sealed
 
 
 class Kind(StrEnum):
@@ -31,7 +33,9 @@ class CustodyEntry(Base):
 
     Holders are strings: `vault`, `bag:<nurse id>`, `patient:<patient id>`, `supplier`,
     `waste`, `destruction`, `loss`, `count` (a counting correction). Patients appear only by
-    their surrogate id: the ledger holds no PHI.
+    their surrogate id. `details` (a supplier, a seal, a count's reason, a loss's
+    circumstances) is free text that may name anyone: it is stored as PHI ciphertext, and the
+    hash and signatures cover its plaintext, so verification decrypts it.
     """
 
     __tablename__ = "custody_entry"
@@ -59,7 +63,7 @@ class CustodyEntry(Base):
     device_signature: Mapped[str | None] = mapped_column(String(100))
     visit_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("visit.id"))
     corrects_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("custody_entry.id"))
-    details: Mapped[dict] = mapped_column(JSON)
+    details_enc: Mapped[str] = mapped_column(Text)
     confirmations: Mapped[list] = mapped_column(JSON)
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime]
@@ -72,6 +76,11 @@ class CustodyEntry(Base):
     # The record the phone signed when the movement follows from it (a dose's `administer`):
     # `device_signature` is over this body, and the movement must be the one it implies.
     signed_record: Mapped[dict | None] = mapped_column(JSON)
+
+    details = Sealed(as_json=True)
+
+
+CUSTODY_ENTRY_PHI = EncryptedColumns(CustodyEntry, ("details",))
 
 
 class CustodyHead(Base):
@@ -131,4 +140,9 @@ class LossReport(Base):
     form_106_due_at: Mapped[datetime]
     notice_filed_at: Mapped[datetime | None]
     form_106_filed_at: Mapped[datetime | None]
-    circumstances: Mapped[str] = mapped_column(Text)
+    circumstances_enc: Mapped[str] = mapped_column(Text)
+
+    circumstances = Sealed()
+
+
+LOSS_REPORT_PHI = EncryptedColumns(LossReport, ("circumstances",))

@@ -175,12 +175,12 @@ def _counted_holder(session: Session, caller: Caller, holder: str | None) -> str
 
 def _check_seal(session: Session, caller: Caller, movement: Movement) -> None:
     dispensed = session.scalar(
-        select(CustodyEntry.details).where(
+        select(CustodyEntry).where(
             CustodyEntry.organisation_id == caller.organisation_id,
             CustodyEntry.kind == Kind.DISPENSE, CustodyEntry.to_holder == movement.from_holder,
             CustodyEntry.product_id == movement.product_id, CustodyEntry.lot == movement.lot)
         .order_by(CustodyEntry.seq.desc()).limit(1))
-    expected = dispensed and dispensed.get("seal_id")
+    expected = dispensed and dispensed.details.get("seal_id")
     if not expected or movement.details.get("seal_id") != expected:
         raise SealMismatch("The kit's seal does not match the seal it was dispensed under.",
                            {"expected": expected, "presented": movement.details.get("seal_id")})

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -40,6 +41,8 @@ from backend.custody.service import POSTERS
 from backend.devices.models import Device
 from backend.devices.signatures import verify_with_key
 from backend.errors import SignatureInvalid
+from backend.phi.cipher import PhiCipher, PhiIntegrityError
+from backend.phi.sealed import cipher_of, open_stored
 
 BATCH = 5000
 SIGNATURE_COLUMNS = ("server_key_id", "server_signature", "signed_record")
@@ -50,6 +53,7 @@ SERVER_MISMATCH = ("the server's signature does not match the entry: it was chan
                    "inserted or renumbered after it was appended")
 CHECKPOINT_MISMATCH = ("the chain up to this seq differs from its signed checkpoint: an entry "
                        "at or before it was changed")
+UNREADABLE = "<details do not decrypt at this place>"
 
 
 @dataclass(frozen=True)
@@ -79,15 +83,28 @@ def _rows(session: Session, organisation_id: uuid.UUID, first: int = 1,
           last: int | None = None) -> Iterator[dict]:
     columns = [CustodyEntry.__table__.c[name] for name in
                (*HASHED_FIELDS, "prev_hash", "entry_hash", *SIGNATURE_COLUMNS)
-               if name != "organisation_id"]
+               if name not in ("organisation_id", "details")]
     where = [CustodyEntry.organisation_id == organisation_id, CustodyEntry.seq >= first]
     if last is not None:
         where.append(CustodyEntry.seq <= last)
     # Closed even when the walk stops at a mismatch: PostgreSQL streams through a server cursor.
-    with session.execute(select(*columns).where(*where).order_by(CustodyEntry.seq)
-            .execution_options(yield_per=BATCH)) as result:
+    box = cipher_of(session)
+    with session.execute(select(*columns, CustodyEntry.details_enc).where(*where)
+                         .order_by(CustodyEntry.seq).execution_options(yield_per=BATCH)
+                         ) as result:
         for row in result.mappings():
-            yield {**row, "organisation_id": organisation_id}
+            yield {**row, "organisation_id": organisation_id,
+                   "details": _details(box, organisation_id, row)}
+
+
+def _details(box: PhiCipher, organisation_id: uuid.UUID, row: Mapping[str, Any]) -> Any:
+    """Return an entry's details in clear, which its hash and signatures cover."""
+    try:
+        return open_stored(box, CustodyEntry, "details", organisation_id, row["id"],
+                           row["details_enc"])
+    except PhiIntegrityError:
+        # Ciphertext changed or moved from another row: no hash can match it.
+        return UNREADABLE
 
 
 def _signature_matches(key: Ed25519PublicKey, signature: str | None, message: bytes) -> bool:

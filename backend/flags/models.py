@@ -6,10 +6,12 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.db import Base, new_id
+from backend.phi.registry import EncryptedColumns
+from backend.phi.sealed import Sealed
 
 
 class FlagStatus(StrEnum):
@@ -63,8 +65,9 @@ class Flag(Base):
     # The nurse and patient the finding concerns, when it names them, so the queue can filter.
     nurse_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("app_user.id"), index=True)
     patient_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patient.id"), index=True)
-    summary: Mapped[str] = mapped_column(Text)
-    evidence: Mapped[dict] = mapped_column(JSON)
+    # A finding quotes what it found (a nurse's reason, a count's explanation): PHI ciphertext.
+    summary_enc: Mapped[str] = mapped_column(Text)
+    evidence_enc: Mapped[str] = mapped_column(Text)
     dedup_key: Mapped[str] = mapped_column(String(64))
     shadow: Mapped[bool]
     status: Mapped[str] = mapped_column(String(30))
@@ -78,6 +81,9 @@ class Flag(Base):
     updated_at: Mapped[datetime]
 
     events: Mapped[list[FlagEvent]] = relationship(order_by="FlagEvent.seq")
+
+    summary = Sealed()
+    evidence = Sealed(as_json=True)
 
 
 class FlagEvent(Base):
@@ -97,5 +103,13 @@ class FlagEvent(Base):
     action: Mapped[str] = mapped_column(String(20))
     from_status: Mapped[str | None] = mapped_column(String(30))
     to_status: Mapped[str | None] = mapped_column(String(30))
-    note: Mapped[str | None] = mapped_column(Text)
-    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    # A reviewer's note, and the findings a step recorded: PHI ciphertext.
+    note_enc: Mapped[str | None] = mapped_column(Text)
+    detail_enc: Mapped[str] = mapped_column(Text)
+
+    note = Sealed()
+    detail = Sealed(as_json=True)
+
+
+FLAG_PHI = EncryptedColumns(Flag, ("summary", "evidence"))
+FLAG_EVENT_PHI = EncryptedColumns(FlagEvent, ("note", "detail"))

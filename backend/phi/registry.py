@@ -33,7 +33,14 @@ class EncryptedColumns:
 
 def encrypted_columns() -> tuple[EncryptedColumns, ...]:
     """Return every model's encrypted columns; a feature that stores PHI adds its line here."""
-    from backend.administration.models import DISCHARGE_PHI
+    from backend.administration import models as clinical
+    from backend.custody.models import CUSTODY_ENTRY_PHI, LOSS_REPORT_PHI
+    from backend.flags.models import FLAG_EVENT_PHI, FLAG_PHI
     from backend.patients.models import PATIENT_PHI
+    from backend.plans.models import PLAN_VERSION_PHI
+    from backend.visits.models import EVV_PHI, VISIT_PHI
 
-    return (PATIENT_PHI, DISCHARGE_PHI)
+    return (PATIENT_PHI, clinical.PRE_DOSE_PHI, clinical.DOSE_PHI, clinical.OBSERVATION_PHI,
+            clinical.DISCHARGE_PHI, clinical.OUTCOME_PHI, clinical.QUARANTINE_PHI, EVV_PHI,
+            VISIT_PHI, PLAN_VERSION_PHI, CUSTODY_ENTRY_PHI, LOSS_REPORT_PHI, FLAG_PHI,
+            FLAG_EVENT_PHI)

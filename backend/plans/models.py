@@ -9,6 +9,8 @@ from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.db import Base, new_id
+from backend.phi.registry import EncryptedColumns
+from backend.phi.sealed import Sealed
 
 
 class TreatmentPlan(Base):
@@ -37,6 +39,8 @@ class PlanVersion(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("treatment_plan.id"), index=True)
+    # The plan's organisation, which the change reason's ciphertext is bound to.
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
     version: Mapped[int]
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drug_product.id"))
     route: Mapped[str] = mapped_column(String(20))
@@ -46,12 +50,17 @@ class PlanVersion(Base):
     infusion_minutes: Mapped[int]
     prescriber_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
     created_at: Mapped[datetime]
-    change_reason: Mapped[str | None] = mapped_column(Text)
+    change_reason_enc: Mapped[str | None] = mapped_column(Text)
     # Thresholds this plan sets for its patient, as decimal strings, over the organisation's.
     policy_overrides: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
     plan: Mapped[TreatmentPlan] = relationship(back_populates="versions")
     phases: Mapped[list[PlanPhase]] = relationship(order_by="PlanPhase.ordinal")
+
+    change_reason = Sealed()
+
+
+PLAN_VERSION_PHI = EncryptedColumns(PlanVersion, ("change_reason",))
 
 
 class PlanPhase(Base):

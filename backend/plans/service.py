@@ -90,9 +90,9 @@ def _check(session: Session, caller: Caller, policy: Policy, spec: PlanSpec) -> 
 def _write_version(session: Session, caller: Caller, now: datetime, plan: TreatmentPlan,
                    spec: PlanSpec, reason: str | None) -> PlanVersion:
     version = PlanVersion(
-        plan_id=plan.id, version=plan.current_version, product_id=spec.product_id,
-        route=spec.route, dose_ug_per_kg=spec.dose_ug_per_kg, dose_ug=spec.dose_ug,
-        max_dose_ug=spec.max_dose_ug, infusion_minutes=spec.infusion_minutes,
+        plan_id=plan.id, organisation_id=plan.organisation_id, version=plan.current_version,
+        product_id=spec.product_id, route=spec.route, dose_ug_per_kg=spec.dose_ug_per_kg,
+        dose_ug=spec.dose_ug, max_dose_ug=spec.max_dose_ug, infusion_minutes=spec.infusion_minutes,
         prescriber_id=caller.user_id, created_at=now, change_reason=reason,
         policy_overrides={name: str(value) for name, value in spec.policy_overrides.items()}
         or None)
@@ -139,7 +139,7 @@ def revise(session: Session, rt: Runtime, caller: Caller, plan_id: uuid.UUID, sp
     _write_version(session, caller, now, plan, spec, reason)
     session.refresh(plan, ["versions"])
     audit.record(session, now, caller, "plan.revise", "treatment_plan", plan.id,
-                 detail={"version": plan.current_version, "reason": reason})
+                 detail={"version": plan.current_version})
     return plan
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, aliased
 from backend.accounts.models import Organisation, Role, User
 from backend.administration.models import DoseRecord, QuarantinedEvent
 from backend.custody.models import CustodyBalance, CustodyEntry, Kind, LossReport
+from backend.phi.sealed import cipher_of, open_stored
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
 from backend.policy.service import stored_value
 from backend.products.models import DrugProduct
@@ -129,12 +130,35 @@ def _wastes(session: Session, scope: Scope) -> list[f.Waste]:
             for row in session.execute(query)]
 
 
+def _opened(session: Session, model: type, name: str, organisation_id: uuid.UUID,
+            row_id: uuid.UUID, stored: str | None) -> str | None:
+    """Return a free-text value read as ciphertext; only the few rows a rule quotes need it."""
+    return open_stored(cipher_of(session), model, name, organisation_id, row_id, stored)
+
+
+def _visit_fact(session: Session, scope: Scope, row: Any) -> f.Visit:
+    # Rules quote a reason only for a missed visit or an override: decrypt those alone.
+    status_reason = (_opened(session, Visit, "status_reason", scope.organisation_id, row.id,
+                             row.status_reason_enc)
+                     if row.status == VisitStatus.MISSED else None)
+    override_reason = _opened(session, Visit, "override_reason", scope.organisation_id, row.id,
+                              row.override_reason_enc)
+    return f.Visit(id=str(row.id), patient_id=str(row.patient_id), nurse_id=str(row.nurse_id),
+                   scheduled_start=row.scheduled_start, scheduled_end=row.scheduled_end,
+                   status=str(row.status), override=row.override_reason_enc is not None,
+                   override_reason=override_reason, override_by_id=_text(row.override_by_id),
+                   status_reason=status_reason, series=row.series_id is not None,
+                   created_at=row.created_at, checked_in_at=row.checked_in_at,
+                   checked_out_at=row.checked_out_at,
+                   plan_infusion_minutes=row.infusion_minutes)
+
+
 def _visits(session: Session, scope: Scope) -> list[f.Visit]:
     query = (
         select(Visit.id, Visit.patient_id, Visit.nurse_id, Visit.scheduled_start,
-               Visit.scheduled_end, Visit.status, Visit.override_reason, Visit.series_id,
+               Visit.scheduled_end, Visit.status, Visit.override_reason_enc, Visit.series_id,
                Visit.created_at, Visit.checked_in_at, Visit.checked_out_at,
-               Visit.override_by_id, Visit.status_reason, PlanVersion.infusion_minutes)
+               Visit.override_by_id, Visit.status_reason_enc, PlanVersion.infusion_minutes)
         .join(PlanVersion, PlanVersion.id == Visit.plan_version_id)
         .where(Visit.organisation_id == scope.organisation_id,
                Visit.scheduled_start >= scope.context_since))
@@ -142,15 +166,7 @@ def _visits(session: Session, scope: Scope) -> list[f.Visit]:
         query = query.where(Visit.patient_id == scope.patient_id)
     if scope.nurse_id:
         query = query.where(Visit.nurse_id == scope.nurse_id)
-    return [f.Visit(id=str(row.id), patient_id=str(row.patient_id), nurse_id=str(row.nurse_id),
-                    scheduled_start=row.scheduled_start, scheduled_end=row.scheduled_end,
-                    status=str(row.status), override=row.override_reason is not None,
-                    override_reason=row.override_reason,
-                    override_by_id=_text(row.override_by_id), status_reason=row.status_reason,
-                    series=row.series_id is not None, created_at=row.created_at,
-                    checked_in_at=row.checked_in_at, checked_out_at=row.checked_out_at,
-                    plan_infusion_minutes=row.infusion_minutes)
-            for row in session.execute(query)]
+    return [_visit_fact(session, scope, row) for row in session.execute(query)]
 
 
 def _evv(session: Session, scope: Scope) -> list[f.EvvEvent]:
@@ -158,7 +174,7 @@ def _evv(session: Session, scope: Scope) -> list[f.EvvEvent]:
         select(EvvEvent.id, EvvEvent.visit_id, EvvEvent.nurse_id, Visit.patient_id,
                EvvEvent.device_id, EvvEvent.kind, EvvEvent.occurred_at, EvvEvent.received_at,
                EvvEvent.latitude, EvvEvent.longitude, EvvEvent.accuracy_m, EvvEvent.distance_m,
-               EvvEvent.radius_m, EvvEvent.reason)
+               EvvEvent.radius_m, EvvEvent.reason_enc)
         .join(Visit, Visit.id == EvvEvent.visit_id)
         .where(EvvEvent.organisation_id == scope.organisation_id,
                EvvEvent.received_at >= scope.since, EvvEvent.received_at <= scope.as_of))
@@ -171,7 +187,9 @@ def _evv(session: Session, scope: Scope) -> list[f.EvvEvent]:
                        kind=row.kind, occurred_at=row.occurred_at, received_at=row.received_at,
                        latitude=row.latitude, longitude=row.longitude,
                        accuracy_m=row.accuracy_m, distance_m=row.distance_m,
-                       radius_m=row.radius_m, reason=row.reason)
+                       radius_m=row.radius_m,
+                       reason=_opened(session, EvvEvent, "reason", scope.organisation_id,
+                                      row.id, row.reason_enc))
             for row in session.execute(query)]
 
 

@@ -27,6 +27,7 @@ from backend.client_ids import stored_twin
 from backend.custody import service as custody
 from backend.devices.models import Device
 from backend.errors import Conflict, Forbidden, NotFound, SignatureInvalid, VigilError
+from backend.phi.sealed import cipher_of, digest, sealed_values
 from backend.runtime import Runtime
 from backend.sync import checks, origin
 from backend.sync.models import SyncRow
@@ -204,7 +205,8 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
     if not records:
         return
     mine = _nurse_visits(session, caller, {record.raw.get("visit_id") for record in records})
-    stored = dict(session.execute(select(table.model.id, table.model.signed_body).where(
+    # Digests of what is stored: a re-sent record is recognised without decrypting anything.
+    stored = dict(session.execute(select(table.model.id, table.model.signed_body_sha256).where(
         table.model.id.in_([record.id for record in records]))).all())
     columns = MANY[table.name]
     # Held so that the session's identity map, which holds objects weakly, keeps the phone
@@ -216,7 +218,7 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
         visit_id = mine.get(raw.get("visit_id"))
         try:
             signed = clinical.verify_record(session, caller, table.name, raw)
-            if stored_twin(stored.get(record.id), signed, content=lambda body: body,
+            if stored_twin(stored.get(record.id), digest(signed), content=lambda body: body,
                            conflict=clinical.id_taken(table.name, raw)) is not None:
                 summary.count(summary.unchanged, table.name)
                 continue
@@ -225,7 +227,7 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
             data = record.loaded()
             fresh.append({**clinical.signed_columns(
                 caller, visit_id, clinical.Received(raw=raw, data=data), rt), **columns(data)})
-            stored[record.id] = signed
+            stored[record.id] = digest(signed)
         except REFUSALS as refused:
             _hold(session, rt, caller, table, visit_id, _untrusted(table, raw, refused),
                   summary)
@@ -235,7 +237,9 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
     if fresh:
         # One multi-row Core INSERT (the ORM's bulk path costs as much again in Python); the
         # ORM does not see these rows, so number them here.
-        session.execute(insert(table.model.__table__), fresh)
+        box = cipher_of(session)
+        session.execute(insert(table.model.__table__),
+                        [sealed_values(box, table.model, row) for row in fresh])
         for row in fresh:
             synced.note(session, table.name, row["id"])
             # Stored as exactly what the phone signed, so its copy is the server's.
@@ -286,8 +290,8 @@ def _apply_evv(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
                record: Record, visit_id: uuid.UUID | None) -> bool:
     raw = record.raw
     signed = clinical.verify_record(session, caller, table.name, raw)
-    if stored_twin(session.get(EvvEvent, record.id), (signed, raw.get("signature")),
-                   content=lambda event: (event.signed_body, event.device_signature),
+    if stored_twin(session.get(EvvEvent, record.id), (digest(signed), raw.get("signature")),
+                   content=lambda event: (event.signed_body_sha256, event.device_signature),
                    conflict=clinical.id_taken(table.name, raw)) is not None:
         return False
     if visit_id is None:

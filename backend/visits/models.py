@@ -7,10 +7,12 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text
+from sqlalchemy import ForeignKey, Index, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, new_id
+from backend.phi.registry import EncryptedColumns
+from backend.phi.sealed import Sealed
 
 
 class VisitStatus(StrEnum):
@@ -48,14 +50,21 @@ class Visit(Base):
     status: Mapped[VisitStatus] = mapped_column(String(12))
     series_id: Mapped[uuid.UUID | None]
     rescheduled_from_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("visit.id"))
-    status_reason: Mapped[str | None] = mapped_column(Text)
-    override_reason: Mapped[str | None] = mapped_column(Text)
+    # Free text (a cancellation's reason, a prescriber's override), kept as PHI ciphertext.
+    status_reason_enc: Mapped[str | None] = mapped_column(Text)
+    override_reason_enc: Mapped[str | None] = mapped_column(Text)
     override_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("app_user.id"))
     checked_in_at: Mapped[datetime | None]
     checked_out_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     created_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
     updated_at: Mapped[datetime]
+
+    status_reason = Sealed()
+    override_reason = Sealed()
+
+
+VISIT_PHI = EncryptedColumns(Visit, ("status_reason", "override_reason"))
 
 
 class EvvEvent(Base):
@@ -77,7 +86,15 @@ class EvvEvent(Base):
     distance_m: Mapped[int | None]
     radius_m: Mapped[int]
     within_radius: Mapped[bool]
-    reason: Mapped[str | None] = mapped_column(Text)
-    # Set when the event came signed through sync: what the phone signed, and its signature.
-    signed_body: Mapped[dict | None] = mapped_column(JSON)
+    reason_enc: Mapped[str | None] = mapped_column(Text)
+    # Set when the event came signed through sync: what the phone signed (as ciphertext, with
+    # the digest of its canonical bytes), and its signature.
+    signed_body_enc: Mapped[str | None] = mapped_column(Text)
+    signed_body_sha256: Mapped[str | None] = mapped_column(String(64))
     device_signature: Mapped[str | None] = mapped_column(String(100))
+
+    reason = Sealed()
+    signed_body = Sealed(as_json=True, digested=True)
+
+
+EVV_PHI = EncryptedColumns(EvvEvent, ("reason", "signed_body"))

@@ -274,8 +274,8 @@ def cancel(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUID,
     require_status(visit, VisitStatus.SCHEDULED)
     now = rt.clock.now()
     visit.status, visit.status_reason, visit.updated_at = VisitStatus.CANCELLED, reason, now
-    audit.record(session, now, caller, "visit.cancel", "visit", visit.id,
-                 detail={"reason": reason})
+    # The reason is free text: it stays on the visit, encrypted, not in the audit trail.
+    audit.record(session, now, caller, "visit.cancel", "visit", visit.id)
     return visit
 
 

@@ -33,6 +33,8 @@ from backend.accounts.models import Role
 from backend.boundary import WRITES
 from backend.errors import SignatureInvalid
 from backend.flags.models import Flag
+from backend.phi.cipher import PhiCipher
+from backend.phi.sealed import open_stored
 from backend.schema import metadata
 from tests.factories import PASSWORD, SUPPLIER, Pharmacy, Phone, World, signed_payload
 
@@ -1353,12 +1355,21 @@ def refusal_problems(attempt: Attempt, town, connection) -> list[str]:
     status = response.status_code
     problems = [] if 400 <= status < 500 or (attempt.may_find_nothing and status == 200) else [
         f"answered {status}: a refusal is a 4xx, never a 5xx nor a success"]
-    problems += unexpected(attempt, difference(before, after))
+    problems += unexpected(attempt, _with_evidence(difference(before, after), town[0].world.rt))
     if not problems:
         return []
     return [attempt.describe(response), *problems,
             f"row counts {_moved(counts(before), counts(after))}",
             f"change sequences {sequences(before)} -> {sequences(after)}"]
+
+
+def _with_evidence(diff: Difference, rt) -> Difference:
+    """Return `diff` with each added flag's evidence decrypted, as stored only encrypted."""
+    box = PhiCipher.from_keyring(rt.keys)
+    for row in diff.added.get("flag", []):
+        row["evidence"] = open_stored(box, Flag, "evidence", row["organisation_id"], row["id"],
+                                      row["evidence_enc"])
+    return diff
 
 
 def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, str]:

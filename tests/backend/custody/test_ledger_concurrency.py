@@ -119,9 +119,8 @@ def test_concurrent_appends_make_one_gap_free_chain(ledger_app: Flask, pharmacy:
 
     _all_at_once(WRITERS, writer)
     with ledger_app.extensions["vigil.db"].sessions() as session:
-        chain = session.execute(select(
-            CustodyEntry.seq, CustodyEntry.prev_hash, CustodyEntry.entry_hash,
-            CustodyEntry.details).where(CustodyEntry.organisation_id == pharmacy.organisation_id)
+        chain = session.scalars(select(CustodyEntry).where(
+            CustodyEntry.organisation_id == pharmacy.organisation_id)
             .order_by(CustodyEntry.seq)).all()
     total = WRITERS * APPENDS_EACH
     assert [row.seq for row in chain] == list(range(1, total + 1))

@@ -20,7 +20,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from sqlalchemy import Connection, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from backend.accounts.models import Role, User
 from backend.auth.caller import Caller
@@ -72,6 +72,8 @@ class Stage:
     pharmacist: Caller
     nurses: tuple[Nurse, Nurse]
     witnesses: tuple[uuid.UUID, uuid.UUID]
+    # The app's session factory: its sessions carry the PHI cipher the ledger's details need.
+    sessions: sessionmaker[Session]
 
 
 def _caller(user: User, device_id: uuid.UUID | None = None) -> Caller:
@@ -101,7 +103,8 @@ def stage(world: World, connection) -> Stage:
               _nurse(pharmacy, other, other_device, other_phone, other_patient))
     return Stage(connection, world.rt, pharmacy.org.id, uuid.UUID(pharmacy.product_id),
                  _caller(pharmacy.users[Role.PHARMACIST]), nurses,
-                 (pharmacy.users[Role.ADMIN].id, pharmacy.users[Role.COMPLIANCE].id))
+                 (pharmacy.users[Role.ADMIN].id, pharmacy.users[Role.COMPLIANCE].id),
+                 world.app.extensions["vigil.db"].sessions)
 
 
 def _state(session: Session, organisation_id: uuid.UUID) -> tuple:
@@ -137,7 +140,7 @@ def machine_for(stage: Stage) -> type[RuleBasedStateMachine]:
         def __init__(self) -> None:
             super().__init__()
             self.example = stage.connection.begin_nested()
-            self.session = Session(bind=stage.connection, expire_on_commit=False)
+            self.session = stage.sessions(bind=stage.connection, expire_on_commit=False)
             self.export_dir = tempfile.TemporaryDirectory(prefix="vigil-checkpoints-")
             self.held: Counter[tuple[str, str]] = Counter()
             self.seals: dict[tuple[str, str], str] = {}
@@ -305,7 +308,7 @@ def machine_for(stage: Stage) -> type[RuleBasedStateMachine]:
         def teardown(self):
             try:
                 # A fresh session: verify reads what is stored, not what this one cached.
-                with Session(bind=stage.connection) as reader:
+                with stage.sessions(bind=stage.connection) as reader:
                     report = verify(reader, stage.organisation_id,
                                     stage.rt.keys.verifying_keys(),
                                     Path(self.export_dir.name))

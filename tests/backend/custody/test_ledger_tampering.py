@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from backend.accounts.models import Role
 from backend.cli import cli
@@ -30,6 +29,8 @@ from backend.custody.models import (
 from backend.custody.verify import Problem, Report, exported_checkpoints, verify
 from backend.jobs.scheduler import SCHEDULE
 from backend.keys import KeyRing
+from backend.phi.cipher import PhiCipher
+from backend.phi.sealed import open_stored, sealed_values
 from tests.factories import PASSWORD, SUPPLIER, Pharmacy, World
 
 DAY1 = "2026-11-03T15:00:00+00:00"
@@ -121,7 +122,8 @@ class Ledger:
 
     def verify(self) -> Report:
         """Verify through a fresh session, so nothing cached hides what the tampering did."""
-        with Session(bind=self.connection, join_transaction_mode="create_savepoint") as session:
+        with self.app.extensions["vigil.db"].sessions(
+                bind=self.connection, join_transaction_mode="create_savepoint") as session:
             return verify(session, self.org_id, self.keys.verifying_keys(), self.export_dir)
 
     def allow_changes(self) -> None:
@@ -161,12 +163,17 @@ class Ledger:
         With `keys` (the server's, stolen), re-sign each entry too. Return the new hash at each
         seq.
         """
-        rows = self.connection.execute(select(*(ENTRY.c[name] for name in HASHED_FIELDS)).where(
+        columns = [ENTRY.c[name] for name in HASHED_FIELDS if name != "details"]
+        rows = self.connection.execute(select(*columns, ENTRY.c.details_enc).where(
             ENTRY.c.organisation_id == self.org_id, ENTRY.c.seq >= first)
             .order_by(ENTRY.c.seq)).mappings().all()
         digest = self.entry(first - 1)["entry_hash"] if first > 1 else GENESIS
         hashes = {}
-        for row in rows:
+        # A forger this thorough also holds the PHI keys, to read the details the hash covers.
+        box = PhiCipher.from_keyring(self.pharmacy.world.rt.keys)
+        for stored in rows:
+            row = {**stored, "details": open_stored(box, CustodyEntry, "details", self.org_id,
+                                                    stored["id"], stored["details_enc"])}
             previous, digest = digest, entry_hash(digest, row)
             signed = ({"server_key_id": keys.signing_key_id,
                        "server_signature": sign_entry(keys.signing_key, digest)} if keys else {})
@@ -190,9 +197,22 @@ class Ledger:
         self.renumber(seq + 1, -1)
         self.rehash_from(seq)
 
+    def copy_of(self, original: int, **values) -> dict:
+        """Return a forged copy of the entry at seq `original` under a new id.
+
+        Its details are encrypted again for the new row: a forger who did not hold the PHI
+        keys could only copy a ciphertext that no longer decrypts where it is.
+        """
+        entry = self.entry(original)
+        box = PhiCipher.from_keyring(self.pharmacy.world.rt.keys)
+        details = open_stored(box, CustodyEntry, "details", self.org_id, entry["id"],
+                              entry.pop("details_enc"))
+        return sealed_values(box, CustodyEntry, {**entry, "id": uuid.uuid4(),
+                                                 "details": details, **values})
+
     def slip_in(self, seq: int, **values) -> None:
         """Insert a forged copy of the entry at `seq` there, renumber the rest and re-hash."""
-        forged = {**self.entry(seq), "id": uuid.uuid4(), **values}
+        forged = self.copy_of(seq, **values)
         self.renumber(seq, 1)
         self.connection.execute(insert(ENTRY).values(forged))
         self.rehash_from(seq)
@@ -319,8 +339,8 @@ def _past_the_checkpoint(tamper: Callable[[Ledger], object]) -> Callable[[Ledger
 
 def _append_forged(ledger: Ledger, **values) -> None:
     """Append a copy of the last entry past the head, linked and hashed, and move the head."""
-    forged = {**ledger.entry(LAST), "id": uuid.uuid4(), "seq": LAST + 1, **values}
-    ledger.connection.execute(insert(ENTRY).values(forged))
+    ledger.connection.execute(insert(ENTRY).values(ledger.copy_of(LAST, seq=LAST + 1,
+                                                                 **values)))
     ledger.rehash_from(LAST + 1)
 
 
@@ -354,6 +374,9 @@ class Tampering:
 
 TAMPERINGS = [
     Tampering("a quantity changed", lambda ledger: ledger.change(3, quantity_ug=400_000),
+              3, "entry_hash does not match"),
+    Tampering("an entry's encrypted details replaced by another entry's",
+              lambda ledger: ledger.change(3, details_enc=ledger.entry(2)["details_enc"]),
               3, "entry_hash does not match"),
     Tampering("a middle row deleted", lambda ledger: ledger.remove(5), 5, "seq 5 is missing"),
     Tampering("the last row deleted", lambda ledger: ledger.remove(END), END,

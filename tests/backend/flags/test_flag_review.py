@@ -7,7 +7,21 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Uuid,
+    column,
+    delete,
+    insert,
+    select,
+    table,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -363,7 +377,7 @@ def test_a_resolved_flag_raised_more_severely_reopens(review: Review, world: Wor
 
 def test_nothing_is_deleted_from_a_flags_history(review: Review, world: World):
     flag_id = review.raise_("kept")
-    for change in (update(FlagEvent).values(note="rewritten"), delete(FlagEvent)):
+    for change in (update(FlagEvent).values(action="rewritten"), delete(FlagEvent)):
         with pytest.raises(DBAPIError, match="append_only"), world.session.begin_nested():
             world.session.execute(change.where(FlagEvent.flag_id == uuid.UUID(flag_id)))
     assert len(review.flag(flag_id)["events"]) == 1
@@ -434,7 +448,17 @@ def test_flags_raised_before_the_review_workflow_get_their_history(empty_engine)
         conn.execute(insert(tables["app_user"]).values(
             id=nurse, organisation_id=org, username="n", display_name="N", role="nurse",
             password_hash="x", active=True, created_at=seen, updated_at=seen))
-        conn.execute(insert(tables["flag"]).values(
+        # The flag as 0004 stored it, summary and evidence in clear.
+        flag_0004 = table(
+            "flag", column("id", Uuid()), column("organisation_id", Uuid()),
+            column("evidence", JSON()), column("shadow", Boolean()),
+            column("first_seen_at", DateTime(timezone=True)),
+            column("last_seen_at", DateTime(timezone=True)),
+            *(column(name, String()) for name in (
+                "rule_id", "severity", "subject_kind", "subject_id", "summary", "dedup_key",
+                "status")), *(column(name, Integer()) for name in ("rule_version",
+                                                                  "occurrences")))
+        conn.execute(insert(flag_0004).values(
             id=flag, organisation_id=org, rule_id="visit.missed", rule_version=1,
             severity="medium", subject_kind="nurse", subject_id=str(nurse),
             summary="Old flag.", evidence={"patient_id": str(uuid.uuid4())},

@@ -52,7 +52,8 @@ class Clinic:
                              created_by_id=self.admin.id)
         session.add_all([product, plan])
         session.flush()
-        version = PlanVersion(plan_id=plan.id, version=1, product_id=product.id, route="iv",
+        version = PlanVersion(plan_id=plan.id, organisation_id=self.org.id, version=1,
+                              product_id=product.id, route="iv",
                               dose_ug_per_kg=500, max_dose_ug=50_000, infusion_minutes=40,
                               prescriber_id=self.admin.id, created_at=now)
         session.add(version)

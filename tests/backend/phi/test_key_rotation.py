@@ -30,7 +30,9 @@ from backend.keys import KEY_FILE
 from backend.patients import service as patients
 from backend.patients.models import PATIENT_PHI, Patient
 from backend.phi.cipher import PhiCipher
+from backend.phi.registry import encrypted_columns
 from tests.backend.conftest import FAST_ARGON2, make_app
+from tests.backend.phi.seeded import seed as seed_every_field
 from tests.factories import World
 
 KEYS = {kid: base64.b64encode(secrets.token_bytes(32)).decode() for kid in ("old", "new")}
@@ -220,6 +222,24 @@ def test_an_unreadable_value_stops_rotation_naming_it(apps):
     refused = vigil(apps("old", "new", active="new"), "keys", "rotate")
     assert refused.exit_code == 1
     assert f"patient.name of row {first.id} fails its integrity check" in refused.output
+
+
+def test_rotation_covers_every_sealed_value_append_only_tables_included(apps, clock):
+    """Signed bodies, payloads, notes and the ledger's details move too, and read the same."""
+    seeder = seed_every_field(apps("old", active="old"), clock)
+    new = apps("old", "new", active="new")
+    before = seeder.reads(new)
+    assert "every value is under key new" in succeeded(
+        vigil(new, "keys", "rotate", "--batch-size", "7"))
+    status = succeeded(vigil(new, "keys", "status"))
+    assert "key old: 0 values; it can be removed from VIGIL_PHI_KEYS" in status
+    listed = {line.split()[0] for line in status.splitlines() if "." in line.split()[0]}
+    # The seed fills every encrypted column, and status counts each of them.
+    assert listed == {f"{declared.table}.{name}" for declared in encrypted_columns()
+                      for name in declared.names}
+    new_only = apps("new", active="new")
+    assert seeder.reads(new_only) == before
+    assert succeeded(vigil(new_only, "ledger", "verify"))
 
 
 @pytest.fixture

@@ -42,7 +42,8 @@ class Simulated:
 
     def session(self) -> Session:
         """Return a fresh session that sees what the simulation committed."""
-        return Session(bind=self.connection, join_transaction_mode="create_savepoint")
+        return self.app.extensions["vigil.db"].sessions(
+            bind=self.connection, join_transaction_mode="create_savepoint")
 
     @property
     def organisation_id(self):
@@ -84,11 +85,12 @@ def test_the_ground_truth_names_every_pattern_with_its_subjects(simulated, insta
 
 def _stored_entries(simulated: Simulated) -> list[dict]:
     with simulated.session() as session:
-        columns = [CustodyEntry.__table__.c[name] for name in
-                   (*HASHED_FIELDS, "prev_hash", "entry_hash")]
-        return [dict(row) for row in session.execute(select(*columns).where(
-            CustodyEntry.organisation_id == simulated.organisation_id)
-            .order_by(CustodyEntry.seq)).mappings()]
+        # Read through the model, which decrypts the details the hash covers.
+        return [{name: getattr(entry, name) for name in
+                 (*HASHED_FIELDS, "prev_hash", "entry_hash")}
+                for entry in session.scalars(select(CustodyEntry).where(
+                    CustodyEntry.organisation_id == simulated.organisation_id)
+                    .order_by(CustodyEntry.seq))]
 
 
 def test_the_ledger_verifies_except_for_exactly_the_tampered_row(simulated):

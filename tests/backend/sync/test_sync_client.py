@@ -37,6 +37,8 @@ from backend.config import PROJECT_ROOT
 from backend.custody.models import CustodyEntry
 from backend.db import build_engine
 from backend.flags.models import Flag
+from backend.phi.cipher import PhiCipher
+from backend.phi.sealed import open_stored
 from backend.sync import checks
 from backend.sync.models import SyncPush
 from backend.sync.tables import SCHEMA_VERSION, TABLES
@@ -80,6 +82,8 @@ class Run:
     engine: Engine
     seeded: Seeded
     judged: dict
+    # The server's PHI cipher, to read what it stores encrypted.
+    phi: PhiCipher
 
 
 def node_binary() -> str:
@@ -231,19 +235,22 @@ def run(tmp_path_factory) -> Run:
     with pytest.MonkeyPatch.context() as patch:
         for setting in config.SETTINGS:
             patch.delenv(setting.env, raising=False)
-        judged = judge_synced_sessions(url, instance)
-    yield Run(summary, engine, seeded, judged)
+        judged, phi = judge_synced_sessions(url, instance)
+    yield Run(summary, engine, seeded, judged, phi)
     engine.dispose()
 
 
-def judge_synced_sessions(url: str, instance: Path) -> dict:
-    """Run the scheduler's `sync_checks` job once, as `vigil scheduler` does after pushes."""
+def judge_synced_sessions(url: str, instance: Path) -> tuple[dict, PhiCipher]:
+    """Run the scheduler's `sync_checks` job once, as `vigil scheduler` does after pushes.
+
+    Return its outcome and the server's PHI cipher.
+    """
     app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": instance, "VIGIL_ENV": "test"})
     with app.extensions["vigil.db"].sessions() as session:
         outcome = checks.judge_pending(session, app.extensions["vigil.runtime"])
         session.commit()
     app.extensions["vigil.db"].engine.dispose()
-    return outcome
+    return outcome, PhiCipher.from_keyring(app.extensions["vigil.runtime"].keys)
 
 
 def count(engine: Engine, model: type, *where) -> int:
@@ -358,7 +365,8 @@ def test_the_check_in_on_the_moved_visit_is_quarantined_and_flagged(run):
     assert pushed["answer"]["quarantined"] == [
         {"table": "evv_events", "record_id": check_in["id"], "quarantine_id": str(held[0].id),
          "reason": held[0].reason}]
-    assert [(f.subject_id, f.evidence["quarantine_id"]) for f in flags] == [
+    assert [(f.subject_id, open_stored(run.phi, Flag, "evidence", f.organisation_id, f.id,
+                                       f.evidence_enc)["quarantine_id"]) for f in flags] == [
         (str(run.seeded.device_id), str(held[0].id))]
     assert count(run.engine, EvvEvent, EvvEvent.visit_id == second) == 0
     moved_to = uuid.UUID(run.summary["rescheduled_as"])
