@@ -30,8 +30,8 @@ from tests.backend.conftest import own_postgres_database
 # The same entry point as the installed `vigil` script, without depending on its install.
 VIGIL = [sys.executable, "-c", "from backend.cli import main; main()"]
 # A safety net: a scheduler the test fails to stop still exits by itself.
-RUN_FOR = "40"
-TIMEOUT = 20
+RUN_FOR = "120"
+TIMEOUT = 45  # seconds to wait for a takeover: generous, for a loaded CI machine
 # Two seconds: a run may start up to one second late on a loaded machine and keep its slot.
 PERIOD = 2
 
