@@ -151,6 +151,23 @@ def own_postgres_app(instance_path, suffix: str) -> Iterator[Flask]:
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_engine(request, tmp_path):
+    """Yield an engine on an empty database of the test module's own, apart from the session's."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / f'{name}.sqlite3'}"
+    else:
+        target = make_url(POSTGRES_URL)
+        url = target.set(database=f"{target.database}_{name}").render_as_string(
+            hide_password=False)
+        require_postgres(url)
+        reset_postgres(url)
+    engine = build_engine(url)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture
 def app(database_url, instance_path, clock, connection):
     """Return an app whose sessions commit into savepoints of the test's transaction."""

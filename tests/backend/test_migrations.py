@@ -10,12 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import delete, insert, inspect, text, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from backend import schema
-from backend.db import build_engine
-from tests.backend.conftest import POSTGRES_URL, require_postgres, reset_postgres
 
 TABLES = {"organisation", "app_user", "device", "token_family", "refresh_token",
           "login_failure", "audit_event", "patient", "patient_nurse"}
@@ -26,22 +23,6 @@ def revisions_from_base() -> list[str]:
     """Return every revision id in the order they apply."""
     script = ScriptDirectory(str(schema.MIGRATIONS))
     return [revision.revision for revision in reversed(list(script.walk_revisions()))]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_engine(request, tmp_path):
-    """Yield an engine on an empty database of its own, apart from the session's."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'migrations.sqlite3'}"
-    else:
-        target = make_url(POSTGRES_URL)
-        url = target.set(database=f"{target.database}_migrations").render_as_string(
-            hide_password=False)
-        require_postgres(url)
-        reset_postgres(url)
-    engine = build_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def app_tables(engine) -> set[str]:

@@ -22,20 +22,17 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from backend import schema
 from backend.accounts.models import Role
 from backend.audit.models import AuditEvent
-from backend.db import build_engine
 from backend.flags.models import Flag, FlagEvent
 from backend.flags.service import raise_flag
 from safeguards.findings import Severity, Subject, SubjectKind
 from safeguards.registry import RuleMeta
 from safeguards.rules.custody import COUNT_DISCREPANCY
 from safeguards.rules.monitoring import INFUSION_SHORT
-from tests.backend.conftest import POSTGRES_URL, require_postgres, reset_postgres
 from tests.factories import Clinic, World
 
 C, A = Role.COMPLIANCE, Role.ADMIN
@@ -417,22 +414,6 @@ def test_another_organisations_flag_is_not_found(review: Review, world: World):
         assert response.json["error"]["code"] == "not_found"
     assert world.client.get("/api/v1/flags", headers=headers).json == []
     assert world.session.get(Flag, uuid.UUID(flag_id)).status == "open"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_engine(request, tmp_path):
-    """Yield an engine on an empty database of its own, apart from the session's."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'backfill.sqlite3'}"
-    else:
-        target = make_url(POSTGRES_URL)
-        url = target.set(database=f"{target.database}_backfill").render_as_string(
-            hide_password=False)
-        require_postgres(url)
-        reset_postgres(url)
-    engine = build_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def test_flags_raised_before_the_review_workflow_get_their_history(empty_engine):
