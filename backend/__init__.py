@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from backend import api, boundary, changes, config, errors, security_headers, untrusted
+from backend import api, boundary, changes, config, console, errors, security_headers, untrusted
 from backend.boundary import VigilFlask
 from backend.clock import SystemClock
 from backend.db import Database
@@ -69,6 +69,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from backend.health.resources import blp as health
 
     app.register_blueprint(health)
+    console.init_app(app)
     if app.config["TRUST_PROXY"]:
         # The proxy's X-Forwarded-For is the client's address, its X-Forwarded-Proto whether
         # the client came over TLS (which turns HSTS on).

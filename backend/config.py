@@ -69,6 +69,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VIGIL_TRUST_PROXY", "TRUST_PROXY", False, _parse_bool,
             "Trust one proxy's `X-Forwarded-For` (the client's address) and "
             "`X-Forwarded-Proto` (TLS, which turns HSTS on); set only behind such a proxy."),
+    Setting("VIGIL_CONSOLE_IDLE_SECONDS", "CONSOLE_IDLE_SECONDS", 900, int,
+            "A console session left idle this long is signed out (HIPAA 164.312(a)(2)(iii))."),
+    Setting("VIGIL_CONSOLE_SESSION_SECONDS", "CONSOLE_SESSION_SECONDS", 12 * 3600, int,
+            "A console session ends this long after sign-in, however active."),
 )
 
 KEY_SETTINGS = ("SECRET_KEY", "SIGNING_KEY", "PHI_KEYS", "BLIND_INDEX_KEY")
@@ -98,5 +102,9 @@ def validate(config: Mapping[str, Any]) -> None:
     """Refuse settings that would weaken the service."""
     if not 0 < config["ACCESS_TOKEN_SECONDS"] <= 900:
         raise ValueError("VIGIL_ACCESS_TOKEN_SECONDS must be between 1 and 900")
+    if not 0 < config["CONSOLE_IDLE_SECONDS"] <= 900:
+        raise ValueError("VIGIL_CONSOLE_IDLE_SECONDS must be between 1 and 900")
+    if not 0 < config["CONSOLE_SESSION_SECONDS"] <= 86400:
+        raise ValueError("VIGIL_CONSOLE_SESSION_SECONDS must be between 1 and 86400")
     if config["VIGIL_ENV"] not in {"development", "production", "test"}:
         raise ValueError("VIGIL_ENV must be development, production or test")

@@ -15,6 +15,7 @@ from backend.administration import models as _administration  # noqa: F401
 from backend.audit import models as _audit  # noqa: F401
 from backend.auth import models as _auth  # noqa: F401
 from backend.config import PROJECT_ROOT
+from backend.console import models as _console  # noqa: F401
 from backend.custody import models as _custody  # noqa: F401
 from backend.db import Base
 from backend.devices import models as _devices  # noqa: F401

@@ -65,6 +65,16 @@ def _issue(session: Session, rt: Runtime, now: datetime, user: User,
 def login(session: Session, rt: Runtime, *, org_slug: str, username: str, password: str,
           device_id: uuid.UUID | None, address: str | None) -> TokenPair:
     """Check credentials and limits, and open a token family bound to the device if given."""
+    user = check_credentials(session, rt, org_slug=org_slug, username=username,
+                             password=password, address=address)
+    device = _login_device(session, user, device_id)
+    family, _caller = open_family(session, rt, user, device.id if device else None, address)
+    return _issue(session, rt, rt.clock.now(), user, family)
+
+
+def check_credentials(session: Session, rt: Runtime, *, org_slug: str, username: str,
+                      password: str, address: str | None) -> User:
+    """Return the active user these credentials name, counting a failure against the limits."""
     now = rt.clock.now()
     org = session.scalar(select(Organisation).where(Organisation.slug == org_slug.lower()))
     user = org and session.scalar(select(User).where(
@@ -79,14 +89,20 @@ def login(session: Session, rt: Runtime, *, org_slug: str, username: str, passwo
         raise InvalidCredentials("Wrong organisation, username or password.")
     if rt.passwords.check_needs_rehash(user.password_hash):
         user.password_hash = rt.passwords.hash(password)
-    device = _login_device(session, user, device_id)
-    family = TokenFamily(user_id=user.id, device_id=device.id if device else None,
-                         created_at=now)
+    return user
+
+
+def open_family(session: Session, rt: Runtime, user: User, device_id: uuid.UUID | None,
+                address: str | None, *, via: str | None = None) -> tuple[TokenFamily, Caller]:
+    """Open a signed-in session (a token family) for `user`, audited as a login."""
+    now = rt.clock.now()
+    family = TokenFamily(user_id=user.id, device_id=device_id, created_at=now)
     session.add(family)
     session.flush()
     caller = caller_for(user, family, address)
-    audit.record(session, now, caller, "auth.login", "user", user.id)
-    return _issue(session, rt, now, user, family)
+    audit.record(session, now, caller, "auth.login", "user", user.id,
+                 detail={"via": via} if via else None)
+    return family, caller
 
 
 def _login_device(session: Session, user: User, device_id: uuid.UUID | None) -> Device | None:

@@ -1,0 +1,1 @@
+"""The admin's pages: users, devices, policy thresholds and the organisation."""

@@ -1,0 +1,231 @@
+"""The console's blueprint, its guard, its menu, and how a page reads a form and shows refusals.
+
+A page is thin (STYLE 16): it reads a form through the API's own schema, calls the same
+service as the API, and renders a template. A refusal — the schema's or the service's —
+renders the form again with the same status the API would answer, each message beside the
+field it names; the unit of work then rolls back whatever the service had begun.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import marshmallow as ma
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.datastructures import MultiDict
+
+from backend import db
+from backend.accounts.models import Role
+from backend.auth.caller import Caller
+from backend.auth.guard import client_address
+from backend.console import service
+from backend.errors import VigilError
+from backend.runtime import runtime
+from backend.untrusted import text_problem
+
+blp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+                static_folder="static", static_url_path="/static")
+
+csrf = CSRFProtect()
+
+# Where the cookie keeps the session's random id (its hash is the server's key).
+SESSION_TOKEN = "sid"  # noqa: S105  (a key of the cookie, not a secret)
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class MenuItem:
+    """A page in the menu of the roles that may open it."""
+
+    section: str
+    label: str
+    endpoint: str
+    roles: frozenset[Role]
+
+
+MENU: list[MenuItem] = []
+
+
+def menu_for(role: Role) -> list[MenuItem]:
+    """Return the menu entries `role` may open, in the order the pages registered."""
+    return [item for item in MENU if role in item.roles]
+
+
+def limits() -> service.Limits:
+    """Return the configured idle and lifetime limits of a console session."""
+    from datetime import timedelta
+
+    config = current_app.config
+    return service.Limits(idle=timedelta(seconds=config["CONSOLE_IDLE_SECONDS"]),
+                          lifetime=timedelta(seconds=config["CONSOLE_SESSION_SECONDS"]))
+
+
+def signed_in(touch: bool = True) -> service.Resumed:
+    """Resume this browser's session from its cookie; forget the cookie of one that ended."""
+    token = session.get(SESSION_TOKEN)
+    if not isinstance(token, str):
+        return service.Resumed(None)
+    resumed = service.resume(db.session(), runtime(), token, client_address(), limits(),
+                             touch=touch)
+    if resumed.caller is None:
+        session.pop(SESSION_TOKEN, None)
+    else:
+        g.caller = resumed.caller
+    return resumed
+
+
+def page(*roles: Role, menu: tuple[str, str] | None = None,
+         touch: bool = True) -> Callable[[View], View]:
+    """Let the view run only for a signed-in desk user of `roles`; list it in their menu.
+
+    `touch=False` is for a page's own polling, which is not the user's activity and must not
+    keep an idle session alive.
+    """
+    allowed = frozenset(roles)
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            resumed = signed_in(touch)
+            if resumed.caller is None:
+                return redirect(url_for("console.login", ended=resumed.ended,
+                                        next=request.full_path if request.method == "GET"
+                                        else None))
+            if resumed.caller.role not in allowed:
+                return render("console/refused.html", status=403,
+                              message=f"The {resumed.caller.role} role may not open this page.")
+            return view(*args, **kwargs)
+
+        if menu is not None:
+            MENU.append(MenuItem(menu[0], menu[1], f"{blp.name}.{view.__name__}", allowed))
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
+def caller() -> Caller:
+    """Return the signed-in caller that `page` resumed."""
+    return g.caller
+
+
+def render(template: str, *, status: int = 200, **context: Any) -> tuple[str, int]:
+    """Render a console template with the status the API would answer."""
+    return render_template(template, status=status, **context), status
+
+
+class FormRefused(Exception):
+    """A form's fields were refused: by its schema, by a service, or as unstorable text."""
+
+    def __init__(self, status: int, message: str, fields: Mapping[str, list[str]]) -> None:
+        super().__init__(message)
+        self.status, self.message, self.fields = status, message, dict(fields)
+
+    @classmethod
+    def of(cls, error: VigilError) -> FormRefused:
+        """Return the refusal of a service's domain error, by field where it names one."""
+        return cls(error.status, error.message, _field_messages(error.details))
+
+
+def _field_messages(details: Mapping[str, Any]) -> dict[str, list[str]]:
+    fields = details.get("fields") or {}
+    return {name: [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]
+            for name, msgs in fields.items()} if isinstance(fields, Mapping) else {}
+
+
+def form_values(form: MultiDict | None = None, lists: frozenset[str] = frozenset()) -> dict:
+    """Return a form's filled fields (blank ones left out, as an omitted JSON field)."""
+    form = request.form if form is None else form
+    values: dict[str, Any] = {}
+    for name in form:
+        if name == "csrf_token":
+            continue
+        items = [v for v in form.getlist(name) if v.strip() != ""]
+        if name in lists:
+            values[name] = items
+        elif items:
+            values[name] = items[0].strip()
+    problems = {name: [problem] for name, value in form.items(multi=True)
+                if (problem := text_problem(name) or text_problem(value))}
+    if problems:
+        raise FormRefused(422, "Some fields hold characters that cannot be stored.", problems)
+    return values
+
+
+def load(schema: ma.Schema, values: Mapping[str, Any]) -> dict:
+    """Load form values through the API's schema, refusing as the API would (422 by field)."""
+    try:
+        return schema.load(values)
+    except ma.ValidationError as error:
+        messages = error.messages if isinstance(error.messages, dict) else {"_": error.messages}
+        raise FormRefused(422, "Some fields need correcting.", _flatten(messages)) from error
+
+
+def _flatten(messages: Mapping[str, Any], prefix: str = "") -> dict[str, list[str]]:
+    flat: dict[str, list[str]] = {}
+    for name, value in messages.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{key}."))
+        else:
+            flat[key] = [str(m) for m in (value if isinstance(value, list) else [value])]
+    return flat
+
+
+def attempt(work: Callable[[], Any]) -> Any:
+    """Run a service call, turning a domain refusal into a form refusal."""
+    try:
+        return work()
+    except VigilError as error:
+        raise FormRefused.of(error) from error
+
+
+def object_id(raw: str) -> uuid.UUID | None:
+    """Return a path's id as a UUID, or None when it is none (the page then answers 404)."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
+@blp.before_request
+def _forms_carry_their_token() -> None:
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        csrf.protect()
+
+
+@blp.errorhandler(CSRFError)
+def _forged(_error: CSRFError) -> tuple[str, int]:
+    return render("console/refused.html", status=400,
+                  message="This form was not sent from a page of this console, or the page is "
+                          "too old. Reload the page and try again.")
+
+
+@blp.errorhandler(VigilError)
+def _refused(error: VigilError) -> tuple[str, int]:
+    return render("console/refused.html", status=error.status, message=error.message)
+
+
+@blp.app_template_filter("when")
+def when(value: Any) -> str:
+    """Show an aware datetime as minutes in UTC, the way every console page shows time."""
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else "—"
+
+
+@blp.context_processor
+def _frame() -> dict[str, Any]:
+    who = g.get("caller")
+    if who is None:
+        return {"who": None, "menu": []}
+    from backend.accounts.models import Organisation, User
+
+    user = db.session().get(User, who.user_id)
+    organisation = db.session().get(Organisation, who.organisation_id)
+    sections: dict[str, list[MenuItem]] = {}
+    for item in menu_for(who.role):
+        sections.setdefault(item.section, []).append(item)
+    return {"who": user, "organisation": organisation, "menu": sections}

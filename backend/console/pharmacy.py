@@ -1,0 +1,1 @@
+"""The pharmacist's pages: inventory, movements, counts, bags, losses and reports."""
