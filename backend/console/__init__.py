@@ -41,7 +41,8 @@ class ConsoleCookie(SecureCookieSessionInterface):
 
 def init_app(app: Flask) -> None:
     """Serve the console under /console on `app`."""
-    from backend.console import admin, compliance, pharmacy, signin  # noqa: F401  (pages)
+    # Each module's pages register on import.
+    from backend.console import admin, flags, oversight, people, records, signin, stock  # noqa: F401
 
     app.config.update(
         SESSION_COOKIE_NAME="vigil_console", SESSION_COOKIE_PATH="/console",

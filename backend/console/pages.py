@@ -49,11 +49,16 @@ class MenuItem:
 
 
 MENU: list[MenuItem] = []
+# The menu's order, by label: a desk user's day, from what needs review to administration.
+ORDER = ("Flags", "Nurses", "Patients", "Rules", "Audit trail", "Ledger", "Inventory",
+         "Movements", "Counts", "Bags", "Losses", "Reports", "Users", "Devices", "Policy",
+         "Organisation")
 
 
 def menu_for(role: Role) -> list[MenuItem]:
-    """Return the menu entries `role` may open, in the order the pages registered."""
-    return [item for item in MENU if role in item.roles]
+    """Return the menu entries `role` may open, in the console's order."""
+    return sorted((item for item in MENU if role in item.roles),
+                  key=lambda item: ORDER.index(item.label) if item.label in ORDER else len(ORDER))
 
 
 def limits() -> service.Limits:

@@ -1,0 +1,1 @@
+"""The compliance officer's flag queue and a flag's page: its rule, evidence timeline, review."""

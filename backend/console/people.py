@@ -1,0 +1,1 @@
+"""A nurse's page and a patient's page: their flags, charts against peers and plan, records."""

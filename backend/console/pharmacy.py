@@ -1,1 +1,0 @@
-"""The pharmacist's pages: inventory, movements, counts, bags, losses and reports."""

@@ -1,0 +1,1 @@
+"""The pharmacist's records: bag reconciliation, losses and their DEA deadlines, reports."""

@@ -1,0 +1,1 @@
+"""The pharmacist's stock: inventory, movements through the custody service, counts."""
