@@ -1,12 +1,14 @@
-"""The flask-smorest API, its OpenAPI metadata, and the strict Blueprint every feature uses."""
+"""The flask-smorest API, its OpenAPI metadata, the strict Blueprint every feature uses, and the
+docs page's Swagger UI, served from this origin."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import marshmallow as ma
 from apispec import BasePlugin
-from flask import Flask
+from flask import Flask, Response, abort, send_from_directory
 from flask_smorest import Api as SmorestApi
 from flask_smorest import Blueprint as SmorestBlueprint
 from webargs.flaskparser import FlaskParser
@@ -32,6 +34,14 @@ busy after the wait is 503 `database_busy` with `Retry-After`.
 
 
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+
+# The docs page's Swagger UI is vendored (its README.txt says from where) and served from here:
+# the page needs no network. The version leads the assets' path, so a browser may keep them a
+# year: an upgrade changes their URLs.
+SWAGGER_UI_VERSION = "5.36.0"
+SWAGGER_UI_DIR = Path(__file__).parent / "static" / "vendor" / "swagger-ui"
+SWAGGER_UI_URL = f"/api/v1/docs/{SWAGGER_UI_VERSION}/"
+YEAR = 365 * 24 * 60 * 60
 
 
 class StrictParser(GatedParser):
@@ -137,6 +147,17 @@ class Api(SmorestApi):
         return errors.handle_http_exception(error)
 
 
+def swagger_ui_asset(filename: str) -> Response:
+    """Send a vendored Swagger UI file named `<version>/<name>`, cacheable for a year."""
+    version, _, name = filename.partition("/")
+    if version != SWAGGER_UI_VERSION:
+        abort(404)
+    # No PHI, and this URL always names these bytes: any cache may keep them.
+    response = send_from_directory(SWAGGER_UI_DIR, name, max_age=YEAR)
+    response.cache_control.immutable = True
+    return response
+
+
 def init_app(app: Flask, blueprints: list[SmorestBlueprint]) -> Api:
     """Create the API on `app`, register `blueprints` and the bearer security scheme."""
     app.config.update(
@@ -146,7 +167,7 @@ def init_app(app: Flask, blueprints: list[SmorestBlueprint]) -> Api:
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_URL,
         API_SPEC_OPTIONS={
             "info": {"description": DESCRIPTION},
             "security": [{"bearerAuth": []}],
@@ -155,6 +176,7 @@ def init_app(app: Flask, blueprints: list[SmorestBlueprint]) -> Api:
         },
     )
     api = Api(app, spec_kwargs={"extra_plugins": [OperationIds()]})
+    app.add_url_rule("/api/v1/docs/<path:filename>", "swagger_ui_asset", swagger_ui_asset)
     # Decimals are strings on the wire (exact, never a float): say so, with their pattern; their
     # bounds then appear as `x-minimum`/`x-maximum`, which a string schema may carry.
     api.register_field(ma.fields.Decimal, "string", "decimal")

@@ -3,11 +3,13 @@
 Answers carry PHI (JSON and CSV): no cache may keep them, no browser may sniff them into
 another type, frame them or send their address on as a referrer. An API answer is no page, so
 its Content-Security-Policy allows nothing at all. The one page, Swagger UI at /api/v1/docs,
-gets what it needs and no more: its scripts and stylesheet from the configured CDN, its one
-inline bootstrap script by hash, the inline styles the bundle sets, its icons as data: images,
-and the spec and "try it out" calls to this origin. HSTS is sent only on a request that came
-over TLS: at the WSGI server, or at a proxy trusted to say so (`TRUST_PROXY`, ProxyFix's
-`X-Forwarded-Proto`); an untrusted client's header changes nothing.
+gets what it needs and no more, all of it from this origin: its scripts and stylesheet (vendored,
+see backend/api.py), its one inline bootstrap script by hash, the inline styles the bundle sets,
+its icons as data: images, and the spec and "try it out" calls. A view that sets its own
+Cache-Control keeps it (the vendored files, which hold no PHI, may be cached for a year); every
+other answer is no-store. HSTS is sent only on a request that came over TLS: at the WSGI
+server, or at a proxy trusted to say so (`TRUST_PROXY`, ProxyFix's `X-Forwarded-Proto`); an
+untrusted client's header changes nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -30,14 +31,12 @@ HSTS = "max-age=31536000; includeSubDomains"
 INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
-def docs_policy(page: bytes, assets_url: str) -> str:
-    """Return the Swagger UI page's policy: its CDN, its inline script by hash, this origin."""
-    parts = urlsplit(assets_url)
-    cdn = f"{parts.scheme}://{parts.netloc}"
+def docs_policy(page: bytes) -> str:
+    """Return the Swagger UI page's policy: this origin, and its inline script by hash."""
     hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
                       for script in INLINE_SCRIPT.findall(page))
-    return (f"default-src 'none'; script-src {cdn} {hashes}; "
-            f"style-src {cdn} 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+    return (f"default-src 'none'; script-src 'self' {hashes}; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
             "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
@@ -45,8 +44,7 @@ def secure(response: Response) -> Response:
     """Add the security headers to `response`."""
     response.headers.update(HEADERS)
     if request.endpoint == DOCS_ENDPOINT and response.status_code == 200:
-        response.headers["Content-Security-Policy"] = docs_policy(
-            response.get_data(), current_app.config["OPENAPI_SWAGGER_UI_URL"])
+        response.headers["Content-Security-Policy"] = docs_policy(response.get_data())
     else:
         response.headers["Content-Security-Policy"] = API_POLICY
     response.headers.setdefault("Cache-Control", "no-store")

@@ -1,5 +1,6 @@
 """The OpenAPI document: valid, every operation named, decimals typed alike, examples that load,
-every refusal documented in the one error shape."""
+every refusal documented in the one error shape; the docs page that shows it, served whole from
+this origin."""
 
 from __future__ import annotations
 
@@ -10,9 +11,20 @@ from flask import Flask
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
 from backend import create_app
-from backend.api import DECIMAL_PATTERN, operation_id
+from backend.api import (
+    DECIMAL_PATTERN,
+    SWAGGER_UI_DIR,
+    SWAGGER_UI_URL,
+    SWAGGER_UI_VERSION,
+    operation_id,
+)
 
 METHODS = ("get", "post", "put", "patch", "delete")
+# Both are JavaScript MIME types to a browser; which one Python names depends on its version.
+JAVASCRIPT = {"text/javascript", "application/javascript"}
+# Each file the docs page loads → the types it may be served as.
+DOCS_ASSETS = {"swagger-ui.css": {"text/css"}, "swagger-ui-standalone-preset.js": JAVASCRIPT,
+               "swagger-ui-bundle.js": JAVASCRIPT}
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +130,35 @@ def test_every_refusal_is_documented_in_the_one_error_shape(spec):
             assert {"400", "413", "422"} <= refusals, (method, path)
         assert all(_error_schema(spec, responses[code]) == error for code in refusals), (
             method, path)
+
+
+def test_the_docs_page_loads_only_its_own_assets_from_this_origin(app):
+    client = app.test_client()
+    page = client.get("/api/v1/docs").get_data(as_text=True)
+    # No absolute URL at all: the spec, the scripts and the stylesheet are all this origin's.
+    assert not re.search(r"[a-z]+://|//", page.replace("<!DOCTYPE html>", ""))
+    assert re.findall(r'(?:src|href)="([^"]+)"', page) == [
+        f"{SWAGGER_UI_URL}{name}" for name in
+        ("swagger-ui.css", "swagger-ui-standalone-preset.js", "swagger-ui-bundle.js")]
+    for name, types in DOCS_ASSETS.items():
+        with client.get(f"{SWAGGER_UI_URL}{name}") as asset:  # closes the file it streams
+            assert asset.status_code == 200, name
+            assert asset.mimetype in types, (name, asset.mimetype)
+            assert asset.get_data() == (SWAGGER_UI_DIR / name).read_bytes()
+
+
+@pytest.mark.parametrize("path", [
+    "0.0.1/swagger-ui.css", "swagger-ui.css", f"{SWAGGER_UI_VERSION}/nowhere.js",
+    f"{SWAGGER_UI_VERSION}/", f"{SWAGGER_UI_VERSION}/%2e%2e/%2e%2e/api.py"])
+def test_nothing_but_the_vendored_files_of_this_version_is_served(app, path):
+    response = app.test_client().get(f"/api/v1/docs/{path}")
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "not_found"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_the_vendored_files_are_the_version_their_urls_name():
+    readme = (SWAGGER_UI_DIR / "README.txt").read_text()
+    assert f"swagger-ui-dist {SWAGGER_UI_VERSION}" in readme
+    assert f'PACKAGE_VERSION:"{SWAGGER_UI_VERSION}"' in (
+        SWAGGER_UI_DIR / "swagger-ui-bundle.js").read_text()
