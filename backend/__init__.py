@@ -47,7 +47,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     overrides = dict(overrides or {})
     instance = Path(overrides.pop("INSTANCE_PATH", None) or config.instance_path())
     clock = overrides.pop("CLOCK", None) or SystemClock()
-    app = VigilFlask("backend", instance_path=str(instance.resolve()))
+    # No app-wide /static: the docs page and the console each serve their own files.
+    app = VigilFlask("backend", instance_path=str(instance.resolve()), static_folder=None)
     app.config.update(config.load())
     app.config.update(overrides)
     config.validate(app.config)

@@ -206,3 +206,16 @@ def test_deactivation_ends_a_console_session(world: World, office):
                                  json={"active": False}, headers=admin)
     assert changed.status_code == 200, changed.json
     assert desk.get("/console/").headers["Location"].startswith("/console/login")
+
+
+def test_console_pages_allow_no_inline_script_or_other_origin(desk: Desk):
+    answer = desk.get("/console/login")
+    policy = answer.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in policy and "style-src 'self';" in policy
+    assert "unsafe-inline" not in policy and "http" not in policy
+    assert answer.headers["Referrer-Policy"] == "same-origin"
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert "<script>" not in answer.get_data(as_text=True)
+    htmx = desk.client.get("/console/static/vendor/htmx/htmx.min.js")
+    assert htmx.status_code == 200 and "javascript" in htmx.content_type
+    htmx.close()
