@@ -6,22 +6,28 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend import changes
 from backend.audit import service as audit
+from backend.audit.models import AuditEvent
 from backend.auth.caller import Caller
 from backend.custody import service
 from backend.custody.ledger import VAULT, bag
 from backend.custody.models import CustodyEntry, Kind
 from backend.custody.reports import holdings
 from backend.custody.shifts import nurse_of
-from backend.errors import InvalidField, NotFound
+from backend.errors import Conflict, InvalidField, NotFound
+from backend.flags.models import Flag
 from backend.products import service as products
 from backend.runtime import Runtime
 from safeguards import facts as f
+from safeguards.findings import Subject, SubjectKind, dedup_key
 from safeguards.rules.custody import COUNT_DISCREPANCY
+
+# The audit action that records a count: the count's only record besides its flags and adjusts.
+COUNTED = "custody.count"
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ def reconcile(session: Session, rt: Runtime, caller: Caller,
                                 found and found.expiry)
         lines.append(line)
     count = replace(count, lots=lines)
-    audit.record(session, now, caller, "custody.count", "custody_count", count.id, detail={
+    audit.record(session, now, caller, COUNTED, "custody_count", count.id, detail={
         "holder": holder, "counted_at": request.counted_at.isoformat(),
         "lots": [{"product_id": str(line.product_id), "lot": line.lot,
                   "ledger_ug": line.ledger_ug, "counted_ug": line.counted_ug,
@@ -172,3 +178,99 @@ def _discrepancy(session: Session, rt: Runtime, caller: Caller, count: Reconcili
                     and raised.finding.evidence.get("product_id") == str(line.product_id)), None)
     return replace(line, reason=reason, adjustment_id=adjustment and adjustment.id,
                    flag_id=flag_id)
+
+
+@dataclass(frozen=True)
+class RecordedCount:
+    """A count as its audit record keeps it, with who counted and when it was recorded."""
+
+    count: Reconciliation
+    counted_by_id: uuid.UUID | None
+    recorded_at: datetime
+
+
+def _of_counts(caller: Caller) -> tuple:
+    return (AuditEvent.organisation_id == caller.organisation_id, AuditEvent.action == COUNTED)
+
+
+def recorded_counts(session: Session, caller: Caller, *, limit: int,
+                    offset: int = 0) -> list[RecordedCount]:
+    """Return a page of the organisation's counts, newest first, with adjustments and flags."""
+    latest = func.max(AuditEvent.occurred_at)
+    ids = list(session.scalars(select(AuditEvent.object_id).where(*_of_counts(caller))
+                               .group_by(AuditEvent.object_id)
+                               .order_by(latest.desc(), AuditEvent.object_id)
+                               .limit(limit).offset(offset)))
+    return _recorded(session, caller, ids)
+
+
+def recorded_count(session: Session, caller: Caller, count_id: uuid.UUID) -> RecordedCount:
+    """Return one of the organisation's counts, or raise NotFound."""
+    found = _recorded(session, caller, [str(count_id)])
+    if not found:
+        raise NotFound("No such count.")
+    return found[0]
+
+
+def _recorded(session: Session, caller: Caller, ids: list[str]) -> list[RecordedCount]:
+    events: dict[str, list[AuditEvent]] = {}
+    for event in session.scalars(select(AuditEvent).where(
+            *_of_counts(caller), AuditEvent.object_id.in_(ids))
+            .order_by(AuditEvent.occurred_at, AuditEvent.id)):
+        events.setdefault(event.object_id, []).append(event)
+    found = [_as_recorded(events[count_id]) for count_id in ids if count_id in events]
+    adjustments = {entry.id: entry for entry in session.scalars(select(CustodyEntry).where(
+        CustodyEntry.organisation_id == caller.organisation_id,
+        CustodyEntry.id.in_([line.adjustment_id for record in found
+                             for line in record.count.lots if line.adjustment_id])))}
+    flags = dict(session.execute(select(Flag.dedup_key, Flag.id).where(
+        Flag.organisation_id == caller.organisation_id,
+        Flag.dedup_key.in_([_flag_key(record.count, line) for record in found
+                            for line in record.count.lots]))).all())
+    return [replace(record, count=replace(record.count, lots=[
+        replace(line, flag_id=flags.get(_flag_key(record.count, line)),
+                reason=line.adjustment_id and adjustments[line.adjustment_id].details["reason"])
+        for line in record.count.lots])) for record in found]
+
+
+def _as_recorded(events: list[AuditEvent]) -> RecordedCount:
+    """Return a count from its audit events: the first, with adjustments a retry added."""
+    first = events[0]
+    adjusted = {(lot["product_id"], lot["lot"]): uuid.UUID(lot["adjustment_id"])
+                for event in reversed(events) for lot in event.detail["lots"]
+                if lot.get("adjustment_id")}
+    lots = [LotCount(uuid.UUID(lot["product_id"]), lot["lot"], lot["ledger_ug"],
+                     lot["counted_ug"], adjustment_id=adjusted.get((lot["product_id"], lot["lot"])))
+            for lot in first.detail["lots"]]
+    count = Reconciliation(uuid.UUID(first.object_id), first.detail["holder"],
+                           datetime.fromisoformat(first.detail["counted_at"]), lots)
+    return RecordedCount(count, first.user_id, first.occurred_at)
+
+
+def _flag_key(count: Reconciliation, line: LotCount) -> str:
+    # The count discrepancy rule's own key for one lot of one count.
+    return dedup_key(COUNT_DISCREPANCY.id, Subject(SubjectKind.LOT, line.lot),
+                     (str(count.id), count.holder, str(line.product_id)))
+
+
+def explain(session: Session, rt: Runtime, caller: Caller, count_id: uuid.UUID, *,
+            product_id: uuid.UUID, lot: str, reason: str,
+            expiry: date | None = None) -> Reconciliation:
+    """Give the reason for a count's discrepancy: the count is reconciled again under its id.
+
+    As a retried POST of the count with this reason: the lot is corrected by an adjust entry
+    and its flag re-raised saying so; earlier corrections are found, never made twice.
+    """
+    count = recorded_count(session, caller, count_id).count
+    line = next((line for line in count.lots
+                 if (line.product_id, line.lot) == (product_id, lot)), None)
+    if line is None or not line.difference_ug:
+        raise InvalidField("lot", f"lot {lot} has no discrepancy in this count")
+    if line.adjustment_id is not None:
+        raise Conflict(f"Lot {lot} of this count is already corrected.",
+                       {"adjustment_id": str(line.adjustment_id)})
+    reasons = {other.lot: other.reason for other in count.lots if other.reason}
+    lots = [CountedLot(other.product_id, other.lot, other.counted_ug,
+                       expiry if other is line else None) for other in count.lots]
+    return reconcile(session, rt, caller, CountRequest(
+        count.holder, count.counted_at, lots, reasons | {lot: reason}, count.id))

@@ -378,3 +378,28 @@ def checkpoints(session: Session, caller: Caller) -> list[CustodyCheckpoint]:
     return list(session.scalars(select(CustodyCheckpoint).where(
         CustodyCheckpoint.organisation_id == caller.organisation_id)
         .order_by(CustodyCheckpoint.seq.desc())))
+
+
+def recent_entries(session: Session, caller: Caller, *, limit: int,
+                   offset: int = 0) -> list[CustodyEntry]:
+    """Return a page of the organisation's entries, newest first (a nurse: her bag's)."""
+    query = select(CustodyEntry).where(CustodyEntry.organisation_id == caller.organisation_id)
+    if holder := _nurse_holder(caller, None):
+        query = query.where((CustodyEntry.from_holder == holder)
+                            | (CustodyEntry.to_holder == holder))
+    return list(session.scalars(query.order_by(CustodyEntry.seq.desc())
+                                .limit(limit).offset(offset)))
+
+
+def bag_holders(session: Session, caller: Caller) -> list[User]:
+    """Return the organisation's active nurses, who may be dispensed to, by name."""
+    return list(session.scalars(select(User).where(
+        User.organisation_id == caller.organisation_id, User.role == Role.NURSE,
+        User.active.is_(True)).order_by(User.display_name, User.username)))
+
+
+def possible_witnesses(session: Session, caller: Caller) -> list[User]:
+    """Return who may witness the caller's entries: the organisation's other active users."""
+    return list(session.scalars(select(User).where(
+        User.organisation_id == caller.organisation_id, User.id != caller.user_id,
+        User.active.is_(True)).order_by(User.display_name, User.username)))
