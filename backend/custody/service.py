@@ -30,6 +30,7 @@ from backend.custody.models import (
     CustodyBalance,
     CustodyCheckpoint,
     CustodyEntry,
+    CustodyHead,
     Kind,
     LossReport,
 )
@@ -373,11 +374,17 @@ def balances(session: Session, caller: Caller, holder: str | None) -> list[Custo
     return list(session.scalars(query.order_by(CustodyBalance.holder, CustodyBalance.lot)))
 
 
-def checkpoints(session: Session, caller: Caller) -> list[CustodyCheckpoint]:
-    """Return the organisation's signed checkpoints, newest first."""
+def checkpoints(session: Session, caller: Caller,
+                limit: int | None = None) -> list[CustodyCheckpoint]:
+    """Return the organisation's signed checkpoints, newest first (the newest `limit`)."""
     return list(session.scalars(select(CustodyCheckpoint).where(
         CustodyCheckpoint.organisation_id == caller.organisation_id)
-        .order_by(CustodyCheckpoint.seq.desc())))
+        .order_by(CustodyCheckpoint.seq.desc()).limit(limit)))
+
+
+def chain_head(session: Session, caller: Caller) -> CustodyHead | None:
+    """Return the head of the organisation's chain, or None before its first entry."""
+    return session.get(CustodyHead, caller.organisation_id)
 
 
 def recent_entries(session: Session, caller: Caller, *, limit: int,

@@ -268,6 +268,12 @@ def exported_checkpoints(export_dir: Path, organisation_id: uuid.UUID) -> list[d
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def is_exported(export_dir: Path, checkpoint: CustodyCheckpoint) -> bool:
+    """Tell whether `checkpoint` is in its organisation's append-only export file."""
+    return any((line["seq"], line["head_hash"]) == (checkpoint.seq, checkpoint.head_hash)
+               for line in exported_checkpoints(export_dir, checkpoint.organisation_id))
+
+
 def _balance_problem(session: Session, organisation_id: uuid.UUID,
                      derived: dict[tuple, int]) -> Problem | None:
     stored = {(b.holder, b.product_id, b.lot): b.quantity_ug for b in session.scalars(

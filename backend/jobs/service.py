@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,9 @@ from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.custody import checkpoints, shifts
 from backend.custody.models import LossReport
+from backend.custody.verify import verify
+from backend.db import new_id
+from backend.errors import Conflict, NotFound
 from backend.jobs.models import JobRun, Notification
 from backend.policy.service import policy_for
 from backend.runtime import Runtime
@@ -25,6 +28,12 @@ from backend.visits.models import Visit, VisitStatus
 JobBody = Callable[[Session, Runtime], dict[str, Any]]
 
 VISIT_REMINDER = "visit.reminder"
+# A verify of one organisation's ledger that someone asked for; its outcome names the
+# organisation (the run table spans them all) and says how far it got.
+LEDGER_VERIFY = "ledger_verify"
+REQUESTED, DONE, FAILED = "requested", "done", "failed"
+# A requested verify still unfinished after this long was lost with its process.
+VERIFY_LOST_AFTER = timedelta(hours=1)
 
 
 def run_slot(session: Session, rt: Runtime, job: str, slot: str, holder: str,
@@ -170,3 +179,76 @@ def list_runs(session: Session, job: str | None = None, since: datetime | None =
 def sign_checkpoints(session: Session, rt: Runtime) -> dict[str, Any]:
     """Sign every custody chain head that moved since its last checkpoint."""
     return {"signed": checkpoints.sign_all(session, rt, rt.checkpoint_dir)}
+
+
+def _verifies_of(organisation_id: uuid.UUID) -> Select:
+    return select(JobRun).where(
+        JobRun.job == LEDGER_VERIFY,
+        JobRun.outcome["organisation_id"].as_string() == str(organisation_id))
+
+
+def ledger_verifies(session: Session, caller: Caller, limit: int = 1) -> list[JobRun]:
+    """Return the caller's organisation's ledger verifies, newest first."""
+    return list(session.scalars(_verifies_of(caller.organisation_id)
+                                .order_by(JobRun.started_at.desc(), JobRun.id).limit(limit)))
+
+
+def ledger_verify(session: Session, caller: Caller, run_id: uuid.UUID) -> JobRun:
+    """Return one of the caller's organisation's ledger verifies, or raise NotFound."""
+    run = session.scalar(_verifies_of(caller.organisation_id).where(JobRun.id == run_id))
+    if run is None:
+        raise NotFound("No such ledger verify.")
+    return run
+
+
+def request_ledger_verify(session: Session, rt: Runtime, caller: Caller,
+                          holder: str) -> JobRun:
+    """Record a request to verify the caller's organisation's ledger, for `run_ledger_verify`."""
+    now = rt.clock.now()
+    running = session.scalar(_verifies_of(caller.organisation_id).where(
+        JobRun.finished_at.is_(None), JobRun.started_at > now - VERIFY_LOST_AFTER).limit(1))
+    if running is not None:
+        raise Conflict("A verify of this ledger is already running; its result shows here "
+                       "when it is done.", {"job_run_id": str(running.id)})
+    run_id = new_id()
+    run = JobRun(id=run_id, job=LEDGER_VERIFY, slot=str(run_id), holder=holder, started_at=now,
+                 outcome={"organisation_id": str(caller.organisation_id),
+                          "requested_by": str(caller.user_id), "status": REQUESTED})
+    session.add(run)
+    session.flush()
+    audit.record(session, now, caller, "ledger.verify_requested", "job_run", run.id)
+    return run
+
+
+def run_ledger_verify(session: Session, rt: Runtime, run_id: uuid.UUID) -> JobRun | None:
+    """Verify the ledger a requested run names; keep the report as the run's outcome."""
+    run = session.get(JobRun, run_id, with_for_update=True)
+    if run is None or run.job != LEDGER_VERIFY or run.finished_at is not None:
+        return run
+    organisation_id = uuid.UUID(run.outcome["organisation_id"])
+    report = verify(session, organisation_id, rt.keys.verifying_keys(), rt.checkpoint_dir)
+    problem = report.problem
+    _finish_verify(session, rt, run, DONE, ok=report.ok, entries=report.entries,
+                   checkpoints=report.checkpoints,
+                   problem=None if problem is None else {"seq": problem.seq,
+                                                         "message": problem.message})
+    return run
+
+
+def fail_ledger_verify(session: Session, rt: Runtime, run_id: uuid.UUID, error: str) -> None:
+    """Record that a requested verify could not run to its end, and why."""
+    run = session.get(JobRun, run_id, with_for_update=True)
+    if run is not None and run.finished_at is None:
+        _finish_verify(session, rt, run, FAILED, error=error)
+
+
+def _finish_verify(session: Session, rt: Runtime, run: JobRun, status: str,
+                   **outcome: Any) -> None:
+    now = rt.clock.now()
+    # A new dict: the JSON column does not see changes made inside the old one.
+    run.outcome = {**run.outcome, "status": status, **outcome}
+    run.finished_at = now
+    session.flush()
+    audit.record(session, now, None, "ledger.verify", "job_run", run.id,
+                 organisation_id=uuid.UUID(run.outcome["organisation_id"]),
+                 detail={"status": status, "ok": outcome.get("ok")})

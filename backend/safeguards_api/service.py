@@ -125,6 +125,14 @@ def rules(session: Session, caller: Caller) -> list[RuleView]:
                         tallies.get(rule.meta.id) or Tally()) for rule in registered]
 
 
+def rule(session: Session, caller: Caller, rule_id: str) -> RuleView:
+    """Return one rule as `rules` shows it, or raise NotFound."""
+    found = next((view for view in rules(session, caller) if view.id == rule_id), None)
+    if found is None:
+        raise NotFound(f"No rule {rule_id!r}.")
+    return found
+
+
 def set_mode(session: Session, rt: Runtime, caller: Caller, rule_id: str,
              mode: Mode | None) -> RuleView:
     """Set how a rule runs for the organisation; None returns it to the rule's own mode."""
@@ -145,4 +153,4 @@ def set_mode(session: Session, rt: Runtime, caller: Caller, rule_id: str,
     session.flush()
     audit.record(session, now, caller, "safeguards.rule_mode", "safeguard_rule", rule_id,
                  detail={"from": before, "to": mode.value if mode else None})
-    return next(view for view in rules(session, caller) if view.id == rule_id)
+    return rule(session, caller, rule_id)
