@@ -1,1 +1,234 @@
 """The admin's pages: users, devices, policy thresholds and the organisation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import marshmallow as ma
+from flask import flash, redirect, request, url_for
+
+from backend import bounded, db
+from backend.accounts import service as accounts
+from backend.accounts.models import Organisation, Role, User
+from backend.accounts.schemas import UserCreateSchema, UserUpdateSchema
+from backend.console.oversight import pager
+from backend.console.pages import (
+    FormRefused,
+    attempt,
+    blp,
+    caller,
+    form_values,
+    load,
+    object_id,
+    page,
+    render,
+)
+from backend.console.service import DESK_ROLES
+from backend.devices import service as devices
+from backend.policy import service as policy
+from backend.runtime import runtime
+from backend.safeguards_api.schemas import ThresholdsUpdateSchema
+
+# The roles a user may be given, in the order the select lists them.
+ROLES = [(role.value, role.value.capitalize()) for role in Role]
+# Thresholds post as `thresholds.<name>`: the field names the policy's refusals use.
+THRESHOLD = "thresholds."
+
+
+class PageSchema(ma.Schema):
+    """Which page of a list to show."""
+
+    limit = bounded.Integer(load_default=50, validate=ma.validate.Range(1, 500))
+    offset = bounded.Integer(bits=64, load_default=0, validate=ma.validate.Range(0))
+
+
+def _page_of(items: Sequence[Any]) -> tuple[Sequence[Any], dict[str, str | None]]:
+    """Return the page of `items` the query asks for, and the links to its neighbours."""
+    try:
+        query = load(PageSchema(), form_values(request.args))
+    except FormRefused:
+        query = PageSchema().load({})
+    start, limit = query["offset"], query["limit"]
+    return items[start:start + limit], pager(start, limit, len(items) > start + limit)
+
+
+# Users ------------------------------------------------------------------------------------
+
+def _users_page(*, status: int = 200, refused: FormRefused | None = None,
+                values: Mapping[str, Any] | None = None) -> tuple[str, int]:
+    shown, pages = _page_of(accounts.list_users(db.session(), caller()))
+    return render("console/users.html", status=status, refused=refused,
+                  values=values or {"role": Role.NURSE.value}, users=shown, pages=pages,
+                  roles=ROLES)
+
+
+@blp.get("/users")
+@page(Role.ADMIN, menu=("Administration", "Users"))
+def users():
+    """List the organisation's users, active and deactivated, with a form to add one."""
+    return _users_page()
+
+
+@blp.post("/users")
+@page(Role.ADMIN)
+def add_user():
+    """Add a user with one role, as POST /users does."""
+    values: dict = {}
+    try:
+        values = form_values()
+        body = load(UserCreateSchema(), values)
+        who = caller()
+        user = attempt(lambda: accounts.create_user(
+            db.session(), runtime(), who, organisation_id=who.organisation_id, **body))
+    except FormRefused as refused:
+        values.pop("password", None)
+        return _users_page(status=refused.status, refused=refused, values=values)
+    flash(f"Added {user.display_name} ({user.username}) as {user.role}.")
+    return redirect(url_for("console.users"), 303)
+
+
+def _user_page(user: User, *, status: int = 200, refused: FormRefused | None = None,
+               values: Mapping[str, Any] | None = None) -> tuple[str, int]:
+    shown = values if values is not None else {"role": user.role.value,
+                                               "display_name": user.display_name}
+    return render("console/user.html", status=status, refused=refused, values=shown,
+                  user=user, roles=ROLES, yourself=user.id == caller().user_id)
+
+
+@blp.get("/users/<user_id>")
+@page(Role.ADMIN)
+def user(user_id: str):
+    """Show a user, with forms to change the role or name and to deactivate or reactivate."""
+    return _user_page(accounts.get_user(db.session(), caller(), object_id(user_id)))
+
+
+@blp.post("/users/<user_id>")
+@page(Role.ADMIN)
+def change_user(user_id: str):
+    """Change a user's role, name or active flag, as PATCH /users/<id> does."""
+    session, who = db.session(), caller()
+    found = accounts.get_user(session, who, object_id(user_id))
+    before = {"role": found.role, "active": found.active, "name": found.display_name}
+    values: dict = {}
+    try:
+        values = form_values()
+        body = load(UserUpdateSchema(), values)
+        changed = attempt(lambda: accounts.update_user(
+            session, runtime(), who, found.id, accounts.UserChange(**body)))
+    except FormRefused as refused:
+        return _user_page(found, status=refused.status, refused=refused, values={
+            "role": before["role"].value, "display_name": before["name"], **values})
+    flash(_what_changed(before, changed))
+    return redirect(url_for("console.user", user_id=changed.id), 303)
+
+
+def _what_changed(before: Mapping[str, Any], user: User) -> str:
+    """Say in a sentence what an admin's change did."""
+    name = f"{user.display_name} ({user.username})"
+    if before["active"] and not user.active:
+        return f"Deactivated {name}: their console and app sessions ended."
+    if not before["active"] and user.active:
+        return f"Reactivated {name}: they may sign in again."
+    if before["role"] != user.role:
+        return (f"{name} is now {user.role} (was {before['role']}); "
+                "their sessions ended, to sign in again with the new role.")
+    if before["name"] != user.display_name:
+        return f"Renamed {before['name']} to {user.display_name}."
+    return f"Nothing changed for {name}."
+
+
+# Devices ----------------------------------------------------------------------------------
+
+def _devices_page(*, status: int = 200, refused: FormRefused | None = None) -> tuple[str, int]:
+    session, who = db.session(), caller()
+    shown, pages = _page_of(devices.visible_devices(session, who))
+    names = {person.id: person.display_name for person in accounts.list_users(session, who)}
+    return render("console/devices.html", status=status, refused=refused, devices=shown,
+                  pages=pages, names=names, may_revoke=who.role == Role.ADMIN)
+
+
+@blp.get("/devices")
+@page(Role.ADMIN, Role.COMPLIANCE, menu=("Administration", "Devices"))
+def device_list():
+    """List the nurses' phones, each with its nurse and whether it is revoked."""
+    return _devices_page()
+
+
+@blp.post("/devices/<device_id>/revoke")
+@page(Role.ADMIN)
+def revoke_device(device_id: str):
+    """Revoke a phone, as DELETE /devices/<id> does: its sessions end at once."""
+    session, who = db.session(), caller()
+    device = devices.revoke(session, runtime(), who, object_id(device_id))
+    nurse = accounts.get_user(session, who, device.user_id)
+    flash(f"Revoked “{device.label}” of {nurse.display_name}: its sessions ended and its "
+          "signatures no longer verify.")
+    return redirect(url_for("console.device_list"), 303)
+
+
+# Policy -----------------------------------------------------------------------------------
+
+def _policy_page(*, status: int = 200, refused: FormRefused | None = None,
+                 values: Mapping[str, Any] | None = None) -> tuple[str, int]:
+    thresholds = policy.describe(db.session(), caller())
+    shown = values if values is not None else {
+        f"{THRESHOLD}{view.name}": str(view.value) for view in thresholds}
+    return render("console/policy.html", status=status, refused=refused, values=shown,
+                  thresholds=thresholds, may_edit=caller().role == Role.ADMIN,
+                  field=THRESHOLD)
+
+
+@blp.get("/policy")
+@page(*DESK_ROLES, menu=("Administration", "Policy"))
+def policy_page():
+    """List every threshold with its value in force, default, bounds, unit and source."""
+    return _policy_page()
+
+
+def _changed(in_force: Sequence[policy.ThresholdView], values: Mapping[str, str]) -> dict:
+    """Return the thresholds whose field differs from the value in force (blank: default)."""
+    posted = {name.removeprefix(THRESHOLD) for name in request.form
+              if name.startswith(THRESHOLD)}
+    return {view.name: values.get(f"{THRESHOLD}{view.name}") for view in in_force
+            if view.name in posted and values.get(f"{THRESHOLD}{view.name}") != str(view.value)}
+
+
+def _beside_fields(refused: FormRefused) -> FormRefused:
+    """Name a threshold's own field for the schema's refusal of its value."""
+    fields = {name.removesuffix(".value").removesuffix(".key"): messages
+              for name, messages in refused.fields.items()}
+    return FormRefused(refused.status, refused.message, fields)
+
+
+@blp.post("/policy")
+@page(Role.ADMIN)
+def set_policy():
+    """Override the thresholds the form changed, as PATCH /safeguards/policy does."""
+    session, who = db.session(), caller()
+    values: dict = {}
+    try:
+        values = form_values()
+        changed = _changed(policy.describe(session, who), values)
+        if not changed:
+            flash("No threshold changed.")
+            return redirect(url_for("console.policy_page"), 303)
+        body = load(ThresholdsUpdateSchema(), {"thresholds": changed})
+        attempt(lambda: policy.set_values(session, runtime(), who, body["thresholds"]))
+    except FormRefused as refused:
+        return _policy_page(status=refused.status, refused=_beside_fields(refused),
+                            values=values)
+    flash("Saved " + ", ".join(f"{name} = {value if value is not None else 'its default'}"
+                               for name, value in sorted(changed.items())) + ".")
+    return redirect(url_for("console.policy_page"), 303)
+
+
+# Organisation -----------------------------------------------------------------------------
+
+@blp.get("/organisation")
+@page(*DESK_ROLES, menu=("Administration", "Organisation"))
+def organisation():
+    """Show the organisation's details, as GET /me does; the API has no way to change them."""
+    who = caller()
+    return render("console/organisation.html",
+                  organisation=db.session().get(Organisation, who.organisation_id))
