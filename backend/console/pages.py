@@ -98,9 +98,7 @@ def page(*roles: Role, menu: tuple[str, str] | None = None,
         def guarded(*args: Any, **kwargs: Any) -> Any:
             resumed = signed_in(touch)
             if resumed.caller is None:
-                return redirect(url_for("console.login", ended=resumed.ended,
-                                        next=request.full_path if request.method == "GET"
-                                        else None))
+                return _to_sign_in(resumed.ended)
             if resumed.caller.role not in allowed:
                 return render("console/refused.html", status=403,
                               message=f"The {resumed.caller.role} role may not open this page.")
@@ -111,6 +109,16 @@ def page(*roles: Role, menu: tuple[str, str] | None = None,
         return guarded  # type: ignore[return-value]
 
     return decorate
+
+
+def _to_sign_in(ended: str | None) -> Any:
+    """Send the browser to sign in; an htmx request (a poll) sends the whole page, not a part."""
+    partial = "HX-Request" in request.headers
+    onward = request.full_path if request.method == "GET" and not partial else None
+    target = url_for("console.login", ended=ended, next=onward)
+    if partial:
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target)
 
 
 def caller() -> Caller:

@@ -219,3 +219,14 @@ def test_console_pages_allow_no_inline_script_or_other_origin(desk: Desk):
     htmx = desk.client.get("/console/static/vendor/htmx/htmx.min.js")
     assert htmx.status_code == 200 and "javascript" in htmx.content_type
     htmx.close()
+
+
+def test_a_poll_after_sign_out_sends_the_whole_page_to_sign_in(desk: Desk):
+    answer = desk.get("/console/", headers={"HX-Request": "true"})
+    assert answer.status_code == 204
+    assert answer.headers["HX-Redirect"].startswith("/console/login")
+
+
+def test_the_sign_in_fields_carry_their_autocomplete(desk: Desk):
+    page = desk.get("/console/login").get_data(as_text=True)
+    assert 'autocomplete="current-password"' in page and "&#34;" not in page
