@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 from types import MappingProxyType
 
 from safeguards.findings import Subject, SubjectKind
@@ -281,6 +282,21 @@ class NurseActivity:
     # Micrograms per kilogram summed over her doses, so a per-visit figure does not depend on
     # which patients (and weights) she happens to see.
     ug_per_kg_total: Decimal = Decimal(0)
+
+    @property
+    def wasted_ug_per_visit(self) -> Fraction | None:
+        """Return the micrograms she wasted per visit, or None without a visit."""
+        return Fraction(self.wasted_ug, self.visits) if self.visits else None
+
+    @property
+    def ug_per_kg_per_dose(self) -> Fraction | None:
+        """Return the micrograms per kilogram she gave per dose, or None without a dose."""
+        return Fraction(self.ug_per_kg_total) / self.doses if self.doses else None
+
+    @property
+    def visits_per_day_worked(self) -> Fraction | None:
+        """Return her visits per day worked, or None without a day worked."""
+        return Fraction(self.visits, self.days_worked) if self.days_worked else None
 
 
 @dataclass(frozen=True, slots=True)

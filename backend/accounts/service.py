@@ -106,6 +106,13 @@ def list_users(session: Session, caller: Caller) -> list[User]:
         User.organisation_id == caller.organisation_id).order_by(User.username)))
 
 
+def list_nurses(session: Session, caller: Caller, *, limit: int, offset: int = 0) -> list[User]:
+    """Return a page of the nurses of the caller's organisation, by name."""
+    return list(session.scalars(select(User).where(
+        User.organisation_id == caller.organisation_id, User.role == Role.NURSE)
+        .order_by(User.display_name, User.username).limit(limit).offset(offset)))
+
+
 def get_user(session: Session, caller: Caller, user_id: uuid.UUID) -> User:
     """Return a user of the caller's organisation, or raise NotFound."""
     return owned(session, caller, User, user_id, what="user")

@@ -152,13 +152,15 @@ def read(session: Session, rt: Runtime, caller: Caller, patient_id: uuid.UUID) -
     return _view(session, rt, patient)
 
 
-def search(session: Session, rt: Runtime, caller: Caller, mrn: str | None) -> list[PatientView]:
-    """Return the patients the caller may see (optionally one MRN), auditing each read."""
+def search(session: Session, rt: Runtime, caller: Caller, mrn: str | None, *,
+           limit: int | None = None, offset: int = 0) -> list[PatientView]:
+    """Return the patients the caller may see (one MRN, a page), auditing each one returned."""
     query = _visible(caller)
     if mrn is not None:
         query = query.where(Patient.mrn_index == blind_index(
             rt.keys.blind_index_key, caller.organisation_id, mrn))
-    patients = list(session.scalars(query.order_by(Patient.created_at)))
+    patients = list(session.scalars(query.order_by(Patient.created_at, Patient.id)
+                                    .limit(limit).offset(offset)))
     now = rt.clock.now()
     for patient in patients:
         audit.record(session, now, caller, "patient.read", "patient", patient.id,

@@ -342,6 +342,25 @@ def _witness_pairs(session: Session, scope: Scope) -> list[f.WitnessPair]:
             for (nurse, witness), count in together.items()]
 
 
+def nurse_activity(session: Session, organisation_id: uuid.UUID, since: datetime,
+                   as_of: datetime) -> list[f.NurseActivity]:
+    """Return each nurse's visits, doses and wastes since `since`, summed per nurse in the
+    database as the peer rules read them; a nurse with none in the window is left out."""
+    organisation = session.get(Organisation, organisation_id)
+    nurses = {str(user) for user in session.scalars(select(User.id).where(
+        User.organisation_id == organisation_id, User.role == Role.NURSE))}
+    activity = _activity(session, Scope(organisation_id, as_of, since),
+                         ZoneInfo(organisation.timezone), dict.fromkeys(nurses, Role.NURSE.value))
+    # Wastes are summed by whoever recorded them: only nurses are one another's peers.
+    return [nurse for nurse in activity if nurse.nurse_id in nurses]
+
+
+def witness_pairs(session: Session, organisation_id: uuid.UUID, since: datetime,
+                  as_of: datetime) -> list[f.WitnessPair]:
+    """Return how often each witness signed each nurse's wastes since `since`."""
+    return _witness_pairs(session, Scope(organisation_id, as_of, since))
+
+
 def _holdings(session: Session, scope: Scope, hours: int) -> list[f.BagHolding]:
     """Return stock in bags whose nurse has no visit left to give it at, with its due time."""
     open_visits = select(Visit.nurse_id).where(

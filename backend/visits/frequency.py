@@ -120,3 +120,30 @@ def check_schedule(existing: Sequence[datetime], proposed: datetime,
             if count > limit and count > before.most_in_window(at, days):
                 return Violation(rule, at, {"count": count, "days": days, "limit": limit})
     return None
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where one dose stands against its phase's limits: the gap before it, its busiest windows."""
+
+    at: datetime
+    limits: Limits
+    hours_since_previous: float | None
+    most_in_7_days: int
+    most_in_28_days: int
+    violation: Violation | None
+
+
+def standings(times: Sequence[datetime], limits_at: Callable[[datetime], Limits],
+              zone: tzinfo = UTC) -> list[Standing]:
+    """Return each dose of `times`, in order, with where it stands in their schedule."""
+    schedule = Schedule.of(times, zone)
+    found = []
+    for index, at in enumerate(schedule.times):
+        limits = limits_at(at)
+        gap = (round((at - schedule.times[index - 1]).total_seconds() / 3600, 1)
+               if index else None)
+        found.append(Standing(at, limits, gap, schedule.most_in_window(at, 7),
+                              schedule.most_in_window(at, 28),
+                              violation_at(schedule, at, limits)))
+    return found

@@ -25,7 +25,7 @@ from backend.policy.service import policy_for
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
 from backend.tenancy import hers, is_assigned, owned
-from backend.visits.frequency import Limits, check_schedule
+from backend.visits.frequency import Limits, Standing, check_schedule, standings
 from backend.visits.models import DOSE_HOLDING, Visit, VisitStatus
 from safeguards.policy import Policy
 
@@ -259,6 +259,25 @@ def listing(session: Session, caller: Caller, where: VisitFilter) -> list[Visit]
     if where.until:
         query = query.where(Visit.scheduled_start < where.until)
     return list(session.scalars(query.order_by(Visit.scheduled_start).limit(1000)))
+
+
+def frequency_standings(session: Session, caller: Caller,
+                        visits: list[Visit]) -> dict[uuid.UUID, Standing]:
+    """Return, by visit id, where each dose-holding visit of one patient stands against the
+    frequency limits of the phase it was booked in, judged as the scheduler judges them."""
+    holding = sorted((visit for visit in visits if visit.status in DOSE_HOLDING),
+                     key=lambda visit: visit.scheduled_start)
+    zone = organisation_zone(session, caller.organisation_id)
+    limits = {visit.scheduled_start: _phase_limits(session.get(PlanVersion, visit.plan_version_id),
+                                                   visit.phase_ordinal)
+              for visit in holding}
+    found = standings([visit.scheduled_start for visit in holding], limits.__getitem__, zone)
+    return {visit.id: standing for visit, standing in zip(holding, found, strict=True)}
+
+
+def _phase_limits(version: PlanVersion, ordinal: int) -> Limits:
+    phase = next((p for p in version.phases if p.ordinal == ordinal), version.phases[0])
+    return Limits(phase.min_interval_hours, phase.max_per_7_days, phase.max_per_28_days)
 
 
 def require_status(visit: Visit, *allowed: VisitStatus) -> None:

@@ -34,9 +34,14 @@ class Outlier:
     peers: int
 
 
-def _outliers(facts: Facts, policy: Policy, figure: Callable[[NurseActivity], Fraction],
+def _outliers(facts: Facts, policy: Policy,
+              figure: Callable[[NurseActivity], Fraction | None],
               sample: Callable[[NurseActivity], int], least: int) -> Iterator[Outlier]:
-    """Yield each nurse far enough from her role's median figure, with her modified z-score."""
+    """Yield each nurse far enough from her role's median figure, with her modified z-score.
+
+    `figure` is one of NurseActivity's per-visit, per-dose or per-day figures, never None
+    here: a nurse is compared only with a sample of at least one.
+    """
     roles: dict[str, list[NurseActivity]] = defaultdict(list)
     for nurse in facts.activity:
         # At least one: the figures are per visit, dose or day.
@@ -79,7 +84,7 @@ RATE_OUTLIER = RuleMeta(
 def rate_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a nurse whose wasted µg per visit is a high outlier among her role's."""
     limit = policy.value("waste_rate_z")
-    for found in _outliers(facts, policy, lambda n: Fraction(n.wasted_ug, n.visits),
+    for found in _outliers(facts, policy, lambda n: n.wasted_ug_per_visit,
                           lambda n: n.visits, policy.value("peer_min_visits")):
         if found.z < limit:
             continue
@@ -108,7 +113,7 @@ ADMINISTERED_OUTLIER = RuleMeta(
 def administered_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a nurse whose mg/kg per dose is a high or low outlier among her role's."""
     limit = policy.value("administered_z")
-    for found in _outliers(facts, policy, lambda n: Fraction(n.ug_per_kg_total) / n.doses,
+    for found in _outliers(facts, policy, lambda n: n.ug_per_kg_per_dose,
                           lambda n: n.doses, policy.value("peer_min_doses")):
         if abs(found.z) < limit:
             continue
@@ -139,7 +144,7 @@ LOW_ACTIVITY = RuleMeta(
 def low_activity(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a nurse whose visits per day worked are a low outlier among her role's."""
     limit = policy.value("activity_low_z")
-    for found in _outliers(facts, policy, lambda n: Fraction(n.visits, n.days_worked),
+    for found in _outliers(facts, policy, lambda n: n.visits_per_day_worked,
                           lambda n: n.days_worked, policy.value("peer_min_days_worked")):
         if found.z > -limit:
             continue

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.visits.frequency import Limits, Schedule, check_schedule, violation_at
+from backend.visits.frequency import (
+    Limits,
+    Schedule,
+    check_schedule,
+    standings,
+    violation_at,
+)
 
 EPOCH = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
 INDUCTION = Limits(min_interval_hours=48, max_per_7_days=2, max_per_28_days=8)
@@ -91,3 +97,18 @@ def test_weekly_doses_at_the_same_local_time_stay_weekly_across_dst(first, secon
     assert check_schedule([first], same_day_earlier, lambda _: weekly, chicago) is None
     day_before = second - timedelta(days=1)
     assert check_schedule([first], day_before, lambda _: weekly, chicago).rule == "weekly_limit"
+
+
+@pytest.mark.parametrize(("hours", "gaps", "in_7_days", "rules"), [
+    ((0, 72), [None, 72.0], [2, 2], [None, None]),
+    ((0, 24), [None, 24.0], [2, 2], ["min_interval", "min_interval"]),
+    ((0, 48, 96), [None, 48.0, 48.0], [3, 3, 3], ["weekly_limit"] * 3),
+    ((0, 7 * 24), [None, 168.0], [1, 1], [None, None]),
+])
+def test_each_dose_stands_against_its_phase_limits(hours, gaps, in_7_days, rules):
+    found = standings([EPOCH + timedelta(hours=h) for h in reversed(hours)], limits_at)
+    assert [s.at for s in found] == [EPOCH + timedelta(hours=h) for h in hours]
+    assert [s.hours_since_previous for s in found] == gaps
+    assert [s.most_in_7_days for s in found] == in_7_days
+    assert [s.violation.rule if s.violation else None for s in found] == rules
+    assert {s.limits for s in found} == {INDUCTION}
