@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import marshmallow as ma
-from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.datastructures import MultiDict
 
@@ -126,9 +137,12 @@ def caller() -> Caller:
     return g.caller
 
 
-def render(template: str, *, status: int = 200, **context: Any) -> tuple[str, int]:
-    """Render a console template with the status the API would answer."""
-    return render_template(template, status=status, **context), status
+def render(template: str, *, status: int = 200, **context: Any) -> Response:
+    """Render a console template with the status the API would answer.
+
+    A Response, not a tuple: the unit of work reads its status, and rolls a refusal back.
+    """
+    return make_response(render_template(template, status=status, **context), status)
 
 
 class FormRefused(Exception):
@@ -212,14 +226,14 @@ def _forms_carry_their_token() -> None:
 
 
 @blp.errorhandler(CSRFError)
-def _forged(_error: CSRFError) -> tuple[str, int]:
+def _forged(_error: CSRFError) -> Response:
     return render("console/refused.html", status=400,
                   message="This form was not sent from a page of this console, or the page is "
                           "too old. Reload the page and try again.")
 
 
 @blp.errorhandler(VigilError)
-def _refused(error: VigilError) -> tuple[str, int]:
+def _refused(error: VigilError) -> Response:
     return render("console/refused.html", status=error.status, message=error.message)
 
 

@@ -57,5 +57,5 @@ def signed_in(world: World, org: Organisation, user: User) -> Desk:
     browser = Desk(world.app.test_client())
     answer = browser.sign_in(org, user)
     assert answer.status_code == 302, answer.get_data(as_text=True)
-    browser.get("/console/")
+    browser.get("/console/", follow_redirects=True)
     return browser

@@ -230,3 +230,12 @@ def test_a_poll_after_sign_out_sends_the_whole_page_to_sign_in(desk: Desk):
 def test_the_sign_in_fields_carry_their_autocomplete(desk: Desk):
     page = desk.get("/console/login").get_data(as_text=True)
     assert 'autocomplete="current-password"' in page and "&#34;" not in page
+
+
+def test_a_refused_page_rolls_back_and_is_audited(world: World, office):
+    org, users = office
+    desk = signed_in(world, org, users[Role.COMPLIANCE])
+    answer = desk.post("/console/movements", {"kind": "receive"})
+    assert answer.status_code == 403
+    refused = [a for a in _actions(world, users[Role.COMPLIANCE]) if a == "request.refused"]
+    assert refused == ["request.refused"]
