@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
@@ -368,25 +369,49 @@ class SessionRecord:
 
 def read_session(session: Session, caller: Caller, visit_id: uuid.UUID) -> SessionRecord:
     """Return everything recorded for a visit (a nurse: her own visits)."""
-    visit = visits.get(session, caller, visit_id)
+    return read_sessions(session, caller, [visit_id])[visit_id]
 
-    def rows(model: type) -> list:
-        return list(session.scalars(select(model).where(model.visit_id == visit.id)
-                                    .order_by(model.occurred_at)))
 
-    held = session.scalars(select(QuarantinedEvent).where(QuarantinedEvent.visit_id == visit.id)
-                           .order_by(QuarantinedEvent.received_at, QuarantinedEvent.id))
-    return SessionRecord(
-        pre_dose=next(iter(rows(PreDose)), None), dose=next(iter(rows(DoseRecord)), None),
-        observations=rows(Observation), discharge=next(iter(rows(Discharge)), None),
-        outcomes=rows(OutcomeScore),
+def read_sessions(session: Session, caller: Caller,
+                  visit_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, SessionRecord]:
+    """Return everything recorded for each of several visits, in one read per kind of record."""
+    shown = [visits.get(session, caller, visit_id).id for visit_id in dict.fromkeys(visit_ids)]
+    if not shown:
+        return {}
+    pre, given, observed, ended, scored, held = (_by_visit(session, model, shown) for model in (
+        PreDose, DoseRecord, Observation, Discharge, OutcomeScore, QuarantinedEvent))
+    return {visit_id: SessionRecord(
+        pre_dose=next(iter(pre[visit_id]), None), dose=next(iter(given[visit_id]), None),
+        observations=observed[visit_id], discharge=next(iter(ended[visit_id]), None),
+        outcomes=scored[visit_id],
         quarantined=[{"id": str(q.id), "record_type": q.record_type, "reason": q.reason,
-                      "received_at": q.received_at.isoformat()} for q in held])
+                      "received_at": q.received_at.isoformat()} for q in held[visit_id]])
+        for visit_id in shown}
+
+
+def _by_visit(session: Session, model: type, visit_ids: list[uuid.UUID]) -> dict[uuid.UUID, list]:
+    """Return the rows of `model` recorded for each visit, in the order they happened."""
+    # A quarantined record has only the server's clock; the id keeps equal times in order.
+    order = ((QuarantinedEvent.received_at, QuarantinedEvent.id) if model is QuarantinedEvent
+             else (model.occurred_at,))
+    found: dict[uuid.UUID, list] = {visit_id: [] for visit_id in visit_ids}
+    for row in session.scalars(select(model).where(model.visit_id.in_(visit_ids))
+                               .order_by(*order)):
+        found[row.visit_id].append(row)
+    return found
 
 
 def view_session(session: Session, rt: Runtime, caller: Caller,
                  visit_id: uuid.UUID) -> SessionRecord:
     """Return a visit's session record for a reader, auditing the read of clinical data."""
-    record = read_session(session, caller, visit_id)
-    audit.record(session, rt.clock.now(), caller, "session.read", "visit", visit_id)
-    return record
+    return view_sessions(session, rt, caller, [visit_id])[visit_id]
+
+
+def view_sessions(session: Session, rt: Runtime, caller: Caller,
+                  visit_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, SessionRecord]:
+    """Return several visits' session records for a reader, auditing each read as one visit's."""
+    records = read_sessions(session, caller, visit_ids)
+    now = rt.clock.now()
+    for visit_id in records:
+        audit.record(session, now, caller, "session.read", "visit", visit_id)
+    return records

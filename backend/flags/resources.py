@@ -49,8 +49,9 @@ class FlagDetail(MethodView):
     @requires(*REVIEWERS)
     @blp.response(200, FlagDetailSchema)
     def get(self, flag_id: uuid.UUID):
-        """Return a flag with its evidence and its full history, oldest first."""
-        return service.get(db.session(), current_caller(), flag_id)
+        """Return a flag with its evidence and its full history, oldest first; the read is
+        audited."""
+        return service.read(db.session(), runtime(), current_caller(), flag_id)
 
 
 @blp.route("/<uuid:flag_id>/assign")

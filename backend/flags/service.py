@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from backend.accounts.models import Role, User
@@ -217,26 +217,47 @@ class FlagFilter:
     offset: int = 0
 
 
-def listing(session: Session, caller: Caller, where: FlagFilter) -> list[Flag]:
-    """Return the organisation's flags matching `where`: most severe first, then oldest."""
-    query = select(Flag).where(Flag.organisation_id == caller.organisation_id)
+def _matching(caller: Caller, where: FlagFilter) -> list[Any]:
+    """Return the conditions of the organisation's flags that `where` selects."""
+    conditions = [Flag.organisation_id == caller.organisation_id]
     if where.status:
-        query = query.where(Flag.status.in_(where.status))
+        conditions.append(Flag.status.in_(where.status))
     if where.severity:
-        query = query.where(Flag.severity.in_(where.severity))
+        conditions.append(Flag.severity.in_(where.severity))
     for column, value in ((Flag.rule_id, where.rule), (Flag.nurse_id, where.nurse),
                           (Flag.patient_id, where.patient), (Flag.assignee_id, where.assignee),
                           (Flag.subject_kind, where.subject_kind),
                           (Flag.subject_id, where.subject_id), (Flag.shadow, where.shadow)):
         if value is not None:
-            query = query.where(column == value)
+            conditions.append(column == value)
+    return conditions
+
+
+def listing(session: Session, caller: Caller, where: FlagFilter) -> list[Flag]:
+    """Return the organisation's flags matching `where`: most severe first, then oldest."""
+    query = select(Flag).where(*_matching(caller, where))
     query = query.order_by(SEVERITY_RANK.desc(), Flag.first_seen_at, Flag.id)
     return list(session.scalars(query.limit(where.limit).offset(where.offset)))
+
+
+def severity_counts(session: Session, caller: Caller, where: FlagFilter) -> dict[str, int]:
+    """Count every flag `where` selects, paging aside, by severity (each one, zero included)."""
+    counted = {severity: count for severity, count in session.execute(
+        select(Flag.severity, func.count()).where(*_matching(caller, where))
+        .group_by(Flag.severity))}
+    return {severity.value: counted.get(severity.value, 0) for severity in reversed(Severity)}
 
 
 def get(session: Session, caller: Caller, flag_id: uuid.UUID, *, lock: bool = False) -> Flag:
     """Return the caller's organisation's flag (row-locked when `lock`), or raise NotFound."""
     return owned(session, caller, Flag, flag_id, what="flag", for_update=lock)
+
+
+def read(session: Session, rt: Runtime, caller: Caller, flag_id: uuid.UUID) -> Flag:
+    """Return a flag for a reviewer to read, auditing the read: its evidence quotes PHI."""
+    flag = get(session, caller, flag_id)
+    audit.record(session, rt.clock.now(), caller, "flag.read", "flag", flag.id)
+    return flag
 
 
 def _require(flag: Flag, action: str, *allowed: FlagStatus) -> None:

@@ -226,7 +226,8 @@ def test_a_flag_goes_through_review_and_keeps_its_history(review: Review, world:
     audited = world.session.scalars(select(AuditEvent.action).where(
         AuditEvent.object_type == "flag", AuditEvent.object_id == flag_id)
         .order_by(AuditEvent.occurred_at)).all()
-    assert sorted(audited) == ["flag.assign", "flag.note", "flag.resolve"]
+    # Each of the three reads (GET) is audited too: a flag's evidence quotes PHI.
+    assert sorted(audited) == ["flag.assign", "flag.note", *["flag.read"] * 3, "flag.resolve"]
 
 
 def test_a_flag_can_be_handed_to_another_reviewer_and_noted_after_its_verdict(review: Review):
