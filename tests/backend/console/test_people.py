@@ -185,7 +185,7 @@ def test_her_flags_link_to_the_queue_filtered_by_her(world: World, ward: Pharmac
         {"nurse_id": str(ward.nurse.id)}))
     world.commit()
     html = _page(signed_in(world, ward.org, ward.users[A]), f"/console/nurses/{ward.nurse.id}")
-    assert f'href="/console/flags?nurse={ward.nurse.id}"' in html
+    assert f'href="/console/flags?nurse={ward.nurse.id}&amp;status=any"' in html
     assert "Wasted far more than peers." in html
 
 
