@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import marshmallow as ma
-from flask import flash, redirect, request, url_for
+from flask import Response, flash, redirect, request, url_for
 
 from backend import bounded, db
 from backend.accounts import service as accounts
@@ -56,7 +56,7 @@ def _page_of(items: Sequence[Any]) -> tuple[Sequence[Any], dict[str, str | None]
 # Users ------------------------------------------------------------------------------------
 
 def _users_page(*, status: int = 200, refused: FormRefused | None = None,
-                values: Mapping[str, Any] | None = None) -> tuple[str, int]:
+                values: Mapping[str, Any] | None = None) -> Response:
     shown, pages = _page_of(accounts.list_users(db.session(), caller()))
     return render("console/users.html", status=status, refused=refused,
                   values=values or {"role": Role.NURSE.value}, users=shown, pages=pages,
@@ -89,7 +89,7 @@ def add_user():
 
 
 def _user_page(user: User, *, status: int = 200, refused: FormRefused | None = None,
-               values: Mapping[str, Any] | None = None) -> tuple[str, int]:
+               values: Mapping[str, Any] | None = None) -> Response:
     shown = values if values is not None else {"role": user.role.value,
                                                "display_name": user.display_name}
     return render("console/user.html", status=status, refused=refused, values=shown,
@@ -140,7 +140,7 @@ def _what_changed(before: Mapping[str, Any], user: User) -> str:
 
 # Devices ----------------------------------------------------------------------------------
 
-def _devices_page(*, status: int = 200, refused: FormRefused | None = None) -> tuple[str, int]:
+def _devices_page(*, status: int = 200, refused: FormRefused | None = None) -> Response:
     session, who = db.session(), caller()
     shown, pages = _page_of(devices.visible_devices(session, who))
     names = {person.id: person.display_name for person in accounts.list_users(session, who)}
@@ -170,7 +170,7 @@ def revoke_device(device_id: str):
 # Policy -----------------------------------------------------------------------------------
 
 def _policy_page(*, status: int = 200, refused: FormRefused | None = None,
-                 values: Mapping[str, Any] | None = None) -> tuple[str, int]:
+                 values: Mapping[str, Any] | None = None) -> Response:
     thresholds = policy.describe(db.session(), caller())
     shown = values if values is not None else {
         f"{THRESHOLD}{view.name}": str(view.value) for view in thresholds}

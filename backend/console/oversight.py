@@ -68,7 +68,7 @@ def rules():
 
 
 def _rule_page(rule_id: str, *, status: int = 200, refused: FormRefused | None = None,
-               values: dict | None = None) -> tuple[str, int]:
+               values: dict | None = None) -> Response:
     rule = safeguards.rule(db.session(), caller(), rule_id)
     return render("console/rule.html", status=status, rule=rule, refused=refused,
                   values=values if values is not None else {"mode": rule.mode.value},
@@ -187,7 +187,7 @@ def _verify_context(run: Any) -> dict[str, Any]:
             "running": run is not None and run.finished_at is None}
 
 
-def _ledger_page(*, status: int = 200, refused: FormRefused | None = None) -> tuple[str, int]:
+def _ledger_page(*, status: int = 200, refused: FormRefused | None = None) -> Response:
     session, who, rt = db.session(), caller(), runtime()
     checkpoint = next(iter(custody.checkpoints(session, who, limit=1)), None)
     scans = audit.list_events(session, who, audit.AuditFilter(
