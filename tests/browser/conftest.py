@@ -27,6 +27,11 @@ from tests.backend.conftest import IN_CI, own_postgres_database
 from tests.browser.live import LiveServer, Seeded, seed
 from tests.factories import PASSWORD
 
+try:
+    from playwright.sync_api import expect
+except ImportError:  # `chromium` skips (fails in CI) before any test can use it
+    expect = None
+
 CHROMIUM = Path(os.environ.get("VIGIL_CHROMIUM", "/usr/bin/chromium"))
 AXE_SCRIPT = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
 # Long enough for a loaded CI machine, short enough that a hung page fails fast.
@@ -46,10 +51,10 @@ def chromium():
     """Yield one headless Chromium for the session."""
     if not CHROMIUM.exists():
         unavailable(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
+    if expect is None:
         unavailable("Playwright is not installed (pip install -e '.[dev]')")
+    from playwright.sync_api import sync_playwright
+
     if not AXE_SCRIPT.exists():
         unavailable(f"axe-core is missing at {AXE_SCRIPT} (npm ci --prefix tests/browser)")
     with sync_playwright() as playwright:
@@ -141,7 +146,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _watched(chromium, live, watch: Watch):
+def watched_page(chromium, live, watch: Watch):
     """Return a page in a fresh context whose requests and console errors `watch` records."""
     context = chromium.new_context(base_url=live.url, accept_downloads=True,
                                    timezone_id="UTC", locale="en-US")
@@ -174,7 +179,7 @@ def open_page(request, chromium, live, watch):
     pages = []
 
     def open_one():
-        pages.append(_watched(chromium, live, watch))
+        pages.append(watched_page(chromium, live, watch))
         return pages[-1]
 
     yield open_one

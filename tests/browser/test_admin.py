@@ -7,10 +7,9 @@ import re
 import uuid
 
 import pytest
-from playwright.sync_api import expect
 
 from backend.accounts.models import Role
-from tests.browser.conftest import axe, sign_in
+from tests.browser.conftest import axe, expect, sign_in
 
 REVOKED = "Your session was ended (signed out elsewhere, or the account changed)."
 PASSWORD = "a long temporary password 1"

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import expect
-
 from backend.accounts.models import Role
 from safeguards.rules.custody import COUNT_DISCREPANCY
-from tests.browser.conftest import axe, sign_in
+from tests.browser.conftest import axe, expect, sign_in
 
 RESOLVED = "A vial miscounted on the shelf; recounted, matches."
 

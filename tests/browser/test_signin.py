@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import expect
-
 from backend.accounts.models import Role
-from tests.browser.conftest import axe, sign_in
+from tests.browser.conftest import axe, expect, sign_in
 
 IDLE = "You were signed out after 15 minutes without activity."
 WRONG = "Wrong organisation, username or password."
