@@ -6,6 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from backend import bounded
 from backend.custody.ledger import MAX_MOVEMENT_UG
+from backend.custody.reports import DispensingLog, Inventory, csv_text
 
 
 class CountLineSchema(Schema):
@@ -130,7 +131,8 @@ class BagStatementSchema(Schema):
 def _format() -> fields.String:
     return fields.String(data_key="format", load_default="json",
                          validate=validate.OneOf(["json", "csv"]), metadata={
-                             "description": "`csv`: text/csv (RFC 4180) with a header row."})
+                             "description": "`csv`: text/csv (RFC 4180, UTF-8 with a "
+                                            "byte-order mark) with a header row."})
 
 
 class DispensingQuerySchema(Schema):
@@ -230,3 +232,18 @@ class InventorySchema(Schema):
     at = fields.String()
     taken_by = fields.String()
     lines = fields.List(fields.Nested(InventoryLineSchema))
+
+
+def dispensing_csv(log: DispensingLog) -> str:
+    """Return the log's events as CSV, one row per event in the event schema's columns."""
+    events = DispensingLogSchema().dump(log)["events"]
+    return csv_text(events, list(DispensingEventSchema().fields))
+
+
+def inventory_csv(stock: Inventory) -> str:
+    """Return the inventory as CSV, one row per holder and lot."""
+    dumped = InventorySchema().dump(stock)
+    # Each row carries the inventory's date and open/close, as 1304.11 asks of it.
+    heading = {name: dumped[name] for name in ("date", "at")}
+    return csv_text([{**heading, **line} for line in dumped["lines"]],
+                    [*heading, *InventoryLineSchema().fields])

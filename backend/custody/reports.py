@@ -33,6 +33,7 @@ KIND_LABELS = {Kind.RECEIVE: "received", Kind.DISPENSE: "dispensed to nurse",
 PATIENT = "patient:"
 BAG = "bag:"
 THOUSANDTHS = Decimal("0.001")
+BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,10 @@ def _cell(value: Any) -> Any:
 
 def csv_text(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> str:
     """Return `rows` as RFC 4180 CSV (CRLF, minimal quoting) under a header of `columns`."""
+    # Every CSV Vigil gives (API and console) starts with a byte-order mark: without it,
+    # spreadsheets read UTF-8 as their local code page and µg turns into Âµg.
     out = io.StringIO()
+    out.write(BOM)
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows({name: _cell(row[name]) for name in columns} for row in rows)

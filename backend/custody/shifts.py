@@ -81,18 +81,27 @@ def start_of_day(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
 
 
+def _through_bag(organisation_id: uuid.UUID, holder: str, until: datetime) -> tuple:
+    # By received_at, not the phone's clock: a back-dated entry cannot slip out of a shift.
+    return (CustodyEntry.organisation_id == organisation_id,
+            or_(CustodyEntry.from_holder == holder, CustodyEntry.to_holder == holder),
+            CustodyEntry.received_at < until)
+
+
+def local_today(session: Session, rt: Runtime, organisation_id: uuid.UUID) -> date:
+    """Return the organisation's calendar day now, in its timezone."""
+    return rt.clock.now().astimezone(organisation_zone(session, organisation_id)).date()
+
+
 def statement_lines(session: Session, organisation_id: uuid.UUID, nurse_id: uuid.UUID,
                     since: datetime, until: datetime) -> list[StatementLine]:
     """Return each lot's figures for a bag, by when the server recorded each movement."""
     holder = bag(nurse_id)
-    # By received_at, not the phone's clock: a back-dated entry cannot slip out of a shift.
     moves = select(
         CustodyEntry.product_id, CustodyEntry.lot, CustodyEntry.kind,
         (CustodyEntry.to_holder == holder).label("incoming"),
         (CustodyEntry.received_at < since).label("opening"), CustodyEntry.quantity_ug,
-    ).where(CustodyEntry.organisation_id == organisation_id,
-            or_(CustodyEntry.from_holder == holder, CustodyEntry.to_holder == holder),
-            CustodyEntry.received_at < until).subquery()
+    ).where(*_through_bag(organisation_id, holder, until)).subquery()
     # Grouped over a subquery: PostgreSQL would not match bound parameters in GROUP BY.
     keys = (moves.c.product_id, moves.c.lot, moves.c.kind, moves.c.incoming, moves.c.opening)
     lines: dict[tuple[uuid.UUID, str], StatementLine] = {}
@@ -121,52 +130,150 @@ def bag_statement(session: Session, rt: Runtime, caller: Caller, nurse_id: uuid.
                         statement_lines(session, caller.organisation_id, nurse.id, since, until))
 
 
+def statement_entries(session: Session, organisation_id: uuid.UUID, nurse_id: uuid.UUID,
+                      since: datetime, until: datetime) -> list[CustodyEntry]:
+    """Return the movements a statement of [since, until) counts, in chain order."""
+    return list(session.scalars(select(CustodyEntry).where(
+        *_through_bag(organisation_id, bag(nurse_id), until),
+        CustodyEntry.received_at >= since).order_by(CustodyEntry.seq)))
+
+
 @dataclass(frozen=True)
 class Shift:
-    """A nurse's working day that is over: its local date and when her last visit ended."""
+    """A nurse's working day: its local date, and when her last visit ended (None: not over)."""
 
     nurse_id: uuid.UUID
     day: date
-    ended_at: datetime
+    ended_at: datetime | None
+
+    def deadline_at(self, deadline: timedelta) -> datetime | None:
+        """Return when the bag must be back to zero, once the day's visits are over."""
+        return None if self.ended_at is None else self.ended_at + deadline
+
+    def period(self, zone: ZoneInfo, deadline: timedelta,
+               now: datetime) -> tuple[datetime, datetime]:
+        """Return the span a statement of the shift covers, as the reconciliation job reads it."""
+        # From the day's midnight to the return deadline (before it, to now); while a visit
+        # is still to come, to the next midnight.
+        end = self.deadline_at(deadline) or start_of_day(self.day + timedelta(days=1), zone)
+        return start_of_day(self.day, zone), min(end, now)
 
 
-def _ended_shifts(session: Session, organisation_id: uuid.UUID, zone: ZoneInfo,
-                  now: datetime, deadline: timedelta) -> list[Shift]:
-    since = start_of_day((now - LOOKBACK).astimezone(zone).date(), zone)
-    visits = session.execute(select(
+def _shifts(session: Session, organisation_id: uuid.UUID, zone: ZoneInfo, first_day: date,
+            until: datetime, nurse_id: uuid.UUID | None = None) -> list[Shift]:
+    """Return each nurse's working day from `first_day`, of visits scheduled before `until`."""
+    query = select(
         Visit.nurse_id, Visit.scheduled_start, Visit.scheduled_end, Visit.status,
         Visit.checked_out_at,
     ).where(Visit.organisation_id == organisation_id,
             Visit.status.not_in((VisitStatus.CANCELLED, VisitStatus.RESCHEDULED)),
-            Visit.scheduled_start >= since, Visit.scheduled_start < now + timedelta(days=1)))
+            Visit.scheduled_start >= start_of_day(first_day, zone),
+            Visit.scheduled_start < until)
+    if nurse_id is not None:
+        query = query.where(Visit.nurse_id == nurse_id)
     days = defaultdict(list)
-    for visit in visits:
+    for visit in session.execute(query):
         days[visit.nurse_id, visit.scheduled_start.astimezone(zone).date()].append(visit)
     shifts = []
     for (nurse_id, day), of_day in days.items():
         # A day is over when each visit is checked out or missed; a missed one ends on schedule.
-        if all(visit.status in SHIFT_OVER for visit in of_day):
-            ended = max(visit.checked_out_at or visit.scheduled_end for visit in of_day)
-            if ended + deadline <= now:
-                shifts.append(Shift(nurse_id, day, ended))
+        ended = (max(visit.checked_out_at or visit.scheduled_end for visit in of_day)
+                 if all(visit.status in SHIFT_OVER for visit in of_day) else None)
+        shifts.append(Shift(nurse_id, day, ended))
     return shifts
+
+
+def _ended_shifts(session: Session, organisation_id: uuid.UUID, zone: ZoneInfo,
+                  now: datetime, deadline: timedelta) -> list[Shift]:
+    first_day = (now - LOOKBACK).astimezone(zone).date()
+    return [shift for shift in _shifts(session, organisation_id, zone, first_day,
+                                       now + timedelta(days=1))
+            if (deadline_at := shift.deadline_at(deadline)) and deadline_at <= now]
+
+
+def return_deadline(session: Session, organisation_id: uuid.UUID) -> timedelta:
+    """Return how long after her last visit a nurse's bag must be back to zero (policy)."""
+    return timedelta(hours=int(policy_for(session, organisation_id).value(
+        "bag_return_deadline_hours")))
 
 
 def ended_shifts(session: Session, organisation_id: uuid.UUID,
                  now: datetime) -> list[f.BagShift]:
     """Return each lot of each shift whose return deadline has passed, as the ledger stood then."""
-    hours = int(policy_for(session, organisation_id).value("bag_return_deadline_hours"))
+    deadline = return_deadline(session, organisation_id)
     zone = organisation_zone(session, organisation_id)
     found = []
-    for shift in _ended_shifts(session, organisation_id, zone, now, timedelta(hours=hours)):
-        deadline_at = shift.ended_at + timedelta(hours=hours)
+    for shift in _ended_shifts(session, organisation_id, zone, now, deadline):
         # The bag as the ledger stood at the deadline: stock dispensed for the next day
         # does not count against this one, and a late return does not excuse it.
-        for line in statement_lines(session, organisation_id, shift.nurse_id,
-                                    start_of_day(shift.day, zone), deadline_at):
+        since, deadline_at = shift.period(zone, deadline, now)
+        for line in statement_lines(session, organisation_id, shift.nurse_id, since,
+                                    deadline_at):
             found.append(f.BagShift(
                 nurse_id=str(shift.nurse_id), shift_day=shift.day.isoformat(), lot=line.lot,
                 product_id=str(line.product_id), deadline=deadline_at,
                 opening_ug=line.opening_ug, **line.figures,
                 remaining_ug=line.remaining_ug))
     return found
+
+
+@dataclass(frozen=True)
+class ShiftStatement:
+    """A nurse's bag over her shift of a day, and the movements its statement counts."""
+
+    nurse: User
+    shift: Shift
+    deadline_at: datetime | None
+    closed: bool
+    statement: BagStatement
+    entries: list[CustodyEntry]
+
+    def entries_of(self, line: StatementLine) -> list[CustodyEntry]:
+        """Return the movements of `line`'s lot that the statement counts."""
+        return [entry for entry in self.entries
+                if (entry.product_id, entry.lot) == (line.product_id, line.lot)]
+
+
+def _begun(rt: Runtime, day: date, zone: ZoneInfo) -> date:
+    if start_of_day(day, zone) >= rt.clock.now():
+        raise InvalidField("day", "must not be in the future")
+    return day
+
+
+def _shift_statement(session: Session, rt: Runtime, caller: Caller, nurse: User, shift: Shift,
+                     zone: ZoneInfo, deadline: timedelta) -> ShiftStatement:
+    now = rt.clock.now()
+    since, until = shift.period(zone, deadline, now)
+    statement = bag_statement(session, rt, caller, shift.nurse_id, since, until)
+    deadline_at = shift.deadline_at(deadline)
+    return ShiftStatement(
+        nurse, shift, deadline_at, deadline_at is not None and deadline_at <= now, statement,
+        statement_entries(session, caller.organisation_id, shift.nurse_id, since, until))
+
+
+def shift_statement(session: Session, rt: Runtime, caller: Caller, nurse_id: uuid.UUID,
+                    day: date) -> ShiftStatement:
+    """Return a nurse's bag over her shift of `day`, reckoned as the reconciliation job does."""
+    nurse = nurse_of(session, caller, nurse_id)
+    zone = organisation_zone(session, caller.organisation_id)
+    day = _begun(rt, day, zone)
+    shifts = _shifts(session, caller.organisation_id, zone, day,
+                     start_of_day(day + timedelta(days=1), zone), nurse.id)
+    shift = shifts[0] if shifts else Shift(nurse.id, day, None)
+    return _shift_statement(session, rt, caller, nurse, shift, zone,
+                            return_deadline(session, caller.organisation_id))
+
+
+def day_statements(session: Session, rt: Runtime, caller: Caller, day: date, limit: int = 50,
+                   offset: int = 0) -> list[ShiftStatement]:
+    """Return the bag of each nurse with visits on `day`, by name, reckoned as the job does."""
+    zone = organisation_zone(session, caller.organisation_id)
+    day = _begun(rt, day, zone)
+    shifts = _shifts(session, caller.organisation_id, zone, day,
+                     start_of_day(day + timedelta(days=1), zone))
+    nurses = {user.id: user for user in session.scalars(
+        select(User).where(User.id.in_([shift.nurse_id for shift in shifts])))}
+    shifts.sort(key=lambda shift: (nurses[shift.nurse_id].display_name, str(shift.nurse_id)))
+    deadline = return_deadline(session, caller.organisation_id)
+    return [_shift_statement(session, rt, caller, nurses[shift.nurse_id], shift, zone, deadline)
+            for shift in shifts[offset:offset + limit]]

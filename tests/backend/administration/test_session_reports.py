@@ -98,7 +98,7 @@ def test_the_monitoring_record_as_csv_is_one_header_and_one_row(recorded: Sessio
                     format="csv")
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
-    [row] = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    [row] = list(csv.DictReader(io.StringIO(response.get_data().decode("utf-8-sig"))))
     assert (row["lot"], row["dose_mg"], row["minutes_monitored"]) == ("L1", "35.000", "130")
     assert row["adverse_events"] == "mild nausea at 30 min"
 

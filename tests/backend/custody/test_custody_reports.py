@@ -93,6 +93,9 @@ def test_the_dispensing_log_csv_has_one_complete_row_per_event(pharmacy: Pharmac
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
     text = response.get_data(as_text=True)
+    # A byte-order mark, so spreadsheets read the UTF-8 (µg) as UTF-8.
+    assert response.get_data().startswith(b"\xef\xbb\xbf")
+    text = text.removeprefix("\ufeff")
     # RFC 4180: CRLF line ends, and a field holding a comma is quoted.
     assert text.count("\r\n") == events + 1
     assert '"1 Depot Rd, Elk Grove"' in text
@@ -192,7 +195,7 @@ def test_the_inventory_csv_dates_each_row(pharmacy: Pharmacy):
     _posted(pharmacy.dispense(100_000))
     response = _inventory(pharmacy, format="csv")
     assert response.mimetype == "text/csv"
-    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    rows = list(csv.DictReader(io.StringIO(response.get_data().decode("utf-8-sig"))))
     assert [(row["date"], row["at"], row["holder"], row["quantity_ug"]) for row in rows] == [
         ("2026-11-02", "close", f"bag:{pharmacy.nurse.id}", "100000"),
         ("2026-11-02", "close", "vault", "900000")]
