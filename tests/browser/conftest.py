@@ -8,6 +8,7 @@ Without chromium, Playwright or axe-core the suite skips locally and fails in CI
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -210,11 +211,16 @@ def sign_in(page, seeded: Seeded, role: Role, password: str = PASSWORD, *,
     page.wait_for_load_state()
 
 
+@functools.cache
+def _axe_source() -> str:
+    return AXE_SCRIPT.read_text()
+
+
 def axe_problems(page) -> str:
     """Run axe-core on the page; return its serious and critical violations, readably."""
     if not page.evaluate("() => typeof window.axe === 'object'"):
         # Evaluated over the DevTools protocol, which the page's CSP does not govern.
-        page.evaluate(AXE_SCRIPT.read_text())
+        page.evaluate(_axe_source())
     results = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
     blocking = [v for v in results["violations"] if v["impact"] in BLOCKING]
     return (f"axe on {page.url}:\n" + "\n".join(map(_readable, blocking))) if blocking else ""
