@@ -60,6 +60,8 @@ class MenuItem:
 
 
 MENU: list[MenuItem] = []
+# Who may open each page, by endpoint: a page links to another only for those who may open it.
+ROLES: dict[str, frozenset[Role]] = {}
 # The menu's order, by label: a desk user's day, from what needs review to administration.
 ORDER = ("Flags", "Nurses", "Patients", "Rules", "Audit trail", "Ledger", "Inventory",
          "Movements", "Counts", "Bags", "Losses", "Reports", "Users", "Devices", "Policy",
@@ -115,6 +117,7 @@ def page(*roles: Role, menu: tuple[str, str] | None = None,
                               message=f"The {resumed.caller.role} role may not open this page.")
             return view(*args, **kwargs)
 
+        ROLES[f"{blp.name}.{view.__name__}"] = allowed
         if menu is not None:
             MENU.append(MenuItem(menu[0], menu[1], f"{blp.name}.{view.__name__}", allowed))
         return guarded  # type: ignore[return-value]
@@ -247,7 +250,7 @@ def when(value: Any) -> str:
 def _frame() -> dict[str, Any]:
     who = g.get("caller")
     if who is None:
-        return {"who": None, "menu": []}
+        return {"who": None, "menu": [], "can_open": lambda _endpoint: False}
     from backend.accounts.models import Organisation, User
 
     user = db.session().get(User, who.user_id)
@@ -255,4 +258,5 @@ def _frame() -> dict[str, Any]:
     sections: dict[str, list[MenuItem]] = {}
     for item in menu_for(who.role):
         sections.setdefault(item.section, []).append(item)
-    return {"who": user, "organisation": organisation, "menu": sections}
+    return {"who": user, "organisation": organisation, "menu": sections,
+            "can_open": lambda endpoint: who.role in ROLES.get(endpoint, frozenset())}
