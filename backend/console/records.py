@@ -9,6 +9,7 @@ same file.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from werkzeug.wrappers import Response
 from backend import bounded, db
 from backend.accounts import service as accounts
 from backend.accounts.service import organisation_zone
+from backend.console import stock
 from backend.console.pages import (
     FormRefused,
     attempt,
@@ -38,7 +40,6 @@ from backend.console.pages import (
 from backend.console.service import DESK_ROLES
 from backend.custody import losses, reports, shifts
 from backend.custody import resources as custody_api
-from backend.custody.ledger import VAULT, bag
 from backend.custody.report_schemas import FilingSchema, dispensing_csv, inventory_csv
 from backend.errors import Conflict, InvalidField, NotFound
 from backend.products import service as products
@@ -116,8 +117,8 @@ def _pager(query: dict, shown: int) -> dict:
 def _names(session: Session) -> dict[str, Any]:
     """Return what the ledger's pages show by name: holders, users and products."""
     users = accounts.list_users(session, caller())
-    holders = {VAULT: "Vault"} | {bag(user.id): f"Bag of {user.display_name}" for user in users}
-    return {"holders": holders, "people": {user.id: user for user in users},
+    people = {user.id: user for user in users}
+    return {"holder": functools.partial(stock.holder_label, people=people), "people": people,
             "products": {p.id: p.name for p in products.catalogue(session, caller())},
             "kinds": reports.KIND_LABELS, "mg": reports.milligrams}
 
