@@ -12,7 +12,6 @@ from backend import bounded, db
 from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role, User
 from backend.accounts.schemas import UserCreateSchema, UserUpdateSchema
-from backend.console.oversight import pager
 from backend.console.pages import (
     FormRefused,
     attempt,
@@ -22,6 +21,7 @@ from backend.console.pages import (
     load,
     object_id,
     page,
+    pager,
     render,
 )
 from backend.console.service import DESK_ROLES
@@ -50,7 +50,8 @@ def _page_of(items: Sequence[Any]) -> tuple[Sequence[Any], dict[str, str | None]
     except FormRefused:
         query = PageSchema().load({})
     start, limit = query["offset"], query["limit"]
-    return items[start:start + limit], pager(start, limit, len(items) > start + limit)
+    return items[start:start + limit], pager(request.endpoint or "console.home", start, limit,
+                                             len(items) > start + limit, request.args)
 
 
 # Users ------------------------------------------------------------------------------------

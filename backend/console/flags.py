@@ -32,6 +32,7 @@ from backend.console.pages import (
     load,
     object_id,
     page,
+    pager,
     render,
 )
 from backend.errors import NotFound
@@ -134,12 +135,6 @@ def _link(values: Mapping[str, str], **changes: Any) -> str:
     return url_for("console.flag_queue", **{k: v for k, v in args.items() if v is not None})
 
 
-def _pages(values: Mapping[str, str], query: dict, shown: int) -> dict[str, str | None]:
-    limit, offset = query["limit"], query["offset"]
-    return {"previous": _link(values, offset=max(offset - limit, 0) or None) if offset else None,
-            "next": _link(values, offset=offset + limit) if shown > limit else None}
-
-
 def _queue(values: dict) -> dict[str, Any]:
     """Return the flags, counts and pages the queue's filters select."""
     session, who = db.session(), caller()
@@ -154,7 +149,9 @@ def _queue(values: dict) -> dict[str, Any]:
         return {"unknown_mrn": unknown}
     where = _queue_filter(query, patient)
     found = flags.listing(session, who, where)
-    return {"flags": found[:query["limit"]], "pages": _pages(shown, query, len(found)),
+    pages = pager("console.flag_queue", query["offset"], query["limit"],
+                  len(found) > query["limit"], shown)
+    return {"flags": found[:query["limit"]], "pages": pages,
             "shown": shown,
             "counts": flags.severity_counts(session, who, replace(where, severity=()))}
 

@@ -35,6 +35,7 @@ from backend.console.pages import (
     load,
     object_id,
     page,
+    pager,
     render,
 )
 from backend.custody import service as custody
@@ -111,17 +112,6 @@ class AuditSearchSchema(AuditQuerySchema):
     until = bounded.DateTime(default_timezone=UTC)
 
 
-def pager(offset: int, limit: int, more: bool) -> dict[str, str | None]:
-    """Return the links to the previous and next page of this list, keeping its filters."""
-    args = {**request.args.to_dict(), **(request.view_args or {})}
-
-    def at(start: int) -> str:
-        return url_for(request.endpoint or "console.home", **{**args, "offset": start})
-
-    return {"previous": at(max(0, offset - limit)) if offset > 0 else None,
-            "next": at(offset + limit) if more else None}
-
-
 @blp.get("/audit")
 @page(Role.COMPLIANCE, Role.ADMIN, menu=("Review", "Audit trail"))
 def audit_trail():
@@ -141,7 +131,8 @@ def audit_trail():
     events = audit.list_events(session, who, audit.AuditFilter(**{**query, "limit": limit + 1}))
     return render("console/audit.html", values=values, events=events[:limit], people=people,
                   names={user.id: user.display_name for user in users},
-                  pages=pager(query["offset"], limit, len(events) > limit))
+                  pages=pager("console.audit_trail", query["offset"], limit, len(events) > limit,
+                              values))
 
 
 # Ledger -----------------------------------------------------------------------------------

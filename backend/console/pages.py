@@ -214,6 +214,19 @@ def attempt(work: Callable[[], Any]) -> Any:
         raise FormRefused.of(error) from error
 
 
+def pager(endpoint: str, offset: int, limit: int, more: bool,
+          args: Mapping[str, Any] | None = None) -> dict[str, str | None]:
+    """Return the links to a list's previous and next page, keeping `args` (its filters)."""
+    kept = {name: value for name, value in (args or {}).items()
+            if name not in ("limit", "offset") and value not in (None, "")}
+
+    def at(start: int) -> str:
+        return url_for(endpoint, **kept, limit=limit, offset=start)
+
+    return {"previous": at(max(0, offset - limit)) if offset > 0 else None,
+            "next": at(offset + limit) if more else None}
+
+
 def object_id(raw: str) -> uuid.UUID | None:
     """Return a path's id as a UUID, or None when it is none (the page then answers 404)."""
     try:

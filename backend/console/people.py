@@ -34,6 +34,7 @@ from backend.console.pages import (
     load,
     object_id,
     page,
+    pager,
     render,
 )
 from backend.console.service import DESK_ROLES
@@ -139,13 +140,6 @@ def _people(session) -> dict[str, User]:
     return {str(user.id): user for user in accounts.list_users(session, caller())}
 
 
-def _pager(query: dict, shown: int) -> dict:
-    limit, offset = query["limit"], query["offset"]
-    # A full page may have a next one; an empty next page says so.
-    return {"limit": limit, "previous": max(offset - limit, 0) if offset else None,
-            "next": offset + limit if shown == limit else None}
-
-
 # Nurses
 
 
@@ -164,7 +158,9 @@ def nurse_list():
             session, caller().organisation_id, now - timedelta(days=30), now)}
     return render("console/nurses.html", status=refused.status if refused else 200,
                   refused=refused, nurses=nurses, activity=activity, metrics=METRICS, shown=shown,
-                  reviewer=caller().role in REVIEWERS, pager=_pager(query, len(nurses)))
+                  reviewer=caller().role in REVIEWERS,
+                  pages=pager("console.nurse_list", query["offset"], query["limit"],
+                              len(nurses) == query["limit"], request.args))
 
 
 @dataclass(frozen=True)
@@ -256,7 +252,8 @@ def patient_list():
                             offset=query["offset"])
     return render("console/patients.html", status=refused.status if refused else 200,
                   refused=refused, values=values, patients=found,
-                  pager=_pager(query, len(found)), mrn=mrn)
+                  pages=pager("console.patient_list", query["offset"], query["limit"],
+                              len(found) == query["limit"], request.args), mrn=mrn)
 
 
 def _dose_charts(path: reports.Trajectory, version: PlanVersion | None) -> list[Markup]:

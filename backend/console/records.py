@@ -34,6 +34,7 @@ from backend.console.pages import (
     load,
     object_id,
     page,
+    pager,
     render,
     when,
 )
@@ -107,13 +108,6 @@ def _query(schema: ma.Schema) -> tuple[dict, FormRefused | None]:
         return schema.load({}), refused
 
 
-def _pager(query: dict, shown: int) -> dict:
-    limit, offset = query["limit"], query["offset"]
-    return {"limit": limit, "offset": offset,
-            "previous": max(offset - limit, 0) if offset else None,
-            "next": offset + limit if shown == limit else None}
-
-
 def _names(session: Session) -> dict[str, Any]:
     """Return what the ledger's pages show by name: holders, users and products."""
     users = accounts.list_users(session, caller())
@@ -149,7 +143,9 @@ def bags() -> Response:
             refused = FormRefused.of(error)
     return render("console/bags.html", status=refused.status if refused else 200,
                   refused=refused, values={"day": request.args.get("day", day.isoformat())},
-                  statements=statements, figures=FIGURES, pager=_pager(query, len(statements)),
+                  statements=statements, figures=FIGURES, query=query,
+                  pages=pager("console.bags", query["offset"], query["limit"],
+                              len(statements) == query["limit"], {"day": day.isoformat()}),
                   **_days(day, today), **_names(session))
 
 
@@ -225,7 +221,9 @@ def _losses_page(status: int = 200, refused: FormRefused | None = None,
                   refused=refused or bad_page, values=values or {}, posted=posted,
                   losses=[(loss, deadlines(loss, now)) for loss in shown], now=now,
                   may_file=caller().role in FILERS, titles=FILING_TITLES,
-                  pager=_pager(query, len(shown)), **_names(session))
+                  query=query, pages=pager("console.loss_list", query["offset"], query["limit"],
+                                          query["offset"] + query["limit"] < len(found)),
+                  **_names(session))
 
 
 @blp.get("/losses")

@@ -24,6 +24,7 @@ from backend.console.pages import (
     load,
     object_id,
     page,
+    pager,
     render,
 )
 from backend.custody import counts, reports, service
@@ -156,14 +157,6 @@ def _page_of(args: Mapping[str, Any]) -> dict[str, int]:
     return load(PageSchema(), {name: args[name] for name in ("limit", "offset") if name in args})
 
 
-def _pages(endpoint: str, query: Mapping[str, int], more: bool,
-           **args: Any) -> dict[str, str | None]:
-    limit, offset = query["limit"], query["offset"]
-    at = lambda start: url_for(endpoint, **args, limit=limit, offset=start)  # noqa: E731
-    return {"previous": at(max(0, offset - limit)) if offset else None,
-            "next": at(offset + limit) if more else None}
-
-
 def _now_in_form() -> str:
     """Return now in UTC to the minute, as a datetime-local field shows it."""
     return runtime().clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
@@ -248,7 +241,8 @@ def _movement_page(kind: str, *, status: int = 200, refused: FormRefused | None 
         entries=entries[:query["limit"]], name_of=_names(people), holder_label=holder_label,
         people=people, mg=reports.milligrams,
         product_names={p.id: p.name for p in products.catalogue(session, who)},
-        pages=_pages("console.movements", query, len(entries) > query["limit"], kind=kind)))
+        pages=pager("console.movements", query["offset"], query["limit"],
+                    len(entries) > query["limit"], {"kind": kind})))
 
 
 def _kind_of(raw: str | None) -> str:
@@ -337,8 +331,8 @@ def _counts_page(sheet: Sheet, *, status: int = 200, refused: FormRefused | None
         values=values or {"id": str(uuid.uuid4()), "counted_at": _now_in_form()},
         recent=recent[:query["limit"]], people=people, name_of=_names(people),
         holder_label=holder_label, mg=reports.milligrams,
-        pages=_pages("console.count_sheet", query, len(recent) > query["limit"],
-                     holder=sheet.holder)))
+        pages=pager("console.count_sheet", query["offset"], query["limit"],
+                    len(recent) > query["limit"], {"holder": sheet.holder})))
 
 
 @blp.get("/counts")
