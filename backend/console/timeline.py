@@ -89,11 +89,10 @@ def of_flag(session: Session, rt: Runtime, caller: Caller, flag: Flag,
     visit_ids: set[str] = set()
     if flag.patient_id or flag.nurse_id:
         # A patient's events are few and all hers; a nurse's, when the finding names no patient.
-        facts = loaders.load(session, loaders.Scope(
+        facts = loaders.window(session, loaders.Scope(
             caller.organisation_id, until, since, patient_id=flag.patient_id,
             nurse_id=None if flag.patient_id else flag.nurse_id))
-        visits = _nearest([v for v in facts.visits if since <= v.scheduled_start <= until],
-                          flag.first_seen_at)
+        visits = _nearest(list(facts.visits), flag.first_seen_at)
         visit_ids = {visit.id for visit in visits}
         records = administration.view_sessions(session, rt, caller,
                                                [uuid.UUID(visit.id) for visit in visits])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -41,11 +41,17 @@ class Scope:
     since: datetime
     patient_id: uuid.UUID | None = None
     nurse_id: uuid.UUID | None = None
+    # A page shows the window alone: no look-back before it, nothing after it.
+    window_only: bool = False
 
     @property
     def context_since(self) -> datetime:
         """Return the start of what is read: the window plus the rules' look-back."""
-        return self.since - CONTEXT
+        return self.since if self.window_only else self.since - CONTEXT
+
+    def bounded(self, query: Any, column: Any) -> Any:
+        """Return `query` also limited to `column` up to `as_of` when the window is all."""
+        return query.where(column <= self.as_of) if self.window_only else query
 
 
 def _text(value: uuid.UUID | None) -> str | None:
@@ -82,6 +88,7 @@ def _doses(session: Session, scope: Scope) -> list[Any]:
                                phase.ordinal == Visit.phase_ordinal))
         .where(DoseRecord.organisation_id == scope.organisation_id,
                DoseRecord.infusion_started_at >= scope.context_since))
+    query = scope.bounded(query, DoseRecord.infusion_started_at)
     if scope.patient_id:
         query = query.where(Visit.patient_id == scope.patient_id)
     if scope.nurse_id:
@@ -162,6 +169,7 @@ def _visits(session: Session, scope: Scope) -> list[f.Visit]:
         .join(PlanVersion, PlanVersion.id == Visit.plan_version_id)
         .where(Visit.organisation_id == scope.organisation_id,
                Visit.scheduled_start >= scope.context_since))
+    query = scope.bounded(query, Visit.scheduled_start)
     if scope.patient_id:
         query = query.where(Visit.patient_id == scope.patient_id)
     if scope.nurse_id:
@@ -427,6 +435,16 @@ def load(session: Session, scope: Scope) -> f.Facts:
                    evv=tuple(_evv(session, scope)),
                    quarantined=tuple(_quarantined(session, scope)),
                    plan_overrides=_plan_overrides(session, scope))
+
+
+def window(session: Session, scope: Scope) -> f.Facts:
+    """Return the visits, check-ins and doses of the scope's window alone (a page's timeline)."""
+    bounded = replace(scope, window_only=True)
+    phases: dict[tuple, f.Phase] = {}
+    return f.Facts(organisation_id=str(scope.organisation_id), as_of=scope.as_of,
+                   timezone=session.get(Organisation, scope.organisation_id).timezone,
+                   doses=tuple(_dose(row, phases) for row in _doses(session, bounded)),
+                   visits=tuple(_visits(session, bounded)), evv=tuple(_evv(session, bounded)))
 
 
 def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.Facts:
