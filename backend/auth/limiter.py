@@ -5,6 +5,12 @@ runtime's `LoginLimits`). At either maximum a check is refused with 429 `locked_
 the password is even read, the right one included, until enough failures leave the window;
 a right password clears its account's count.
 
+A second factor's code is checked within the same limits (`verify_code`): a wrong code counts
+against the account and the address as a wrong password does, so wrong codes and wrong
+passwords share one lockout. A code's failures are kept under a scope of their own, which a
+right password does not clear: one who knows the password must not be able to reset the count
+of their guesses at the code by signing in again. A right code clears them.
+
 Atomic across workers: a check first locks its counters and holds them until its unit's
 transaction ends — on PostgreSQL an advisory lock per account and per address, on SQLite the
 database's write lock that every unit takes at BEGIN. A failure is written in that same
@@ -17,10 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TypeVar
 
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
@@ -34,6 +41,10 @@ from backend.runtime import Runtime
 
 ACCOUNT = "account"
 ADDRESS = "address"
+# A wrong second-factor code: counted under its account's maximum with the wrong passwords.
+FACTOR = "factor"
+# The scopes of the failures each counter adds up.
+COUNTED = {ACCOUNT: (ACCOUNT, FACTOR), ADDRESS: (ADDRESS,)}
 # "vglm" read as a 32-bit integer: the advisory-lock space of these counters, apart from the
 # scheduler's (a single 64-bit key lives in a space of its own).
 LOCK_SPACE = 0x76676C6D
@@ -86,14 +97,14 @@ def _refuse_at_maximum(session: Session, rt: Runtime, now: datetime, scope: str,
     window = timedelta(seconds=rt.login_limits.window_seconds)
     recent = session.scalars(
         select(LoginFailure.occurred_at)
-        .where(LoginFailure.scope == scope, LoginFailure.key == key,
+        .where(LoginFailure.scope.in_(COUNTED[scope]), LoginFailure.key == key,
                LoginFailure.occurred_at > now - window)
         .order_by(LoginFailure.occurred_at.desc()).limit(maximum)).all()
     if len(recent) >= maximum:
         # The lock lifts when the maximum-th most recent failure leaves the window.
         retry_after = max(1, int((recent[-1] + window - now).total_seconds()) + 1)
-        raise LockedOut("Too many failed passwords for this account or from this address; "
-                        "try again later.", retry_after)
+        raise LockedOut("Too many failed passwords or codes for this account or from this "
+                        "address; try again later.", retry_after)
 
 
 def verify(session: Session, rt: Runtime, attempt: Attempt, password_hash: str | None,
@@ -113,6 +124,28 @@ def verify(session: Session, rt: Runtime, attempt: Attempt, password_hash: str |
     return False
 
 
+Accepted = TypeVar("Accepted")
+
+
+def verify_code(session: Session, rt: Runtime, attempt: Attempt,
+                accepts: Callable[[], Accepted | None], *,
+                audit: changes.Writer) -> Accepted | None:
+    """Check a second-factor code within the limits; a refused one is counted, and `audit` written.
+
+    `accepts` checks the code once the counters are locked, and returns what accepted it, or
+    None. Its failure is recorded whatever becomes of the unit, as a wrong password's is.
+    """
+    guard(session, rt, [attempt])
+    accepted = accepts()
+    if accepted is not None:
+        session.execute(delete(LoginFailure).where(
+            LoginFailure.scope == FACTOR, LoginFailure.key == attempt.account))
+        return accepted
+    changes.keep(session, partial(_failed, now=rt.clock.now(), attempt=attempt, audit=audit,
+                                  scope=FACTOR))
+    return None
+
+
 def _matches(rt: Runtime, password_hash: str | None, password: str) -> bool:
     if password_hash is None:
         with contextlib.suppress(VerificationError):
@@ -124,9 +157,9 @@ def _matches(rt: Runtime, password_hash: str | None, password: str) -> bool:
         return False
 
 
-def _failed(session: Session, *, now: datetime, attempt: Attempt,
-            audit: changes.Writer) -> None:
-    session.add(LoginFailure(scope=ACCOUNT, key=attempt.account, occurred_at=now))
+def _failed(session: Session, *, now: datetime, attempt: Attempt, audit: changes.Writer,
+            scope: str = ACCOUNT) -> None:
+    session.add(LoginFailure(scope=scope, key=attempt.account, occurred_at=now))
     if attempt.address:
         session.add(LoginFailure(scope=ADDRESS, key=attempt.address, occurred_at=now))
     audit(session)
