@@ -21,6 +21,7 @@ from backend.db import Base
 from backend.devices import models as _devices  # noqa: F401
 from backend.flags import models as _flags  # noqa: F401
 from backend.jobs import models as _jobs  # noqa: F401
+from backend.mfa import models as _mfa  # noqa: F401
 from backend.patients import models as _patients  # noqa: F401
 from backend.phi.cipher import PhiCipher
 from backend.plans import models as _plans  # noqa: F401

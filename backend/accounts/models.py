@@ -22,6 +22,10 @@ class Role(StrEnum):
     COMPLIANCE = "compliance"
 
 
+# The roles that work at a desk (the console, the API from a browser); a nurse's is her phone.
+DESK_ROLES = frozenset({Role.ADMIN, Role.PHARMACIST, Role.COMPLIANCE, Role.PRESCRIBER})
+
+
 class Organisation(Base):
     """A registrant: the home-infusion pharmacy whose DEA registration covers the stock."""
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.accounts.models import Role, User
+from backend.accounts.models import DESK_ROLES, User
 from backend.audit import service as audit
 from backend.auth import service as auth
 from backend.auth.caller import Caller
@@ -18,9 +18,6 @@ from backend.auth.models import TokenFamily
 from backend.console.models import ConsoleSession
 from backend.errors import Forbidden
 from backend.runtime import Runtime
-
-# Nurses work from the phone: the console is for the desk.
-DESK_ROLES = frozenset({Role.ADMIN, Role.PHARMACIST, Role.COMPLIANCE, Role.PRESCRIBER})
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ def encrypted_columns() -> tuple[EncryptedColumns, ...]:
     from backend.administration import models as clinical
     from backend.custody.models import CUSTODY_ENTRY_PHI, LOSS_REPORT_PHI
     from backend.flags.models import FLAG_EVENT_PHI, FLAG_PHI
+    from backend.mfa.models import SECOND_FACTOR_SECRETS
     from backend.patients.models import PATIENT_PHI
     from backend.plans.models import PLAN_VERSION_PHI
     from backend.visits.models import EVV_PHI, VISIT_PHI
@@ -43,4 +44,4 @@ def encrypted_columns() -> tuple[EncryptedColumns, ...]:
     return (PATIENT_PHI, clinical.PRE_DOSE_PHI, clinical.DOSE_PHI, clinical.OBSERVATION_PHI,
             clinical.DISCHARGE_PHI, clinical.OUTCOME_PHI, clinical.QUARANTINE_PHI, EVV_PHI,
             VISIT_PHI, PLAN_VERSION_PHI, CUSTODY_ENTRY_PHI, LOSS_REPORT_PHI, FLAG_PHI,
-            FLAG_EVENT_PHI)
+            FLAG_EVENT_PHI, SECOND_FACTOR_SECRETS)

@@ -19,9 +19,15 @@ ALL = frozenset(Role)
 MATRIX = [
     ("GET", "/api/v1/me", ALL),
     ("POST", "/api/v1/auth/logout", ALL),
+    ("GET", "/api/v1/me/factors", ALL),
+    ("POST", "/api/v1/me/factors/totp", ALL),
+    ("POST", "/api/v1/me/factors/{factor}/confirm", ALL),
+    ("DELETE", "/api/v1/me/factors/{factor}", ALL),
+    ("POST", "/api/v1/me/recovery-codes", ALL),
     ("GET", "/api/v1/users", {A}),
     ("POST", "/api/v1/users", {A}),
     ("PATCH", "/api/v1/users/{user}", {A}),
+    ("POST", "/api/v1/users/{user}/factors/reset", {A}),
     ("GET", "/api/v1/devices", {A, C, N}),
     ("POST", "/api/v1/devices", {N}),
     ("DELETE", "/api/v1/devices/{device}", {A, N}),
@@ -93,7 +99,7 @@ PLACEHOLDERS = {"user": "<uuid:user_id>", "device": "<uuid:device_id>",
                 "patient": "<uuid:patient_id>", "plan": "<uuid:plan_id>",
                 "visit": "<uuid:visit_id>", "threshold": "<string:name>",
                 "nurse": "<uuid:nurse_id>", "loss": "<uuid:loss_id>", "flag": "<uuid:flag_id>",
-                "rule": "<string:rule_id>"}
+                "rule": "<string:rule_id>", "factor": "<uuid:factor_id>"}
 
 
 @pytest.fixture
@@ -108,7 +114,7 @@ def org_with_everyone(world: World):
     ids = {"user": clinic.users[PH].id, "device": device_id, "patient": clinic.patient_id,
            "plan": plan["id"], "visit": visit["id"], "threshold": "evv_radius_m",
            "nurse": clinic.nurse.id, "loss": uuid.uuid4(), "flag": flag.id,
-           "rule": COUNT_DISCREPANCY.id}
+           "rule": COUNT_DISCREPANCY.id, "factor": uuid.uuid4()}
     return clinic.org, clinic.users, ids
 
 

@@ -300,6 +300,11 @@ class Seeder:
         _ok(self.client.post(f"/api/v1/flags/{flag_id}/resolve", headers=headers, json={
             "resolution": "justified", "note": needle("flag_resolution_note")}), 200)
 
+    def second_factor(self) -> None:
+        """Begin the pharmacist's TOTP enrolment: its secret is sealed too, though not PHI."""
+        _ok(self.client.post("/api/v1/me/factors/totp", headers=self.as_(Role.PHARMACIST),
+                             json={}))
+
     def reads(self, app: Flask) -> dict[str, object]:
         """Return what `app`'s API answers for everything the seeded records feed."""
         client = app.test_client()
@@ -330,6 +335,7 @@ def seed(app: Flask, clock: FixedClock) -> Seeder:
     seeder.rest_whole_session(visits["v4"])
     seeder.sync_session(visits["v2"])
     seeder.review()
+    seeder.second_factor()
     seeder.visits = visits
     seeder.world.session.close()
     return seeder

@@ -80,6 +80,8 @@ def _migrate_round_trip(app: Flask, raw) -> None:
     before = seeder.reads(app)
 
     schema.downgrade(engine, BEFORE, phi)
+    # Tables made after 0009 (second factors) go on the way down and come back empty.
+    tables = set(inspect(engine).get_table_names())
     clear = needles_in(raw(), seeder.slug)
     # Every field the seed wrote into holds clear text below 0009: the seed reached them all.
     assert {needle(field) for field in FIELDS} <= set(clear)
@@ -94,7 +96,7 @@ def _migrate_round_trip(app: Flask, raw) -> None:
     _retries_are_recognised(app, seeder)
     status = app.test_cli_runner().invoke(cli, ["keys", "status"]).output
     for declared in encrypted_columns():
-        assert declared.table in status
+        assert declared.table in status or declared.table not in tables
 
 
 def test_upgrading_sqlite_encrypts_what_rows_hold(tmp_path):
