@@ -24,6 +24,7 @@ from backend.custody.verify import verify as verify_ledger
 from backend.errors import VigilError
 from backend.jobs import scheduler as job_scheduler
 from backend.keys import rotate_signing_key
+from backend.mfa import service as mfa
 from backend.phi import keyfile, rotation
 from backend.phi.cipher import PhiCipher
 from backend.runtime import runtime
@@ -117,6 +118,21 @@ def user_create(username: str, org_slug: str, role: str, display_name: str | Non
     except VigilError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"created {user.role} {user.username} in {org.slug}")
+
+
+@user_group.command("no-factor")
+@click.option("--org", "org_slug", default=None, help="Only this organisation (default: all).")
+def user_no_factor(org_slug: str | None) -> None:
+    """Print the active desk users (admin, prescriber, pharmacist, compliance) with no confirmed
+    second factor."""
+    missing = 0
+    with _unit() as session:
+        for org in _organisations(session, org_slug):
+            for user in mfa.desk_users_without_factor(session, org.id):
+                missing += 1
+                click.echo(f"{org.slug}  {user.role.value:<10}  {user.username}  "
+                           f"({user.display_name})")
+    click.echo(f"{missing} desk user(s) without a confirmed second factor")
 
 
 @cli.command("demo")

@@ -1,4 +1,5 @@
-"""The `vigil` command migrates, creates organisations and users, and seeds the demo once."""
+"""The `vigil` command migrates, creates organisations and users, seeds the demo once, and lists
+the desk users without a second factor."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from backend import create_app, schema
-from backend.accounts.models import Organisation, User
+from backend.accounts.models import Organisation, Role, User
 from backend.cli import cli
 from backend.db import build_engine
+from tests.backend.mfa.authenticator import begin, enrol
+from tests.factories import World
 
 PASSWORD = "a long enough password"
 
@@ -136,3 +139,39 @@ def test_demo_is_idempotent_and_its_logins_work(database_file):
     response = login("demo", "demo-nurse", first["demo-nurse"])
     assert response.status_code == 200, response.json
     assert response.json["access_token"]
+
+
+def test_user_no_factor_lists_the_desk_users_without_a_confirmed_factor(app, world: World,
+                                                                        clock):
+    org, other = world.org(), world.org()
+    admin = world.user(org, Role.ADMIN)
+    enrolled = enrol(world, clock, org, admin)
+    pending = world.user(org, Role.PRESCRIBER)
+    assert begin(world, world.headers(org, pending)).status_code == 201
+    bare = world.user(org, Role.PHARMACIST)
+    removed = enrol(world, clock, org, world.user(org, Role.COMPLIANCE))
+    clock.advance(seconds=30)
+    assert world.client.delete(f"/api/v1/me/factors/{removed.factor_id}", headers=removed.headers,
+                               json={"code": removed.app.code()}).status_code == 204
+    world.user(org, Role.NURSE)
+    gone = world.user(org, Role.PHARMACIST)
+    assert world.client.patch(f"/api/v1/users/{gone.id}", headers=enrolled.headers,
+                              json={"active": False}).status_code == 200
+    elsewhere = world.user(other, Role.ADMIN)
+
+    def listed(*options: str) -> set[tuple[str, str, str]]:
+        printed = succeeded(app.test_cli_runner().invoke(cli, ["user", "no-factor", *options]))
+        *rows, total = printed.splitlines()
+        assert total == f"{len(rows)} desk user(s) without a confirmed second factor"
+        return {tuple(row.split()[:3]) for row in rows}
+
+    ours = {(org.slug, user.role.value, user.username)
+            for user in (pending, bare, removed.user)}
+    assert listed("--org", org.slug) == ours
+    everyone = listed()
+    assert everyone >= ours | {(other.slug, "admin", elsewhere.username)}
+    assert not {username for _, _, username in everyone} & {
+        admin.username, gone.username}
+    assert "nurse" not in {role for _, role, _ in everyone}
+    refused = app.test_cli_runner().invoke(cli, ["user", "no-factor", "--org", "nowhere"])
+    assert refused.exit_code != 0 and "nowhere" in refused.output
