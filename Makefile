@@ -31,6 +31,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/schedule.py
 	$(BIN)/python bench/session.py
 	$(BIN)/python bench/scan.py
+	$(BIN)/python bench/console.py
 	$(BIN)/python bench/sync.py
 
 clean:

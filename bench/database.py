@@ -43,14 +43,22 @@ def fresh_postgres(url: str) -> str:
 
 
 @contextmanager
-def migrated_app(overrides: dict[str, Any] | None = None) -> Iterator[Flask]:
-    """Yield a development app, with `overrides`, migrated on a fresh benchmark database."""
+def migrated_app(overrides: dict[str, Any] | None = None, *, instance: Path | None = None,
+                 reuse: bool = False) -> Iterator[Flask]:
+    """Yield a development app, with `overrides`, migrated on a fresh benchmark database.
+
+    With `instance`, the app's generated keys are kept there rather than in a temporary folder;
+    with `reuse` too, the PostgreSQL database is kept as an earlier run with them left it.
+    """
     # Before create_app's own basicConfig, so migration chatter stays out of the figures.
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         postgres = os.environ.get("BENCH_DATABASE_URL")
-        url = fresh_postgres(postgres) if postgres else f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
-        app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": Path(tmp) / "instance",
+        if postgres:
+            url = postgres if reuse and instance else fresh_postgres(postgres)
+        else:
+            url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
+        app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": instance or Path(tmp) / "instance",
                           "VIGIL_ENV": "development", **(overrides or {})})
         engine = app.extensions["vigil.db"].engine
         try:
