@@ -11,7 +11,7 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import JSON, ForeignKey, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from backend.db import Base, new_id
@@ -81,7 +81,12 @@ class DoseRecord(SignedRecord, Base):
     """The dose given, its mg/kg against the plan version, and its custody entry."""
 
     __tablename__ = "dose_administration"
-    __table_args__ = (UniqueConstraint("visit_id"),)
+    __table_args__ = (
+        UniqueConstraint("visit_id"),
+        # A nurse's doses in a window: a flag's timeline and the peer pages.
+        Index("ix_dose_administration_org_nurse_started", "organisation_id", "nurse_id",
+              "infusion_started_at"),
+    )
 
     plan_version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plan_version.id"))
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drug_product.id"))

@@ -41,8 +41,9 @@ class CustodyEntry(Base):
     __tablename__ = "custody_entry"
     __table_args__ = (
         UniqueConstraint("organisation_id", "seq"),
-        Index("ix_custody_entry_org_from", "organisation_id", "from_holder"),
-        Index("ix_custody_entry_org_to", "organisation_id", "to_holder"),
+        # A holder's movements in a window (a bag's shift, a flag's timeline) by index alone.
+        Index("ix_custody_entry_org_from", "organisation_id", "from_holder", "occurred_at"),
+        Index("ix_custody_entry_org_to", "organisation_id", "to_holder", "occurred_at"),
         Index("ix_custody_entry_org_occurred", "organisation_id", "occurred_at"),
         # A visit's waste and administer entries are read by every inline safeguards check.
         Index("ix_custody_entry_visit", "visit_id"),

@@ -71,6 +71,9 @@ class EvvEvent(Base):
     """A check-in or check-out: where the phone was, its clock, and the server's verdict."""
 
     __tablename__ = "evv_event"
+    # A nurse's check-ins in a window: a flag's timeline.
+    __table_args__ = (Index("ix_evv_event_org_nurse_received", "organisation_id", "nurse_id",
+                            "received_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
