@@ -34,8 +34,9 @@ from safeguards import facts as f
 from safeguards.findings import SubjectKind
 
 WINDOW = timedelta(days=7)
-# A week either side of a busy nurse holds some forty visits; the nearest say the most.
-MOST_VISITS = 20
+# A week either side of a busy nurse holds some forty visits; the nearest say the most, and
+# each shown costs its session's records (decrypted, audited): the page says how many are left.
+MOST_VISITS = 12
 MOST_ENTRIES = 200
 HOLDERS = {"vault": "the vault", "supplier": "the supplier", "waste": "waste",
            "destruction": "destruction", "loss": "loss", "count": "a count correction"}
@@ -74,6 +75,8 @@ class Timeline:
     until: datetime
     about: str
     moments: list[Moment]
+    visits_shown: int = 0
+    visits_left_out: int = 0
 
 
 def by_thousand(value: int | Decimal) -> str:
@@ -87,12 +90,14 @@ def of_flag(session: Session, rt: Runtime, caller: Caller, flag: Flag,
     since, until = flag.first_seen_at - WINDOW, flag.first_seen_at + WINDOW
     moments = list(_findings(flag))
     visit_ids: set[str] = set()
+    shown = left_out = 0
     if flag.patient_id or flag.nurse_id:
         # A patient's events are few and all hers; a nurse's, when the finding names no patient.
         facts = loaders.window(session, loaders.Scope(
             caller.organisation_id, until, since, patient_id=flag.patient_id,
             nurse_id=None if flag.patient_id else flag.nurse_id))
         visits = _nearest(list(facts.visits), flag.first_seen_at)
+        shown, left_out = len(visits), len(facts.visits) - len(visits)
         visit_ids = {visit.id for visit in visits}
         records = administration.view_sessions(session, rt, caller,
                                                [uuid.UUID(visit.id) for visit in visits])
@@ -101,7 +106,7 @@ def of_flag(session: Session, rt: Runtime, caller: Caller, flag: Flag,
     entries = _entries(session, caller, flag, since, until, visit_ids)
     moments += (_movement(entry, people, flag.patient_id) for entry in entries)
     return Timeline(since, until, _about(flag, people),
-                    sorted(moments, key=lambda moment: moment.at))
+                    sorted(moments, key=lambda moment: moment.at), shown, left_out)
 
 
 def _about(flag: Flag, people: Mapping[uuid.UUID, User]) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from backend.accounts.models import Role
 from backend.audit.models import AuditEvent
+from backend.console import timeline
 from backend.flags.models import Flag, FlagEvent
 from safeguards.findings import Severity, Subject, SubjectKind
 from safeguards.rules.custody import COUNT_DISCREPANCY
@@ -391,3 +392,15 @@ def test_a_post_without_its_csrf_token_changes_nothing(review: Review, world: Wo
     assert forged.status_code == 400
     assert review.flag(flag_id)["status"] == "open"
     assert history(world, flag_id) == ["raised"]
+
+
+def test_a_timeline_says_how_many_visits_it_left_out(dosed: Session, world: World,
+                                                     monkeypatch):
+    monkeypatch.setattr(timeline, "MOST_VISITS", 0)
+    pharmacy = dosed.pharmacy
+    flag = world.session.scalars(select(Flag).where(
+        Flag.subject_id == dosed.visit["id"], Flag.rule_id == "dosing.above_plan_max")).one()
+    said = text(signed_in(world, pharmacy.org, pharmacy.users[C]).get(f"/console/flags/{flag.id}"))
+    assert "The 0 visits nearest the finding are shown; 1 more in this window are left out" in said
+    assert "<strong>Dose</strong>" not in said
+    assert audited(world, "session.read", dosed.visit["id"]) == 0
