@@ -203,6 +203,8 @@ class Waste(MethodView):
     @blp.response(201, EntrySchema)
     @blp.refusal(409, "`insufficient_stock`, `append_only` (another entry under this id), "
                  "`conflict`.")
+    @blp.refusal(429, "`locked_out`: too many wrong witness passwords for the witness's "
+                 "account or this address; see Retry-After.")
     def post(self, body, visit_id: uuid.UUID):
         """Record the waste as a custody `waste` entry of this visit, with its witness."""
         session = db.session()

@@ -64,6 +64,8 @@ class Entries(MethodView):
     @blp.refusal(404, "`not_found`: no such product or visit in the caller's organisation.")
     @blp.refusal(409, "`insufficient_stock`, `balance_limit`, `seal_mismatch`, `append_only` "
                  "(another entry under this id), `conflict`.")
+    @blp.refusal(429, "`locked_out`: too many wrong witness passwords for the witness's "
+                 "account or this address; see Retry-After.")
     def post(self, body):
         """Record one entry: pharmacists receive, dispense, adjust, destroy; nurses administer,
         waste, transfer and return from their phone; either reports a loss."""

@@ -248,3 +248,19 @@ def test_a_pharmacist_taking_a_return_checks_the_seal_too(pharmacy: Pharmacy):
     assert _code(wrong) == "seal_mismatch"
     right = pharmacy.post(Role.PHARMACIST, {**body, "details": {"seal_id": "S-1"}})
     assert right.status_code == 201, right.json
+
+
+def test_wrong_witness_passwords_lock_the_witness_out_as_documented(pharmacy: Pharmacy, app):
+    witness = pharmacy.users[Role.PHARMACIST]
+    wrong = [{"user_id": str(witness.id), "password": "not the password"}]
+    for _ in range(app.config["LOGIN_MAX_PER_ACCOUNT"]):
+        response = pharmacy.post(Role.NURSE, {**_waste(pharmacy), "witnesses": wrong})
+        assert response.status_code == 422, response.json
+    before = _ledger(pharmacy)
+    locked = pharmacy.post(Role.NURSE, {**_waste(pharmacy), "witnesses": [
+        {"user_id": str(witness.id), "password": PASSWORD}]})
+    assert locked.status_code == 429, locked.json
+    assert _code(locked) == "locked_out" and "Retry-After" in locked.headers
+    assert _ledger(pharmacy) == before
+    documented = app.test_client().get("/api/v1/openapi.json").json
+    assert "429" in documented["paths"]["/api/v1/custody/entries"]["post"]["responses"]
