@@ -12,6 +12,7 @@ import functools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import marshmallow as ma
@@ -76,8 +77,6 @@ def menu_for(role: Role) -> list[MenuItem]:
 
 def limits() -> service.Limits:
     """Return the configured idle and lifetime limits of a console session."""
-    from datetime import timedelta
-
     config = current_app.config
     return service.Limits(idle=timedelta(seconds=config["CONSOLE_IDLE_SECONDS"]),
                           lifetime=timedelta(seconds=config["CONSOLE_SESSION_SECONDS"]))
