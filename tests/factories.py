@@ -9,15 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+import pyotp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from backend import boundary
 from backend.accounts import service as accounts
-from backend.accounts.models import Organisation, Role, User
+from backend.accounts.models import DESK_ROLES, Organisation, Role, User
 from backend.devices.signatures import canonical_bytes
+from backend.mfa.models import FactorKind, SecondFactor
 from backend.runtime import Runtime
 
 PASSWORD = "correct horse battery staple"
@@ -53,6 +56,7 @@ class World:
         self.client = app.test_client()
         self.rt: Runtime = app.extensions["vigil.runtime"]
         self.session: Session = app.extensions["vigil.db"].sessions()
+        self.authenticators: dict[uuid.UUID, pyotp.TOTP] = {}
 
     def commit(self) -> None:
         """End the test's unit of work as a request would: judge what it noted, then commit."""
@@ -66,22 +70,61 @@ class World:
         self.commit()
         return org
 
-    def user(self, org: Organisation, role: Role, username: str | None = None) -> User:
-        """Create a user with the shared test password."""
+    def user(self, org: Organisation, role: Role, username: str | None = None, *,
+             factor: bool | None = None) -> User:
+        """Create a user with the shared test password; a desk user with a TOTP factor."""
         user = accounts.create_user(
             self.session, self.rt, None, organisation_id=org.id,
             username=username or f"{role.value}-{next(_counter)}", display_name="Test User",
             role=role, password=PASSWORD)
+        if role in DESK_ROLES if factor is None else factor:
+            self.enrol(user)
         self.commit()
         return user
 
+    def enrol(self, user: User) -> pyotp.TOTP:
+        """Give `user` a confirmed TOTP factor, as if enrolled; return their authenticator."""
+        factor = SecondFactor(user_id=user.id, organisation_id=user.organisation_id,
+                              kind=FactorKind.TOTP, label="Test authenticator",
+                              created_at=self.rt.clock.now(), confirmed_at=self.rt.clock.now())
+        factor.secret = pyotp.random_base32()
+        self.session.add(factor)
+        self.session.flush()
+        self.authenticators[user.id] = pyotp.TOTP(factor.secret)
+        return self.authenticators[user.id]
+
+    def totp(self, user: User) -> pyotp.TOTP:
+        """Return the authenticator of a user the World enrolled."""
+        return self.authenticators[user.id]
+
+    def code(self, user: User) -> str:
+        """Return `user`'s current code, usable again however often a test signs in.
+
+        Tests sign in many times within one 30-second step of a fixed clock: the World forgets
+        which step was used, which the server otherwise refuses (tests/backend/mfa prove that).
+        """
+        self.session.execute(update(SecondFactor).where(SecondFactor.user_id == user.id)
+                             .values(last_used_step=None))
+        self.commit()
+        return self.totp(user).at(self.rt.clock.now())
+
     def login(self, org: Organisation, user: User, device_id: uuid.UUID | None = None) -> dict:
-        """Log `user` in and return the token pair."""
+        """Log `user` in (with their second factor where one is asked) and return the tokens."""
         body = {"org": org.slug, "username": user.username, "password": PASSWORD}
         if device_id:
             body["device_id"] = str(device_id)
         response = self.client.post("/api/v1/auth/login", json=body)
         assert response.status_code == 200, response.json
+        if response.json.get("mfa_required"):
+            challenge = response.json["challenge_token"]
+            if response.json["enrolment_required"]:
+                begun = self.client.post("/api/v1/auth/login/enrol",
+                                         json={"challenge_token": challenge})
+                assert begun.status_code == 201, begun.json
+                self.authenticators[user.id] = pyotp.parse_uri(begun.json["otpauth_uri"])
+            response = self.client.post("/api/v1/auth/login/factor", json={
+                "challenge_token": challenge, "code": self.code(user)})
+            assert response.status_code == 200, response.json
         return response.json
 
     def headers(self, org: Organisation, user: User, device_id: uuid.UUID | None = None) -> dict:

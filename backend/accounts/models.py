@@ -37,6 +37,13 @@ class Organisation(Base):
     dea_registration: Mapped[str] = mapped_column(String(9))
     timezone: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
+    # The second-factor policy (backend.mfa.policy): desk roles always need a factor; nurses
+    # too when `mfa_nurses`. A user has `mfa_grace_days` from sign-up, or from the policy's
+    # last change, to enrol; a sensitive action needs a factor proved within `step_up_seconds`.
+    mfa_nurses: Mapped[bool] = mapped_column(default=False)
+    mfa_grace_days: Mapped[int] = mapped_column(default=7)
+    step_up_seconds: Mapped[int] = mapped_column(default=900)
+    mfa_policy_at: Mapped[datetime | None]
 
 
 class User(Base):
@@ -57,3 +64,5 @@ class User(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     deactivated_at: Mapped[datetime | None]
+    # Set when an admin resets the user's factors: a factor is due from then, with no grace.
+    factor_due_at: Mapped[datetime | None]

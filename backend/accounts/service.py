@@ -49,8 +49,9 @@ def create_organisation(session: Session, rt: Runtime, *, slug: str, name: str,
         raise InvalidField("timezone", "not an IANA timezone name") from exc
     if session.scalar(select(Organisation.id).where(Organisation.slug == slug)):
         raise Conflict(f"Organisation {slug!r} already exists.", {"slug": slug})
+    now = rt.clock.now()
     org = Organisation(slug=slug, name=name, dea_registration=dea_registration.upper(),
-                       timezone=timezone, created_at=rt.clock.now())
+                       timezone=timezone, created_at=now, mfa_policy_at=now)
     session.add(org)
     session.flush()
     audit.record(session, org.created_at, None, "organisation.create", "organisation", org.id,

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from backend.accounts.models import Role
+
+
+@dataclass(frozen=True)
+class FactorUse:
+    """The second factor a caller last proved: how (totp, recovery_code, webauthn) and when."""
+
+    method: str
+    factor_id: uuid.UUID | None
+    proved_at: datetime
 
 
 @dataclass(frozen=True)
@@ -18,3 +28,5 @@ class Caller:
     family_id: uuid.UUID | None
     device_id: uuid.UUID | None
     address: str | None
+    # The second factor the session last proved, or None: sensitive actions ask for a fresh one.
+    factor: FactorUse | None = None

@@ -32,9 +32,13 @@ def requires(*roles: Role) -> Callable[[View], View]:
             return view(*args, **kwargs)
 
         allowed = ", ".join(sorted(roles))
+        # A status has one description: the view's own 403 refusals (`mfa_required`) join
+        # the role check's, which would otherwise replace them.
+        own = [response["description"] for response in getattr(view, "_apidoc", {})
+               .get("response", {}).get("responses", {}).get(403, [])]
         documented = Blueprint.doc(**{"x-roles": sorted(roles), "responses": {
             "401": error_response("`unauthenticated`: no valid access token."),
-            "403": error_response(f"`forbidden`: allowed roles: {allowed}."),
+            "403": error_response(" ".join([f"`forbidden`: allowed roles: {allowed}.", *own])),
         }})
         return documented(guarded)
 
@@ -59,3 +63,8 @@ def current_caller() -> Caller:
 def client_address() -> str | None:
     """Return the client's address (behind ProxyFix when the proxy is trusted)."""
     return request.remote_addr
+
+
+def request_origin() -> str:
+    """Return the origin the request arrived at (its scheme per ProxyFix behind a trusted proxy)."""
+    return request.host_url.rstrip("/")

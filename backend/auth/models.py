@@ -22,6 +22,11 @@ class TokenFamily(Base):
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
+    # The last second factor this session's user proved (at sign-in, or a step-up): a
+    # sensitive action asks again when it is older than the organisation's window.
+    factor_at: Mapped[datetime | None]
+    factor_method: Mapped[str | None] = mapped_column(String(20))
+    factor_id: Mapped[uuid.UUID | None]
 
 
 class RefreshToken(Base):

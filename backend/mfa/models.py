@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, ForeignKey, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Enum, ForeignKey, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, new_id
@@ -45,6 +45,12 @@ class SecondFactor(Base):
     last_used_step: Mapped[int | None]
     removed_at: Mapped[datetime | None]
     removed_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("app_user.id"))
+    # A security key's credential (WebAuthn): its id, COSE public key and signature counter,
+    # which must grow with each assertion when the key keeps one (a cloned key shows as a
+    # counter that goes back).
+    credential_id: Mapped[bytes | None] = mapped_column(LargeBinary(1023), unique=True)
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sign_count: Mapped[int | None] = mapped_column(BigInteger)
 
     secret = Sealed()
 
@@ -62,4 +68,18 @@ class RecoveryCode(Base):
     organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
     code_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class FactorChallenge(Base):
+    """A single-use WebAuthn challenge, issued for a sign-in, a step-up or an enrolment."""
+
+    __tablename__ = "factor_challenge"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    challenge: Mapped[bytes] = mapped_column(LargeBinary(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]

@@ -12,7 +12,8 @@ wrong one counts against the account with its wrong passwords, and is audited. C
 factors needs a factor: replacing or removing a confirmed factor, or new recovery codes, take a
 current code or a recovery code; a password alone is what a second factor guards against.
 
-Nothing here is enforced at sign-in yet.
+Sign-in and step-up (backend.auth.service) check codes through `verify`; who needs a factor
+and how fresh is backend.mfa.policy.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ import segno
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from backend.accounts.models import DESK_ROLES, Organisation, User
+from backend.accounts.models import Organisation, User
 from backend.audit import service as audit
 from backend.auth import limiter
 from backend.auth.caller import Caller
+from backend.auth.models import TokenFamily
 from backend.errors import Conflict, InvalidField, NotFound, VigilError
 from backend.mfa.models import FactorKind, RecoveryCode, SecondFactor
+from backend.mfa.policy import needs_factor
 from backend.runtime import Runtime
 from backend.tenancy import owned
 
@@ -169,12 +172,39 @@ def begin_totp(session: Session, rt: Runtime, caller: Caller, *, label: str | No
     factor.secret = pyotp.random_base32()
     session.add(factor)
     session.flush()
+    audit.record(session, now, caller, "mfa.enrol", "second_factor", factor.id,
+                 detail={"kind": factor.kind.value})
+    return _enrolment(session, user, factor)
+
+
+def _enrolment(session: Session, user: User, factor: SecondFactor) -> Enrolment:
     organisation = session.get(Organisation, user.organisation_id)
     uri = _totp(factor).provisioning_uri(name=user.username,
                                          issuer_name=f"Vigil ({organisation.name})")
-    audit.record(session, now, caller, "mfa.enrol", "second_factor", factor.id,
-                 detail={"kind": factor.kind.value})
     return Enrolment(factor, uri, qr_svg(uri))
+
+
+def pending_totp(session: Session, rt: Runtime, caller: Caller) -> Enrolment | None:
+    """Return the caller's TOTP enrolment still awaiting its first code, to show again, or None."""
+    pending = _factors(session, caller.user_id, confirmed=False, kind=FactorKind.TOTP)
+    if not pending or (rt.clock.now() - pending[-1].created_at
+                       > timedelta(seconds=ENROLMENT_SECONDS)):
+        return None
+    return _enrolment(session, session.get(User, caller.user_id), pending[-1])
+
+
+def methods(session: Session, user_id: uuid.UUID) -> list[str]:
+    """Return the ways the user can prove a second factor: their kinds, and recovery codes."""
+    kinds = sorted({factor.kind.value for factor in _factors(session, user_id, confirmed=True)})
+    return kinds + ([BY_RECOVERY_CODE] if _remaining_codes(session, user_id) else [])
+
+
+def confirm_pending(session: Session, rt: Runtime, caller: Caller, code: str) -> Confirmed:
+    """Confirm the caller's pending TOTP enrolment with a code from it."""
+    pending = _factors(session, caller.user_id, confirmed=False, kind=FactorKind.TOTP)
+    if not pending:
+        raise Conflict("No enrolment is pending: begin one first.")
+    return confirm(session, rt, caller, pending[-1].id, code)
 
 
 def confirm(session: Session, rt: Runtime, caller: Caller, factor_id: uuid.UUID,
@@ -237,6 +267,13 @@ def reset(session: Session, rt: Runtime, caller: Caller, user_id: uuid.UUID) -> 
     for factor in factors:
         _remove(factor, now, caller.user_id)
     codes = session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id)).rowcount
+    # A lost device: the user enrols again at the next sign-in, and no session of theirs
+    # outlives the factor it was proved with.
+    user.factor_due_at = now
+    session.execute(update(TokenFamily).where(TokenFamily.user_id == user.id,
+                                              TokenFamily.revoked_at.is_(None))
+                    .values(revoked_at=now, revoked_reason="factor_reset")
+                    .execution_options(synchronize_session=False))
     audit.record(session, now, caller, "mfa.reset", "user", user.id,
                  detail={"factors": [str(factor.id) for factor in factors],
                          "recovery_codes": codes})
@@ -340,10 +377,13 @@ def _issue_recovery_codes(session: Session, rt: Runtime, user: User,
     return codes
 
 
-def desk_users_without_factor(session: Session, organisation_id: uuid.UUID) -> list[User]:
-    """Return the organisation's active desk users who have no confirmed second factor."""
+def users_without_factor(session: Session, organisation: Organisation) -> list[User]:
+    """Return the organisation's active users who need a second factor and have none confirmed.
+
+    Desk users always; nurses too when the organisation's policy asks them for one.
+    """
     confirmed = select(SecondFactor.user_id).where(SecondFactor.confirmed_at.is_not(None),
                                                    SecondFactor.removed_at.is_(None))
-    return list(session.scalars(select(User).where(
-        User.organisation_id == organisation_id, User.active.is_(True),
-        User.role.in_(DESK_ROLES), User.id.not_in(confirmed)).order_by(User.username)))
+    return [user for user in session.scalars(select(User).where(
+        User.organisation_id == organisation.id, User.active.is_(True),
+        User.id.not_in(confirmed)).order_by(User.username)) if needs_factor(organisation, user)]

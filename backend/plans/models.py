@@ -53,6 +53,15 @@ class PlanVersion(Base):
     change_reason_enc: Mapped[str | None] = mapped_column(Text)
     # Thresholds this plan sets for its patient, as decimal strings, over the organisation's.
     policy_overrides: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # The prescriber's signature (21 CFR 1311.120/.140): when, with which second factor
+    # (`totp`, `recovery_code`, `webauthn`), when that factor was proved, and the SHA-256 of
+    # the order's canonical content (backend.plans.signing). None on versions written before
+    # orders were signed.
+    signed_at: Mapped[datetime | None]
+    signature_method: Mapped[str | None] = mapped_column(String(20))
+    signature_factor_id: Mapped[uuid.UUID | None]
+    factor_proved_at: Mapped[datetime | None]
+    content_hash: Mapped[str | None] = mapped_column(String(64))
 
     plan: Mapped[TreatmentPlan] = relationship(back_populates="versions")
     phases: Mapped[list[PlanPhase]] = relationship(order_by="PlanPhase.ordinal")

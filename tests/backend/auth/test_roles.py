@@ -19,6 +19,8 @@ ALL = frozenset(Role)
 MATRIX = [
     ("GET", "/api/v1/me", ALL),
     ("POST", "/api/v1/auth/logout", ALL),
+    ("POST", "/api/v1/auth/step-up", ALL),
+    ("POST", "/api/v1/auth/step-up/webauthn-options", ALL),
     ("GET", "/api/v1/me/factors", ALL),
     ("POST", "/api/v1/me/factors/totp", ALL),
     ("POST", "/api/v1/me/factors/{factor}/confirm", ALL),
@@ -91,7 +93,8 @@ MATRIX = [
     ("GET", "/api/v1/custody/reports/dispensing", {A, PH, C}),
     ("GET", "/api/v1/custody/reports/inventory", {A, PH, C}),
 ]
-PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/openapi.json",
+PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/login/factor",
+          "/api/v1/auth/login/enrol", "/api/v1/auth/login/webauthn-options", "/api/v1/openapi.json",
           "/api/v1/docs", "/api/v1/docs/<path:filename>", "/healthz"}
 
 

@@ -70,6 +70,8 @@ def enrol(world: World, clock: FixedClock, org: Organisation, user: User,
     app = Authenticator(begun.json["otpauth_uri"], clock)
     confirmed = confirm(world, headers, begun.json["factor"]["id"], app.code())
     assert confirmed.status_code == 200, confirmed.json
+    # The World signs the user in with it from now on.
+    world.authenticators[user.id] = app.totp
     return Enrolled(org, user, headers, begun.json["factor"]["id"], app,
                     confirmed.json["recovery_codes"])
 

@@ -21,7 +21,7 @@ LOGIN = "/api/v1/auth/login"
 def enrolled(world: World, clock) -> Enrolled:
     """Return a pharmacist with a confirmed factor, a step after the one that confirmed it."""
     org = world.org()
-    enrolled = enrol(world, clock, org, world.user(org, Role.PHARMACIST))
+    enrolled = enrol(world, clock, org, world.user(org, Role.PHARMACIST, factor=False))
     clock.advance(seconds=30)
     return enrolled
 
@@ -94,7 +94,7 @@ def test_new_recovery_codes_void_the_old_ones(world: World, enrolled):
 
 def test_recovery_codes_need_a_confirmed_factor(world: World):
     org = world.org()
-    user = world.user(org, Role.ADMIN)
+    user = world.user(org, Role.ADMIN, factor=False)
     refused = world.client.post(RECOVERY_CODES, headers=world.headers(org, user),
                                 json={"code": "123456"})
     assert refused.status_code == 409

@@ -38,7 +38,7 @@ def org(world: World):
 
 
 def test_enrol_then_confirm_with_a_code_computed_from_the_uri(world: World, clock, org):
-    user = world.user(org, Role.PHARMACIST)
+    user = world.user(org, Role.PHARMACIST, factor=False)
     headers = world.headers(org, user)
     begun = begin(world, headers, label="My phone")
     assert begun.status_code == 201, begun.json
@@ -66,12 +66,12 @@ def test_enrol_then_confirm_with_a_code_computed_from_the_uri(world: World, cloc
 
 def test_every_role_may_enrol(world: World, clock, org):
     for role in Role:
-        enrolled = enrol(world, clock, org, world.user(org, role))
+        enrolled = enrol(world, clock, org, world.user(org, role, factor=False))
         assert listed(world, enrolled.headers)["recovery_codes_remaining"] == 10
 
 
 def test_a_wrong_code_leaves_the_factor_pending(world: World, clock, org):
-    user = world.user(org, Role.PRESCRIBER)
+    user = world.user(org, Role.PRESCRIBER, factor=False)
     headers = world.headers(org, user)
     begun = begin(world, headers)
     app = Authenticator(begun.json["otpauth_uri"], clock)
@@ -85,7 +85,7 @@ def test_a_wrong_code_leaves_the_factor_pending(world: World, clock, org):
 
 
 def test_a_confirmed_factor_is_not_confirmed_again(world: World, clock, org):
-    enrolled = enrol(world, clock, org, world.user(org, Role.ADMIN))
+    enrolled = enrol(world, clock, org, world.user(org, Role.ADMIN, factor=False))
     clock.advance(seconds=30)
     again = confirm(world, enrolled.headers, enrolled.factor_id, enrolled.app.code())
     assert again.status_code == 409
@@ -93,7 +93,7 @@ def test_a_confirmed_factor_is_not_confirmed_again(world: World, clock, org):
 
 
 def test_an_enrolment_not_confirmed_in_time_expires(world: World, clock, org):
-    user = world.user(org, Role.COMPLIANCE)
+    user = world.user(org, Role.COMPLIANCE, factor=False)
     headers = world.headers(org, user)
     begun = begin(world, headers)
     app = Authenticator(begun.json["otpauth_uri"], clock)
@@ -104,7 +104,7 @@ def test_an_enrolment_not_confirmed_in_time_expires(world: World, clock, org):
 
 
 def test_beginning_again_replaces_a_pending_enrolment(world: World, clock, org):
-    user = world.user(org, Role.PHARMACIST)
+    user = world.user(org, Role.PHARMACIST, factor=False)
     headers = world.headers(org, user)
     first = begin(world, headers).json
     second = begin(world, headers).json
@@ -115,7 +115,7 @@ def test_beginning_again_replaces_a_pending_enrolment(world: World, clock, org):
 
 
 def test_re_enrolment_needs_a_code_and_replaces_the_old_factor(world: World, clock, org):
-    old = enrol(world, clock, org, world.user(org, Role.PHARMACIST))
+    old = enrol(world, clock, org, world.user(org, Role.PHARMACIST, factor=False))
     unproved = begin(world, old.headers)
     assert unproved.status_code == 422
     assert "code" in unproved.json["error"]["details"]["fields"]
@@ -142,7 +142,7 @@ def test_re_enrolment_needs_a_code_and_replaces_the_old_factor(world: World, clo
 
 
 def test_re_enrolment_with_a_recovery_code_for_a_lost_phone(world: World, clock, org):
-    old = enrol(world, clock, org, world.user(org, Role.COMPLIANCE))
+    old = enrol(world, clock, org, world.user(org, Role.COMPLIANCE, factor=False))
     begun = begin(world, old.headers, code=old.recovery_codes[3].lower().replace("-", ""))
     assert begun.status_code == 201, begun.json
     new_app = Authenticator(begun.json["otpauth_uri"], clock)
@@ -151,7 +151,7 @@ def test_re_enrolment_with_a_recovery_code_for_a_lost_phone(world: World, clock,
 
 
 def test_removing_a_factor_needs_its_code(world: World, clock, org):
-    enrolled = enrol(world, clock, org, world.user(org, Role.PRESCRIBER))
+    enrolled = enrol(world, clock, org, world.user(org, Role.PRESCRIBER, factor=False))
     url = f"{FACTORS}/{enrolled.factor_id}"
     clock.advance(seconds=30)
     refused = world.client.delete(url, headers=enrolled.headers,
@@ -172,7 +172,7 @@ def test_removing_a_factor_needs_its_code(world: World, clock, org):
 
 
 def test_a_pending_factor_is_removed_with_its_own_code(world: World, clock, org):
-    user = world.user(org, Role.NURSE)
+    user = world.user(org, Role.NURSE, factor=False)
     headers = world.headers(org, user)
     begun = begin(world, headers).json
     app = Authenticator(begun["otpauth_uri"], clock)
@@ -182,11 +182,11 @@ def test_a_pending_factor_is_removed_with_its_own_code(world: World, clock, org)
 
 
 def test_another_users_factor_is_not_found(world: World, clock, org):
-    enrolled = enrol(world, clock, org, world.user(org, Role.PHARMACIST))
-    admin = world.user(org, Role.ADMIN)
+    enrolled = enrol(world, clock, org, world.user(org, Role.PHARMACIST, factor=False))
+    admin = world.user(org, Role.ADMIN, factor=False)
     other_org = world.org()
     for headers in (world.headers(org, admin),
-                    world.headers(other_org, world.user(other_org, Role.PHARMACIST))):
+                    world.headers(other_org, world.user(other_org, Role.PHARMACIST, factor=False))):
         url = f"{FACTORS}/{enrolled.factor_id}"
         code = enrolled.app.code(1)
         assert world.client.delete(url, headers=headers, json={"code": code}).status_code == 404
@@ -195,7 +195,7 @@ def test_another_users_factor_is_not_found(world: World, clock, org):
 
 
 def test_the_secret_is_sealed_at_rest(world: World, clock, org, app):
-    enrolled = enrol(world, clock, org, world.user(org, Role.ADMIN))
+    enrolled = enrol(world, clock, org, world.user(org, Role.ADMIN, factor=False))
     stored = world.session.scalar(select(SecondFactor.secret_enc).where(
         SecondFactor.id == uuid.UUID(enrolled.factor_id)))
     assert enrolled.app.secret not in stored
@@ -206,7 +206,7 @@ def test_the_secret_is_sealed_at_rest(world: World, clock, org, app):
 
 
 def test_recovery_codes_are_stored_only_hashed(world: World, clock, org):
-    enrolled = enrol(world, clock, org, world.user(org, Role.ADMIN))
+    enrolled = enrol(world, clock, org, world.user(org, Role.ADMIN, factor=False))
     hashes = world.session.scalars(select(RecoveryCode.code_hash).where(
         RecoveryCode.user_id == enrolled.user.id)).all()
     assert len(hashes) == 10 and all(len(digest) == 32 for digest in hashes)
@@ -215,7 +215,7 @@ def test_recovery_codes_are_stored_only_hashed(world: World, clock, org):
 
 
 def test_audit_rows_hold_no_secret_and_no_code(world: World, clock, org):
-    enrolled = enrol(world, clock, org, world.user(org, Role.PHARMACIST))
+    enrolled = enrol(world, clock, org, world.user(org, Role.PHARMACIST, factor=False))
     clock.advance(seconds=30)
     world.client.post(RECOVERY_CODES, headers=enrolled.headers,
                       json={"code": enrolled.app.wrong_code()})
@@ -237,7 +237,7 @@ def test_audit_rows_hold_no_secret_and_no_code(world: World, clock, org):
 
 
 def test_the_qr_code_is_an_svg_without_style(world: World, org):
-    user = world.user(org, Role.COMPLIANCE)
+    user = world.user(org, Role.COMPLIANCE, factor=False)
     begun = begin(world, world.headers(org, user)).json
     svg = ET.fromstring(begun["qr_svg"])  # noqa: S314 - our own markup, not untrusted input
     assert svg.tag == f"{SVG}svg"
@@ -255,7 +255,7 @@ def test_the_qr_code_is_an_svg_without_style(world: World, org):
     {"code": "ABCD-EFGH-IJKL-MNO1"}, {"code": 123456}, {}, {"code": "123456", "extra": 1},
 ])
 def test_malformed_codes_are_refused_before_any_check(world: World, org, body):
-    user = world.user(org, Role.ADMIN)
+    user = world.user(org, Role.ADMIN, factor=False)
     headers = world.headers(org, user)
     response = world.client.post(RECOVERY_CODES, headers=headers, json=body)
     assert response.status_code == 422

@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 
 from backend.accounts.models import Role
 from backend.mfa.models import RecoveryCode, SecondFactor
-from tests.backend.mfa.authenticator import RECOVERY_CODES, audit_rows, begin, enrol, listed
-from tests.factories import World
+from tests.backend.mfa.authenticator import Authenticator, audit_rows, begin, enrol, listed
+from tests.factories import PASSWORD, World
 
 
 def reset(world: World, headers: dict, user_id):
@@ -17,11 +17,12 @@ def reset(world: World, headers: dict, user_id):
 
 def test_a_reset_removes_every_factor_and_recovery_code(world: World, clock):
     org = world.org()
-    admin = world.user(org, Role.ADMIN)
-    enrolled = enrol(world, clock, org, world.user(org, Role.PRESCRIBER))
+    admin = world.user(org, Role.ADMIN, factor=False)
+    enrolled = enrol(world, clock, org, world.user(org, Role.PRESCRIBER, factor=False))
     pending = begin(world, enrolled.headers, code=enrolled.recovery_codes[0]).json
     assert reset(world, world.headers(org, admin), enrolled.user.id).status_code == 204
-    assert listed(world, enrolled.headers) == {"factors": [], "recovery_codes_remaining": 0}
+    # No session outlives the factor it was proved with.
+    assert world.client.get("/api/v1/me", headers=enrolled.headers).status_code == 401
     removed = world.session.scalars(select(SecondFactor).where(
         SecondFactor.user_id == enrolled.user.id).execution_options(populate_existing=True)).all()
     assert {str(factor.id) for factor in removed} == {enrolled.factor_id, pending["factor"]["id"]}
@@ -36,23 +37,37 @@ def test_a_reset_removes_every_factor_and_recovery_code(world: World, clock):
     assert row.detail["recovery_codes"] == 10
 
 
-def test_after_a_reset_the_user_enrols_again(world: World, clock):
+def test_after_a_reset_the_user_enrols_again_at_sign_in(world: World, clock):
     org = world.org()
-    admin = world.user(org, Role.ADMIN)
-    enrolled = enrol(world, clock, org, world.user(org, Role.PHARMACIST))
+    admin = world.user(org, Role.ADMIN, factor=False)
+    enrolled = enrol(world, clock, org, world.user(org, Role.PHARMACIST, factor=False))
     reset(world, world.headers(org, admin), enrolled.user.id)
-    assert world.client.post(RECOVERY_CODES, headers=enrolled.headers, json={
-        "code": enrolled.recovery_codes[0]}).status_code == 409
     clock.advance(seconds=30)
-    again = enrol(world, clock, org, enrolled.user, enrolled.headers)
-    assert again.app.secret != enrolled.app.secret
-    assert listed(world, enrolled.headers)["recovery_codes_remaining"] == 10
+    challenged = world.client.post("/api/v1/auth/login", json={
+        "org": org.slug, "username": enrolled.user.username, "password": PASSWORD}).json
+    # No grace after a reset: the factor is due at once.
+    assert (challenged["mfa_required"], challenged["enrolment_required"]) == (True, True)
+    assert "access_token" not in challenged
+    token = challenged["challenge_token"]
+    refused = world.client.post("/api/v1/auth/login/factor", json={
+        "challenge_token": token, "code": enrolled.recovery_codes[0]})
+    assert refused.status_code == 409
+    begun = world.client.post("/api/v1/auth/login/enrol", json={"challenge_token": token})
+    assert begun.status_code == 201, begun.json
+    app = Authenticator(begun.json["otpauth_uri"], clock)
+    assert app.secret != enrolled.app.secret
+    signed = world.client.post("/api/v1/auth/login/factor", json={
+        "challenge_token": token, "code": app.code()})
+    assert signed.status_code == 200, signed.json
+    assert len(signed.json["recovery_codes"]) == 10
+    headers = {"Authorization": f"Bearer {signed.json['access_token']}"}
+    assert listed(world, headers)["recovery_codes_remaining"] == 10
 
 
 def test_another_organisations_user_is_not_found(world: World, clock):
     org, other = world.org(), world.org()
-    admin = world.user(org, Role.ADMIN)
-    theirs = enrol(world, clock, other, world.user(other, Role.PHARMACIST))
+    admin = world.user(org, Role.ADMIN, factor=False)
+    theirs = enrol(world, clock, other, world.user(other, Role.PHARMACIST, factor=False))
     refused = reset(world, world.headers(org, admin), theirs.user.id)
     assert refused.status_code == 404
     assert len(listed(world, theirs.headers)["factors"]) == 1
@@ -61,7 +76,7 @@ def test_another_organisations_user_is_not_found(world: World, clock):
 
 def test_only_an_admin_resets(world: World, clock):
     org = world.org()
-    enrolled = enrol(world, clock, org, world.user(org, Role.PHARMACIST))
+    enrolled = enrol(world, clock, org, world.user(org, Role.PHARMACIST, factor=False))
     for role in (Role.PRESCRIBER, Role.PHARMACIST, Role.COMPLIANCE, Role.NURSE):
         refused = reset(world, world.headers(org, world.user(org, role)), enrolled.user.id)
         assert (refused.status_code, refused.json["error"]["code"]) == (403, "forbidden")
@@ -70,7 +85,7 @@ def test_only_an_admin_resets(world: World, clock):
 
 def test_an_admin_cannot_reset_her_own_factors(world: World, clock):
     org = world.org()
-    enrolled = enrol(world, clock, org, world.user(org, Role.ADMIN))
+    enrolled = enrol(world, clock, org, world.user(org, Role.ADMIN, factor=False))
     refused = reset(world, enrolled.headers, enrolled.user.id)
     assert refused.status_code == 409
     assert len(listed(world, enrolled.headers)["factors"]) == 1
