@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role, User
-from backend.auth.caller import Caller
+from backend.auth.caller import Caller, FactorUse
 from backend.patients import service as patients
 from backend.plans import service as plans
 from backend.policy.service import policy_for
@@ -85,8 +85,9 @@ def seed(session: Session, rt: Runtime, instance: Path) -> dict[str, str]:
 
 
 def _as(user: User) -> Caller:
+    # The demo's seed writes plans and moves stock as its people; no one proved a factor.
     return Caller(user_id=user.id, organisation_id=user.organisation_id, role=user.role,
-                  family_id=None, device_id=None, address=None)
+                  family_id=None, device_id=None, address=None, factor=FactorUse.standing("demo"))
 
 
 def _seed_clinic(session: Session, rt: Runtime, users: dict[Role, User]) -> None:

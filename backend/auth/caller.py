@@ -15,7 +15,14 @@ class FactorUse:
 
     method: str
     factor_id: uuid.UUID | None
-    proved_at: datetime
+    # None for a process that acts for people in code, not a person's proof: the simulator
+    # and the demo's seed (method `simulated`, `demo`), which no request can be.
+    proved_at: datetime | None
+
+    @classmethod
+    def standing(cls, method: str) -> FactorUse:
+        """Return the standing factor of a trusted process acting in code."""
+        return cls(method, None, None)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ def require_fresh(session: Session, rt: Runtime, caller: Caller, action: Action)
     """Refuse `action` unless the caller proved a second factor within the step-up window."""
     window = session.get(Organisation, caller.organisation_id).step_up_seconds
     factor = caller.factor
-    if factor is not None and rt.clock.now() - factor.proved_at <= timedelta(seconds=window):
+    if factor is not None and (factor.proved_at is None or
+                               rt.clock.now() - factor.proved_at <= timedelta(seconds=window)):
         return
     raise MfaRequired(action, enrolled=enrolled(session, caller.user_id), window_seconds=window,
                       proved_at=factor.proved_at if factor else None)

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from backend.accounts.models import User
 from backend.db import Base, new_id
 from backend.phi.registry import EncryptedColumns
 from backend.phi.sealed import Sealed
@@ -65,6 +66,12 @@ class PlanVersion(Base):
 
     plan: Mapped[TreatmentPlan] = relationship(back_populates="versions")
     phases: Mapped[list[PlanPhase]] = relationship(order_by="PlanPhase.ordinal")
+    prescriber: Mapped[User] = relationship(lazy="joined", viewonly=True)
+
+    @property
+    def signature(self) -> PlanVersion | None:
+        """Return this version as its signature record, or None if it predates signing."""
+        return self if self.signed_at is not None else None
 
     change_reason = Sealed()
 

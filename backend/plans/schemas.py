@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from backend import bounded
+from backend.plans import signing
 
 DOSE_DOC = "Dose per kg of body weight in µg/kg (500 = 0.5 mg/kg); or give dose_ug."
 OVERRIDES_DOC = (
@@ -63,6 +64,30 @@ class PlanReviseSchema(PlanWriteSchema):
     change_reason = fields.String(required=True, validate=validate.Length(1, 2000))
 
 
+class SignatureSchema(Schema):
+    """The prescriber's signature of an order (21 CFR 1311.120(b)(11))."""
+
+    signed_by_id = fields.UUID(attribute="prescriber_id")
+    signed_by_name = fields.String(attribute="prescriber.display_name", metadata={
+        "description": "The signer's full name, as a DEA record names people."})
+    signed_by_username = fields.String(attribute="prescriber.username")
+    signed_at = fields.AwareDateTime()
+    factor = fields.String(attribute="signature_method", metadata={
+        "description": "The second factor proved: `totp`, `recovery_code` or `webauthn` "
+                       "(`simulated`/`demo` for the simulator's and the demo's seed)."})
+    factor_id = fields.UUID(attribute="signature_factor_id", allow_none=True)
+    factor_proved_at = fields.AwareDateTime(allow_none=True)
+    content_hash = fields.String(metadata={
+        "description": "Hex SHA-256 of the RFC 8785 JSON of the order's content and of who "
+                       "signed it, when and with what factor."})
+    verified = fields.Method("_verified", metadata={
+        "type": "boolean", "description": "Whether the stored order still matches "
+                                          "content_hash."})
+
+    def _verified(self, version) -> bool | None:
+        return signing.verify(version.plan, version)
+
+
 class PlanVersionSchema(Schema):
     """One version of a plan, as written."""
 
@@ -80,6 +105,9 @@ class PlanVersionSchema(Schema):
     policy_overrides = fields.Dict(keys=fields.String(), values=fields.String(),
                                    allow_none=True, metadata={"description": OVERRIDES_DOC})
     phases = fields.List(fields.Nested(PhaseSchema))
+    signature = fields.Nested(SignatureSchema, allow_none=True, metadata={
+        "description": "The prescriber's signature, or null for a version written before "
+                       "orders were signed."})
 
 
 class PlanSchema(Schema):

@@ -1,4 +1,4 @@
-"""Write treatment plans as immutable versions, and find the version and phase in force."""
+"""Write treatment plans as immutable, signed versions; find the version and phase in force."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from sqlalchemy.orm import Session
 
 from backend.audit import service as audit
 from backend.auth.caller import Caller
+from backend.db import new_id
 from backend.errors import Conflict, InvalidField
+from backend.mfa.policy import Action, require_fresh
 from backend.patients.service import visible_patient
+from backend.plans import signing
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
 from backend.policy.service import policy_for
 from backend.products import service as products
@@ -90,20 +93,22 @@ def _check(session: Session, caller: Caller, policy: Policy, spec: PlanSpec) -> 
 def _write_version(session: Session, caller: Caller, now: datetime, plan: TreatmentPlan,
                    spec: PlanSpec, reason: str | None) -> PlanVersion:
     version = PlanVersion(
-        plan_id=plan.id, organisation_id=plan.organisation_id, version=plan.current_version,
-        product_id=spec.product_id, route=spec.route, dose_ug_per_kg=spec.dose_ug_per_kg,
-        dose_ug=spec.dose_ug, max_dose_ug=spec.max_dose_ug, infusion_minutes=spec.infusion_minutes,
-        prescriber_id=caller.user_id, created_at=now, change_reason=reason,
+        id=new_id(), plan_id=plan.id, organisation_id=plan.organisation_id,
+        version=plan.current_version, product_id=spec.product_id, route=spec.route,
+        dose_ug_per_kg=spec.dose_ug_per_kg, dose_ug=spec.dose_ug, max_dose_ug=spec.max_dose_ug,
+        infusion_minutes=spec.infusion_minutes, prescriber_id=caller.user_id, created_at=now,
+        change_reason=reason,
         policy_overrides={name: str(value) for name, value in spec.policy_overrides.items()}
         or None)
+    phases = [PlanPhase(version_id=version.id, ordinal=i, name=p.name, starts_on=p.starts_on,
+                        dose_ug_per_kg=p.dose_ug_per_kg, dose_ug=p.dose_ug,
+                        min_interval_hours=p.min_interval_hours,
+                        max_per_7_days=p.max_per_7_days, max_per_28_days=p.max_per_28_days)
+              for i, p in enumerate(spec.phases)]
+    signing.sign(caller, now, plan, version, phases)
     session.add(version)
     session.flush()
-    session.add_all(PlanPhase(version_id=version.id, ordinal=i, name=p.name,
-                              starts_on=p.starts_on, dose_ug_per_kg=p.dose_ug_per_kg,
-                              dose_ug=p.dose_ug, min_interval_hours=p.min_interval_hours,
-                              max_per_7_days=p.max_per_7_days,
-                              max_per_28_days=p.max_per_28_days)
-                    for i, p in enumerate(spec.phases))
+    session.add_all(phases)
     session.flush()
     return version
 
@@ -112,6 +117,7 @@ def create(session: Session, rt: Runtime, caller: Caller, patient_id: uuid.UUID,
            spec: PlanSpec, plan_id: uuid.UUID | None = None) -> TreatmentPlan:
     """Write a patient's first plan version; a patient has one active plan at a time."""
     patient = visible_patient(session, caller, patient_id)
+    require_fresh(session, rt, caller, Action.SIGN_PLAN)
     _check(session, caller, policy_for(session, caller.organisation_id), spec)
     if session.scalar(select(TreatmentPlan.id).where(TreatmentPlan.patient_id == patient.id,
                                                      TreatmentPlan.status == ACTIVE)):
@@ -133,6 +139,7 @@ def revise(session: Session, rt: Runtime, caller: Caller, plan_id: uuid.UUID, sp
     plan = get(session, caller, plan_id)
     if plan.status != ACTIVE:
         raise Conflict("Only an active plan can be changed.", {"rule": "plan_not_active"})
+    require_fresh(session, rt, caller, Action.SIGN_PLAN)
     _check(session, caller, policy_for(session, caller.organisation_id), spec)
     now = rt.clock.now()
     plan.current_version += 1

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from backend.accounts import service as accounts
 from backend.accounts.models import Role
-from backend.auth.caller import Caller
+from backend.auth.caller import Caller, FactorUse
 from backend.clock import FixedClock
 from backend.devices import service as devices
 from backend.devices.signatures import canonical_bytes
@@ -169,7 +169,7 @@ class World:
 def _caller(organisation_id: uuid.UUID, user_id: uuid.UUID, role: Role,
             device_id: uuid.UUID | None = None) -> Caller:
     return Caller(user_id=user_id, organisation_id=organisation_id, role=role, family_id=None,
-                  device_id=device_id, address=None)
+                  device_id=device_id, address=None, factor=FactorUse.standing("simulated"))
 
 
 def _person(session: Session, rt: Runtime, ids: random.Random, organisation_id: uuid.UUID,
