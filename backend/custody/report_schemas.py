@@ -176,8 +176,23 @@ class DispensingEventSchema(Schema):
     manner = fields.String(metadata={
         "description": "How stock was disposed of: waste, destruction, loss, count correction."})
     by_username = fields.String(metadata={"description": "Who dispensed, administered, etc."})
+    by_name = fields.String(metadata={"description": "Their full name."})
     witness_usernames = fields.List(fields.String(), metadata={
         "description": "In CSV, joined with `; `."})
+    witness_names = fields.List(fields.String(), metadata={
+        "description": "The witnesses' full names; in CSV, joined with `; `."})
+    order_version_id = fields.UUID(attribute="order.plan_version_id", allow_none=True, metadata={
+        "description": "For a dose and its waste: the plan version (the prescriber's order) "
+                       "it followed; the order_ fields are null for other events."})
+    order_version = fields.Integer(attribute="order.version", allow_none=True)
+    order_signed_by = fields.String(attribute="order.signed_by", allow_none=True, metadata={
+        "description": "The prescriber who signed that order, by full name."})
+    order_signed_at = fields.AwareDateTime(attribute="order.signed_at", allow_none=True,
+                                           metadata={"description": "null: written before "
+                                                                    "orders were signed."})
+    order_factor = fields.String(attribute="order.factor", allow_none=True, metadata={
+        "description": "The second factor the prescriber signed with: `totp`, "
+                       "`recovery_code`, `webauthn`."})
 
 
 class DispensingLogSchema(Schema):

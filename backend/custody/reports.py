@@ -23,8 +23,10 @@ from backend.custody.ledger import VAULT
 from backend.custody.models import CustodyEntry, Kind
 from backend.errors import InvalidField
 from backend.patients import service as patients
+from backend.plans.models import PlanVersion
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
+from backend.visits.models import Visit
 
 KIND_LABELS = {Kind.RECEIVE: "received", Kind.DISPENSE: "dispensed to nurse",
                Kind.TRANSFER: "transferred to nurse", Kind.ADMINISTER: "administered",
@@ -127,7 +129,26 @@ class DispensingEvent:
     supplier_dea: str
     manner: str
     by_username: str
+    by_name: str
     witness_usernames: list[str]
+    witness_names: list[str]
+    order: Order
+
+
+@dataclass(frozen=True)
+class Order:
+    """The signed plan version a dose or its waste followed: the prescriber's order."""
+
+    plan_version_id: uuid.UUID | None = None
+    version: int | None = None
+    signed_by: str | None = None
+    signed_by_username: str | None = None
+    signed_at: datetime | None = None
+    factor: str | None = None
+
+
+# What an event that followed no order (a receipt, a count) shows: every order field null.
+NO_ORDER = Order()
 
 
 @dataclass(frozen=True)
@@ -175,8 +196,23 @@ def _recipients(session: Session, rt: Runtime, caller: Caller, organisation: Org
     return names
 
 
+def _orders(session: Session, entries: list[CustodyEntry]) -> dict[uuid.UUID, Order]:
+    """Return, by visit, the plan version its dose followed and who signed it, and how."""
+    visits = {entry.visit_id for entry in entries if entry.visit_id is not None}
+    if not visits:
+        return {}
+    rows = session.execute(
+        select(Visit.id, PlanVersion, User)
+        .join(PlanVersion, PlanVersion.id == Visit.plan_version_id)
+        .join(User, User.id == PlanVersion.prescriber_id).where(Visit.id.in_(visits)))
+    # Versions written before orders were signed keep their prescriber, with no signature.
+    return {visit_id: Order(version.id, version.version, signer.display_name, signer.username,
+                            version.signed_at, version.signature_method)
+            for visit_id, version, signer in rows}
+
+
 def _event(entry: CustodyEntry, product: DrugProduct, people: Mapping[uuid.UUID, User],
-           recipient: Recipient, zone: ZoneInfo) -> DispensingEvent:
+           recipient: Recipient, zone: ZoneInfo, order: Order) -> DispensingEvent:
     return DispensingEvent(
         entry_id=entry.id, seq=entry.seq, date=entry.occurred_at.astimezone(zone).date(),
         occurred_at=entry.occurred_at, kind=KIND_LABELS[Kind(entry.kind)],
@@ -187,9 +223,11 @@ def _event(entry: CustodyEntry, product: DrugProduct, people: Mapping[uuid.UUID,
         supplier_name=entry.details.get("supplier_name", ""),
         supplier_address=entry.details.get("supplier_address", ""),
         supplier_dea=entry.details.get("supplier_dea", ""), manner=_manner(entry),
-        by_username=people[entry.actor_id].username,
+        by_username=people[entry.actor_id].username, by_name=people[entry.actor_id].display_name,
         witness_usernames=[people[uuid.UUID(c["user_id"])].username
-                           for c in entry.confirmations])
+                           for c in entry.confirmations],
+        witness_names=[people[uuid.UUID(c["user_id"])].display_name
+                       for c in entry.confirmations], order=order)
 
 
 def dispensing_log(session: Session, rt: Runtime, caller: Caller, since: datetime,
@@ -207,8 +245,10 @@ def dispensing_log(session: Session, rt: Runtime, caller: Caller, since: datetim
         uuid.UUID(c["user_id"]) for entry in entries for c in entry.confirmations])
     recipients = _recipients(session, rt, caller, organisation, entries)
     zone = organisation_zone(session, caller.organisation_id)
+    orders = _orders(session, entries)
     events = [_event(entry, products[entry.product_id], people,
-                     recipients.get(entry.to_holder, Recipient()), zone) for entry in entries]
+                     recipients.get(entry.to_holder, Recipient()), zone,
+                     orders.get(entry.visit_id, NO_ORDER)) for entry in entries]
     audit.record(session, rt.clock.now(), caller, "custody.dispensing_log", "organisation",
                  caller.organisation_id, detail={
                      "from": since.isoformat(), "to": until.isoformat(), "events": len(events),
