@@ -47,6 +47,7 @@ from backend.patients import service as patients
 from backend.patients.resources import READERS as PATIENT_READERS
 from backend.patients.schemas import PatientQuerySchema
 from backend.plans import service as plans
+from backend.plans import signing
 from backend.plans.models import PlanVersion
 from backend.runtime import runtime
 from backend.scan import loaders
@@ -307,8 +308,12 @@ def patient_page(patient_id: str):
     path = reports.trajectory(session, rt, caller(), patient.id)
     version = plans.active_version(session, patient.id)
     booked = visits.listing(session, caller(), visits.VisitFilter(patient_id=patient.id))
+    # Every version of the plan in force, each with its signature checked against its content.
+    history = [(older, signing.verify(older.plan, older))
+               for older in (version.plan.versions if version else [])]
     return render("console/patient.html", patient=patient, trajectory=path, version=version,
-                  dose_charts=_dose_charts(path, version), score_chart=_score_chart(path),
+                  history=history, dose_charts=_dose_charts(path, version),
+                  score_chart=_score_chart(path),
                   visits=booked, standings=visits.frequency_standings(session, caller(), booked),
                   sessions=SESSIONS, people=_people(session), mg=milligrams, shown=shown,
                   instrument=_instrument, reviewer=caller().role in REVIEWERS,
