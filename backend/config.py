@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,14 @@ class Setting:
 
 def _parse_bool(raw: str) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+# A web origin: a scheme, a host and perhaps a port, nothing after.
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def _parse_origins(raw: str) -> tuple[str, ...]:
+    return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -73,6 +82,10 @@ SETTINGS: tuple[Setting, ...] = (
             "A console session left idle this long is signed out (HIPAA 164.312(a)(2)(iii))."),
     Setting("VIGIL_CONSOLE_SESSION_SECONDS", "CONSOLE_SESSION_SECONDS", 12 * 3600, int,
             "A console session ends this long after sign-in, however active."),
+    Setting("VIGIL_WEBAUTHN_ORIGINS", "WEBAUTHN_ORIGINS", (), _parse_origins,
+            "The origins where security keys are used, comma-separated (e.g. "
+            "`https://vigil.example.org`); the relying party id is the origin's host name. "
+            "Empty: the origin each request arrives at."),
 )
 
 KEY_SETTINGS = ("SECRET_KEY", "SIGNING_KEY", "PHI_KEYS", "BLIND_INDEX_KEY")
@@ -106,5 +119,8 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ValueError("VIGIL_CONSOLE_IDLE_SECONDS must be between 1 and 900")
     if not 0 < config["CONSOLE_SESSION_SECONDS"] <= 86400:
         raise ValueError("VIGIL_CONSOLE_SESSION_SECONDS must be between 1 and 86400")
+    if not all(ORIGIN.fullmatch(origin) for origin in config["WEBAUTHN_ORIGINS"]):
+        raise ValueError("VIGIL_WEBAUTHN_ORIGINS must be origins such as "
+                         "https://vigil.example.org (a scheme and a host, no path)")
     if config["VIGIL_ENV"] not in {"development", "production", "test"}:
         raise ValueError("VIGIL_ENV must be development, production or test")

@@ -35,6 +35,8 @@ class Runtime:
     access_token_seconds: int
     refresh_token_seconds: int
     checkpoint_dir: Path
+    # Where security keys may be used (`VIGIL_WEBAUTHN_ORIGINS`); empty: where a request arrives.
+    webauthn_origins: tuple[str, ...]
 
     @cached_property
     def dummy_password_hash(self) -> str:
@@ -61,6 +63,7 @@ def build_runtime(config: dict[str, Any], clock: Clock, keys: KeyRing) -> Runtim
         access_token_seconds=config["ACCESS_TOKEN_SECONDS"],
         refresh_token_seconds=config["REFRESH_TOKEN_SECONDS"],
         checkpoint_dir=Path(config["CHECKPOINT_DIR"]),
+        webauthn_origins=tuple(config["WEBAUTHN_ORIGINS"]),
     )
 
 

@@ -36,6 +36,8 @@ INVALID_CODE = ("`validation_error`: a field is missing or malformed; `invalid_c
                 "or assertion is wrong, expired or already used (counted toward the lockout).")
 LOCKED_OUT = "`locked_out`: too many failed passwords or codes; see Retry-After."
 BAD_CHALLENGE = "`invalid_credentials`: the challenge token is invalid or expired."
+ORIGIN_REFUSED = ("`forbidden`: a security key is used at an origin outside "
+                  "`VIGIL_WEBAUTHN_ORIGINS`.")
 
 
 def _proved(body) -> service.Proved:
@@ -65,6 +67,7 @@ class LoginFactor(MethodView):
 
     @blp.doc(security=[])
     @blp.refusal(401, BAD_CHALLENGE)
+    @blp.refusal(403, ORIGIN_REFUSED)
     @blp.refusal(409, "`conflict`: enrolment required but none is pending.")
     @blp.refusal(422, INVALID_CODE)
     @blp.refusal(429, LOCKED_OUT)
@@ -99,6 +102,7 @@ class LoginWebauthnOptions(MethodView):
 
     @blp.doc(security=[])
     @blp.refusal(401, BAD_CHALLENGE)
+    @blp.refusal(403, ORIGIN_REFUSED)
     @blp.refusal(409, "`conflict`: the user has no security key.")
     @blp.arguments(ChallengeTokenSchema)
     @blp.response(200, webauthn.OptionsSchema)

@@ -9,13 +9,16 @@ from flask.views import MethodView
 from backend import db
 from backend.accounts.models import Role
 from backend.api import Blueprint
-from backend.auth.guard import current_caller, requires
-from backend.mfa import service
+from backend.auth.guard import current_caller, request_origin, requires
+from backend.mfa import service, webauthn
 from backend.mfa.schemas import (
     CodeSchema,
     ConfirmedSchema,
     EnrolmentSchema,
     FactorsSchema,
+    KeyCredentialSchema,
+    KeyEnrolmentSchema,
+    KeyEnrolSchema,
     RecoveryCodesSchema,
     TotpCodeSchema,
     TotpEnrolSchema,
@@ -23,10 +26,11 @@ from backend.mfa.schemas import (
 from backend.runtime import runtime
 
 blp = Blueprint("mfa", __name__, description=(
-    "Second factors: enrol a TOTP authenticator, confirm it with a code (which issues ten "
-    "single-use recovery codes, shown once), remove it, renew the recovery codes; an admin "
-    "resets a user's factors. Wrong codes count toward the password lockout. Sign-in does not "
-    "ask for a second factor yet."))
+    "Second factors: enrol a TOTP authenticator and confirm it with a code, or register "
+    "security keys and passkeys (WebAuthn; several may be held, beside an app); the first "
+    "confirmed factor issues ten single-use recovery codes, shown once. Remove a factor, renew "
+    "the recovery codes; an admin resets a user's factors. Wrong codes and refused key "
+    "assertions count toward the password lockout."))
 ALL_ROLES = tuple(Role)
 INVALID_CODE = ("`validation_error`: a field is missing or malformed; `invalid_code`: the code "
                 "is wrong, expired or already used (counted toward the lockout, audited).")
@@ -58,6 +62,49 @@ class TotpEnrolment(MethodView):
         10 minutes. Replacing a confirmed factor needs one of its codes or a recovery code."""
         return service.begin_totp(db.session(), runtime(), current_caller(),
                                   label=body["label"], code=body["code"])
+
+
+@blp.route("/me/factors/webauthn")
+class KeyEnrolment(MethodView):
+    """Register a security key or passkey."""
+
+    @requires(*ALL_ROLES)
+    @blp.arguments(KeyEnrolSchema)
+    @blp.response(201, KeyEnrolmentSchema)
+    @blp.refusal(422, INVALID_CODE)
+    @blp.refusal(429, LOCKED_OUT)
+    def post(self, body):
+        """Begin registering a key: a pending factor and PublicKeyCredentialCreationOptions.
+        The client passes `public_key` to `navigator.credentials.create()` and sends what it
+        returns to `POST /me/factors/<id>/webauthn` within 10 minutes. Adding a key beside a
+        confirmed factor needs one of its codes or a recovery code. 403 also when the request
+        arrives at an origin outside `VIGIL_WEBAUTHN_ORIGINS`."""
+        factor, options = webauthn.begin_registration(
+            db.session(), runtime(), current_caller(), label=body["label"], code=body["code"],
+            origin=request_origin())
+        return {"factor": factor, **options}
+
+
+@blp.route("/me/factors/<uuid:factor_id>/webauthn")
+class KeyConfirmation(MethodView):
+    """Confirm a pending security key."""
+
+    @requires(*ALL_ROLES)
+    @blp.arguments(KeyCredentialSchema)
+    @blp.response(200, ConfirmedSchema)
+    @blp.refusal(409, "`conflict`: not a security key, already confirmed, the enrolment has "
+                      "expired, or the key is registered already.")
+    @blp.refusal(422, "`validation_error`: the credential is malformed, answers no live "
+                      "challenge of this enrolment, or does not verify (its challenge, origin, "
+                      "relying party, user presence or attestation).")
+    def post(self, body, factor_id: uuid.UUID):
+        """Confirm the key with the PublicKeyCredential `navigator.credentials.create()`
+        returned; its credential id, public key and counter are kept. The caller's first
+        confirmed factor returns ten fresh recovery codes, this once; a key added beside
+        another factor returns none, and the codes held stay valid."""
+        return webauthn.finish_registration(db.session(), runtime(), current_caller(),
+                                            factor_id, body["credential"],
+                                            origin=request_origin())
 
 
 @blp.route("/me/factors/<uuid:factor_id>/confirm")

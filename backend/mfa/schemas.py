@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from backend.mfa.models import FactorKind
+from backend.mfa.webauthn import OptionsSchema
 
 # Six digits from an authenticator app.
 TOTP_CODE = r"^[0-9]{6}$"
@@ -25,7 +26,7 @@ class FactorSchema(Schema):
 
     id = fields.UUID()
     kind = fields.Enum(FactorKind, by_value=True, metadata={
-        "description": "totp (security keys, webauthn, are to come)."})
+        "description": "`totp`: an authenticator app; `webauthn`: a security key or passkey."})
     label = fields.String()
     created_at = fields.AwareDateTime()
     confirmed_at = fields.AwareDateTime(allow_none=True, metadata={
@@ -85,3 +86,28 @@ class RecoveryCodesSchema(Schema):
     """Fresh recovery codes, which replace every earlier one: shown this once."""
 
     recovery_codes = fields.List(fields.String())
+
+
+class KeyEnrolSchema(Schema):
+    """What starts registering a security key."""
+
+    label = fields.String(load_default=None, validate=validate.Length(1, 100), metadata={
+        "description": "A name the user recognises the key by; default 'Security key'."})
+    code = _code(ANY_CODE, f"Required when you already have a confirmed factor (the new key is "
+                           f"added beside it, replacing none). {CODE_DESCRIPTION}",
+                 load_default=None)
+
+
+class KeyEnrolmentSchema(OptionsSchema):
+    """A pending security key, and the options to create its credential with."""
+
+    factor = fields.Nested(FactorSchema)
+
+
+class KeyCredentialSchema(Schema):
+    """What the security key answered to the registration options."""
+
+    credential = fields.Dict(required=True, metadata={
+        "description": "The PublicKeyCredential that `navigator.credentials.create()` returned, "
+                       "as JSON (its `toJSON()`): id, rawId, type, response{clientDataJSON, "
+                       "attestationObject, transports}, each binary value base64url."})

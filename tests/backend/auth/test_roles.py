@@ -24,6 +24,8 @@ MATRIX = [
     ("GET", "/api/v1/me/factors", ALL),
     ("POST", "/api/v1/me/factors/totp", ALL),
     ("POST", "/api/v1/me/factors/{factor}/confirm", ALL),
+    ("POST", "/api/v1/me/factors/webauthn", ALL),
+    ("POST", "/api/v1/me/factors/{factor}/webauthn", ALL),
     ("DELETE", "/api/v1/me/factors/{factor}", ALL),
     ("POST", "/api/v1/me/recovery-codes", ALL),
     ("GET", "/api/v1/users", {A}),
