@@ -42,7 +42,16 @@ class ConsoleCookie(SecureCookieSessionInterface):
 def init_app(app: Flask) -> None:
     """Serve the console under /console on `app`."""
     # Each module's pages register on import.
-    from backend.console import admin, flags, oversight, people, records, signin, stock  # noqa: F401
+    from backend.console import (  # noqa: F401
+        account,
+        admin,
+        flags,
+        oversight,
+        people,
+        records,
+        signin,
+        stock,
+    )
 
     app.config.update(
         SESSION_COOKIE_NAME="vigil_console", SESSION_COOKIE_PATH="/console",

@@ -1,4 +1,6 @@
-"""The admin's pages: users, devices, policy thresholds and the organisation."""
+"""The admin's pages: users and the reset of their second factors, devices, policy thresholds
+and the organisation.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from backend import bounded, db
 from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role, User
 from backend.accounts.schemas import UserCreateSchema, UserUpdateSchema
+from backend.auth import service as auth
+from backend.console.account import METHODS
 from backend.console.pages import (
     FormRefused,
     attempt,
@@ -26,6 +30,7 @@ from backend.console.pages import (
 )
 from backend.console.service import DESK_ROLES
 from backend.devices import service as devices
+from backend.mfa import service as mfa
 from backend.policy import service as policy
 from backend.runtime import runtime
 from backend.safeguards_api.schemas import ThresholdsUpdateSchema
@@ -93,8 +98,12 @@ def _user_page(user: User, *, status: int = 200, refused: FormRefused | None = N
                values: Mapping[str, Any] | None = None) -> Response:
     shown = values if values is not None else {"role": user.role.value,
                                                "display_name": user.display_name}
+    session = db.session()
     return render("console/user.html", status=status, refused=refused, values=shown,
-                  user=user, roles=ROLES, yourself=user.id == caller().user_id)
+                  user=user, roles=ROLES, yourself=user.id == caller().user_id,
+                  factors=[METHODS[method] for method in mfa.methods(session, user.id)
+                           if method != mfa.BY_RECOVERY_CODE],
+                  factor_due=auth.factor_due(session, runtime(), user))
 
 
 @blp.get("/users/<user_id>")
@@ -122,6 +131,21 @@ def change_user(user_id: str):
             "role": before["role"].value, "display_name": before["name"], **values})
     flash(_what_changed(before, changed))
     return redirect(url_for("console.user", user_id=changed.id), 303)
+
+
+@blp.post("/users/<user_id>/factors/reset")
+@page(Role.ADMIN)
+def reset_factors(user_id: str):
+    """Reset a user's second factors, as POST /users/<id>/factors/reset does (a lost device)."""
+    session, who = db.session(), caller()
+    found = accounts.get_user(session, who, object_id(user_id))
+    try:
+        attempt(lambda: mfa.reset(session, runtime(), who, found.id))
+    except FormRefused as refused:
+        return _user_page(found, status=refused.status, refused=refused)
+    flash(f"Reset the second factor of {found.display_name} ({found.username}): their sessions "
+          "ended, and they enrol a new one at their next sign-in.")
+    return redirect(url_for("console.user", user_id=found.id), 303)
 
 
 def _what_changed(before: Mapping[str, Any], user: User) -> str:

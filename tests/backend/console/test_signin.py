@@ -112,12 +112,7 @@ def test_unstorable_text_is_refused_by_field(desk: Desk, office):
                                     "/api/v1/me", "/console//elsewhere.example"])
 def test_sign_in_goes_on_only_to_a_console_page(world: World, office, target):
     org, users = office
-    desk = Desk(world.app.test_client())
-    desk.get("/console/login")
-    answer = desk.post("/console/login", {"org": org.slug, "username":
-                                          users[Role.ADMIN].username,
-                                          "password": "correct horse battery staple",
-                                          "next": target})
+    answer = Desk(world.app.test_client(), world).sign_in(org, users[Role.ADMIN], next=target)
     assert answer.headers["Location"] == "/console/"
 
 
