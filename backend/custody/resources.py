@@ -61,6 +61,11 @@ class Entries(MethodView):
     @requires(Role.PHARMACIST, Role.NURSE)
     @blp.arguments(EntryCreateSchema, example=examples.RECEIPT)
     @blp.response(201, EntrySchema)
+    @blp.refusal(403, "`mfa_required`: a pharmacist's `destroy`, `adjust` or `loss` needs a "
+                 "second factor proved within the organisation's step-up window (details."
+                 "action `custody.destroy`, `custody.adjust`, `custody.loss_report`): confirm "
+                 "one at POST /auth/step-up and post again. A nurse's entries are never "
+                 "refused for this.")
     @blp.refusal(404, "`not_found`: no such product or visit in the caller's organisation.")
     @blp.refusal(409, "`insufficient_stock`, `balance_limit`, `seal_mismatch`, `append_only` "
                  "(another entry under this id), `conflict`.")
@@ -105,6 +110,9 @@ class Counts(MethodView):
     @requires(Role.PHARMACIST)
     @blp.arguments(CountCreateSchema, example=examples.COUNT)
     @blp.response(201, CountSchema)
+    @blp.refusal(403, "`mfa_required`: a count with a reason adjusts the ledger, which needs a "
+                 "second factor proved within the organisation's step-up window (details."
+                 "action `custody.adjust`): confirm one at POST /auth/step-up and post again.")
     @blp.refusal(404, "`not_found`: no such product in the caller's organisation.")
     def post(self, body):
         """Reconcile a count with the ledger: flag each discrepancy, adjust those with a reason."""

@@ -36,6 +36,7 @@ from backend.custody.models import (
 )
 from backend.devices.signatures import verify_device_signature
 from backend.errors import Forbidden, InvalidField, NotFound, SignatureInvalid, VigilError
+from backend.mfa.policy import Action, require_fresh
 from backend.policy.service import policy_for
 from backend.products import service as products
 from backend.runtime import Runtime
@@ -52,6 +53,10 @@ POSTERS: dict[Kind, tuple[tuple[Role, ...], bool]] = {
     Kind.LOSS: ((Role.NURSE, Role.PHARMACIST), False),
 }
 WITNESSES = {Kind.WASTE: 1, Kind.DESTROY: 2}
+# The kinds that write stock off or correct the ledger: a desk caller needs a fresh second
+# factor for them (a stolen password must not destroy or write off a vault's stock).
+STEP_UP = {Kind.DESTROY: Action.DESTROY, Kind.ADJUST: Action.ADJUST,
+           Kind.LOSS: Action.REPORT_LOSS}
 
 
 class WitnessRequired(VigilError):
@@ -252,6 +257,11 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
     if caller.role not in roles:
         raise Forbidden(f"The {caller.role} role may not post a {request.kind} entry.",
                         {"kind": request.kind, "allowed": sorted(roles)})
+    # A desk caller's only: a nurse's entries (her loss as her waste) come from her phone,
+    # often long after she signed in, and must never be lost to an expired window. Asked
+    # before any witness's password is checked, so a refusal counts no guess.
+    if request.kind in STEP_UP and caller.role != Role.NURSE:
+        require_fresh(session, rt, caller, STEP_UP[request.kind])
     product = products.get(session, caller, request.product_id)
     now = rt.clock.now()
     if request.expiry < now.astimezone(organisation_zone(session, caller.organisation_id)).date() \

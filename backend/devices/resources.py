@@ -31,6 +31,9 @@ class Devices(MethodView):
     @requires(Role.NURSE)
     @blp.arguments(DeviceCreateSchema, example=examples.DEVICE)
     @blp.response(201, DeviceSchema)
+    @blp.refusal(403, "`mfa_required`: where the organisation asks nurses for a second factor, "
+                 "registering a phone needs one proved within its step-up window (details."
+                 "action `device.register`): confirm one at POST /auth/step-up and send again.")
     @blp.refusal(409, "`conflict`: the public key is already registered, or another device "
                  "has this id.")
     def post(self, body):

@@ -10,12 +10,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.accounts.models import Role
+from backend.accounts.models import Organisation, Role, User
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.auth.service import revoke_families
 from backend.devices.models import Device
 from backend.errors import Conflict, InvalidField
+from backend.mfa.policy import Action, needs_factor, require_fresh
 from backend.runtime import Runtime
 from backend.tenancy import hers, owned
 
@@ -38,6 +39,11 @@ def decode_public_key(encoded: str) -> bytes:
 def register(session: Session, rt: Runtime, caller: Caller, *, public_key: str, label: str,
              device_id: uuid.UUID | None) -> Device:
     """Register the caller's phone under its Ed25519 public key."""
+    # A registered phone signs custody entries as its nurse: where the organisation asks
+    # nurses for a second factor, a password alone must not add one.
+    if needs_factor(session.get(Organisation, caller.organisation_id),
+                    session.get(User, caller.user_id)):
+        require_fresh(session, rt, caller, Action.REGISTER_DEVICE)
     raw = decode_public_key(public_key)
     if session.scalar(select(Device.id).where(Device.public_key == raw)):
         raise Conflict("This public key is already registered.")

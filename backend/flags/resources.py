@@ -91,6 +91,10 @@ class FlagResolution(MethodView):
     @requires(*REVIEWERS)
     @blp.arguments(ResolveSchema, example=examples.RESOLVE)
     @blp.response(200, FlagDetailSchema)
+    @blp.refusal(403, "`mfa_required`: resolving a critical flag as `justified` or "
+                 "`false_positive` needs a second factor proved within the organisation's "
+                 "step-up window (details.action `flag.critical_verdict`): confirm one at "
+                 "POST /auth/step-up and send again. Other verdicts and severities need none.")
     @blp.refusal(409, "`illegal_transition`: only a flag in review can be resolved.")
     def post(self, body, flag_id: uuid.UUID):
         """Resolve a flag in review with a verdict and a note; a resolved flag is 409."""

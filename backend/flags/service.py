@@ -21,6 +21,7 @@ from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.errors import Conflict, InvalidField
 from backend.flags.models import Flag, FlagAction, FlagEvent, FlagStatus, Resolution
+from backend.mfa.policy import Action, require_fresh
 from backend.patients.models import Patient
 from backend.runtime import Runtime
 from backend.tenancy import of_organisation, owned
@@ -28,6 +29,9 @@ from backend.visits.models import Visit
 from safeguards.findings import Finding, Severity, SubjectKind
 
 REVIEWERS = (Role.COMPLIANCE, Role.ADMIN)
+# The verdicts that dismiss a flag: on a critical one they need a fresh second factor, so a
+# password alone cannot close what may point at diversion. Confirming a flag needs none.
+DISMISSALS = (Resolution.JUSTIFIED, Resolution.FALSE_POSITIVE)
 # Sort by rank: alphabetically "critical" < "high" < "info" < "low" < "medium" means nothing.
 SEVERITY_RANK = case({severity.value: severity.rank for severity in Severity},
                      value=Flag.severity, else_=-1)
@@ -313,6 +317,8 @@ def resolve(session: Session, rt: Runtime, caller: Caller, flag_id: uuid.UUID,
     """Close a flag under review with the reviewer's verdict and the note that explains it."""
     flag = get(session, caller, flag_id, lock=True)
     _require(flag, "resolved", FlagStatus.IN_REVIEW)
+    if flag.severity == Severity.CRITICAL and resolution in DISMISSALS:
+        require_fresh(session, rt, caller, Action.CRITICAL_VERDICT)
     text = _written(note)
     now = rt.clock.now()
     flag.status, flag.resolution = FlagStatus.RESOLVED, Resolution(resolution).value

@@ -45,6 +45,9 @@ class RuleDetail(MethodView):
     @requires(*REVIEWERS)
     @blp.arguments(RuleModeSchema)
     @blp.response(200, RuleSchema)
+    @blp.refusal(403, "`mfa_required`: changing a rule's mode needs a second factor proved "
+                 "within the organisation's step-up window (details.action `rule.mode`): "
+                 "confirm one at POST /auth/step-up and send again.")
     def patch(self, body, rule_id: str):
         """Set how the organisation runs a rule: enabled, shadow or disabled (null: default)."""
         session = db.session()

@@ -13,6 +13,7 @@ from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.errors import NotFound
 from backend.flags.models import Flag, FlagStatus, Resolution
+from backend.mfa.policy import Action, require_fresh
 from backend.runtime import Runtime
 from backend.safeguards_api.models import SafeguardRuleMode
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta, UnknownRule
@@ -140,6 +141,8 @@ def set_mode(session: Session, rt: Runtime, caller: Caller, rule_id: str,
         registry().get(rule_id)
     except UnknownRule:
         raise NotFound(f"No rule {rule_id!r}.") from None
+    # Turning a rule off or into shadow silences it: a stolen password must not do that.
+    require_fresh(session, rt, caller, Action.RULE_MODE)
     stored = session.get(SafeguardRuleMode, (caller.organisation_id, rule_id))
     before = stored.mode if stored else None
     now = rt.clock.now()

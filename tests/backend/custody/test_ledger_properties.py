@@ -23,7 +23,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.accounts.models import Role, User
-from backend.auth.caller import Caller
+from backend.auth.caller import Caller, FactorUse
 from backend.custody import checkpoints, service
 from backend.custody.chain import GENESIS, signed_payload
 from backend.custody.ledger import VAULT, InsufficientStock, bag, is_balanced
@@ -102,7 +102,8 @@ def stage(world: World, connection) -> Stage:
                      pharmacy.patient_id),
               _nurse(pharmacy, other, other_device, other_phone, other_patient))
     return Stage(connection, world.rt, pharmacy.org.id, uuid.UUID(pharmacy.product_id),
-                 _caller(pharmacy.users[Role.PHARMACIST]), nurses,
+                 replace(_caller(pharmacy.users[Role.PHARMACIST]),
+                         factor=FactorUse("totp", None, world.rt.clock.now())), nurses,
                  (pharmacy.users[Role.ADMIN].id, pharmacy.users[Role.COMPLIANCE].id),
                  world.app.extensions["vigil.db"].sessions)
 
