@@ -30,6 +30,7 @@ def _blueprints() -> list:
     from backend.devices.resources import blp as devices
     from backend.flags.resources import blp as flags
     from backend.jobs.resources import blp as jobs
+    from backend.mfa.policy_resources import blp as security_policy
     from backend.mfa.resources import blp as mfa
     from backend.patients.resources import blp as patients
     from backend.plans.resources import blp as plans
@@ -39,8 +40,8 @@ def _blueprints() -> list:
     from backend.sync.resources import blp as sync
     from backend.visits.resources import blp as visits
 
-    return [auth, accounts, mfa, devices, patients, products, plans, visits, administration,
-            trajectory, custody, flags, safeguards, policy, audit, jobs, sync]
+    return [auth, accounts, mfa, security_policy, devices, patients, products, plans, visits,
+            administration, trajectory, custody, flags, safeguards, policy, audit, jobs, sync]
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:

@@ -24,7 +24,7 @@ from backend.custody.verify import verify as verify_ledger
 from backend.errors import VigilError
 from backend.jobs import scheduler as job_scheduler
 from backend.keys import rotate_signing_key
-from backend.mfa import service as mfa
+from backend.mfa import policy_service as mfa_policy
 from backend.phi import keyfile, rotation
 from backend.phi.cipher import PhiCipher
 from backend.runtime import runtime
@@ -123,16 +123,18 @@ def user_create(username: str, org_slug: str, role: str, display_name: str | Non
 @user_group.command("no-factor")
 @click.option("--org", "org_slug", default=None, help="Only this organisation (default: all).")
 def user_no_factor(org_slug: str | None) -> None:
-    """Print the active desk users (admin, prescriber, pharmacist, compliance) with no confirmed
-    second factor."""
+    """Print the active users who need a second factor and have none confirmed (desk roles, and
+    nurses where the organisation asks them for one), with when each is due."""
     missing = 0
     with _unit() as session:
         for org in _organisations(session, org_slug):
-            for user in mfa.desk_users_without_factor(session, org.id):
+            for row in mfa_policy.unenrolled(session, org, runtime().clock.now()):
                 missing += 1
+                user, due = row.user, row.due_at.astimezone(UTC)
                 click.echo(f"{org.slug}  {user.role.value:<10}  {user.username}  "
-                           f"({user.display_name})")
-    click.echo(f"{missing} desk user(s) without a confirmed second factor")
+                           f"({user.display_name})  {'overdue since' if row.overdue else 'due'} "
+                           f"{due:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"{missing} user(s) without a confirmed second factor")
 
 
 @cli.command("demo")

@@ -1,7 +1,9 @@
 """The `vigil` command migrates, creates organisations and users, seeds the demo once, and lists
-the desk users without a second factor."""
+the users without a second factor."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -141,37 +143,44 @@ def test_demo_is_idempotent_and_its_logins_work(database_file):
     assert response.json["access_token"]
 
 
-def test_user_no_factor_lists_the_desk_users_without_a_confirmed_factor(app, world: World,
-                                                                        clock):
+def test_user_no_factor_lists_who_needs_a_factor_and_when_it_is_due(app, world: World, clock):
     org, other = world.org(), world.org()
+    # The World enrols desk users; these are in their enrolment grace without one.
     admin = world.user(org, Role.ADMIN)
-    enrolled = enrol(world, clock, org, admin)
-    pending = world.user(org, Role.PRESCRIBER)
+    pending = world.user(org, Role.PRESCRIBER, factor=False)
     assert begin(world, world.headers(org, pending)).status_code == 201
-    bare = world.user(org, Role.PHARMACIST)
-    removed = enrol(world, clock, org, world.user(org, Role.COMPLIANCE))
+    bare = world.user(org, Role.PHARMACIST, factor=False)
+    removed = enrol(world, clock, org, world.user(org, Role.COMPLIANCE, factor=False))
     clock.advance(seconds=30)
     assert world.client.delete(f"/api/v1/me/factors/{removed.factor_id}", headers=removed.headers,
                                json={"code": removed.app.code()}).status_code == 204
-    world.user(org, Role.NURSE)
-    gone = world.user(org, Role.PHARMACIST)
-    assert world.client.patch(f"/api/v1/users/{gone.id}", headers=enrolled.headers,
+    nurse = world.user(org, Role.NURSE)
+    gone = world.user(org, Role.PHARMACIST, factor=False)
+    assert world.client.patch(f"/api/v1/users/{gone.id}", headers=world.headers(org, admin),
                               json={"active": False}).status_code == 200
-    elsewhere = world.user(other, Role.ADMIN)
+    elsewhere = world.user(other, Role.ADMIN, factor=False)
 
-    def listed(*options: str) -> set[tuple[str, str, str]]:
+    def listed(*options: str) -> dict[tuple[str, str, str], str]:
         printed = succeeded(app.test_cli_runner().invoke(cli, ["user", "no-factor", *options]))
         *rows, total = printed.splitlines()
-        assert total == f"{len(rows)} desk user(s) without a confirmed second factor"
-        return {tuple(row.split()[:3]) for row in rows}
+        assert total == f"{len(rows)} user(s) without a confirmed second factor"
+        return {tuple(row.split()[:3]): row.split(")  ", 1)[1] for row in rows}
 
-    ours = {(org.slug, user.role.value, user.username)
+    due = f"due {org.created_at + timedelta(days=7):%Y-%m-%d %H:%M} UTC"
+    ours = {(org.slug, user.role.value, user.username): due
             for user in (pending, bare, removed.user)}
     assert listed("--org", org.slug) == ours
     everyone = listed()
-    assert everyone >= ours | {(other.slug, "admin", elsewhere.username)}
+    assert everyone.items() >= (ours | {(other.slug, "admin", elsewhere.username): due}).items()
     assert not {username for _, _, username in everyone} & {
         admin.username, gone.username}
     assert "nurse" not in {role for _, role, _ in everyone}
+    # Where the policy asks nurses for a factor, they are listed too; past the grace, overdue.
+    world.session.get(Organisation, org.id).mfa_nurses = True
+    world.commit()
+    clock.advance(days=8)
+    overdue = due.replace("due", "overdue since")
+    assert listed("--org", org.slug) == {key: overdue for key in ours} | {
+        (org.slug, "nurse", nurse.username): overdue}
     refused = app.test_cli_runner().invoke(cli, ["user", "no-factor", "--org", "nowhere"])
     assert refused.exit_code != 0 and "nowhere" in refused.output

@@ -32,6 +32,8 @@ MATRIX = [
     ("POST", "/api/v1/users", {A}),
     ("PATCH", "/api/v1/users/{user}", {A}),
     ("POST", "/api/v1/users/{user}/factors/reset", {A}),
+    ("GET", "/api/v1/organisation/security-policy", {A, C}),
+    ("PUT", "/api/v1/organisation/security-policy", {A}),
     ("GET", "/api/v1/devices", {A, C, N}),
     ("POST", "/api/v1/devices", {N}),
     ("DELETE", "/api/v1/devices/{device}", {A, N}),
