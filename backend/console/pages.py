@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import marshmallow as ma
 from flask import (
@@ -37,6 +38,7 @@ from backend.auth.caller import Caller
 from backend.auth.guard import client_address
 from backend.console import service
 from backend.errors import VigilError
+from backend.mfa.policy import MfaRequired
 from backend.runtime import runtime
 from backend.untrusted import text_problem
 
@@ -148,16 +150,38 @@ def render(template: str, *, status: int = 200, **context: Any) -> Response:
 
 
 class FormRefused(Exception):
-    """A form's fields were refused: by its schema, by a service, or as unstorable text."""
+    """A form's fields were refused: by its schema, by a service, or as unstorable text.
 
-    def __init__(self, status: int, message: str, fields: Mapping[str, list[str]]) -> None:
+    `step_up` links to confirming a second factor when the action needs a fresher one.
+    """
+
+    def __init__(self, status: int, message: str, fields: Mapping[str, list[str]],
+                 step_up: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.fields = status, message, dict(fields)
+        self.step_up = step_up
 
     @classmethod
     def of(cls, error: VigilError) -> FormRefused:
         """Return the refusal of a service's domain error, by field where it names one."""
+        if isinstance(error, MfaRequired) and error.details["enrolled"]:
+            minutes = error.details["window_seconds"] // 60
+            return cls(error.status, f"This needs your second factor, confirmed within the "
+                                     f"last {minutes} minute{'s' if minutes != 1 else ''}.",
+                       {}, url_for("console.step_up", next=_form_page()))
         return cls(error.status, error.message, _field_messages(error.details))
+
+
+def _form_page() -> str:
+    """Return the console page the form was sent from, to come back to.
+
+    A browser names it as the referrer (the console's Referrer-Policy is same-origin); else
+    the form posted to its own page's address.
+    """
+    sent_from = urlsplit(request.referrer or "")
+    if sent_from.netloc == request.host and sent_from.path.startswith(blp.url_prefix):
+        return sent_from.path + (f"?{sent_from.query}" if sent_from.query else "")
+    return request.path
 
 
 def _field_messages(details: Mapping[str, Any]) -> dict[str, list[str]]:
