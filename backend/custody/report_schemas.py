@@ -181,6 +181,10 @@ class DispensingEventSchema(Schema):
         "description": "In CSV, joined with `; `."})
     witness_names = fields.List(fields.String(), metadata={
         "description": "The witnesses' full names; in CSV, joined with `; `."})
+    by_factor = fields.String(allow_none=True, metadata={
+        "description": "For a destruction, adjustment or loss recorded at the desk: the "
+                       "second factor its recorder proved (`totp`, `recovery_code`, "
+                       "`webauthn`); null otherwise."})
     order_version_id = fields.UUID(attribute="order.plan_version_id", allow_none=True, metadata={
         "description": "For a dose and its waste: the plan version (the prescriber's order) "
                        "it followed; the order_ fields are null for other events."})

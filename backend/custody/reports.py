@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from backend.accounts.models import Organisation, User
 from backend.accounts.service import organisation_zone
 from backend.audit import service as audit
+from backend.audit.models import AuditEvent
 from backend.auth.caller import Caller
 from backend.custody.ledger import VAULT
 from backend.custody.models import CustodyEntry, Kind
@@ -101,6 +102,10 @@ def _holder_id(holder: str, prefix: str) -> uuid.UUID | None:
     return uuid.UUID(holder.removeprefix(prefix)) if holder.startswith(prefix) else None
 
 
+# The kinds a desk user records only with a fresh second factor (backend.custody.service).
+FACTOR_KINDS = (Kind.DESTROY, Kind.ADJUST, Kind.LOSS)
+
+
 @dataclass(frozen=True)
 class DispensingEvent:
     """One ledger event with every field 21 CFR 1304.22(c) asks of its kind."""
@@ -132,6 +137,7 @@ class DispensingEvent:
     by_name: str
     witness_usernames: list[str]
     witness_names: list[str]
+    by_factor: str | None
     order: Order
 
 
@@ -211,8 +217,23 @@ def _orders(session: Session, entries: list[CustodyEntry]) -> dict[uuid.UUID, Or
             for visit_id, version, signer in rows}
 
 
+def _factors(session: Session, entries: list[CustodyEntry]) -> dict[str, str]:
+    """Return, by entry id, the second factor its desk recorder proved (destroy, adjust, loss)."""
+    ids = [str(entry.id) for entry in entries if entry.kind in FACTOR_KINDS]
+    if not ids:
+        return {}
+    rows = session.execute(select(AuditEvent.object_id, AuditEvent.detail).where(
+        AuditEvent.organisation_id == entries[0].organisation_id,
+        AuditEvent.object_type == "custody_entry",
+        AuditEvent.action.in_([f"custody.{kind}" for kind in FACTOR_KINDS]),
+        AuditEvent.object_id.in_(ids)))
+    return {object_id: detail["factor"] for object_id, detail in rows
+            if detail and "factor" in detail}
+
+
 def _event(entry: CustodyEntry, product: DrugProduct, people: Mapping[uuid.UUID, User],
-           recipient: Recipient, zone: ZoneInfo, order: Order) -> DispensingEvent:
+           recipient: Recipient, zone: ZoneInfo, order: Order,
+           factor: str | None) -> DispensingEvent:
     return DispensingEvent(
         entry_id=entry.id, seq=entry.seq, date=entry.occurred_at.astimezone(zone).date(),
         occurred_at=entry.occurred_at, kind=KIND_LABELS[Kind(entry.kind)],
@@ -227,7 +248,7 @@ def _event(entry: CustodyEntry, product: DrugProduct, people: Mapping[uuid.UUID,
         witness_usernames=[people[uuid.UUID(c["user_id"])].username
                            for c in entry.confirmations],
         witness_names=[people[uuid.UUID(c["user_id"])].display_name
-                       for c in entry.confirmations], order=order)
+                       for c in entry.confirmations], by_factor=factor, order=order)
 
 
 def dispensing_log(session: Session, rt: Runtime, caller: Caller, since: datetime,
@@ -245,10 +266,11 @@ def dispensing_log(session: Session, rt: Runtime, caller: Caller, since: datetim
         uuid.UUID(c["user_id"]) for entry in entries for c in entry.confirmations])
     recipients = _recipients(session, rt, caller, organisation, entries)
     zone = organisation_zone(session, caller.organisation_id)
-    orders = _orders(session, entries)
+    orders, factors = _orders(session, entries), _factors(session, entries)
     events = [_event(entry, products[entry.product_id], people,
                      recipients.get(entry.to_holder, Recipient()), zone,
-                     orders.get(entry.visit_id, NO_ORDER)) for entry in entries]
+                     orders.get(entry.visit_id, NO_ORDER), factors.get(str(entry.id)))
+              for entry in entries]
     audit.record(session, rt.clock.now(), caller, "custody.dispensing_log", "organisation",
                  caller.organisation_id, detail={
                      "from": since.isoformat(), "to": until.isoformat(), "events": len(events),

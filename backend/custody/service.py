@@ -289,8 +289,11 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
     entry = append(session, caller.organisation_id, movement, attestation, now, keys=rt.keys)
     if request.kind == Kind.LOSS:
         _open_loss_report(session, rt, caller, entry)
+    # The DEA records name the factor a destruction, adjustment or loss was recorded with.
+    factor = ({"factor": caller.factor.method}
+              if request.kind in STEP_UP and caller.role != Role.NURSE else {})
     audit.record(session, now, caller, f"custody.{request.kind}", "custody_entry", entry.id,
-                 detail={"seq": entry.seq})
+                 detail={"seq": entry.seq, **factor})
     if request.kind == Kind.WASTE and request.visit_id is not None:
         # The waste rules weigh it against the visit's dose: judged with this write.
         changes.patient(session, caller.organisation_id,

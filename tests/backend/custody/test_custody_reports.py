@@ -141,6 +141,9 @@ def test_the_dispensing_log_names_recipients_suppliers_and_witnesses(pharmacy: P
     assert sorted(destroyed["witness_usernames"]) == sorted(
         pharmacy.users[role].username for role in (Role.ADMIN, Role.COMPLIANCE))
     assert len(destroyed["witness_names"]) == 2 and destroyed["order_version_id"] is None
+    # Recorded at the desk with a fresh second factor, which the record names.
+    assert destroyed["by_factor"] == "totp"
+    assert (given["by_factor"], dispensed["by_factor"]) == (None, None)
     assert by_kind["wasted"][0]["witness_usernames"] == [
         pharmacy.users[Role.PHARMACIST].username]
     # The ledger keeps only the surrogate id: the name came from the encrypted patient record.
