@@ -106,8 +106,9 @@ class Summary:
     recovery_codes_remaining: int
 
 
-def _factors(session: Session, user_id: uuid.UUID, *, confirmed: bool | None = None,
-             kind: FactorKind | None = None) -> list[SecondFactor]:
+def factors_of(session: Session, user_id: uuid.UUID, *, confirmed: bool | None = None,
+               kind: FactorKind | None = None) -> list[SecondFactor]:
+    """Return the user's unremoved factors, oldest first, optionally by state and kind."""
     query = select(SecondFactor).where(SecondFactor.user_id == user_id,
                                        SecondFactor.removed_at.is_(None))
     if confirmed is not None:
@@ -125,18 +126,20 @@ def _remaining_codes(session: Session, user_id: uuid.UUID) -> int:
 
 def summary(session: Session, caller: Caller) -> Summary:
     """Return the caller's factors and how many unused recovery codes they hold."""
-    return Summary(_factors(session, caller.user_id),
+    return Summary(factors_of(session, caller.user_id),
                    _remaining_codes(session, caller.user_id))
 
 
-def _own_factor(session: Session, caller: Caller, factor_id: uuid.UUID) -> SecondFactor:
+def own_factor(session: Session, caller: Caller, factor_id: uuid.UUID) -> SecondFactor:
+    """Return one of the caller's own unremoved factors, or raise NotFound."""
     factor = owned(session, caller, SecondFactor, factor_id, what="second factor")
     if factor.user_id != caller.user_id or factor.removed_at is not None:
         raise NotFound("No such second factor.")
     return factor
 
 
-def _remove(factor: SecondFactor, now: datetime, by: uuid.UUID) -> None:
+def remove_factor(factor: SecondFactor, now: datetime, by: uuid.UUID) -> None:
+    """Mark a factor removed by `by`, and wipe its secret."""
     factor.removed_at, factor.removed_by_id = now, by
     # A removed factor accepts nothing more: its secret need not be kept.
     factor.secret = None
@@ -158,15 +161,15 @@ def begin_totp(session: Session, rt: Runtime, caller: Caller, *, label: str | No
                code: str | None) -> Enrolment:
     """Start enrolling a TOTP factor; replacing a confirmed one needs a current or recovery code."""
     user = session.get(User, caller.user_id)
-    confirmed = _factors(session, user.id, confirmed=True)
+    confirmed = factors_of(session, user.id, confirmed=True)
     if confirmed:
         if code is None:
             raise InvalidField("code", "a current code or a recovery code is needed to replace "
                                "your second factor")
         _prove(session, rt, caller, user, code, confirmed, purpose="enrol")
     now = rt.clock.now()
-    for pending in _factors(session, user.id, confirmed=False):
-        _remove(pending, now, user.id)
+    for pending in factors_of(session, user.id, confirmed=False):
+        remove_factor(pending, now, user.id)
     factor = SecondFactor(user_id=user.id, organisation_id=user.organisation_id,
                           kind=FactorKind.TOTP, label=label or DEFAULT_LABEL, created_at=now)
     factor.secret = pyotp.random_base32()
@@ -186,7 +189,7 @@ def _enrolment(session: Session, user: User, factor: SecondFactor) -> Enrolment:
 
 def pending_totp(session: Session, rt: Runtime, caller: Caller) -> Enrolment | None:
     """Return the caller's TOTP enrolment still awaiting its first code, to show again, or None."""
-    pending = _factors(session, caller.user_id, confirmed=False, kind=FactorKind.TOTP)
+    pending = factors_of(session, caller.user_id, confirmed=False, kind=FactorKind.TOTP)
     if not pending or (rt.clock.now() - pending[-1].created_at
                        > timedelta(seconds=ENROLMENT_SECONDS)):
         return None
@@ -195,13 +198,13 @@ def pending_totp(session: Session, rt: Runtime, caller: Caller) -> Enrolment | N
 
 def methods(session: Session, user_id: uuid.UUID) -> list[str]:
     """Return the ways the user can prove a second factor: their kinds, and recovery codes."""
-    kinds = sorted({factor.kind.value for factor in _factors(session, user_id, confirmed=True)})
+    kinds = sorted({factor.kind.value for factor in factors_of(session, user_id, confirmed=True)})
     return kinds + ([BY_RECOVERY_CODE] if _remaining_codes(session, user_id) else [])
 
 
 def confirm_pending(session: Session, rt: Runtime, caller: Caller, code: str) -> Confirmed:
     """Confirm the caller's pending TOTP enrolment with a code from it."""
-    pending = _factors(session, caller.user_id, confirmed=False, kind=FactorKind.TOTP)
+    pending = factors_of(session, caller.user_id, confirmed=False, kind=FactorKind.TOTP)
     if not pending:
         raise Conflict("No enrolment is pending: begin one first.")
     return confirm(session, rt, caller, pending[-1].id, code)
@@ -210,7 +213,7 @@ def confirm_pending(session: Session, rt: Runtime, caller: Caller, code: str) ->
 def confirm(session: Session, rt: Runtime, caller: Caller, factor_id: uuid.UUID,
             code: str) -> Confirmed:
     """Confirm a pending factor with a code from it; replace the user's other TOTP factors."""
-    factor = _own_factor(session, caller, factor_id)
+    factor = own_factor(session, caller, factor_id)
     now = rt.clock.now()
     if factor.confirmed_at is not None:
         raise Conflict("This second factor is already confirmed.")
@@ -224,11 +227,11 @@ def confirm(session: Session, rt: Runtime, caller: Caller, factor_id: uuid.UUID,
             SecondFactor.id == factor.id, SecondFactor.confirmed_at.is_(None),
             SecondFactor.removed_at.is_(None)).values(confirmed_at=now)).rowcount != 1:
         raise Conflict("This second factor is already confirmed.")
-    replaced = [other for other in _factors(session, user.id, kind=factor.kind)
+    replaced = [other for other in factors_of(session, user.id, kind=factor.kind)
                 if other.id != factor.id]
     for other in replaced:
-        _remove(other, now, user.id)
-    codes = _issue_recovery_codes(session, rt, user, now)
+        remove_factor(other, now, user.id)
+    codes = issue_recovery_codes(session, rt, user, now)
     action = "mfa.re_enrol" if any(other.confirmed_at for other in replaced) else "mfa.confirm"
     audit.record(session, now, caller, action, "second_factor", factor.id, detail={
         "kind": factor.kind.value, "replaced": [str(other.id) for other in replaced
@@ -242,13 +245,13 @@ def remove(session: Session, rt: Runtime, caller: Caller, factor_id: uuid.UUID,
 
     A pending factor may also be removed with a code from itself.
     """
-    factor = _own_factor(session, caller, factor_id)
+    factor = own_factor(session, caller, factor_id)
     user = session.get(User, caller.user_id)
-    confirmed = _factors(session, user.id, confirmed=True)
+    confirmed = factors_of(session, user.id, confirmed=True)
     _prove(session, rt, caller, user, code,
            confirmed if factor.confirmed_at else [factor, *confirmed], purpose="remove")
     now = rt.clock.now()
-    _remove(factor, now, caller.user_id)
+    remove_factor(factor, now, caller.user_id)
     if factor.confirmed_at and not any(other.id != factor.id for other in confirmed):
         # Recovery codes stand in for a factor: without one they recover nothing.
         session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
@@ -263,9 +266,9 @@ def reset(session: Session, rt: Runtime, caller: Caller, user_id: uuid.UUID) -> 
         raise Conflict("Admins cannot reset their own second factor: another admin can, or "
                        "remove it with a code.")
     now = rt.clock.now()
-    factors = _factors(session, user.id)
+    factors = factors_of(session, user.id)
     for factor in factors:
-        _remove(factor, now, caller.user_id)
+        remove_factor(factor, now, caller.user_id)
     codes = session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id)).rowcount
     # A lost device: the user enrols again at the next sign-in, and no session of theirs
     # outlives the factor it was proved with.
@@ -283,12 +286,12 @@ def regenerate_recovery_codes(session: Session, rt: Runtime, caller: Caller,
                               code: str) -> list[str]:
     """Replace the caller's recovery codes, proved by a current code or a recovery code."""
     user = session.get(User, caller.user_id)
-    confirmed = _factors(session, user.id, confirmed=True)
+    confirmed = factors_of(session, user.id, confirmed=True)
     if not confirmed:
         raise Conflict("Recovery codes come with a confirmed second factor: enrol one first.")
     _prove(session, rt, caller, user, code, confirmed, purpose="recovery_codes")
     now = rt.clock.now()
-    codes = _issue_recovery_codes(session, rt, user, now)
+    codes = issue_recovery_codes(session, rt, user, now)
     audit.record(session, now, caller, "mfa.recovery_codes", "user", user.id,
                  detail={"issued": len(codes)})
     return codes
@@ -297,7 +300,7 @@ def regenerate_recovery_codes(session: Session, rt: Runtime, caller: Caller,
 def verify(session: Session, rt: Runtime, caller: Caller, user: User, code: str, *,
            purpose: str) -> Proof:
     """Check a code of one of the user's confirmed factors, or a recovery code, or refuse it."""
-    return _prove(session, rt, caller, user, code, _factors(session, user.id, confirmed=True),
+    return _prove(session, rt, caller, user, code, factors_of(session, user.id, confirmed=True),
                   purpose=purpose)
 
 
@@ -367,8 +370,9 @@ def _new_recovery_code() -> str:
     return "-".join(groups)
 
 
-def _issue_recovery_codes(session: Session, rt: Runtime, user: User,
-                          now: datetime) -> list[str]:
+def issue_recovery_codes(session: Session, rt: Runtime, user: User,
+                         now: datetime) -> list[str]:
+    """Replace the user's recovery codes with fresh ones; return them, shown this once."""
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     codes = [_new_recovery_code() for _ in range(RECOVERY_CODES)]
     session.add_all(RecoveryCode(user_id=user.id, organisation_id=user.organisation_id,

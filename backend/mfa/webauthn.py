@@ -129,7 +129,7 @@ def relying_party(rt: Runtime, origin: str) -> RelyingParty:
 
 
 def _keys(session: Session, user_id: uuid.UUID) -> list[SecondFactor]:
-    return service._factors(session, user_id, confirmed=True, kind=FactorKind.WEBAUTHN)
+    return service.factors_of(session, user_id, confirmed=True, kind=FactorKind.WEBAUTHN)
 
 
 def _descriptors(keys: list[SecondFactor]) -> list[PublicKeyCredentialDescriptor]:
@@ -271,14 +271,14 @@ def begin_registration(session: Session, rt: Runtime, caller: Caller, *, label: 
     """
     rp = relying_party(rt, origin)
     user = session.get(User, caller.user_id)
-    if service._factors(session, user.id, confirmed=True):
+    if service.factors_of(session, user.id, confirmed=True):
         if code is None:
             raise InvalidField("code", "a current code or a recovery code is needed to add a "
                                        "security key")
         service.verify(session, rt, caller, user, code, purpose="enrol")
     now = rt.clock.now()
-    for pending in service._factors(session, user.id, confirmed=False):
-        service._remove(pending, now, user.id)
+    for pending in service.factors_of(session, user.id, confirmed=False):
+        service.remove_factor(pending, now, user.id)
     factor = SecondFactor(user_id=user.id, organisation_id=user.organisation_id,
                           kind=FactorKind.WEBAUTHN, label=label or DEFAULT_LABEL,
                           created_at=now)
@@ -313,7 +313,7 @@ def finish_registration(session: Session, rt: Runtime, caller: Caller, factor_id
     one, none (an empty list): the codes the user holds stay valid.
     """
     rp = relying_party(rt, origin)
-    factor = service._own_factor(session, caller, factor_id)
+    factor = service.own_factor(session, caller, factor_id)
     now = rt.clock.now()
     _check_pending(factor, now)
     registration = _registration(credential)
@@ -324,13 +324,13 @@ def finish_registration(session: Session, rt: Runtime, caller: Caller, factor_id
                                          "begin again")
     _verify_registration(session, factor, registration, challenge, rp)
     user = session.get(User, caller.user_id)
-    first = not service._factors(session, user.id, confirmed=True)
+    first = not service.factors_of(session, user.id, confirmed=True)
     # Conditional: of two confirmations racing, one confirms.
     if session.execute(update(SecondFactor).where(
             SecondFactor.id == factor.id, SecondFactor.confirmed_at.is_(None),
             SecondFactor.removed_at.is_(None)).values(confirmed_at=now)).rowcount != 1:
         raise Conflict("This second factor is already confirmed.")
-    codes = service._issue_recovery_codes(session, rt, user, now) if first else []
+    codes = service.issue_recovery_codes(session, rt, user, now) if first else []
     audit.record(session, now, caller, "mfa.confirm", "second_factor", factor.id,
                  detail={"kind": factor.kind.value, "recovery_codes": len(codes)})
     return service.Confirmed(factor, codes)
