@@ -31,7 +31,7 @@ from backend.console.pages import (
 from backend.console.signin import JsonObject
 from backend.mfa import service as mfa
 from backend.mfa import webauthn
-from backend.mfa.schemas import CodeSchema, TotpCodeSchema, TotpEnrolSchema
+from backend.mfa.schemas import CodeSchema, KeyEnrolSchema, TotpCodeSchema, TotpEnrolSchema
 from backend.runtime import runtime
 
 # How a page names each way of proving a factor (`mfa.methods`, a factor's kind).
@@ -134,7 +134,7 @@ def begin_key():
     values: dict = {}
     try:
         values = form_values()
-        body = load(TotpEnrolSchema(), values)
+        body = load(KeyEnrolSchema(), values)
         factor, options = attempt(lambda: webauthn.begin_registration(
             db.session(), runtime(), caller(), origin=request_origin(), **body))
     except FormRefused as refused:

@@ -38,6 +38,7 @@ AXE_SCRIPT = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
 # Long enough for a loaded CI machine, short enough that a hung page fails fast.
 TIMEOUT_MS = 10_000
 BLOCKING = ("serious", "critical")
+SECOND_STEP = "/console/login/factor"
 
 
 def unavailable(reason: str) -> None:
@@ -202,12 +203,25 @@ def page(open_page):
 
 def sign_in(page, seeded: Seeded, role: Role, password: str = PASSWORD, *,
             org: str | None = None, username: str | None = None) -> None:
-    """Sign in through the console's form, by its labels, as the seeded user with `role`."""
+    """Sign in through the console's form, by its labels, as the seeded user with `role`.
+
+    The seeded desk users then type their authenticator's code at the second step; another
+    user (`username`) is left wherever the password led.
+    """
     page.goto("/console/login")
     page.get_by_label("Organisation").fill(org or seeded.org)
     page.get_by_label("Username").fill(username or seeded.usernames[role])
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+    if username is None and urlsplit(page.url).path == SECOND_STEP:
+        second_step(page, seeded, role)
+
+
+def second_step(page, seeded: Seeded, role: Role) -> None:
+    """Type the seeded user's current code at the sign-in's second step."""
+    page.get_by_label("Code").fill(seeded.authenticators[role].next_code())
+    page.get_by_role("button", name="Verify").click()
     page.wait_for_load_state()
 
 

@@ -4,7 +4,9 @@ The app is the tests' app (`make_app`: a FixedClock the test moves, `VIGIL_ENV=t
 argon2) served by werkzeug on 127.0.0.1 at a free port, in a thread. The seed goes through the
 services and the API, as a user would: the demo organisation (`vigil demo`, its logins pinned to
 the tests' password), the nurse's phone, stock in the vault and her bag, a count that found
-less than the ledger (a flag), and another organisation whose ids must answer 404.
+less than the ledger (a flag), another organisation whose ids must answer 404, and last an
+authenticator app for each desk user, enrolled through the API, so that they sign in with a
+second factor as desk users do.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -30,6 +33,24 @@ from tests.backend.conftest import START, make_app
 from tests.factories import PASSWORD, SUPPLIER, Pharmacy, World
 
 DESK_ROLES = (Role.ADMIN, Role.PHARMACIST, Role.COMPLIANCE, Role.PRESCRIBER)
+TOTP_STEP_SECONDS = 30
+
+
+@dataclass
+class Authenticator:
+    """A seeded user's authenticator app, reading the live server's clock."""
+
+    totp: pyotp.TOTP
+    clock: FixedClock
+
+    def next_code(self) -> str:
+        """Return the code of the next 30-second step, moving the clock to it.
+
+        The server accepts each step once, and tests sign in many times on a fixed clock: each
+        sign-in waits for the next code, as a user would.
+        """
+        self.clock.advance(seconds=TOTP_STEP_SECONDS)
+        return self.totp.at(self.clock.now())
 
 
 @dataclass
@@ -45,24 +66,46 @@ class Seeded:
     flag_id: str
     other_org: str = ""
     other: dict[str, str] = field(default_factory=dict)
+    # The desk users' authenticator apps, by role.
+    authenticators: dict[Role, Authenticator] = field(default_factory=dict)
 
 
 class Api:
     """Calls to the live app's JSON API as one of the demo organisation's users."""
 
-    def __init__(self, app: Flask, org: str, usernames: dict[Role, str]) -> None:
+    def __init__(self, app: Flask, org: str, usernames: dict[Role, str],
+                 authenticators: dict[Role, Authenticator] | None = None) -> None:
         self.client: FlaskClient = app.test_client()
         self.clock: FixedClock = app.extensions["vigil.runtime"].clock
         self.org, self.usernames = org, usernames
+        self.authenticators = authenticators if authenticators is not None else {}
 
     def headers(self, role: Role, device_id: str | None = None) -> dict[str, str]:
-        """Return the Authorization header of a fresh login as `role`."""
+        """Return the Authorization header of a fresh login as `role` (with its code if asked)."""
         body = {"org": self.org, "username": self.usernames[role], "password": PASSWORD}
         if device_id:
             body["device_id"] = device_id
         answer = self.client.post("/api/v1/auth/login", json=body)
         assert answer.status_code == 200, answer.json
+        if answer.json.get("mfa_required"):
+            answer = self.client.post("/api/v1/auth/login/factor", json={
+                "challenge_token": answer.json["challenge_token"],
+                "code": self.authenticators[role].next_code()})
+            assert answer.status_code == 200, answer.json
         return {"Authorization": f"Bearer {answer.json['access_token']}"}
+
+    def enrol(self, role: Role) -> Authenticator:
+        """Add and confirm an authenticator app for the user with `role`, as they would."""
+        headers = self.headers(role)
+        begun = self.client.post("/api/v1/me/factors/totp", headers=headers,
+                                 json={"label": "Phone"})
+        assert begun.status_code == 201, begun.json
+        app = Authenticator(pyotp.parse_uri(begun.json["otpauth_uri"]), self.clock)
+        confirmed = self.client.post(f"/api/v1/me/factors/{begun.json['factor']['id']}/confirm",
+                                     headers=headers, json={"code": app.totp.at(self.clock.now())})
+        assert confirmed.status_code == 200, confirmed.json
+        self.authenticators[role] = app
+        return app
 
     def call(self, method: str, path: str, role: Role, body: Any = None, *,
              status: int = 200, **query: Any) -> Any:
@@ -123,6 +166,7 @@ def seed(app: Flask) -> Seeded:
     _stock(api, seeded)
     seeded.flag_id = api.discrepancy(seeded.product_id)
     _other_organisation(app, seeded)
+    seeded.authenticators = {role: api.enrol(role) for role in DESK_ROLES}
     # Past everything the seed recorded, so a form's time (to the minute) comes after it.
     api.clock.advance(minutes=5)
     return seeded
@@ -208,4 +252,4 @@ class LiveServer:
 
     def api(self, seeded: Seeded) -> Api:
         """Return API calls as the seeded organisation's users."""
-        return Api(self.app, seeded.org, seeded.usernames)
+        return Api(self.app, seeded.org, seeded.usernames, seeded.authenticators)

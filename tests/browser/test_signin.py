@@ -1,12 +1,13 @@
-"""Signing in to the console in a real browser: the labelled form, its refusals, idle sign-out,
-forms that carry no CSRF token, and a page that needs nothing from outside the server."""
+"""Signing in to the console in a real browser: the labelled form (and its second step), its
+refusals, idle sign-out, forms that carry no CSRF token, and a page that needs nothing from
+outside the server."""
 
 from __future__ import annotations
 
 import re
 
 from backend.accounts.models import Role
-from tests.browser.conftest import axe, expect, sign_in
+from tests.browser.conftest import axe, expect, second_step, sign_in
 
 IDLE = "You were signed out after 15 minutes without activity."
 WRONG = "Wrong organisation, username or password."
@@ -64,6 +65,7 @@ def test_after_15_idle_minutes_the_next_page_is_the_sign_in_page_saying_why(page
     page.get_by_label("Username").fill(seeded.usernames[Role.COMPLIANCE])
     page.get_by_label("Password").fill("correct horse battery staple")
     page.get_by_role("button", name="Sign in").click()
+    second_step(page, seeded, Role.COMPLIANCE)
     expect(page).to_have_url(here)
 
 
