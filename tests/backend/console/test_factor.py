@@ -47,9 +47,9 @@ class Office:
         """Return a signed-out browser."""
         return Desk(self.world.app.test_client(), self.world)
 
-    def password(self, role: Role, user: User | None = None) -> tuple[Desk, object]:
+    def password(self, role: Role) -> tuple[Desk, object]:
         """Post the sign-in form's first step as `role`; return the browser and its answer."""
-        desk, user = self.browser(), user or self.users[role]
+        desk, user = self.browser(), self.users[role]
         desk.get("/console/login")
         return desk, desk.post("/console/login", {"org": self.org.slug,
                                                   "username": user.username,
