@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, new_id
@@ -40,9 +40,10 @@ class Organisation(Base):
     # The second-factor policy (backend.mfa.policy): desk roles always need a factor; nurses
     # too when `mfa_nurses`. A user has `mfa_grace_days` from sign-up, or from the policy's
     # last change, to enrol; a sensitive action needs a factor proved within `step_up_seconds`.
-    mfa_nurses: Mapped[bool] = mapped_column(default=False)
-    mfa_grace_days: Mapped[int] = mapped_column(default=7)
-    step_up_seconds: Mapped[int] = mapped_column(default=900)
+    # Defaults kept by the database, as migration 0015 wrote them.
+    mfa_nurses: Mapped[bool] = mapped_column(server_default=false())
+    mfa_grace_days: Mapped[int] = mapped_column(server_default="7")
+    step_up_seconds: Mapped[int] = mapped_column(server_default="900")
     mfa_policy_at: Mapped[datetime | None]
 
 

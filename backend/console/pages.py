@@ -169,6 +169,10 @@ class FormRefused(Exception):
             return cls(error.status, f"This needs your second factor, confirmed within the "
                                      f"last {minutes} minute{'s' if minutes != 1 else ''}.",
                        {}, url_for("console.step_up", next=_form_page()))
+        if isinstance(error, MfaRequired):
+            return cls(error.status, "This needs a second factor, and you have none yet: add "
+                                     "one under My account, then try again.",
+                       {}, url_for("console.factors"))
         return cls(error.status, error.message, _field_messages(error.details))
 
 

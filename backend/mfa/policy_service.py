@@ -1,9 +1,10 @@
 """Read and change an organisation's second-factor policy, and who is yet to enrol under it.
 
 The policy is three settings on the organisation (`backend.mfa.policy` applies them): whether
-nurses need a factor, the grace for a first enrolment, and the step-up window. A change
-restarts every user's grace from now, so nobody newly covered is locked out at once; it needs
-a fresh second factor, and is audited with the settings before and after.
+nurses need a factor, the grace for a first enrolment, and the step-up window. A change of
+who is covered or of the grace restarts every user's grace from now, so nobody newly covered
+is locked out at once; any change needs a fresh second factor, and is audited with the
+settings before and after.
 """
 
 from __future__ import annotations
@@ -80,7 +81,11 @@ def change(session: Session, rt: Runtime, caller: Caller, settings: Settings) ->
         organisation.mfa_nurses = settings.second_factor_for_nurses
         organisation.mfa_grace_days = settings.enrolment_grace_days
         organisation.step_up_seconds = settings.step_up_minutes * 60
-        organisation.mfa_policy_at = now
+        # Only a change of who is covered, or of the grace, starts the grace again: a shorter
+        # step-up window must not hand overdue users a fresh week.
+        if (settings.second_factor_for_nurses, settings.enrolment_grace_days) != (
+                before.second_factor_for_nurses, before.enrolment_grace_days):
+            organisation.mfa_policy_at = now
         session.flush()
         audit.record(session, now, caller, "organisation.security_policy", "organisation",
                      organisation.id, detail={"from": asdict(before), "to": asdict(settings)})
