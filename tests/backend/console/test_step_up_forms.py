@@ -170,3 +170,19 @@ def test_a_fresh_sign_in_sends_the_form(world):
     assert {entry.kind for entry in world.session.scalars(select(CustodyEntry))} == {
         "receive", "destroy"}
 
+
+
+def test_a_user_with_no_factor_is_sent_to_add_one(world: World):
+    pharmacy = Pharmacy(world)
+    # Within the grace a newcomer signs in with a password, but cannot act without a factor.
+    newcomer = world.user(pharmacy.org, Role.COMPLIANCE, factor=False)
+    desk = signed_in(world, pharmacy.org, newcomer)
+    before = state(world)
+    page = f"/console/rules/{INFUSION_SHORT.id}"
+    desk.get(page)
+    refused = desk.post(page, {"mode": "disabled"})
+    assert refused.status_code == 403
+    text = html.unescape(refused.get_data(as_text=True))
+    assert "you have none yet: add one under My account" in text
+    assert 'href="/console/account/factors"' in text
+    assert state(world) == before
