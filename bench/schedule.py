@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from backend.accounts import service as accounts
 from backend.accounts.models import Role, User
-from backend.auth.caller import Caller
+from backend.auth.caller import Caller, FactorUse
 from backend.patients import service as patients
 from backend.patients.models import Patient, PatientNurse
 from backend.plans import service as plans
@@ -96,7 +96,9 @@ class Assignment:
 
 def as_caller(user: User) -> Caller:
     """Return `user` as a caller outside any request: no session, device or address."""
-    return Caller(user.id, user.organisation_id, user.role, None, None, None)
+    # The seed writes plans and moves stock as its people; no one proved a second factor.
+    return Caller(user.id, user.organisation_id, user.role, None, None, None,
+                  FactorUse.standing("bench"))
 
 
 def add_staff(session: Session, rt: Runtime) -> Staff:

@@ -20,7 +20,7 @@ from flask import Flask
 
 from backend.accounts import service as accounts
 from backend.accounts.models import Role
-from backend.auth.caller import Caller
+from backend.auth.caller import Caller, FactorUse
 from backend.custody import service as custody
 from backend.custody.models import Kind
 from backend.devices import service as devices
@@ -53,7 +53,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def _as(user) -> Caller:
-    return Caller(user.id, user.organisation_id, user.role, None, None, None)
+    return Caller(user.id, user.organisation_id, user.role, None, None, None,
+                  FactorUse.standing("bench"))
 
 
 def seed(app: Flask, n: int, key: Ed25519PrivateKey) -> tuple[dict, list[str], str, str]:

@@ -85,7 +85,7 @@ import scan
 from backend.accounts.models import Role, User
 from backend.administration.instruments import CADSS
 from backend.administration.models import Observation
-from backend.auth.caller import Caller
+from backend.auth.caller import Caller, FactorUse
 from backend.custody.models import CustodyEntry
 from backend.devices.signatures import canonical_bytes
 from backend.sync.models import SyncCounter, SyncRow
@@ -317,7 +317,7 @@ class Pusher:
 def caller(clinic: scan.Clinic, user_id: str, role: Role, device_id: str | None = None) -> Caller:
     """Return a caller of the organisation outside any request, on a phone if `device_id`."""
     return Caller(uuid.UUID(user_id), uuid.UUID(clinic.organisation_id), role, None,
-                  uuid.UUID(device_id) if device_id else None, None)
+                  uuid.UUID(device_id) if device_id else None, None, FactorUse.standing("bench"))
 
 
 def check_in(app: Flask, clinic: scan.Clinic, nurses: range) -> list[Pusher]:
