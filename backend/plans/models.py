@@ -66,7 +66,7 @@ class PlanVersion(Base):
 
     plan: Mapped[TreatmentPlan] = relationship(back_populates="versions")
     phases: Mapped[list[PlanPhase]] = relationship(order_by="PlanPhase.ordinal")
-    prescriber: Mapped[User] = relationship(lazy="joined", viewonly=True)
+    prescriber: Mapped[User] = relationship(viewonly=True)
 
     @property
     def signature(self) -> PlanVersion | None:

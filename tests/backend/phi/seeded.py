@@ -302,13 +302,22 @@ class Seeder:
 
     def second_factor(self) -> None:
         """Begin the pharmacist's TOTP enrolment: its secret is sealed too, though not PHI."""
-        _ok(self.client.post("/api/v1/me/factors/totp", headers=self.as_(Role.PHARMACIST),
-                             json={}))
+        pharmacist = self.pharmacy.users[Role.PHARMACIST]
+        # Signed in first: replacing the World's factor takes a current code of it.
+        headers = self.as_(Role.PHARMACIST)
+        _ok(self.client.post("/api/v1/me/factors/totp", headers=headers,
+                             json={"code": self.world.code(pharmacist)}))
 
     def reads(self, app: Flask) -> dict[str, object]:
         """Return what `app`'s API answers for everything the seeded records feed."""
         client = app.test_client()
-        headers, reviewer = self.as_(Role.ADMIN), self.as_(Role.COMPLIANCE)
+        # Signed in through `app` itself: its keys, not the seeding app's, open the factors'
+        # sealed secrets.
+        reader = World(app)
+        reader.authenticators = self.world.authenticators
+        users, org = self.pharmacy.users, self.pharmacy.org
+        headers = reader.headers(org, users[Role.ADMIN])
+        reviewer = reader.headers(org, users[Role.COMPLIANCE])
         pages = {f"session {name}": f"/api/v1/visits/{visit}/session"
                  for name, visit in self.visits.items()}
         pages.update({"evv": f"/api/v1/visits/{self.visits['v1']}/evv",
