@@ -39,6 +39,8 @@ ACCESS_ALGORITHM = "HS256"
 # A challenge token is an access token for nothing but its second call: another audience.
 CHALLENGE_AUDIENCE = "vigil:second-factor"
 CHALLENGE_SECONDS = 300
+# What a sign-in needs besides the password (`factor_due`): a factor proved, or one enrolled.
+ENROL, PROVE = "enrol", "prove"
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,6 @@ def login(session: Session, rt: Runtime, *, org_slug: str, username: str, passwo
         pair = _issue(session, rt, rt.clock.now(), user, family)
         return SignedIn(pair.access_token, pair.refresh_token, pair.expires_in, factor_due_at=due)
     return challenge(session, rt, user, device_id, address, enrolment_required=due == ENROL)
-
-
-ENROL, PROVE = "enrol", "prove"
 
 
 def factor_due(session: Session, rt: Runtime, user: User) -> datetime | str | None:
