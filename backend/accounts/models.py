@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint, false
@@ -45,6 +45,14 @@ class Organisation(Base):
     mfa_grace_days: Mapped[int] = mapped_column(server_default="7")
     step_up_seconds: Mapped[int] = mapped_column(server_default="900")
     mfa_policy_at: Mapped[datetime | None]
+    # The registrant as its DEA registration names it (21 CFR 1304.04: every record names the
+    # registrant): the address and registration expiry printed on each DEA record and form.
+    address_line: Mapped[str | None] = mapped_column(String(200))
+    city: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str | None] = mapped_column(String(2))
+    postal_code: Mapped[str | None] = mapped_column(String(10))
+    phone: Mapped[str | None] = mapped_column(String(30))
+    dea_expires_on: Mapped[date | None]
 
 
 class User(Base):
@@ -67,3 +75,6 @@ class User(Base):
     deactivated_at: Mapped[datetime | None]
     # Set when an admin resets the user's factors: a factor is due from then, with no grace.
     factor_due_at: Mapped[datetime | None]
+    # How the REMS monitoring form and DEA records reach the clinician or witness named.
+    phone: Mapped[str | None] = mapped_column(String(30))
+    email: Mapped[str | None] = mapped_column(String(254))

@@ -127,6 +127,9 @@ class Discharge(SignedRecord, Vitals, Base):
     state: Mapped[str] = mapped_column(String(40))
     adverse_event_category: Mapped[str] = mapped_column(String(40))
     adverse_events_enc: Mapped[str | None] = mapped_column(Text)
+    # The REMS form's own lines; null from phones that predate them.
+    ready_to_leave_at: Mapped[datetime | None]
+    respiratory_depression: Mapped[bool | None]
 
     adverse_events = Sealed()
 

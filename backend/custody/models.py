@@ -142,8 +142,38 @@ class LossReport(Base):
     notice_filed_at: Mapped[datetime | None]
     form_106_filed_at: Mapped[datetime | None]
     circumstances_enc: Mapped[str] = mapped_column(Text)
+    # What DEA Form 106 asks beyond the ledger entry: the type of theft or loss and, where it
+    # was reported, the police report. Kept here, not in the signed entry, since they follow.
+    loss_type: Mapped[str | None] = mapped_column(String(40))
+    police_report_number: Mapped[str | None] = mapped_column(String(60))
+    police_agency: Mapped[str | None] = mapped_column(String(200))
+    police_reported_at: Mapped[datetime | None]
 
     circumstances = Sealed()
 
 
 LOSS_REPORT_PHI = EncryptedColumns(LossReport, ("circumstances",))
+
+
+class InventoryRecord(Base):
+    """An inventory taken and signed (21 CFR 1304.11): the stock as the ledger stood, kept."""
+
+    __tablename__ = "inventory_record"
+    __table_args__ = (Index("ix_inventory_record_organisation_as_of", "organisation_id",
+                            "as_of"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    # initial, biennial, or another (a change of schedule, a new pharmacist in charge).
+    kind: Mapped[str] = mapped_column(String(20))
+    as_of: Mapped[datetime]
+    # Open or close of business, as 1304.11(a) requires an inventory to say.
+    at: Mapped[str] = mapped_column(String(10))
+    taken_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
+    signed_at: Mapped[datetime]
+    signature_method: Mapped[str | None] = mapped_column(String(20))
+    signature_factor_id: Mapped[uuid.UUID | None]
+    # Each line as taken (holder, product, lot, quantities) and the SHA-256 of its canonical
+    # JSON, so a later reading shows what was signed, not what the ledger says today.
+    lines: Mapped[list] = mapped_column(JSON)
+    content_hash: Mapped[str] = mapped_column(String(64))

@@ -29,6 +29,8 @@ class Patient(Base):
     phone_enc: Mapped[str | None] = mapped_column(Text)
     emergency_contact_enc: Mapped[str | None] = mapped_column(Text)
     notes_enc: Mapped[str | None] = mapped_column(Text)
+    # Administrative sex as FHIR names it (female, male, other, unknown): the REMS form asks it.
+    sex_enc: Mapped[str | None] = mapped_column(Text)
     # Kept in clear for visit verification: check-in coordinates reveal it anyway.
     home_latitude: Mapped[Decimal | None] = mapped_column(Numeric(9, 6))
     home_longitude: Mapped[Decimal | None] = mapped_column(Numeric(9, 6))
@@ -38,7 +40,7 @@ class Patient(Base):
 
 
 PATIENT_PHI = EncryptedColumns(Patient, ("mrn", "name", "date_of_birth", "address", "phone",
-                                         "emergency_contact", "notes"))
+                                         "emergency_contact", "notes", "sex"))
 
 
 class PatientNurse(Base):

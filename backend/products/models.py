@@ -30,6 +30,10 @@ class DrugProduct(Base):
     allowed_routes: Mapped[list[str]] = mapped_column(JSON)
     home_administration_allowed: Mapped[bool]
     created_at: Mapped[datetime]
+    # The FDA National Drug Code as 11 digits (5-4-2, no hyphens); null for products added
+    # before NDCs were kept, which DEA records then show blank.
+    ndc: Mapped[str | None] = mapped_column(String(11))
+    package_description: Mapped[str | None] = mapped_column(String(200))
 
     @property
     def container_ug(self) -> int:
