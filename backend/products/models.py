@@ -34,6 +34,8 @@ class DrugProduct(Base):
     # before NDCs were kept, which DEA records then show blank.
     ndc: Mapped[str | None] = mapped_column(String(11))
     package_description: Mapped[str | None] = mapped_column(String(200))
+    # The RxNorm concept (RxCUI) a FHIR export codes the product with.
+    rxnorm_code: Mapped[str | None] = mapped_column(String(12))
 
     @property
     def container_ug(self) -> int:

@@ -6,7 +6,7 @@ Create Date: 2026-12-07
 
 Issue 15. The registrant carries its address, phone and registration expiry, which every DEA
 record prints; users carry a phone and email (the REMS form names how to reach the clinician);
-a product carries its NDC (11 digits) and package description; a patient carries administrative
+a product carries its NDC (11 digits), package description and RxNorm code; a patient carries administrative
 sex as ciphertext; a discharge keeps when the patient was ready to leave and whether breathing
 was depressed; a loss report keeps what Form 106 asks beyond the entry (type of loss, police
 report). An inventory taken under 21 CFR 1304.11 is kept as signed, line by line, with its hash.
@@ -25,7 +25,8 @@ ORGANISATION = (("address_line", sa.String(length=200)), ("city", sa.String(leng
                 ("state", sa.String(length=2)), ("postal_code", sa.String(length=10)),
                 ("phone", sa.String(length=30)), ("dea_expires_on", sa.Date()))
 USER = (("phone", sa.String(length=30)), ("email", sa.String(length=254)))
-PRODUCT = (("ndc", sa.String(length=11)), ("package_description", sa.String(length=200)))
+PRODUCT = (("ndc", sa.String(length=11)), ("package_description", sa.String(length=200)),
+           ("rxnorm_code", sa.String(length=12)))
 DISCHARGE = (("ready_to_leave_at", sa.DateTime(timezone=True)),
              ("respiratory_depression", sa.Boolean()))
 LOSS = (("loss_type", sa.String(length=40)), ("police_report_number", sa.String(length=60)),
