@@ -8,6 +8,10 @@ from backend import bounded
 from backend.custody.ledger import MAX_MOVEMENT_UG
 from backend.custody.reports import DispensingLog, Inventory, csv_text
 
+NDC = "The product's National Drug Code, 11 digits as 5-4-2; blank if none is recorded."
+STRENGTH = "Per mL or per device, in mg and µg: `50 mg/mL (50000 µg/mL)`."
+PACKAGE = "The container's size with its unit (`10 mL per vial`), after its description."
+
 
 class CountLineSchema(Schema):
     """What was found of one lot."""
@@ -157,8 +161,11 @@ class DispensingEventSchema(Schema):
     product = fields.String()
     dea_schedule = fields.String()
     dosage_form = fields.String()
-    strength = fields.String(metadata={"description": "µg per mL or per device."})
-    units_per_container = fields.Decimal(as_string=True)
+    ndc = fields.String(metadata={"description": NDC})
+    strength = fields.String(metadata={"description": STRENGTH})
+    package = fields.String(metadata={"description": PACKAGE})
+    units_per_container = fields.Decimal(as_string=True, metadata={
+        "description": "mL or devices per container; `package` says it with its unit."})
     quantity_ug = fields.Integer()
     quantity_mg = fields.Decimal(as_string=True)
     lot = fields.String()
@@ -228,8 +235,11 @@ class InventoryLineSchema(Schema):
     product = fields.String()
     dea_schedule = fields.String()
     dosage_form = fields.String()
-    strength = fields.String()
-    units_per_container = fields.Decimal(as_string=True)
+    ndc = fields.String(metadata={"description": NDC})
+    strength = fields.String(metadata={"description": STRENGTH})
+    package = fields.String(metadata={"description": PACKAGE})
+    units_per_container = fields.Decimal(as_string=True, metadata={
+        "description": "mL or devices per container; `package` says it with its unit."})
     lot = fields.String()
     expiry = fields.Date()
     quantity_ug = fields.Integer()

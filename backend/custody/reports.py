@@ -25,6 +25,7 @@ from backend.custody.models import CustodyEntry, Kind
 from backend.errors import InvalidField
 from backend.patients import service as patients
 from backend.plans.models import PlanVersion
+from backend.products import ndc, quantities
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
 from backend.visits.models import Visit
@@ -77,11 +78,12 @@ def _held_by(column: Any, holder: str | None) -> Any:
     return or_(column == VAULT, column.startswith(BAG))
 
 
-def _product_columns(product: DrugProduct) -> dict[str, Any]:
+def product_columns(product: DrugProduct) -> dict[str, str]:
+    """Return how every DEA record names a product: substance, NDC, schedule, form, sizes."""
     return {"substance": product.active_ingredient, "product": product.name,
-            "dea_schedule": product.dea_schedule, "dosage_form": product.form,
-            "strength": f"{product.ug_per_unit} µg/{product.unit}",
-            "units_per_container": product.units_per_container}
+            "ndc": ndc.formatted(product.ndc), "dea_schedule": product.dea_schedule,
+            "dosage_form": product.form, "strength": quantities.strength(product),
+            "package": quantities.package(product)}
 
 
 def milligrams(quantity_ug: int) -> Decimal:
@@ -117,9 +119,11 @@ class DispensingEvent:
     kind: str
     substance: str
     product: str
+    ndc: str
     dea_schedule: str
     dosage_form: str
     strength: str
+    package: str
     units_per_container: Decimal
     quantity_ug: int
     quantity_mg: Decimal
@@ -237,7 +241,8 @@ def _event(entry: CustodyEntry, product: DrugProduct, people: Mapping[uuid.UUID,
     return DispensingEvent(
         entry_id=entry.id, seq=entry.seq, date=entry.occurred_at.astimezone(zone).date(),
         occurred_at=entry.occurred_at, kind=KIND_LABELS[Kind(entry.kind)],
-        **_product_columns(product), quantity_ug=entry.quantity_ug,
+        **product_columns(product), units_per_container=product.units_per_container,
+        quantity_ug=entry.quantity_ug,
         quantity_mg=milligrams(entry.quantity_ug), lot=entry.lot, expiry=entry.expiry,
         from_holder=entry.from_holder, recipient=entry.to_holder,
         recipient_name=recipient.name, recipient_address=recipient.address,
@@ -286,9 +291,11 @@ class InventoryLine:
     holder_name: str
     substance: str
     product: str
+    ndc: str
     dea_schedule: str
     dosage_form: str
     strength: str
+    package: str
     units_per_container: Decimal
     lot: str
     expiry: date
@@ -315,7 +322,8 @@ class Inventory:
 def _inventory_line(holding: Holding, product: DrugProduct, holder_name: str) -> InventoryLine:
     units = (Decimal(holding.quantity_ug) / product.ug_per_unit).quantize(THOUSANDTHS)
     return InventoryLine(
-        holder=holding.holder, holder_name=holder_name, **_product_columns(product),
+        holder=holding.holder, holder_name=holder_name, **product_columns(product),
+        units_per_container=product.units_per_container,
         lot=holding.lot, expiry=holding.expiry, quantity_ug=holding.quantity_ug,
         quantity_mg=milligrams(holding.quantity_ug), quantity_units=units, unit=product.unit,
         containers=(units / product.units_per_container).quantize(THOUSANDTHS))

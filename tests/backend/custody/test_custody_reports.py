@@ -123,7 +123,8 @@ def test_the_dispensing_log_names_recipients_suppliers_and_witnesses(pharmacy: P
     assert (given["date"], given["quantity_ug"], given["quantity_mg"]) == ("2026-11-03",
                                                                           35_000, "35.000")
     assert (given["substance"], given["dosage_form"], given["strength"],
-            given["units_per_container"]) == ("ketamine", "vial", "50000 µg/mL", "10.000")
+            given["units_per_container"]) == ("ketamine", "vial", "50 mg/mL (50000 µg/mL)",
+                                              "10.000")
     assert (given["by_username"], given["by_name"]) == (pharmacy.nurse.username,
                                                         pharmacy.nurse.display_name)
     # The order the dose followed, and the prescriber's signature of it.
