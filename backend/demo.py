@@ -33,15 +33,19 @@ DEMO_PATIENTS = (
     ("DEMO-0002", "Sam Placeholder", date(1991, 9, 3), "200 Central Park W, New York, NY",
      "+1 212 555 0102", Decimal("40.781300"), Decimal("-73.974000")),
 )
+DEMO_ADDRESS = ("100 Example Avenue, Suite 2", "Springfield", "NY", "12345")
+# The NDCs are fictional (labeler 12345); 6130 is RxNorm's concept for ketamine itself.
 DEMO_PRODUCTS = (
     {"name": "Ketamine HCl 50 mg/mL, 10 mL vial", "active_ingredient": "ketamine",
      "dea_schedule": "III", "form": "vial", "ug_per_unit": 50_000,
      "units_per_container": Decimal(10), "allowed_routes": ["IV", "IM"],
-     "home_administration_allowed": True},
+     "home_administration_allowed": True, "ndc": "12345-0001-10",
+     "package_description": "10 mL multi-dose vial", "rxnorm_code": "6130"},
     {"name": "Ketamine HCl 10 mg/mL, 20 mL vial", "active_ingredient": "ketamine",
      "dea_schedule": "III", "form": "vial", "ug_per_unit": 10_000,
      "units_per_container": Decimal(20), "allowed_routes": ["IV", "IM", "SC"],
-     "home_administration_allowed": True},
+     "home_administration_allowed": True, "ndc": "12345-0002-20",
+     "package_description": "20 mL multi-dose vial", "rxnorm_code": "6130"},
     # The Spravato REMS forbids dispensing esketamine for use at home.
     {"name": "Esketamine 28 mg nasal spray device", "active_ingredient": "esketamine",
      "dea_schedule": "III", "form": "nasal_device", "ug_per_unit": 28_000,
@@ -70,15 +74,19 @@ def seed(session: Session, rt: Runtime, instance: Path) -> dict[str, str]:
                                            name="Demo Home Infusion Pharmacy",
                                            dea_registration=DEMO_DEA,
                                            timezone="America/New_York")
+        # A fictional registrant's address: every DEA record prints one.
+        org.address_line, org.city, org.state, org.postal_code = DEMO_ADDRESS
+        org.phone = "+1 555 0100"
     users = {}
-    for role in Role:
+    for index, role in enumerate(Role, start=10):
         username = f"demo-{role.value}"
         user = session.scalar(select(User).where(User.organisation_id == org.id,
                                                  User.username == username))
         users[role] = user or accounts.create_user(
             session, rt, None, organisation_id=org.id, username=username,
             display_name=f"Demo {role.value.title()}", role=role,
-            password=passwords[role.value])
+            password=passwords[role.value], phone=f"+1 555 01{index:02d}",
+            email=f"{username}@example.org")
     if not products.catalogue(session, _as(users[Role.PHARMACIST])):
         _seed_clinic(session, rt, users)
     return {f"demo-{role}": password for role, password in passwords.items()}

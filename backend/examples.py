@@ -14,12 +14,14 @@ VISIT_ID = "3e2d1c0b-9a8f-4e7d-8c6b-5a4f3e2d1c0b"
 LOGIN = {"org": "demo", "username": "demo-nurse", "password": "correct horse battery staple",
          "device_id": "9a8f7e6d-5c4b-4a39-8271-6f5e4d3c2b1a"}
 USER = {"username": "jrivera", "display_name": "J. Rivera, RN", "role": "nurse",
-        "password": "a long passphrase of several words"}
+        "password": "a long passphrase of several words", "phone": "+1 555 0142",
+        "email": "j.rivera@example.org"}
 DEVICE = {"public_key": "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", "label": "Pixel 8"}
 PRODUCT = {"name": "Ketamine HCl 50 mg/mL, 10 mL vial", "active_ingredient": "ketamine",
            "dea_schedule": "III", "form": "vial", "ug_per_unit": 50_000,
            "units_per_container": "10.000", "allowed_routes": ["IV", "IM"],
-           "home_administration_allowed": True}
+           "home_administration_allowed": True, "ndc": "12345-6789-01",
+           "package_description": "10 mL multi-dose vial, carton of 10", "rxnorm_code": "6130"}
 PATIENT = {"mrn": "MRN-004211", "name": "Alex Example", "date_of_birth": "1979-04-12",
            "address": "12 Example Lane, Springfield", "phone": "+1 555 0100",
            "home_latitude": "39.781721", "home_longitude": "-89.650148",

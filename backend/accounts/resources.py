@@ -9,7 +9,14 @@ from flask.views import MethodView
 from backend import db, examples
 from backend.accounts import service
 from backend.accounts.models import Organisation, Role, User
-from backend.accounts.schemas import MeSchema, UserCreateSchema, UserSchema, UserUpdateSchema
+from backend.accounts.schemas import (
+    MeSchema,
+    OrganisationSchema,
+    RegistrantSchema,
+    UserCreateSchema,
+    UserSchema,
+    UserUpdateSchema,
+)
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
 from backend.runtime import runtime
@@ -31,6 +38,29 @@ class Me(MethodView):
         return {"user": session.get(User, caller.user_id),
                 "organisation": session.get(Organisation, caller.organisation_id),
                 "device_id": caller.device_id}
+
+
+@blp.route("/organisation")
+class Registrant(MethodView):
+    """The caller's organisation: the registrant that every DEA record names."""
+
+    @requires(*ALL_ROLES)
+    @blp.response(200, OrganisationSchema)
+    def get(self):
+        """Return the organisation's name, DEA registration, address and timezone."""
+        caller = current_caller()
+        return db.session().get(Organisation, caller.organisation_id)
+
+    @requires(Role.ADMIN)
+    @blp.arguments(RegistrantSchema)
+    @blp.response(200, OrganisationSchema)
+    @blp.refusal(403, "`mfa_required`: a change needs a second factor proved within the "
+                 "step-up window (details.action `organisation.registrant`).")
+    def patch(self, body):
+        """Change the registrant's name, DEA registration, its expiry or the address; audited
+        with each field before and after. Omitted fields stay; null or empty clears an
+        optional one."""
+        return service.update_registrant(db.session(), runtime(), current_caller(), body)
 
 
 @blp.route("/users")

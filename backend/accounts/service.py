@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
@@ -15,6 +17,7 @@ from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.auth.service import revoke_families
 from backend.errors import Conflict, InvalidField, NotFound
+from backend.mfa.policy import Action, require_fresh
 from backend.runtime import Runtime
 from backend.tenancy import owned
 
@@ -80,7 +83,7 @@ def check_password(password: str) -> None:
 
 def create_user(session: Session, rt: Runtime, caller: Caller | None, *,
                 organisation_id: uuid.UUID, username: str, display_name: str, role: Role,
-                password: str) -> User:
+                password: str, phone: str | None = None, email: str | None = None) -> User:
     """Add a user to an organisation with an argon2id-hashed password."""
     username = username.lower()
     if not USERNAME.match(username):
@@ -93,7 +96,7 @@ def create_user(session: Session, rt: Runtime, caller: Caller | None, *,
     now = rt.clock.now()
     user = User(organisation_id=organisation_id, username=username, display_name=display_name,
                 role=role, password_hash=rt.passwords.hash(password), active=True,
-                created_at=now, updated_at=now)
+                created_at=now, updated_at=now, phone=phone or None, email=email or None)
     session.add(user)
     session.flush()
     audit.record(session, now, caller, "user.create", "user", user.id,
@@ -126,6 +129,9 @@ class UserChange:
     role: Role | None = None
     active: bool | None = None
     display_name: str | None = None
+    # Contacts: an empty string clears one.
+    phone: str | None = None
+    email: str | None = None
 
 
 def update_user(session: Session, rt: Runtime, caller: Caller, user_id: uuid.UUID,
@@ -136,11 +142,14 @@ def update_user(session: Session, rt: Runtime, caller: Caller, user_id: uuid.UUI
                                       (None, user.role)):
         raise Conflict("Admins cannot deactivate or demote themselves.")
     now = rt.clock.now()
-    before = {"role": user.role.value, "active": user.active, "display_name": user.display_name}
+    before = _user_facts(user)
     if change.role is not None:
         user.role = change.role
     if change.display_name is not None:
         user.display_name = change.display_name
+    for contact in ("phone", "email"):
+        if (value := getattr(change, contact)) is not None:
+            setattr(user, contact, value or None)
     if change.active is not None and change.active != user.active:
         user.active = change.active
         user.deactivated_at = None if change.active else now
@@ -148,8 +157,46 @@ def update_user(session: Session, rt: Runtime, caller: Caller, user_id: uuid.UUI
         # A role change must not keep old privileges alive in outstanding refresh tokens.
         revoke_families(session, now, reason="user_changed", user_id=user.id)
     user.updated_at = now
-    after = {"role": user.role.value, "active": user.active, "display_name": user.display_name}
+    after = _user_facts(user)
     audit.record(session, now, caller, "user.update", "user", user.id,
                  detail={k: {"from": before[k], "to": after[k]}
                          for k in before if before[k] != after[k]})
     return user
+
+
+def _user_facts(user: User) -> dict[str, object]:
+    return {"role": user.role.value, "active": user.active, "display_name": user.display_name,
+            "phone": user.phone, "email": user.email}
+
+
+# What an admin may change of the registrant's details: the name and address DEA records print.
+REGISTRANT_FIELDS = ("name", "dea_registration", "dea_expires_on", "address_line", "city",
+                     "state", "postal_code", "phone")
+
+
+def update_registrant(session: Session, rt: Runtime, caller: Caller,
+                      change: dict[str, Any]) -> Organisation:
+    """Change the registrant's name, address or registration with a fresh second factor."""
+    # Every DEA record prints these: a change is as sensitive as the records it rewrites.
+    require_fresh(session, rt, caller, Action.REGISTRANT)
+    organisation = session.get(Organisation, caller.organisation_id)
+    if number := change.get("dea_registration"):
+        change["dea_registration"] = number = number.upper()
+        if problem := dea_number_problem(number):
+            raise InvalidField("dea_registration", problem)
+    before = {name: getattr(organisation, name) for name in REGISTRANT_FIELDS}
+    for name in REGISTRANT_FIELDS:
+        if name in change:
+            # Optional parts are cleared with an empty string or null; the name and number
+            # are required by the schema and never blank.
+            setattr(organisation, name, change[name] or None)
+    session.flush()
+    changed = {name: {"from": _plain(before[name]), "to": _plain(getattr(organisation, name))}
+               for name in REGISTRANT_FIELDS if before[name] != getattr(organisation, name)}
+    audit.record(session, rt.clock.now(), caller, "organisation.registrant", "organisation",
+                 organisation.id, detail=changed)
+    return organisation
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if isinstance(value, date) else value

@@ -13,7 +13,7 @@ from flask import Response, flash, redirect, request, url_for
 from backend import bounded, db
 from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role, User
-from backend.accounts.schemas import UserCreateSchema, UserUpdateSchema
+from backend.accounts.schemas import STATES, RegistrantSchema, UserCreateSchema, UserUpdateSchema
 from backend.auth import service as auth
 from backend.console.account import METHODS
 from backend.console.pages import (
@@ -96,8 +96,7 @@ def add_user():
 
 def _user_page(user: User, *, status: int = 200, refused: FormRefused | None = None,
                values: Mapping[str, Any] | None = None) -> Response:
-    shown = values if values is not None else {"role": user.role.value,
-                                               "display_name": user.display_name}
+    shown = values if values is not None else _user_values(user)
     session = db.session()
     return render("console/user.html", status=status, refused=refused, values=shown,
                   user=user, roles=ROLES, yourself=user.id == caller().user_id,
@@ -119,16 +118,20 @@ def change_user(user_id: str):
     """Change a user's role, name or active flag, as PATCH /users/<id> does."""
     session, who = db.session(), caller()
     found = accounts.get_user(session, who, object_id(user_id))
-    before = {"role": found.role, "active": found.active, "name": found.display_name}
+    before = {"role": found.role, "active": found.active, "name": found.display_name,
+              "contact": (found.phone, found.email)}
     values: dict = {}
     try:
         values = form_values()
+        if "display_name" in request.form:
+            # The contact fields sit in the name's form: left blank there, they are cleared.
+            values = {"phone": "", "email": ""} | values
         body = load(UserUpdateSchema(), values)
         changed = attempt(lambda: accounts.update_user(
             session, runtime(), who, found.id, accounts.UserChange(**body)))
     except FormRefused as refused:
-        return _user_page(found, status=refused.status, refused=refused, values={
-            "role": before["role"].value, "display_name": before["name"], **values})
+        return _user_page(found, status=refused.status, refused=refused,
+                          values=_user_values(found) | values)
     flash(_what_changed(before, changed))
     return redirect(url_for("console.user", user_id=changed.id), 303)
 
@@ -160,7 +163,14 @@ def _what_changed(before: Mapping[str, Any], user: User) -> str:
                 "their sessions ended, to sign in again with the new role.")
     if before["name"] != user.display_name:
         return f"Renamed {before['name']} to {user.display_name}."
+    if before["contact"] != (user.phone, user.email):
+        return f"Saved the phone and email of {name}."
     return f"Nothing changed for {name}."
+
+
+def _user_values(user: User) -> dict[str, str]:
+    return {"role": user.role.value, "display_name": user.display_name,
+            "phone": user.phone or "", "email": user.email or ""}
 
 
 # Devices ----------------------------------------------------------------------------------
@@ -250,10 +260,41 @@ def set_policy():
 
 # Organisation -----------------------------------------------------------------------------
 
+def _organisation_page(*, status: int = 200, refused: FormRefused | None = None,
+                       values: Mapping[str, Any] | None = None) -> Response:
+    who = caller()
+    found = db.session().get(Organisation, who.organisation_id)
+    return render("console/organisation.html", status=status, refused=refused,
+                  organisation=found, editable=who.role == Role.ADMIN,
+                  states=[(code, code) for code in STATES],
+                  values=values if values is not None else _registrant_values(found))
+
+
+def _registrant_values(organisation: Organisation) -> dict[str, str]:
+    return {name: "" if (value := getattr(organisation, name)) is None else str(value)
+            for name in accounts.REGISTRANT_FIELDS}
+
+
 @blp.get("/organisation")
 @page(*DESK_ROLES, menu=("Administration", "Organisation"))
 def organisation():
-    """Show the organisation's details, as GET /me does; the API has no way to change them."""
-    who = caller()
-    return render("console/organisation.html",
-                  organisation=db.session().get(Organisation, who.organisation_id))
+    """Show the registrant's details, as GET /organisation does; an admin may change them."""
+    return _organisation_page()
+
+
+@blp.post("/organisation")
+@page(Role.ADMIN)
+def change_organisation():
+    """Change the registrant's name, registration or address, as PATCH /organisation does."""
+    session, who = db.session(), caller()
+    values: dict = {}
+    try:
+        values = form_values()
+        # The form shows every field: a blank one clears it, as null does in the API.
+        body = load(RegistrantSchema(), {name: values.get(name)
+                                         for name in accounts.REGISTRANT_FIELDS})
+        attempt(lambda: accounts.update_registrant(session, runtime(), who, body))
+    except FormRefused as refused:
+        return _organisation_page(status=refused.status, refused=refused, values=values)
+    flash("Saved the registrant's details: every DEA record prints them from now on.")
+    return redirect(url_for("console.organisation"), 303)

@@ -39,6 +39,7 @@ class Action(StrEnum):
     RULE_MODE = "rule.mode"
     CRITICAL_VERDICT = "flag.critical_verdict"
     SECURITY_POLICY = "organisation.security_policy"
+    REGISTRANT = "organisation.registrant"
     REGISTER_DEVICE = "device.register"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from flask.views import MethodView
 
 from backend import db, examples
@@ -9,7 +11,7 @@ from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
 from backend.products import service
-from backend.products.schemas import ProductSchema
+from backend.products.schemas import ProductSchema, ProductUpdateSchema
 from backend.runtime import runtime
 
 blp = Blueprint("products", __name__, url_prefix="/products",
@@ -36,3 +38,16 @@ class Products(MethodView):
         product_id = body.pop("id")
         product = service.add(session, runtime(), current_caller(), product_id=product_id, **body)
         return product
+
+
+@blp.route("/<uuid:product_id>")
+class Product(MethodView):
+    """One product of the catalogue."""
+
+    @requires(Role.ADMIN, Role.PHARMACIST)
+    @blp.arguments(ProductUpdateSchema)
+    @blp.response(200, ProductSchema)
+    def patch(self, body, product_id: uuid.UUID):
+        """Set or correct the product's NDC, package description or RxNorm code; its form,
+        strength and size never change (the ledger counted in them). Audited."""
+        return service.update(db.session(), runtime(), current_caller(), product_id, body)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from backend import bounded
+from backend.products import quantities
 from backend.products.service import FORMS, ROUTES, SCHEDULES
+
+NDC = ("The National Drug Code: 11 digits, or hyphenated 4-4-2, 5-3-2, 5-4-1 or 5-4-2; stored "
+       "and shown as 11 digits in 5-4-2 form (`00409-4276-01`).")
+PACKAGE = "The package as labelled, e.g. `10 mL multi-dose vial, carton of 10`."
+RXNORM = "The RxNorm concept (RxCUI, digits) a FHIR export codes the product with."
+RXCUI = validate.Regexp(r"^\d{1,12}$", error="an RxCUI: 1 to 12 digits")
 
 
 class ProductSchema(Schema):
@@ -29,3 +36,23 @@ class ProductSchema(Schema):
                                  validate=validate.Length(1))
     home_administration_allowed = fields.Boolean(required=True, metadata={
         "description": "False for products whose REMS forbids use at home (esketamine)."})
+    ndc = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 13),
+                        metadata={"description": NDC})
+    package_description = fields.String(load_default=None, allow_none=True,
+                                        validate=validate.Length(1, 200), metadata={
+                                            "description": PACKAGE})
+    rxnorm_code = fields.String(load_default=None, allow_none=True, validate=RXCUI,
+                                metadata={"description": RXNORM})
+    package = fields.Function(quantities.package, dump_only=True, metadata={
+        "description": "The package size with its unit, as DEA records print it."})
+
+
+class ProductUpdateSchema(Schema):
+    """What may be added to a product after it is stocked: its codes and package."""
+
+    ndc = fields.String(allow_none=True, validate=validate.Length(1, 13),
+                        metadata={"description": NDC})
+    package_description = fields.String(allow_none=True, validate=validate.Length(1, 200),
+                                        metadata={"description": PACKAGE})
+    rxnorm_code = fields.String(allow_none=True, validate=RXCUI,
+                                metadata={"description": RXNORM})

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.errors import Conflict, InvalidField
+from backend.products import ndc
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
 from backend.tenancy import owned
@@ -23,7 +24,8 @@ SCHEDULES = ("II", "III", "IV", "V")
 def add(session: Session, rt: Runtime, caller: Caller, *, name: str, active_ingredient: str,
         dea_schedule: str, form: str, ug_per_unit: int, units_per_container: Decimal,
         allowed_routes: list[str], home_administration_allowed: bool,
-        product_id: uuid.UUID | None = None) -> DrugProduct:
+        product_id: uuid.UUID | None = None, ndc: str | None = None,
+        package_description: str | None = None, rxnorm_code: str | None = None) -> DrugProduct:
     """Add a product to the caller's organisation's catalogue."""
     if form not in FORMS:
         raise InvalidField("form", f"one of {', '.join(FORMS)}")
@@ -37,11 +39,41 @@ def add(session: Session, rt: Runtime, caller: Caller, *, name: str, active_ingr
         active_ingredient=active_ingredient, dea_schedule=dea_schedule, form=form,
         unit=FORMS[form], ug_per_unit=ug_per_unit, units_per_container=units_per_container,
         allowed_routes=sorted(set(allowed_routes)),
-        home_administration_allowed=home_administration_allowed, created_at=rt.clock.now())
+        home_administration_allowed=home_administration_allowed, created_at=rt.clock.now(),
+        ndc=_ndc(ndc), package_description=package_description, rxnorm_code=rxnorm_code)
     session.add(product)
     session.flush()
     audit.record(session, product.created_at, caller, "product.create", "drug_product",
                  product.id)
+    return product
+
+
+def _ndc(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if (code := ndc.normalise(text)) is None:
+        raise InvalidField("ndc", ndc.PROBLEM)
+    return code
+
+
+# What may be set on a stocked product: its form, strength and size are what its ledger
+# entries were counted in, so they never change.
+CODES = ("ndc", "package_description", "rxnorm_code")
+
+
+def update(session: Session, rt: Runtime, caller: Caller, product_id: uuid.UUID,
+           change: dict[str, str | None]) -> DrugProduct:
+    """Set or correct a product's NDC, package description or RxNorm code; audited."""
+    product = get(session, caller, product_id)
+    if "ndc" in change:
+        change["ndc"] = _ndc(change["ndc"])
+    before = {name: getattr(product, name) for name in CODES}
+    for name, value in change.items():
+        setattr(product, name, value)
+    session.flush()
+    audit.record(session, rt.clock.now(), caller, "product.update", "drug_product", product.id,
+                 detail={name: {"from": before[name], "to": getattr(product, name)}
+                         for name in CODES if before[name] != getattr(product, name)})
     return product
 
 

@@ -326,7 +326,49 @@ def test_the_organisation_page_shows_its_details(office: Office):
     page = text(office.desk(PH).get("/console/organisation"))
     for key in ("name", "slug", "dea_registration", "timezone"):
         assert me[key] in page
-    assert "neither the API nor the console changes them" in page
+    assert "PATCH /api/v1/organisation" in page and "Save details" not in page
+    assert office.desk(PH).post("/console/organisation",
+                                {"name": "Taken Over"}).status_code == 403
+
+
+def test_an_admin_sets_the_registrants_address_and_a_blank_field_clears(office: Office):
+    admin = office.desk(A)
+    assert "Save details" in text(admin.get("/console/organisation"))
+    filled = {"name": "Riverside Home Infusion", "dea_registration": office.org.dea_registration,
+              "dea_expires_on": "2028-03-31", "address_line": "1 Registered Way",
+              "city": "Springfield", "state": "IL", "postal_code": "62701",
+              "phone": "+1 217 555 0100"}
+    assert admin.post("/console/organisation", filled).status_code == 303
+    page = text(admin.get("/console/organisation"))
+    assert "1 Registered Way, Springfield IL 62701" in page and "2028-03-31" in page
+    assert admin.post("/console/organisation", {**filled, "phone": ""}).status_code == 303
+    assert office.reread(Organisation, office.org.id).phone is None
+
+
+def test_a_bad_registrant_field_shows_beside_it_and_changes_nothing(office: Office):
+    admin = office.desk(A)
+    admin.get("/console/organisation")
+    number = office.org.dea_registration
+    for form, problem in (({"dea_registration": number, "postal_code": "6270"}, "ZIP code"),
+                          ({"dea_registration": "AB1234567"}, "check digit")):
+        refused = admin.post("/console/organisation", {"name": "X", **form})
+        assert refused.status_code == 422
+        assert problem in text(refused)
+    assert office.reread(Organisation, office.org.id).name != "X"
+
+
+def test_an_admin_sets_and_clears_a_users_contacts(office: Office):
+    admin, nurse = office.desk(A), office.users[N]
+    path = f"/console/users/{nurse.id}"
+    admin.get(path)
+    assert admin.post(path, {"role": "nurse", "display_name": nurse.display_name,
+                             "phone": "+1 555 0142", "email": "nurse@example.org"}
+                      ).status_code == 303
+    assert "nurse@example.org" in text(admin.get(path))
+    assert admin.post(path, {"role": "nurse", "display_name": nurse.display_name}
+                      ).status_code == 303
+    assert (office.reread(User, nurse.id).phone, office.reread(User, nurse.id).email) == (
+        None, None)
 
 
 def test_unknown_ids_are_uuids_or_not_found(office: Office):

@@ -81,6 +81,8 @@ def snapshot(world: World, org: Organisation) -> dict:
         "policy": rows(Organisation.mfa_nurses, Organisation.mfa_grace_days,
                        Organisation.step_up_seconds, Organisation.mfa_policy_at,
                        where=Organisation.id == org.id),
+        "registrant": rows(Organisation.name, Organisation.dea_registration,
+                           Organisation.address_line, where=Organisation.id == org.id),
     }
 
 
@@ -183,6 +185,11 @@ def policy_change(pharmacy: Pharmacy) -> Send:
         "second_factor_for_nurses": True, "enrolment_grace_days": 3, "step_up_minutes": 10})
 
 
+def registrant_change(pharmacy: Pharmacy) -> Send:
+    return lambda headers: pharmacy.client.patch("/api/v1/organisation", headers=headers, json={
+        "address_line": "1 Registered Way", "city": "Springfield", "state": "IL"})
+
+
 @dataclass(frozen=True)
 class Case:
     """A sensitive action: who takes it, how to set it up, and the answer when it is taken."""
@@ -207,6 +214,7 @@ CASES = [
          verdict("false_positive"), 200),
     Case("nurse registers a phone", Action.REGISTER_DEVICE, Role.NURSE, registering, 201),
     Case("security policy", Action.SECURITY_POLICY, Role.ADMIN, policy_change, 200),
+    Case("registrant details", Action.REGISTRANT, Role.ADMIN, registrant_change, 200),
 ]
 
 
@@ -433,7 +441,7 @@ def test_the_document_names_mfa_required_beside_forbidden(app):
     guarded = [("post", "/api/v1/custody/entries"), ("post", "/api/v1/custody/counts"),
                ("patch", "/api/v1/safeguards/rules/{rule_id}"),
                ("post", "/api/v1/flags/{flag_id}/resolve"), ("post", "/api/v1/devices"),
-               ("put", POLICY)]
+               ("put", POLICY), ("patch", "/api/v1/organisation")]
     for method, path in guarded:
         described = spec["paths"][path][method]["responses"]["403"]["description"]
         assert "`forbidden`" in described and "`mfa_required`" in described, (method, path)
