@@ -10,6 +10,10 @@ from marshmallow import Schema, ValidationError, fields, validate
 from backend import bounded
 
 PLAIN_DECIMAL = re.compile(r"\d{1,6}(\.\d{1,12})?")
+# FHIR's administrative gender (Patient.gender), which the REMS monitoring form's "sex" takes.
+SEXES = ("female", "male", "other", "unknown")
+SEX = ("Administrative sex, as FHIR's Patient.gender: female, male, other or unknown. PHI, "
+       "stored encrypted like the date of birth.")
 
 
 class DecimalString(fields.Decimal):
@@ -29,6 +33,8 @@ class PatientDetailsSchema(Schema):
     emergency_contact = fields.String(allow_none=True, validate=validate.Length(1, 500),
                                       metadata={"description": "Name, relation and phone."})
     notes = fields.String(allow_none=True, validate=validate.Length(1, 10_000))
+    sex = fields.String(allow_none=True, validate=validate.OneOf(SEXES),
+                        metadata={"description": f"{SEX} Optional; null clears it."})
     home_latitude = fields.Decimal(
         allow_none=True, as_string=True, places=6, validate=validate.Range(-90, 90),
         metadata={"description": "Degrees; given together with home_longitude. Stored in "
@@ -104,6 +110,7 @@ class PatientSchema(Schema):
     mrn = fields.String()
     name = fields.String()
     date_of_birth = fields.Date()
+    sex = fields.String(allow_none=True, metadata={"description": f"{SEX} Null if not recorded."})
     address = fields.String(allow_none=True)
     phone = fields.String(allow_none=True)
     emergency_contact = fields.String(allow_none=True)

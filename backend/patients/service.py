@@ -38,6 +38,7 @@ class PatientView:
     phone: str | None
     emergency_contact: str | None
     notes: str | None
+    sex: str | None
     home_latitude: Decimal | None
     home_longitude: Decimal | None
     nurse_ids: list[uuid.UUID]
@@ -78,7 +79,7 @@ def register(session: Session, rt: Runtime, caller: Caller, *, mrn: str, name: s
              date_of_birth: date, nurse_ids: list[uuid.UUID], patient_id: uuid.UUID | None,
              address: str | None = None, phone: str | None = None,
              emergency_contact: str | None = None, notes: str | None = None,
-             home_latitude: Decimal | None = None,
+             sex: str | None = None, home_latitude: Decimal | None = None,
              home_longitude: Decimal | None = None) -> PatientView:
     """Register a patient, encrypting each PHI field bound to its row and column."""
     index = blind_index(rt.keys.blind_index_key, caller.organisation_id, mrn)
@@ -94,7 +95,7 @@ def register(session: Session, rt: Runtime, caller: Caller, *, mrn: str, name: s
                       created_by_id=caller.user_id)
     _seal(PhiCipher.from_keyring(rt.keys), patient, {
         "mrn": mrn, "name": name, "date_of_birth": date_of_birth, "address": address,
-        "phone": phone, "emergency_contact": emergency_contact, "notes": notes})
+        "phone": phone, "emergency_contact": emergency_contact, "notes": notes, "sex": sex})
     session.add(patient)
     session.add_all(PatientNurse(patient_id=patient.id, nurse_id=nurse.id, assigned_at=now,
                                  assigned_by_id=caller.user_id) for nurse in nurses)

@@ -18,7 +18,7 @@ from tests.factories import World
 
 DETAILS = {"address": "12 Quayside Lane, Apt 4", "phone": "+1 312 555 0147",
            "emergency_contact": "Morwenna Tidewell (sister) +1 312 555 0199",
-           "notes": "Prefers visits after lunch; dog in the yard.",
+           "notes": "Prefers visits after lunch; dog in the yard.", "sex": "female",
            "home_latitude": "41.878100", "home_longitude": "-87.629800"}
 
 
@@ -88,9 +88,10 @@ def test_phi_is_not_stored_in_clear(world: World, registered):
 def test_every_phi_field_is_ciphertext_under_the_active_key(ward: Ward):
     stored = ward.stored()
     assert set(stored) == {"mrn", "name", "date_of_birth", "address", "phone",
-                           "emergency_contact", "notes"}
+                           "emergency_contact", "notes", "sex"}
     everything = " ".join(stored.values())
-    for clear in ("W-1", "Pat Ward", "1970-03-04", "Quayside", "555 0147", "Morwenna", "lunch"):
+    for clear in ("W-1", "Pat Ward", "1970-03-04", "Quayside", "555 0147", "Morwenna", "lunch",
+                  "female"):
         assert clear not in everything
     active = ward.world.rt.keys.phi_active
     assert all(value.startswith(f"v1.{active}.") for value in stored.values())
@@ -218,6 +219,14 @@ def test_patch_changes_name_and_date_of_birth(ward: Ward):
     assert ward.audited("patient.update")[0].detail == {"fields": ["date_of_birth", "name"]}
 
 
+def test_patch_changes_and_clears_sex_and_audits_its_name(ward: Ward):
+    changed = ward.client.patch(ward.url, headers=ward.admin_headers, json={"sex": "unknown"})
+    assert (changed.status_code, changed.json["sex"]) == (200, "unknown")
+    cleared = ward.client.patch(ward.url, headers=ward.admin_headers, json={"sex": None})
+    assert cleared.json["sex"] is None and ward.stored()["sex"] is None
+    assert [row.detail for row in ward.audited("patient.update")] == [{"fields": ["sex"]}] * 2
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"name": None}, "name"),
     ({"name": ""}, "name"),
@@ -227,6 +236,8 @@ def test_patch_changes_name_and_date_of_birth(ward: Ward):
     ({"home_latitude": "45"}, "home_longitude"),
     ({"home_latitude": None, "home_longitude": "10"}, "home_latitude"),
     ({"mrn": "W-2"}, "mrn"),
+    ({"sex": "F"}, "sex"),
+    ({"sex": "Female"}, "sex"),
 ])
 def test_invalid_patch_is_422_naming_the_field_and_changes_nothing(ward: Ward, body, field):
     before = ward.stored()

@@ -36,7 +36,7 @@ PATIENTS = [
     {"mrn": "MRN-ZX-48213", "name": "Zebulon Quillfeather", "date_of_birth": "1961-07-23",
      "address": "742 Marigold Crescent, Flat 9", "phone": "+1 415 555 0173",
      "emergency_contact": "Henrietta Quillfeather (sister) +1 415 555 0174",
-     "notes": "Spare key under the blue heron statue", "home_latitude": "37.774900",
+     "notes": "Spare key under the blue heron statue", "sex": "male", "home_latitude": "37.774900",
      "home_longitude": "-122.419400"},
     {"mrn": "MRN-ZX-99107", "name": "Zoë Ashgrove-Pemberly", "date_of_birth": "1978-02-14",
      "address": "31 Juniper Hollow Road", "phone": "+1 415 555 0188",

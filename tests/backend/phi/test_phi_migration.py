@@ -71,6 +71,12 @@ def _retries_are_recognised(app: Flask, seeder: Seeder) -> None:
     assert resent.json["unchanged"] == {"discharges": 1}
 
 
+def _before_0016(reads: dict[str, object]) -> dict[str, object]:
+    """Return the reads without the patient's sex, a column 0016 adds: gone on the way down."""
+    return {**reads, "patients": [{name: value for name, value in patient.items()
+                                   if name != "sex"} for patient in reads["patients"]]}
+
+
 def _migrate_round_trip(app: Flask, raw) -> None:
     """Seed at head, go below 0009 and back up; check what is stored and what is read."""
     engine = app.extensions["vigil.db"].engine
@@ -88,7 +94,7 @@ def _migrate_round_trip(app: Flask, raw) -> None:
 
     schema.upgrade(engine, "head", phi)
     assert needles_in(raw(), seeder.slug) == []
-    assert seeder.reads(app) == before
+    assert _before_0016(seeder.reads(app)) == _before_0016(before)
     verified = app.test_cli_runner().invoke(cli, ["ledger", "verify"])
     assert verified.exit_code == 0, verified.output
     # Five REST records, a discharge of a whole session, a check-in and two records by sync.
