@@ -168,17 +168,22 @@ class FhirExport(MethodView):
     """The session as FHIR R4."""
 
     @requires(*READERS)
-    @blp.response(200, FhirBundleSchema)
+    @blp.response(200, FhirBundleSchema, description=(
+        "The visit as a FHIR R4 (4.0.1) collection Bundle: its Encounter and everything "
+        "recorded at it, with every resource they reference. The Patient carries what the "
+        "caller may read of them (a nurse no longer assigned: the id only)."))
     def get(self, visit_id: uuid.UUID):
-        """Return the dose and observations as a FHIR R4 collection Bundle; audited."""
+        """Return the session as a FHIR R4 Bundle that resolves whole; audited (a nurse: hers)."""
         session = db.session()
         bundle = fhir.session_bundle(session, runtime(), current_caller(), visit_id)
         return bundle
 
 
-# The trajectory is a patient's, so it lives under /patients beside the visits' records.
+# The trajectory and the course are a patient's, so they live under /patients beside the
+# visits' records.
 patient_blp = Blueprint("administration_trajectory", __name__, url_prefix="/patients",
-                        description="A patient's outcome scores and doses over time.")
+                        description="A patient's outcome scores and doses over time, and "
+                                    "their whole course as FHIR R4.")
 
 
 @patient_blp.route("/<uuid:patient_id>/trajectory")
@@ -192,6 +197,23 @@ class PatientTrajectory(MethodView):
         session = db.session()
         path = reports.trajectory(session, runtime(), current_caller(), patient_id)
         return path
+
+
+@patient_blp.route("/<uuid:patient_id>/fhir")
+class PatientFhirExport(MethodView):
+    """The patient's whole course as FHIR R4."""
+
+    @requires(*READERS)
+    @patient_blp.response(200, FhirBundleSchema, description=(
+        "Every session of the patient (a nurse: her own visits to her assigned patient) as one "
+        "FHIR R4 (4.0.1) collection Bundle: one Encounter per visit checked in or recorded, "
+        "with its records; the Patient, Practitioners, Organization, home Location and each "
+        "lot's Medication appear once, however many visits reference them."))
+    def get(self, patient_id: uuid.UUID):
+        """Return the patient's course as a FHIR R4 Bundle that resolves whole; audited."""
+        session = db.session()
+        bundle = fhir.patient_bundle(session, runtime(), current_caller(), patient_id)
+        return bundle
 
 
 @blp.route("/<uuid:visit_id>/waste")

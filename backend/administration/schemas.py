@@ -261,12 +261,31 @@ class TrajectorySchema(Schema):
 
 
 class FhirBundleSchema(Schema):
-    """A FHIR R4 Bundle of type `collection`; each entry is a FHIR resource as JSON."""
+    """A FHIR R4 (4.0.1) Bundle of type `collection`; each entry is a FHIR resource as JSON."""
 
-    resourceType = fields.String()  # noqa: N815 -- FHIR's own element name
-    id = fields.String()
-    type = fields.String()
-    timestamp = fields.String()
-    entry = fields.List(fields.Dict(), metadata={
-        "description": "One MedicationAdministration for the dose; one Observation per vital "
-                       "(LOINC) and per MOAA/S and CADSS total (Vigil's code system)."})
+    resourceType = fields.String(  # noqa: N815 -- FHIR's own element name
+        metadata={"description": "`Bundle`."})
+    id = fields.String(metadata={"description": "New at each export."})
+    type = fields.String(metadata={"description": "`collection`."})
+    timestamp = fields.String(metadata={"description": "When the Bundle was made (UTC)."})
+    entry = fields.List(fields.Dict(), metadata={"description": (
+        "Each resource once, `fullUrl` `urn:uuid:<id>`; every `reference` in the Bundle is the "
+        "fullUrl of one of its entries, and ids are stable, so a re-export names the same "
+        "resources. Patient (identifier: the MRN in the system "
+        "`https://vigil.example/fhir/organisation/<id>/mrn`; name, birthDate, gender, phone, "
+        "address as the caller may read them; US Core Patient). Practitioner for the nurse and "
+        "the prescriber (name, work phone and email; US Core Practitioner). Organization (the "
+        "registrant, DEA number; US Core Organization). Location: the patient's home (address, "
+        "position; US Core Location). Per visit: Encounter (class HH home health, period from "
+        "check-in or dose to discharge, the nurse, the home; US Core Encounter); Medication "
+        "per lot (RxNorm and NDC 5-4-2 codes, `batch` lot and expiry; US Core Medication); "
+        "MedicationRequest for the plan version, per phase (US Core MedicationRequest); "
+        "MedicationAdministration (dose in UCUM mg, route in SNOMED CT, period, performer, "
+        "context); Observations with the Encounter: blood-pressure panel LOINC 85354-9 with "
+        "8480-6 and 8462-4 in mm[Hg], SpO2 59408-5 (with 2708-6), heart rate 8867-4, "
+        "respiratory rate 9279-1 (US Core blood-pressure, pulse-oximetry, heart-rate, "
+        "respiratory-rate and vital-signs profiles); MOAA/S, CADSS and BPRS positive totals "
+        "with their items as components (`https://vigil.example/fhir/CodeSystem/scales`), "
+        "PHQ-9 total 44261-6 and MADRS total (survey); AdverseEvent for the discharge's "
+        "adverse events (actual; category in "
+        "`https://vigil.example/fhir/CodeSystem/adverse-event-category`).")})

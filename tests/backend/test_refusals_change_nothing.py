@@ -659,15 +659,19 @@ def register_a_patient_refused(town, draw):
                       {**PATIENT, "id": me.patient1})))
 
 
+# What a reader may GET of a patient she may see.
+PATIENT_READS = ("", "/weights", "/trajectory", "/fhir")
+
+
 @builder
 def touch_a_patient_not_hers_or_not_so(town, draw):
     me, them = sides(town, draw)
     reader = one(draw, "admin", "prescriber", "compliance")
     return choose(draw,
                   lambda: call("GET", f"/api/v1/patients/{one(draw, them.patient1, nowhere())}"
-                               f"{one(draw, '', '/weights', '/trajectory')}", me.actors[reader]),
+                               f"{one(draw, *PATIENT_READS)}", me.actors[reader]),
                   lambda: call("GET", f"/api/v1/patients/{me.patient2}"
-                               f"{one(draw, '', '/weights', '/trajectory')}", me.actors["nurse"]),
+                               f"{one(draw, *PATIENT_READS)}", me.actors["nurse"]),
                   lambda: call("PATCH", f"/api/v1/patients/{them.patient1}", me.actors["admin"],
                                {"name": one(draw, "Renamed", *NASTY_TEXT)}),
                   lambda: call("PATCH", f"/api/v1/patients/{me.patient1}",

@@ -7,7 +7,6 @@ import io
 from types import SimpleNamespace
 
 import pytest
-from fhir.resources.bundle import Bundle
 from sqlalchemy import select
 
 from backend.accounts.models import Role
@@ -167,29 +166,3 @@ def test_the_trajectory_lists_scores_and_doses_by_date(recorded: Session):
         (35_000, "500.000", recorded.visit["id"]), (42_000, None, later["id"])]
     [read] = _audited(recorded, "patient.trajectory_read")
     assert read.object_id == pharmacy.patient_id
-
-
-def test_the_fhir_export_validates_as_an_r4_bundle(recorded: Session):
-    response = _get(recorded, f"/api/v1/visits/{recorded.visit['id']}/fhir",
-                    role=Role.PRESCRIBER)
-    assert response.status_code == 200, response.json
-    bundle = Bundle.parse_obj(response.json)
-    assert bundle.type == "collection"
-    resources = [entry.resource for entry in bundle.entry]
-    [given] = [r for r in resources if r.get_resource_type() == "MedicationAdministration"]
-    assert given.status == "completed"
-    assert given.subject.reference == f"Patient/{recorded.pharmacy.patient_id}"
-    assert (given.dosage.dose.value, given.dosage.dose.code) == (35, "mg")
-    assert given.effectivePeriod.start.isoformat() == "2026-11-03T15:10:00+00:00"
-    codes = [(o.code.coding[0].code, o.effectiveDateTime.isoformat(),
-              o.valueQuantity.value if o.valueQuantity else o.valueInteger)
-             for o in resources if o.get_resource_type() == "Observation"]
-    assert ("8480-6", "2026-11-03T15:05:00+00:00", 122) in codes
-    assert ("2708-6", "2026-11-03T17:20:00+00:00", 98) in codes
-    assert ("moaas", "2026-11-03T15:40:00+00:00", 3) in codes
-    assert ("cadss-total", "2026-11-03T15:40:00+00:00", 7) in codes
-    units = {o.code.coding[0].code: o.valueQuantity.code for o in resources
-             if o.get_resource_type() == "Observation" and o.valueQuantity}
-    assert units == {"8480-6": "mm[Hg]", "8462-4": "mm[Hg]", "8867-4": "/min",
-                     "9279-1": "/min", "2708-6": "%"}
-    assert len(_audited(recorded, "session.fhir_export")) == 1

@@ -71,6 +71,7 @@ MATRIX = [
     ("GET", "/api/v1/visits/{visit}/monitoring-record", {A, PR, N, C}),
     ("GET", "/api/v1/visits/{visit}/fhir", {A, PR, N, C}),
     ("GET", "/api/v1/patients/{patient}/trajectory", {A, PR, N, C}),
+    ("GET", "/api/v1/patients/{patient}/fhir", {A, PR, N, C}),
     ("GET", "/api/v1/flags", {A, C}),
     ("GET", "/api/v1/flags/{flag}", {A, C}),
     ("POST", "/api/v1/flags/{flag}/assign", {A, C}),
