@@ -27,7 +27,6 @@ from backend.administration.schemas import (
 )
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
-from backend.custody.reports import csv_text
 from backend.custody.schemas import EntrySchema, VisitWasteSchema
 from backend.runtime import runtime
 
@@ -150,15 +149,16 @@ class MonitoringRecord(MethodView):
     @blp.arguments(MonitoringQuerySchema, location="query")
     @blp.response(200, MonitoringRecordSchema)
     @blp.alt_response(200, description=(
-        "The record; with `format=csv`, text/csv (RFC 4180): a header row and one data row."),
-        schema={"type": "string"}, content_type="text/csv", success=True)
+        "With `format=csv`, text/csv (RFC 4180, UTF-8 with a byte-order mark): a header row "
+        "of the JSON's field names and one data row; true and false as `true` and `false`, "
+        "null as an empty cell."), schema={"type": "string"}, content_type="text/csv",
+        success=True)
     def get(self, query, visit_id: uuid.UUID):
-        """Return the session's REMS monitoring form fields; an audited PHI read."""
+        """Return the session's REMS monitoring form; an audited PHI read (a nurse: hers)."""
         session = db.session()
         record = reports.monitoring_record(session, runtime(), current_caller(), visit_id)
         if query["output"] == "csv":
-            row = MonitoringRecordSchema().dump(record)
-            return Response(csv_text([row], list(row)), mimetype="text/csv", headers={
+            return Response(reports.monitoring_csv([record]), mimetype="text/csv", headers={
                 "Content-Disposition": f'attachment; filename="monitoring-{visit_id}.csv"'})
         return record
 

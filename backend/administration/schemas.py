@@ -106,6 +106,15 @@ class ObservationSchema(VitalsSchema):
     bprs_total = bounded.Integer(load_default=None, metadata={"description": "Ignored."})
 
 
+class JsonBoolean(fields.Boolean):
+    """A JSON true or false; never a number or a string standing for one."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class DischargeSchema(VitalsSchema):
     """The end of monitoring."""
 
@@ -115,6 +124,22 @@ class DischargeSchema(VitalsSchema):
                                            validate=validate.OneOf(ADVERSE_CATEGORIES))
     adverse_events = fields.String(load_default=None, validate=validate.Length(1, 5000),
                                    metadata={"description": "Free text; stored encrypted."})
+    ready_to_leave_at = bounded.DateTime(load_default=None, metadata={
+        "description": "When the nurse judged the patient ready to leave (the REMS form's "
+                       "line), with its UTC offset. Optional: phones before sync schema 2 do "
+                       "not send it. Not after `occurred_at` (the discharge is recorded once "
+                       "the patient is ready), nor before the dose's `infusion_started_at`."})
+    respiratory_depression = JsonBoolean(load_default=None, metadata={
+        "description": "Whether the nurse saw respiratory depression during monitoring (the "
+                       "REMS form's yes/no). Optional: without it, the monitoring record "
+                       "derives it from the session's SpO2 and respiratory rate."})
+
+    @validates_schema
+    def _ready_by_discharge(self, data, **_kwargs):
+        ready = data.get("ready_to_leave_at")
+        if ready is not None and data.get("occurred_at") and ready > data["occurred_at"]:
+            raise ValidationError("must not be after occurred_at, when the discharge was "
+                                  "recorded", "ready_to_leave_at")
 
 
 class OutcomeSchema(SignedSchema):
@@ -183,53 +208,91 @@ class MonitoringQuerySchema(Schema):
 
     output = fields.String(data_key="format", load_default="json",
                            validate=validate.OneOf(["json", "csv"]), metadata={
-                               "description": "`csv`: text/csv (RFC 4180), a header row and "
-                                              "one data row."})
+                               "description": "`csv`: text/csv (RFC 4180, UTF-8 with a "
+                                              "byte-order mark), a header row of the JSON's "
+                                              "field names and one data row."})
+
+
+def _nullable(kind: type[fields.Field], description: str, **options) -> fields.Field:
+    return kind(allow_none=True, metadata={"description": description}, **options)
+
+
+TEXT, TIME, WHOLE, YES_NO = fields.String, fields.AwareDateTime, fields.Integer, fields.Boolean
 
 
 class MonitoringRecordSchema(Schema):
-    """The Spravato REMS patient monitoring form's fields for one home session."""
+    """The Spravato REMS patient monitoring form's fields for one home session.
+
+    A field the session did not record is null, never guessed.
+    """
 
     visit_id = fields.UUID()
     patient_id = fields.UUID()
+    patient_name = _nullable(TEXT, "The patient's full name, decrypted. Null, like the other "
+                                   "patient lines, for a nurse no longer assigned to them.")
+    patient_date_of_birth = _nullable(fields.Date, "Decrypted.")
+    patient_sex = _nullable(TEXT, "female, male, other or unknown (FHIR administrative "
+                                  "gender), decrypted; null if not recorded.")
+    prescriber_name = fields.String(metadata={
+        "description": "Who signed the plan version the visit followed."})
+    clinician_name = fields.String(metadata={
+        "description": "The nurse who gave the dose and monitored the patient."})
+    clinician_role = fields.String(metadata={"description": "Her role in Vigil: `nurse`."})
+    clinician_phone = _nullable(TEXT, "From her user record; null if not set.")
+    clinician_email = _nullable(TEXT, "From her user record; null if not set.")
+    organisation_name = fields.String(metadata={
+        "description": "The home-infusion organisation whose record this is."})
+    setting_name = fields.String(metadata={
+        "description": "Where the patient was treated and monitored: `Patient's home`."})
+    setting_address = _nullable(TEXT, "The patient's home address, decrypted; null if not "
+                                      "recorded or not readable by the caller.")
     date = fields.String(metadata={"description": "The visit's date, organisation time."})
-    clinician = fields.String(metadata={"description": "The nurse who gave and monitored it."})
-    site = fields.String()
-    check_in_latitude = fields.Decimal(as_string=True, allow_none=True)
-    check_in_longitude = fields.Decimal(as_string=True, allow_none=True)
-    check_in_distance_m = fields.Integer(allow_none=True, metadata={
-        "description": "EVV check-in distance from the patient's recorded home."})
-    check_in_within_radius = fields.Boolean(allow_none=True)
-    product = fields.String(allow_none=True)
-    route = fields.String(allow_none=True)
-    lot = fields.String(allow_none=True)
-    dose_ug = fields.Integer(allow_none=True)
-    dose_mg = fields.Decimal(as_string=True, allow_none=True)
-    dose_mg_per_kg = fields.Decimal(as_string=True, allow_none=True)
-    dose_started_at = fields.AwareDateTime(allow_none=True)
-    discharged_at = fields.AwareDateTime(allow_none=True)
-    minutes_monitored = fields.Integer(allow_none=True, metadata={
-        "description": "Whole minutes from the start of the dose to discharge."})
-    bp_pre_systolic = fields.Integer(allow_none=True)
-    bp_pre_diastolic = fields.Integer(allow_none=True)
-    bp_40_min_systolic = fields.Integer(allow_none=True, metadata={
-        "description": "The reading nearest 40 min after dose start, within ±10 min."})
-    bp_40_min_diastolic = fields.Integer(allow_none=True)
-    bp_40_min_at = fields.AwareDateTime(allow_none=True)
-    bp_end_systolic = fields.Integer(allow_none=True)
-    bp_end_diastolic = fields.Integer(allow_none=True)
-    vitals_acceptable_pre = fields.Boolean(allow_none=True, metadata={
-        "description": "BP within the policy hold thresholds and SpO2 ≥ 90; null if a value "
-                       "was not measured."})
-    vitals_acceptable_end = fields.Boolean(allow_none=True)
-    sedation = fields.Boolean(allow_none=True, metadata={
-        "description": "Any MOAA/S after the dose below the pre-dose baseline."})
-    dissociation = fields.Boolean(allow_none=True, metadata={
-        "description": "Any CADSS total after the dose above the pre-dose baseline."})
-    sedating_co_medications = fields.List(fields.String())
-    adverse_event_category = fields.String(allow_none=True)
-    adverse_events = fields.String(allow_none=True, metadata={
-        "description": "Decrypted free text: reading it is an audited PHI read."})
+    check_in_latitude = _nullable(fields.Decimal, "EVV check-in position.", as_string=True)
+    check_in_longitude = _nullable(fields.Decimal, "EVV check-in position.", as_string=True)
+    check_in_distance_m = _nullable(WHOLE, "EVV check-in distance from the patient's home.")
+    check_in_within_radius = _nullable(YES_NO, "Whether the check-in was within the radius.")
+    product = _nullable(TEXT, "The product given.")
+    route = _nullable(TEXT, "The route, as the phone recorded it.")
+    lot = _nullable(TEXT, "The lot given.")
+    dose_ug = _nullable(WHOLE, "The dose in micrograms.")
+    dose_mg = _nullable(fields.Decimal, "The dose in milligrams, 3 places.", as_string=True)
+    dose_mg_per_kg = _nullable(fields.Decimal, "Per kg of the weight used, 3 places.",
+                               as_string=True)
+    dose_started_at = _nullable(TIME, "When the dose (infusion) began.")
+    discharged_at = _nullable(TIME, "When the discharge was recorded: monitoring ended.")
+    ready_to_leave_at = _nullable(TIME, "When the nurse judged the patient ready to leave, as "
+                                        "her phone recorded it; null if it did not (phones "
+                                        "before sync schema 2).")
+    minutes_monitored = _nullable(WHOLE, "Whole minutes from the dose's start to discharge.")
+    bp_pre_systolic = _nullable(WHOLE, "Before the dose (the pre-dose assessment), mmHg.")
+    bp_pre_diastolic = _nullable(WHOLE, "mmHg.")
+    bp_pre_at = _nullable(TIME, "When the pre-dose blood pressure was taken.")
+    bp_40_min_systolic = _nullable(WHOLE, "The reading nearest the policy's peak (40 min after "
+                                          "the dose began) within its tolerance (±10 min), "
+                                          "mmHg.")
+    bp_40_min_diastolic = _nullable(WHOLE, "mmHg.")
+    bp_40_min_at = _nullable(TIME, "When that reading was taken.")
+    bp_end_systolic = _nullable(WHOLE, "At discharge, mmHg.")
+    bp_end_diastolic = _nullable(WHOLE, "mmHg.")
+    bp_end_at = _nullable(TIME, "When the discharge blood pressure was taken.")
+    vitals_acceptable_pre = _nullable(YES_NO, "BP within the policy's hold thresholds and SpO2 "
+                                              "at or above its alarm (92% by default); null "
+                                              "if a value was not measured.")
+    vitals_acceptable_end = _nullable(YES_NO, "As `vitals_acceptable_pre`, at discharge.")
+    sedation = _nullable(YES_NO, "Any MOAA/S after the dose below the pre-dose baseline.")
+    dissociation = _nullable(YES_NO, "Any CADSS total after the dose above the pre-dose "
+                                     "baseline.")
+    respiratory_depression = _nullable(YES_NO, (
+        "The nurse's yes/no from the discharge; without it, whether any respiratory rate or "
+        "SpO2 after the dose fell below the policy's alarm thresholds "
+        "(`alarm_respiratory_rate`, `alarm_spo2`); null if neither was measured."))
+    respiratory_depression_source = fields.String(metadata={
+        "description": "`recorded` (by the nurse's phone), `derived` (from the readings) or "
+                       "`unknown`."})
+    sedating_co_medications = fields.List(fields.String(), metadata={
+        "description": "Taken today, from the pre-dose assessment. In CSV, joined by `; `."})
+    adverse_event_category = _nullable(TEXT, "The discharge's category (`none` if none).")
+    adverse_events = _nullable(TEXT, "Decrypted free text: reading it is an audited PHI read.")
 
 
 class ScorePointSchema(Schema):

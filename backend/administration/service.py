@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
 from typing import Any
@@ -259,11 +260,24 @@ def record_discharge(session: Session, rt: Runtime, caller: Caller, visit_id: uu
     def build(visit: Visit) -> dict[str, Any]:
         if session.scalar(select(Discharge.id).where(Discharge.visit_id == visit.id)):
             raise Conflict("This visit already has a discharge record.", {"rule": "once"})
+        _ready_after_dose(session, visit, data.get("ready_to_leave_at"))
         return {**_vitals(data), "state": data["state"],
                 "adverse_event_category": data["adverse_event_category"],
-                "adverse_events": data.get("adverse_events") or None}
+                "adverse_events": data.get("adverse_events") or None,
+                "ready_to_leave_at": data.get("ready_to_leave_at"),
+                "respiratory_depression": data.get("respiratory_depression")}
 
     return _store(session, rt, caller, visit_id, Discharge, received, build)
+
+
+def _ready_after_dose(session: Session, visit: Visit, ready: datetime | None) -> None:
+    """Refuse a time ready to leave before the visit's dose began."""
+    # Without a dose stored (a no-go, or a dose still to come) there is nothing to compare.
+    started = session.scalar(select(DoseRecord.infusion_started_at)
+                             .where(DoseRecord.visit_id == visit.id))
+    if ready is not None and started is not None and ready < started:
+        raise InvalidField("ready_to_leave_at",
+                           f"must not be before the dose began ({started.isoformat()})")
 
 
 def outcome_columns(data: dict[str, Any]) -> dict[str, Any]:

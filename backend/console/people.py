@@ -16,7 +16,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import marshmallow as ma
-from flask import request
+from flask import Response, request
 from markupsafe import Markup
 
 from backend import db
@@ -323,8 +323,18 @@ def patient_page(patient_id: str):
 @blp.get("/visits/<visit_id>/monitoring-record")
 @page(*PATIENT_PAGE)
 def monitoring_record(visit_id: str):
-    """Show a session's REMS monitoring record; an audited PHI read, as the API's."""
+    """Show a session's REMS monitoring form, laid out to print; an audited PHI read."""
     record = reports.monitoring_record(db.session(), runtime(), caller(),
                                        _id(visit_id, "visit"))
     return render("console/patient_monitoring.html", record=record)
+
+
+@blp.get("/visits/<visit_id>/monitoring-record.csv")
+@page(*PATIENT_PAGE)
+def monitoring_record_csv(visit_id: str) -> Response:
+    """Download a session's REMS monitoring form as the API's CSV; an audited PHI read."""
+    record = reports.monitoring_record(db.session(), runtime(), caller(),
+                                       _id(visit_id, "visit"))
+    return Response(reports.monitoring_csv([record]), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="monitoring-{record.visit_id}.csv"'})
 

@@ -153,6 +153,22 @@ def read(session: Session, rt: Runtime, caller: Caller, patient_id: uuid.UUID) -
     return _view(session, rt, patient)
 
 
+def read_for_record(session: Session, rt: Runtime, caller: Caller,
+                    patient_id: uuid.UUID) -> PatientView | None:
+    """Return a patient decrypted if the caller may see them, else None; not audited here.
+
+    For a record that shows the patient's details among its own (the REMS monitoring form):
+    that record's read is audited once, naming the PHI fields it shows.
+    """
+    try:
+        patient = visible_patient(session, caller, patient_id)
+    except NotFound:
+        # A nurse's own visit to a patient no longer assigned to her: the visit is hers, the
+        # patient's details no longer are.
+        return None
+    return _view(session, rt, patient)
+
+
 def search(session: Session, rt: Runtime, caller: Caller, mrn: str | None, *,
            limit: int | None = None, offset: int = 0) -> list[PatientView]:
     """Return the patients the caller may see (one MRN, a page), auditing each one returned."""

@@ -18,7 +18,9 @@ WatermelonDB app calls `synchronize()` with a `pullChanges` that sends
 `POST /api/v1/sync?last_pulled_at=N` with `{{"changes": ...}}`.
 
 - **Schema version {SCHEMA_VERSION}.** Phones older than {MUTABLE_SINCE} may still push
-  append-only records, but not pull or change visits (426 `schema_too_old`).
+  append-only records, but not pull or change visits (426 `schema_too_old`). Schema 2 added
+  `discharges.ready_to_leave_at` and `discharges.respiratory_depression`; both are optional,
+  so a schema-1 phone's discharges, without them, are accepted as before.
 - **Cursors** are numbers from one change sequence per organisation, taken in commit order:
   a change committed late never slips under a cursor already handed out.
 - **Paging** (an extension): `&limit=K` returns at most K records and `has_more`; pull again

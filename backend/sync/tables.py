@@ -41,7 +41,9 @@ from backend.visits.models import EvvEvent, Visit
 
 # The phone schema's version. Bump it with every change to a synced table or column, and
 # raise MUTABLE_SINCE when older phones may no longer write mutable tables.
-SCHEMA_VERSION = 1
+# 2: discharges gain ready_to_leave_at and respiratory_depression (optional, so schema-1
+# phones still push their discharges without them).
+SCHEMA_VERSION = 2
 MUTABLE_SINCE = 1
 # Columns every pushed record carries that are WatermelonDB's own bookkeeping, not data.
 BOOKKEEPING = ("_status", "_changed")

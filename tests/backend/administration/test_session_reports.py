@@ -1,9 +1,7 @@
-"""Records drawn from a session: REMS monitoring record, trajectory, FHIR export."""
+"""Records drawn from a session: the monitoring record's gaps and thresholds, the trajectory."""
 
 from __future__ import annotations
 
-import csv
-import io
 from types import SimpleNamespace
 
 import pytest
@@ -65,41 +63,6 @@ def _get(visit: Session, path: str, role: Role = Role.COMPLIANCE, **query):
 def _audited(visit: Session, action: str) -> list[AuditEvent]:
     return list(visit.pharmacy.world.session.scalars(
         select(AuditEvent).where(AuditEvent.action == action)))
-
-
-def test_the_monitoring_record_has_the_rems_fields(recorded: Session):
-    response = _get(recorded, f"/api/v1/visits/{recorded.visit['id']}/monitoring-record")
-    assert response.status_code == 200, response.json
-    form = response.json
-    assert form["clinician"] == recorded.pharmacy.nurse.display_name
-    assert (form["site"], form["check_in_distance_m"], form["check_in_within_radius"]) == (
-        "patient's home", 22, True)
-    assert form["date"] == "2026-11-03"
-    assert (form["lot"], form["dose_ug"], form["dose_mg"], form["dose_mg_per_kg"]) == (
-        "L1", 35_000, "35.000", "0.500")
-    assert form["minutes_monitored"] == 130
-    assert (form["bp_pre_systolic"], form["bp_pre_diastolic"]) == (122, 78)
-    # 15:52 is 42 min after the dose began: nearer 40 min than 15:40 (30 min).
-    assert (form["bp_40_min_systolic"], form["bp_40_min_diastolic"]) == (148, 91)
-    assert (form["bp_end_systolic"], form["bp_end_diastolic"]) == (124, 80)
-    assert (form["vitals_acceptable_pre"], form["vitals_acceptable_end"]) == (True, True)
-    assert (form["sedation"], form["dissociation"]) == (True, True)
-    assert form["sedating_co_medications"] == ["benzodiazepine"]
-    assert (form["adverse_event_category"], form["adverse_events"]) == (
-        "nausea_vomiting", "mild nausea at 30 min")
-    [read] = _audited(recorded, "session.monitoring_record_read")
-    assert read.object_id == recorded.visit["id"]
-    assert read.detail["phi"] == ["adverse_events"]
-
-
-def test_the_monitoring_record_as_csv_is_one_header_and_one_row(recorded: Session):
-    response = _get(recorded, f"/api/v1/visits/{recorded.visit['id']}/monitoring-record",
-                    format="csv")
-    assert response.status_code == 200
-    assert response.mimetype == "text/csv"
-    [row] = list(csv.DictReader(io.StringIO(response.get_data().decode("utf-8-sig"))))
-    assert (row["lot"], row["dose_mg"], row["minutes_monitored"]) == ("L1", "35.000", "130")
-    assert row["adverse_events"] == "mild nausea at 30 min"
 
 
 def test_no_bp_within_ten_minutes_of_forty_leaves_it_empty(world: World):

@@ -429,7 +429,7 @@ def test_an_old_cursor_past_the_pruned_tombstones_must_reset(pharmacy, visit, wo
 def test_schema_versions(pharmacy, visit, monkeypatch):
     handset = Handset(pharmacy)
     handset.sync_pull()
-    assert handset.pull(schema_version=2).status_code == 422
+    assert handset.pull(schema_version=pull_service.SCHEMA_VERSION + 1).status_code == 422
     monkeypatch.setattr(pull_service, "MUTABLE_SINCE", 2)
     old = handset.pull()
     assert old.status_code == 426 and old.json["error"]["code"] == "schema_too_old"
