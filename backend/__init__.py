@@ -26,6 +26,8 @@ def _blueprints() -> list:
     from backend.administration.resources import patient_blp as trajectory
     from backend.audit.resources import blp as audit
     from backend.auth.resources import blp as auth
+    from backend.custody.form_resources import blp as dea
+    from backend.custody.form_resources import loss_blp as loss_reports
     from backend.custody.resources import blp as custody
     from backend.devices.resources import blp as devices
     from backend.flags.resources import blp as flags
@@ -41,7 +43,8 @@ def _blueprints() -> list:
     from backend.visits.resources import blp as visits
 
     return [auth, accounts, mfa, security_policy, devices, patients, products, plans, visits,
-            administration, trajectory, custody, flags, safeguards, policy, audit, jobs, sync]
+            administration, trajectory, custody, loss_reports, dea, flags, safeguards, policy,
+            audit, jobs, sync]
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:

@@ -45,6 +45,7 @@ def init_app(app: Flask) -> None:
     from backend.console import (  # noqa: F401
         account,
         admin,
+        dea_forms,
         flags,
         oversight,
         people,

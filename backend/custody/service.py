@@ -17,6 +17,7 @@ from backend.accounts.service import dea_number_problem, organisation_zone
 from backend.audit import service as audit
 from backend.auth import limiter
 from backend.auth.caller import Caller
+from backend.custody.forms import LOSS_TYPES, UNDETERMINED
 from backend.custody.ledger import (
     VAULT,
     Attestation,
@@ -161,6 +162,8 @@ def _holders(session: Session, caller: Caller, request: EntryRequest) -> tuple[s
         return ("count", holder) if request.details["direction"] == "up" else (holder, "count")
     if kind == Kind.LOSS:
         _require(request, "circumstances")
+        if request.details.get("loss_type", UNDETERMINED) not in LOSS_TYPES:
+            raise InvalidField("details.loss_type", f"one of {', '.join(LOSS_TYPES)}")
         holder = (bag(caller.user_id) if caller.role == Role.NURSE
                   else _counted_holder(session, caller, request.holder))
         return holder, "loss"
@@ -321,7 +324,8 @@ def _open_loss_report(session: Session, rt: Runtime, caller: Caller,
         notice_due_at=add_business_days(discovered,
                                         int(policy.value("loss_notice_business_days"))),
         form_106_due_at=discovered + timedelta(days=int(policy.value("form_106_days"))),
-        circumstances=entry.details["circumstances"])
+        circumstances=entry.details["circumstances"],
+        loss_type=entry.details.get("loss_type", UNDETERMINED))
     session.add(report)
     session.flush()
     # The investigation starts now; the deadlines are watched by the loss_deadlines job.
