@@ -35,6 +35,7 @@ POSITION = {"latitude": "39.781700", "longitude": "-89.650100", "accuracy_m": 12
 RECEIPT = {"kind": "receive", "product_id": PRODUCT_ID, "lot": "KT24118", "expiry": "2028-03-31",
            "quantity_ug": 5_000_000, "occurred_at": "2026-12-07T09:15:00-06:00",
            "details": {"supplier": "Example Wholesale", "dea_form_222": "231456789"}}
+INVENTORY = {"kind": "biennial", "as_of": "2026-12-07T17:00:00-06:00", "at": "close"}
 COUNT = {"holder": "vault", "counted_at": "2026-12-07T17:00:00-06:00",
          "counts": [{"product_id": PRODUCT_ID, "lot": "KT24118", "quantity_ug": 4_500_000}]}
 RESOLVE = {"resolution": "justified",

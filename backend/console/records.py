@@ -3,8 +3,8 @@
 Each page calls what its API endpoint calls, for the same roles: a nurse's shift through
 `custody.shifts`, reckoned as the bag-reconciliation job reckons it (the difference shown is the
 statement's own `remaining_ug`); losses and filings through `custody.losses`; the DEA records
-through `custody.reports`, whose CSV is the API's own text, so a download from either is the
-same file.
+through `custody.reports` and signed inventories through `custody.inventories`, whose CSV is the
+API's own text, so a download from either is the same file.
 """
 
 from __future__ import annotations
@@ -39,9 +39,14 @@ from backend.console.pages import (
     when,
 )
 from backend.console.service import DESK_ROLES
-from backend.custody import losses, reports, shifts
+from backend.custody import inventories, losses, reports, shifts
 from backend.custody import resources as custody_api
-from backend.custody.report_schemas import FilingSchema, dispensing_csv, inventory_csv
+from backend.custody.report_schemas import (
+    FilingSchema,
+    dispensing_csv,
+    inventory_csv,
+    signed_inventory_csv,
+)
 from backend.errors import Conflict, InvalidField, NotFound
 from backend.products import service as products
 from backend.runtime import runtime
@@ -50,6 +55,7 @@ from backend.runtime import runtime
 STATEMENT = frozenset(custody_api.READERS) & DESK_ROLES
 REPORTS = frozenset(custody_api.REPORT_READERS) & DESK_ROLES
 FILERS = frozenset(custody_api.FILERS) & DESK_ROLES
+TAKERS = frozenset(inventories.TAKERS) & DESK_ROLES
 PAGE_SIZE = 20
 # A bag statement's figures after its opening balance: what came in, then what went out.
 FIGURES = (("dispensed_ug", "Dispensed"), ("transferred_in_ug", "Transferred in"),
@@ -57,6 +63,13 @@ FIGURES = (("dispensed_ug", "Dispensed"), ("transferred_in_ug", "Transferred in"
            ("wasted_ug", "Wasted"), ("returned_ug", "Returned"),
            ("transferred_out_ug", "Transferred out"), ("lost_ug", "Lost"),
            ("adjusted_down_ug", "Adjusted down"))
+# A signed inventory's kinds: what the form offers, and how a printed one is headed.
+INVENTORY_KINDS = {"biennial": "Biennial: at least every two years",
+                   "initial": "Initial: on first handling controlled substances",
+                   "other": "Other: a substance newly scheduled, a new pharmacist in charge, "
+                            "a check of our own"}
+INVENTORY_TITLES = {"biennial": "Biennial inventory", "initial": "Initial inventory",
+                    "other": "Inventory"}
 FILING_TITLES = {"dea_notice": "Written notice to DEA (within 1 business day)",
                  "form_106": "DEA Form 106 (within 45 days)"}
 # A period's days as the dispensing log's form names them, beside the API's names.
@@ -98,6 +111,12 @@ class InventoryDaySchema(ma.Schema):
 
     as_of = bounded.Date(load_default=None)
     at = ma.fields.String(load_default="close", validate=ma.validate.OneOf(["open", "close"]))
+
+
+class InventoryTakeSchema(InventoryDaySchema):
+    """An inventory to take and sign: its kind, and its day's opening or close (default: now)."""
+
+    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(inventories.KINDS))
 
 
 def _query(schema: ma.Schema) -> tuple[dict, FormRefused | None]:
@@ -335,15 +354,19 @@ def dispensing_csv_download() -> Response:
                      f"dispensing-{period['since']}-to-{period['until']}.csv")
 
 
+def _as_of(session: Session, day: date | None, at: str) -> datetime | None:
+    """Return the moment of a day's inventory: its midnight (open) or the next one (close)."""
+    if day is None:
+        return None
+    zone = organisation_zone(session, caller().organisation_id)
+    return shifts.start_of_day(day + timedelta(days=1 if at == "close" else 0), zone)
+
+
 def _inventory() -> reports.Inventory:
-    """Read the inventory of the form's day: at its midnight (open) or the next one (close)."""
+    """Read the inventory of the form's day, as of its opening or close (default: now)."""
     session = db.session()
     asked = load(InventoryDaySchema(), form_values(request.args))
-    as_of = None
-    if asked["as_of"] is not None:
-        zone = organisation_zone(session, caller().organisation_id)
-        as_of = shifts.start_of_day(asked["as_of"] + timedelta(
-            days=1 if asked["at"] == "close" else 0), zone)
+    as_of = _as_of(session, asked["as_of"], asked["at"])
     return attempt(lambda: reports.inventory(session, runtime(), caller(), as_of, asked["at"]))
 
 
@@ -368,3 +391,64 @@ def inventory_csv_download() -> Response:
     except FormRefused as refused:
         return _reports_page(refused)
     return _download(inventory_csv(stock), f"inventory-{stock.date}-{stock.at}.csv")
+
+
+# Signed inventories
+
+
+def _inventories_page(status: int = 200, refused: FormRefused | None = None,
+                      values: dict | None = None) -> Response:
+    return render("console/inventories.html", status=status, refused=refused,
+                  values=values or {"at": "close", "kind": "biennial"},
+                  inventories=inventories.records(db.session(), caller()),
+                  may_take=caller().role in TAKERS, kinds=INVENTORY_KINDS)
+
+
+@blp.get("/reports/inventories")
+@page(*REPORTS)
+def inventory_list() -> Response:
+    """List the signed inventories, each checked against its hash; a pharmacist takes one."""
+    return _inventories_page()
+
+
+@blp.post("/reports/inventories")
+@page(*TAKERS)
+def take_inventory() -> Response:
+    """Take and sign an inventory, as POST /custody/inventories does (a fresh factor)."""
+    session, values = db.session(), {}
+    try:
+        values = form_values()
+        asked = load(InventoryTakeSchema(), values)
+        as_of = _as_of(session, asked["as_of"], asked["at"])
+        taken = attempt(lambda: inventories.take(session, runtime(), caller(), asked["kind"],
+                                                 as_of, asked["at"]))
+    except FormRefused as refused:
+        return _inventories_page(refused.status, refused, values)
+    lines = len(taken.lines)
+    flash(f"Signed the {taken.kind} inventory as of {when(taken.as_of)}, {taken.at} of "
+          f"business: {lines} line{'' if lines == 1 else 's'}.")
+    return redirect(url_for("console.signed_inventory", inventory_id=taken.id), 303)
+
+
+def _signed_inventory(inventory_id: str) -> inventories.SignedInventory:
+    found = object_id(inventory_id)
+    if found is None:
+        raise NotFound("No such inventory.")
+    return inventories.get(db.session(), caller(), found)
+
+
+@blp.get("/reports/inventories/<inventory_id>")
+@page(*REPORTS)
+def signed_inventory(inventory_id: str) -> Response:
+    """Show a signed inventory as a printable page, with its signature and whether it verifies."""
+    return render("console/inventory_record.html", signed=_signed_inventory(inventory_id),
+                  kinds=INVENTORY_KINDS, titles=INVENTORY_TITLES, now=runtime().clock.now())
+
+
+@blp.get("/reports/inventories/<inventory_id>.csv")
+@page(*REPORTS)
+def signed_inventory_csv_download(inventory_id: str) -> Response:
+    """Download a signed inventory as the API's CSV."""
+    signed = _signed_inventory(inventory_id)
+    return _download(signed_inventory_csv(signed),
+                     f"inventory-{signed.kind}-{signed.date}-{signed.at}.csv")

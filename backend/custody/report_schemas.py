@@ -5,12 +5,23 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from backend import bounded
+from backend.custody.inventories import KINDS, SignedInventory
 from backend.custody.ledger import MAX_MOVEMENT_UG
 from backend.custody.reports import DispensingLog, Inventory, csv_text
 
 NDC = "The product's National Drug Code, 11 digits as 5-4-2; blank if none is recorded."
 STRENGTH = "Per mL or per device, in mg and µg: `50 mg/mL (50000 µg/mL)`."
 PACKAGE = "The container's size with its unit (`10 mL per vial`), after its description."
+ROLE = ("Their role: pharmacist, nurse, prescriber, compliance officer or administrator.")
+FORM = "vial, ampoule, prefilled_syringe or nasal_device."
+PER_CONTAINER = "mL or devices per container; `package` says it with its unit."
+MG = "The quantity in milligrams, to 0.001."
+UNITS = ("The quantity in dispensing units (`unit`), to 0.001: mL of the product's "
+         "concentration, or devices.")
+CONTAINERS = ("The whole containers (vials, devices) the quantity makes; null when it is not a "
+              "whole number of them (an opened container).")
+AS_OF = "Entries the server recorded up to this time count; not in the future. Default: now."
+AT = "`open` or `close`: at the opening or close of business (21 CFR 1304.11(a))."
 
 
 class CountLineSchema(Schema):
@@ -136,7 +147,25 @@ def _format() -> fields.String:
     return fields.String(data_key="format", load_default="json",
                          validate=validate.OneOf(["json", "csv"]), metadata={
                              "description": "`csv`: text/csv (RFC 4180, UTF-8 with a "
-                                            "byte-order mark) with a header row."})
+                                            "byte-order mark, so µg reads right in a "
+                                            "spreadsheet) with a header row; every row "
+                                            "repeats the registrant, so it stands alone."})
+
+
+class RecordRegistrantSchema(Schema):
+    """The registrant every DEA record names: the organisation as its registration names it."""
+
+    name = fields.String()
+    dea_registration = fields.String(metadata={"description": "Its DEA registration number."})
+    dea_expires_on = fields.Date(allow_none=True, metadata={
+        "description": "When that registration expires; null if not recorded."})
+    address = fields.String(metadata={
+        "description": "The registered address on one line (street, city, state ZIP)."})
+    address_line = fields.String()
+    city = fields.String()
+    state = fields.String(metadata={"description": "Two-letter USPS code."})
+    postal_code = fields.String()
+    phone = fields.String()
 
 
 class DispensingQuerySchema(Schema):
@@ -151,23 +180,25 @@ class DispensingEventSchema(Schema):
     """One event of the dispensing log, one CSV row, in these columns."""
 
     entry_id = fields.UUID()
-    seq = fields.Integer()
+    seq = fields.Integer(metadata={"description": "Its place in the ledger's chain."})
     date = fields.Date(metadata={"description": "In the organisation's timezone."})
     occurred_at = fields.AwareDateTime()
     kind = fields.String(metadata={"description": (
         "received, dispensed to nurse, transferred to nurse, administered, wasted, returned, "
         "count adjustment, lost or destroyed.")})
-    substance = fields.String()
-    product = fields.String()
-    dea_schedule = fields.String()
-    dosage_form = fields.String()
+    substance = fields.String(metadata={"description": "The active ingredient."})
+    product = fields.String(metadata={"description": "The product's name."})
     ndc = fields.String(metadata={"description": NDC})
+    dea_schedule = fields.String()
+    dosage_form = fields.String(metadata={"description": FORM})
     strength = fields.String(metadata={"description": STRENGTH})
     package = fields.String(metadata={"description": PACKAGE})
-    units_per_container = fields.Decimal(as_string=True, metadata={
-        "description": "mL or devices per container; `package` says it with its unit."})
-    quantity_ug = fields.Integer()
-    quantity_mg = fields.Decimal(as_string=True)
+    units_per_container = fields.Decimal(as_string=True, metadata={"description": PER_CONTAINER})
+    quantity_ug = fields.Integer(metadata={"description": "Micrograms of the substance."})
+    quantity_mg = fields.Decimal(as_string=True, metadata={"description": MG})
+    quantity_units = fields.Decimal(as_string=True, metadata={"description": UNITS})
+    unit = fields.String(metadata={"description": "`mL` or `device`."})
+    containers = fields.Integer(allow_none=True, metadata={"description": CONTAINERS})
     lot = fields.String()
     expiry = fields.Date()
     from_holder = fields.String()
@@ -182,12 +213,16 @@ class DispensingEventSchema(Schema):
     supplier_dea = fields.String()
     manner = fields.String(metadata={
         "description": "How stock was disposed of: waste, destruction, loss, count correction."})
-    by_username = fields.String(metadata={"description": "Who dispensed, administered, etc."})
-    by_name = fields.String(metadata={"description": "Their full name."})
-    witness_usernames = fields.List(fields.String(), metadata={
-        "description": "In CSV, joined with `; `."})
+    by_name = fields.String(metadata={
+        "description": "Who dispensed, administered, etc., by full name."})
+    by_role = fields.String(metadata={"description": ROLE})
+    by_username = fields.String(metadata={"description": "Their sign-in name."})
     witness_names = fields.List(fields.String(), metadata={
         "description": "The witnesses' full names; in CSV, joined with `; `."})
+    witness_roles = fields.List(fields.String(), metadata={
+        "description": "Their roles, in the same order; in CSV, joined with `; `."})
+    witness_usernames = fields.List(fields.String(), metadata={
+        "description": "Their sign-in names, in the same order; in CSV, joined with `; `."})
     by_factor = fields.String(allow_none=True, metadata={
         "description": "For a destruction, adjustment or loss recorded at the desk: the "
                        "second factor its recorder proved (`totp`, `recovery_code`, "
@@ -198,6 +233,8 @@ class DispensingEventSchema(Schema):
     order_version = fields.Integer(attribute="order.version", allow_none=True)
     order_signed_by = fields.String(attribute="order.signed_by", allow_none=True, metadata={
         "description": "The prescriber who signed that order, by full name."})
+    order_signed_by_role = fields.String(attribute="order.signed_by_role", allow_none=True,
+                                         metadata={"description": ROLE})
     order_signed_at = fields.AwareDateTime(attribute="order.signed_at", allow_none=True,
                                            metadata={"description": "null: written before "
                                                                     "orders were signed."})
@@ -209,8 +246,8 @@ class DispensingEventSchema(Schema):
 class DispensingLogSchema(Schema):
     """The dispensing and disposal record of 21 CFR 1304.22(c) over a period."""
 
-    organisation = fields.String()
-    dea_registration = fields.String()
+    registrant = fields.Nested(RecordRegistrantSchema, metadata={
+        "description": "Whose record this is (21 CFR 1304.04)."})
     since = fields.AwareDateTime(data_key="from")
     until = fields.AwareDateTime(data_key="to")
     events = fields.List(fields.Nested(DispensingEventSchema))
@@ -219,60 +256,139 @@ class DispensingLogSchema(Schema):
 class InventoryQuerySchema(Schema):
     """The moment of an inventory, whether at open or close of business, and its format."""
 
-    as_of = bounded.DateTime(load_default=None, metadata={
-        "description": "Entries the server recorded up to this time count. Default: now."})
+    as_of = bounded.DateTime(load_default=None, metadata={"description": AS_OF})
     at = fields.String(load_default="close", validate=validate.OneOf(["open", "close"]),
-                       metadata={"description": "Open or close of business (21 CFR 1304.11)."})
+                       metadata={"description": AT})
     output = _format()
 
 
 class InventoryLineSchema(Schema):
     """One holder's stock of one lot, one CSV row, in these columns."""
 
-    holder = fields.String()
-    holder_name = fields.String()
-    substance = fields.String()
-    product = fields.String()
-    dea_schedule = fields.String()
-    dosage_form = fields.String()
+    holder = fields.String(metadata={"description": "`vault` or `bag:<nurse id>`."})
+    holder_name = fields.String(metadata={
+        "description": "The registrant's name for the vault, the nurse's for her bag."})
+    product_id = fields.UUID()
+    substance = fields.String(metadata={"description": "The active ingredient."})
+    product = fields.String(metadata={"description": "The product's name."})
     ndc = fields.String(metadata={"description": NDC})
+    dea_schedule = fields.String()
+    dosage_form = fields.String(metadata={"description": FORM})
     strength = fields.String(metadata={"description": STRENGTH})
     package = fields.String(metadata={"description": PACKAGE})
-    units_per_container = fields.Decimal(as_string=True, metadata={
-        "description": "mL or devices per container; `package` says it with its unit."})
+    units_per_container = fields.Decimal(as_string=True, metadata={"description": PER_CONTAINER})
     lot = fields.String()
     expiry = fields.Date()
-    quantity_ug = fields.Integer()
-    quantity_mg = fields.Decimal(as_string=True)
-    quantity_units = fields.Decimal(as_string=True, metadata={
-        "description": "mL or devices, to 0.001."})
-    unit = fields.String()
-    containers = fields.Decimal(as_string=True, metadata={
-        "description": "Full-container equivalents, to 0.001 (an opened one is a fraction)."})
+    quantity_ug = fields.Integer(metadata={"description": "Micrograms of the substance."})
+    quantity_mg = fields.Decimal(as_string=True, metadata={"description": MG})
+    quantity_units = fields.Decimal(as_string=True, metadata={"description": UNITS})
+    unit = fields.String(metadata={"description": "`mL` or `device`."})
+    containers = fields.Integer(allow_none=True, metadata={"description": CONTAINERS})
 
 
 class InventorySchema(Schema):
     """An inventory of controlled substances on hand (21 CFR 1304.11)."""
 
-    organisation = fields.String()
-    dea_registration = fields.String()
-    as_of = fields.AwareDateTime()
-    date = fields.Date()
-    at = fields.String()
-    taken_by = fields.String()
+    registrant = fields.Nested(RecordRegistrantSchema)
+    as_of = fields.AwareDateTime(metadata={"description": "The ledger as it stood then."})
+    date = fields.Date(metadata={"description": "as_of's day in the organisation's timezone."})
+    at = fields.String(metadata={"description": AT})
+    taken_by = fields.String(metadata={"description": "Who took it, by full name."})
+    taken_by_role = fields.String(metadata={"description": ROLE})
     lines = fields.List(fields.Nested(InventoryLineSchema))
 
 
+class InventoryTakeSchema(Schema):
+    """An inventory to take and sign: which, as of when, at open or close of business."""
+
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS), metadata={
+        "description": "`initial`: on first handling controlled substances (1304.11(b)); "
+                       "`biennial`: at least every two years after (1304.11(c)); `other`: "
+                       "any other occasion — a substance newly controlled or rescheduled "
+                       "(1304.11(d)), a new pharmacist in charge, the registrant's own check."})
+    as_of = bounded.DateTime(load_default=None, metadata={"description": AS_OF})
+    at = fields.String(load_default="close", validate=validate.OneOf(["open", "close"]),
+                       metadata={"description": AT})
+
+
+class SignedInventorySummarySchema(Schema):
+    """A signed inventory without its lines, as the list shows it."""
+
+    id = fields.UUID()
+    kind = fields.String(metadata={"description": "`initial`, `biennial` or `other`."})
+    as_of = fields.AwareDateTime(metadata={"description": "The ledger as it stood then."})
+    date = fields.Date(metadata={"description": "as_of's day in the organisation's timezone."})
+    at = fields.String(metadata={"description": AT})
+    taken_by_id = fields.UUID()
+    taken_by = fields.String(metadata={"description": "Who took and signed it, by full name."})
+    taken_by_role = fields.String(metadata={"description": ROLE})
+    taken_by_username = fields.String()
+    signed_at = fields.AwareDateTime()
+    signature_method = fields.String(allow_none=True, metadata={
+        "description": "The second factor it was signed with: `totp`, `recovery_code`, "
+                       "`webauthn`."})
+    signature_factor_id = fields.UUID(allow_none=True, metadata={
+        "description": "Which of the signer's factors."})
+    content_hash = fields.String(metadata={
+        "description": "Hex SHA-256 of the RFC 8785 canonical JSON of the inventory as signed: "
+                       "its id, organisation, kind, as_of, at, signer, signed_at, factor and "
+                       "lines."})
+    verified = fields.Boolean(metadata={
+        "description": "Whether the stored inventory still hashes to content_hash; false "
+                       "means it was changed after signing."})
+
+
+class SignedInventorySchema(SignedInventorySummarySchema):
+    """A signed inventory (21 CFR 1304.11): the stock as taken, who signed it, and its hash."""
+
+    registrant = fields.Nested(RecordRegistrantSchema, metadata={
+        "description": "The registrant as it is recorded now."})
+    lines = fields.List(fields.Nested(InventoryLineSchema), metadata={
+        "description": "Each vault and bag lot as it stood at as_of, stored when signed."})
+
+
+class SignedInventoryQuerySchema(Schema):
+    """How to give a signed inventory."""
+
+    output = _format()
+
+
+def _rows(dumped: dict, heading: dict[str, str], rows: str,
+          columns: Schema) -> tuple[list[dict], list[str]]:
+    """Return each of `rows` led by the registrant and the record's own `heading` fields.
+
+    Every row names the registrant (and the record it belongs to), so a row copied out of
+    the file still says whose record it is.
+    """
+    registrant = dumped["registrant"]
+    lead = {"registrant_name": registrant["name"], "registrant_address": registrant["address"],
+            "registrant_dea": registrant["dea_registration"]} | {
+        column: dumped[name] for column, name in heading.items()}
+    return [{**lead, **row} for row in dumped[rows]], [*lead, *columns.fields]
+
+
+def _same(*names: str) -> dict[str, str]:
+    return {name: name for name in names}
+
+
 def dispensing_csv(log: DispensingLog) -> str:
-    """Return the log's events as CSV, one row per event in the event schema's columns."""
-    events = DispensingLogSchema().dump(log)["events"]
-    return csv_text(events, list(DispensingEventSchema().fields))
+    """Return the log's events as CSV, one row per event, each naming the registrant."""
+    return csv_text(*_rows(DispensingLogSchema().dump(log), {}, "events",
+                           DispensingEventSchema()))
 
 
 def inventory_csv(stock: Inventory) -> str:
     """Return the inventory as CSV, one row per holder and lot."""
-    dumped = InventorySchema().dump(stock)
     # Each row carries the inventory's date and open/close, as 1304.11 asks of it.
-    heading = {name: dumped[name] for name in ("date", "at")}
-    return csv_text([{**heading, **line} for line in dumped["lines"]],
-                    [*heading, *InventoryLineSchema().fields])
+    return csv_text(*_rows(InventorySchema().dump(stock),
+                           _same("date", "at", "as_of", "taken_by", "taken_by_role"), "lines",
+                           InventoryLineSchema()))
+
+
+def signed_inventory_csv(signed: SignedInventory) -> str:
+    """Return a signed inventory as CSV, one row per line, each naming what was signed."""
+    heading = {"inventory_id": "id"} | _same(
+        "kind", "date", "at", "as_of", "taken_by", "taken_by_role", "signed_at",
+        "signature_method", "content_hash")
+    return csv_text(*_rows(SignedInventorySchema().dump(signed), heading, "lines",
+                           InventoryLineSchema()))

@@ -6,7 +6,7 @@ import csv
 import io
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, or_, select, union_all
 from sqlalchemy.orm import Session
 
-from backend.accounts.models import Organisation, User
+from backend.accounts.models import Organisation, Role, User
+from backend.accounts.registrant import Registrant, registrant
 from backend.accounts.service import organisation_zone
 from backend.audit import service as audit
 from backend.audit.models import AuditEvent
@@ -27,6 +28,7 @@ from backend.patients import service as patients
 from backend.plans.models import PlanVersion
 from backend.products import ndc, quantities
 from backend.products.models import DrugProduct
+from backend.products.quantities import milligrams as milligrams  # the console's, re-exported
 from backend.runtime import Runtime
 from backend.visits.models import Visit
 
@@ -36,8 +38,11 @@ KIND_LABELS = {Kind.RECEIVE: "received", Kind.DISPENSE: "dispensed to nurse",
                Kind.LOSS: "lost", Kind.DESTROY: "destroyed"}
 PATIENT = "patient:"
 BAG = "bag:"
-THOUSANDTHS = Decimal("0.001")
 BOM = "\ufeff"
+# How a record names each role beside a person's full name.
+ROLE_TITLES = {Role.ADMIN: "administrator", Role.PRESCRIBER: "prescriber",
+               Role.PHARMACIST: "pharmacist", Role.NURSE: "nurse",
+               Role.COMPLIANCE: "compliance officer"}
 
 
 @dataclass(frozen=True)
@@ -86,9 +91,9 @@ def product_columns(product: DrugProduct) -> dict[str, str]:
             "package": quantities.package(product)}
 
 
-def milligrams(quantity_ug: int) -> Decimal:
-    """Return micrograms as exact milligrams with three places."""
-    return Decimal(quantity_ug).scaleb(-3)
+def role_title(user: User) -> str:
+    """Return how a record names the user's role ("pharmacist", "compliance officer")."""
+    return ROLE_TITLES[Role(user.role)]
 
 
 def _products(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DrugProduct]:
@@ -127,6 +132,9 @@ class DispensingEvent:
     units_per_container: Decimal
     quantity_ug: int
     quantity_mg: Decimal
+    quantity_units: Decimal
+    unit: str
+    containers: int | None
     lot: str
     expiry: date
     from_holder: str
@@ -137,10 +145,12 @@ class DispensingEvent:
     supplier_address: str
     supplier_dea: str
     manner: str
-    by_username: str
     by_name: str
-    witness_usernames: list[str]
+    by_role: str
+    by_username: str
     witness_names: list[str]
+    witness_roles: list[str]
+    witness_usernames: list[str]
     by_factor: str | None
     order: Order
 
@@ -152,6 +162,7 @@ class Order:
     plan_version_id: uuid.UUID | None = None
     version: int | None = None
     signed_by: str | None = None
+    signed_by_role: str | None = None
     signed_by_username: str | None = None
     signed_at: datetime | None = None
     factor: str | None = None
@@ -165,8 +176,7 @@ NO_ORDER = Order()
 class DispensingLog:
     """The registrant's dispensing and disposal record over a period."""
 
-    organisation: str
-    dea_registration: str
+    registrant: Registrant
     since: datetime
     until: datetime
     events: list[DispensingEvent]
@@ -216,8 +226,9 @@ def _orders(session: Session, entries: list[CustodyEntry]) -> dict[uuid.UUID, Or
         .join(PlanVersion, PlanVersion.id == Visit.plan_version_id)
         .join(User, User.id == PlanVersion.prescriber_id).where(Visit.id.in_(visits)))
     # Versions written before orders were signed keep their prescriber, with no signature.
-    return {visit_id: Order(version.id, version.version, signer.display_name, signer.username,
-                            version.signed_at, version.signature_method)
+    return {visit_id: Order(version.id, version.version, signer.display_name,
+                            role_title(signer), signer.username, version.signed_at,
+                            version.signature_method)
             for visit_id, version, signer in rows}
 
 
@@ -238,22 +249,23 @@ def _factors(session: Session, entries: list[CustodyEntry]) -> dict[str, str]:
 def _event(entry: CustodyEntry, product: DrugProduct, people: Mapping[uuid.UUID, User],
            recipient: Recipient, zone: ZoneInfo, order: Order,
            factor: str | None) -> DispensingEvent:
+    actor = people[entry.actor_id]
+    witnesses = [people[uuid.UUID(c["user_id"])] for c in entry.confirmations]
     return DispensingEvent(
         entry_id=entry.id, seq=entry.seq, date=entry.occurred_at.astimezone(zone).date(),
         occurred_at=entry.occurred_at, kind=KIND_LABELS[Kind(entry.kind)],
         **product_columns(product), units_per_container=product.units_per_container,
-        quantity_ug=entry.quantity_ug,
-        quantity_mg=milligrams(entry.quantity_ug), lot=entry.lot, expiry=entry.expiry,
-        from_holder=entry.from_holder, recipient=entry.to_holder,
+        **asdict(quantities.amount(product, entry.quantity_ug)), lot=entry.lot,
+        expiry=entry.expiry, from_holder=entry.from_holder, recipient=entry.to_holder,
         recipient_name=recipient.name, recipient_address=recipient.address,
         supplier_name=entry.details.get("supplier_name", ""),
         supplier_address=entry.details.get("supplier_address", ""),
         supplier_dea=entry.details.get("supplier_dea", ""), manner=_manner(entry),
-        by_username=people[entry.actor_id].username, by_name=people[entry.actor_id].display_name,
-        witness_usernames=[people[uuid.UUID(c["user_id"])].username
-                           for c in entry.confirmations],
-        witness_names=[people[uuid.UUID(c["user_id"])].display_name
-                       for c in entry.confirmations], by_factor=factor, order=order)
+        by_name=actor.display_name, by_role=role_title(actor), by_username=actor.username,
+        witness_names=[witness.display_name for witness in witnesses],
+        witness_roles=[role_title(witness) for witness in witnesses],
+        witness_usernames=[witness.username for witness in witnesses],
+        by_factor=factor, order=order)
 
 
 def dispensing_log(session: Session, rt: Runtime, caller: Caller, since: datetime,
@@ -280,15 +292,16 @@ def dispensing_log(session: Session, rt: Runtime, caller: Caller, since: datetim
                  caller.organisation_id, detail={
                      "from": since.isoformat(), "to": until.isoformat(), "events": len(events),
                      "patients": sum(holder.startswith(PATIENT) for holder in recipients)})
-    return DispensingLog(organisation.name, organisation.dea_registration, since, until, events)
+    return DispensingLog(registrant(organisation), since, until, events)
 
 
 @dataclass(frozen=True)
 class InventoryLine:
-    """One holder's stock of one lot, in micrograms, units and containers."""
+    """One holder's stock of one lot, in µg, mg, dispensing units and whole containers."""
 
     holder: str
     holder_name: str
+    product_id: uuid.UUID
     substance: str
     product: str
     ndc: str
@@ -303,51 +316,60 @@ class InventoryLine:
     quantity_mg: Decimal
     quantity_units: Decimal
     unit: str
-    containers: Decimal
+    containers: int | None
 
 
 @dataclass(frozen=True)
 class Inventory:
     """The stock on hand at a moment, dated and marked open or close of business (1304.11)."""
 
-    organisation: str
-    dea_registration: str
+    registrant: Registrant
     as_of: datetime
     date: date
     at: str
     taken_by: str
+    taken_by_role: str
     lines: list[InventoryLine]
 
 
 def _inventory_line(holding: Holding, product: DrugProduct, holder_name: str) -> InventoryLine:
-    units = (Decimal(holding.quantity_ug) / product.ug_per_unit).quantize(THOUSANDTHS)
     return InventoryLine(
-        holder=holding.holder, holder_name=holder_name, **product_columns(product),
-        units_per_container=product.units_per_container,
-        lot=holding.lot, expiry=holding.expiry, quantity_ug=holding.quantity_ug,
-        quantity_mg=milligrams(holding.quantity_ug), quantity_units=units, unit=product.unit,
-        containers=(units / product.units_per_container).quantize(THOUSANDTHS))
+        holder=holding.holder, holder_name=holder_name, product_id=product.id,
+        **product_columns(product), units_per_container=product.units_per_container,
+        lot=holding.lot, expiry=holding.expiry,
+        **asdict(quantities.amount(product, holding.quantity_ug)))
+
+
+def inventory_lines(session: Session, organisation: Organisation,
+                    as_of: datetime) -> list[InventoryLine]:
+    """Return each vault and bag lot's stock as the ledger stood at `as_of`."""
+    held = holdings(session, organisation.id, as_of)
+    products = _products(session, (h.product_id for h in held))
+    nurses = _users(session, filter(None, (_holder_id(h.holder, BAG) for h in held)))
+    names = {VAULT: organisation.name} | {
+        f"{BAG}{nurse.id}": nurse.display_name for nurse in nurses.values()}
+    return [_inventory_line(h, products[h.product_id], names[h.holder]) for h in held]
+
+
+def checked_as_of(rt: Runtime, as_of: datetime | None) -> datetime:
+    """Return the moment of an inventory (default now), refusing one in the future."""
+    now = rt.clock.now()
+    if as_of is not None and as_of > now:
+        raise InvalidField("as_of", "must not be in the future")
+    return as_of or now
 
 
 def inventory(session: Session, rt: Runtime, caller: Caller, as_of: datetime | None,
               at: str) -> Inventory:
     """Return the stock of the vault and every bag as the ledger stood at `as_of` (default now)."""
-    now = rt.clock.now()
-    as_of = as_of or now
-    if as_of > now:
-        raise InvalidField("as_of", "must not be in the future")
-    held = holdings(session, caller.organisation_id, as_of)
-    products = _products(session, (h.product_id for h in held))
-    nurses = _users(session, filter(None, (_holder_id(h.holder, BAG) for h in held)))
+    as_of = checked_as_of(rt, as_of)
     organisation = session.get(Organisation, caller.organisation_id)
-    names = {VAULT: organisation.name} | {
-        f"{BAG}{nurse.id}": nurse.display_name for nurse in nurses.values()}
+    taker = session.get(User, caller.user_id)
     zone = organisation_zone(session, caller.organisation_id)
     return Inventory(
-        organisation=organisation.name, dea_registration=organisation.dea_registration,
-        as_of=as_of, date=as_of.astimezone(zone).date(), at=at,
-        taken_by=session.get(User, caller.user_id).username,
-        lines=[_inventory_line(h, products[h.product_id], names[h.holder]) for h in held])
+        registrant=registrant(organisation), as_of=as_of, date=as_of.astimezone(zone).date(),
+        at=at, taken_by=taker.display_name, taken_by_role=role_title(taker),
+        lines=inventory_lines(session, organisation, as_of))
 
 
 def _cell(value: Any) -> Any:

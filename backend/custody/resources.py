@@ -11,7 +11,7 @@ from backend import db, examples
 from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
-from backend.custody import counts, losses, reports, service, shifts
+from backend.custody import counts, inventories, losses, reports, service, shifts
 from backend.custody.report_schemas import (
     BagStatementSchema,
     CountCreateSchema,
@@ -21,10 +21,15 @@ from backend.custody.report_schemas import (
     FilingSchema,
     InventoryQuerySchema,
     InventorySchema,
+    InventoryTakeSchema,
     LossSchema,
+    SignedInventoryQuerySchema,
+    SignedInventorySchema,
+    SignedInventorySummarySchema,
     StatementQuerySchema,
     dispensing_csv,
     inventory_csv,
+    signed_inventory_csv,
 )
 from backend.custody.schemas import (
     BalanceQuerySchema,
@@ -200,7 +205,7 @@ class InventoryReport(MethodView):
     @blp.response(200, InventorySchema)
     @blp.alt_response(200, description=(
         "The inventory; with `format=csv`, one text/csv row per holder and lot, each with the "
-        "inventory's date and open/close."), **CSV)
+        "registrant, the inventory's date, open/close and who took it."), **CSV)
     def get(self, query):
         """Show the vault's and each bag's stock per lot as the ledger stood at `as_of`."""
         output = query.pop("output")
@@ -208,3 +213,47 @@ class InventoryReport(MethodView):
         if output == "csv":
             return _csv(inventory_csv(stock), "inventory")
         return stock
+
+
+@blp.route("/inventories")
+class Inventories(MethodView):
+    """Inventories taken and signed (21 CFR 1304.11), kept as they were signed."""
+
+    @requires(*REPORT_READERS)
+    @blp.response(200, SignedInventorySummarySchema(many=True))
+    def get(self):
+        """List the signed inventories, the latest as_of first, each checked against its hash."""
+        return inventories.records(db.session(), current_caller())
+
+    @requires(*inventories.TAKERS)
+    @blp.arguments(InventoryTakeSchema, example=examples.INVENTORY)
+    @blp.response(201, SignedInventorySchema)
+    @blp.refusal(403, "`forbidden`: only a pharmacist takes and signs an inventory. "
+                 "`mfa_required`: signing needs a second factor proved within the "
+                 "organisation's step-up window (details.action `custody.inventory_sign`): "
+                 "confirm one at POST /auth/step-up and post again.")
+    @blp.refusal(422, "`validation_error`: a bad kind or at, or an as_of in the future.")
+    def post(self, body):
+        """Take the inventory of the vault and every bag as the ledger stood at `as_of`, and
+        sign it: each line is stored as taken, with the SHA-256 of the whole; audited."""
+        session, caller = db.session(), current_caller()
+        taken = inventories.take(session, runtime(), caller, **body)
+        return inventories.get(session, caller, taken.id)
+
+
+@blp.route("/inventories/<uuid:inventory_id>")
+class InventoryDetail(MethodView):
+    """One signed inventory."""
+
+    @requires(*REPORT_READERS)
+    @blp.arguments(SignedInventoryQuerySchema, location="query")
+    @blp.response(200, SignedInventorySchema)
+    @blp.alt_response(200, description=(
+        "The signed inventory; with `format=csv`, one text/csv row per line, each with the "
+        "registrant, the inventory's id, kind, date, open/close, signer and hash."), **CSV)
+    def get(self, query, inventory_id: uuid.UUID):
+        """Show a signed inventory as it was stored, with whether it still matches its hash."""
+        signed = inventories.get(db.session(), current_caller(), inventory_id)
+        if query["output"] == "csv":
+            return _csv(signed_inventory_csv(signed), f"inventory-{signed.date}-{signed.at}")
+        return signed

@@ -36,6 +36,7 @@ class Action(StrEnum):
     DESTROY = "custody.destroy"
     ADJUST = "custody.adjust"
     REPORT_LOSS = "custody.loss_report"
+    INVENTORY_SIGN = "custody.inventory_sign"
     RULE_MODE = "rule.mode"
     CRITICAL_VERDICT = "flag.critical_verdict"
     SECURITY_POLICY = "organisation.security_policy"

@@ -84,6 +84,7 @@ class Side:
         self.pre_dose_id = self._record_on_done_visit()
         self.flag = self._quarantine_flag()
         self.loss = self._loss()
+        self.inventory = self._inventory()
         self.rotated_refresh, self.rotated_family = self._rotated_refresh_token()
 
     def _sign_in(self) -> dict[str, Actor]:
@@ -138,6 +139,13 @@ class Side:
         losses = self.client.get("/api/v1/custody/losses",
                                  headers=self.actors["pharmacist"].headers)
         return losses.json[0]["id"]
+
+    def _inventory(self) -> str:
+        signed = self.client.post("/api/v1/custody/inventories",
+                                  headers=self.actors["pharmacist"].headers,
+                                  json={"kind": "biennial", "at": "close"})
+        assert signed.status_code == 201, signed.json
+        return signed.json["id"]
 
     def _rotated_refresh_token(self) -> tuple[str, uuid.UUID]:
         pair = self.world.login(self.org, self.users[Role.COMPLIANCE])
@@ -1150,6 +1158,31 @@ def read_custody_refused(town, draw):
                                          {"after_seq": -1}, {"from": "2026-11-03"})),
                   lambda: call("GET", "/api/v1/custody/checkpoints",
                                me.actors[one(draw, "nurse", "prescriber")]))
+
+
+@builder
+def take_an_inventory_refused(town, draw):
+    me, them = sides(town, draw)
+    good = {"kind": "biennial", "at": "close"}
+    inventories = "/api/v1/custody/inventories"
+    return choose(draw,
+                  lambda: call("POST", inventories, me.actors["pharmacist"], one(
+                      draw, {**good, "kind": one(draw, "annual", None, *NASTY_TEXT)},
+                      {**good, "at": one(draw, "noon", None, 1)},
+                      {**good, "as_of": one(draw, "2027-01-01T00:00:00+00:00",
+                                            "2026-11-03T15:00:00", "yesterday", "",
+                                            1_700_000_000)},
+                      {**good, "colour": "red"}, {"at": "close"}, [good])),
+                  lambda: call("POST", inventories,
+                               me.actors[one(draw, "nurse", "compliance", "admin", "prescriber")],
+                               good),
+                  lambda: call("GET", f"{inventories}/{one(draw, them.inventory, nowhere())}",
+                               me.actors[one(draw, "pharmacist", "compliance", "admin")],
+                               query=one(draw, None, {"format": "csv"})),
+                  lambda: call("GET", f"{inventories}/{me.inventory}",
+                               me.actors[one(draw, "nurse", "prescriber")]),
+                  lambda: call("GET", f"{inventories}/{me.inventory}", me.actors["admin"],
+                               query={"format": "pdf"}))
 
 
 # Flags, rules, policy, products.

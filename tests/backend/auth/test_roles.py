@@ -32,6 +32,8 @@ MATRIX = [
     ("POST", "/api/v1/users", {A}),
     ("PATCH", "/api/v1/users/{user}", {A}),
     ("POST", "/api/v1/users/{user}/factors/reset", {A}),
+    ("GET", "/api/v1/organisation", ALL),
+    ("PATCH", "/api/v1/organisation", {A}),
     ("GET", "/api/v1/organisation/security-policy", {A, C}),
     ("PUT", "/api/v1/organisation/security-policy", {A}),
     ("GET", "/api/v1/devices", {A, C, N}),
@@ -48,6 +50,7 @@ MATRIX = [
     ("GET", "/api/v1/audit-events", {A, C}),
     ("GET", "/api/v1/products", ALL),
     ("POST", "/api/v1/products", {A, PH}),
+    ("PATCH", "/api/v1/products/{product}", {A, PH}),
     ("POST", "/api/v1/patients/{patient}/plans", {PR}),
     ("GET", "/api/v1/plans/{plan}", {A, PR, PH, N, C}),
     ("PUT", "/api/v1/plans/{plan}", {PR}),
@@ -97,6 +100,9 @@ MATRIX = [
     ("GET", "/api/v1/custody/bags/{nurse}/statement", {A, PH, C, N}),
     ("GET", "/api/v1/custody/reports/dispensing", {A, PH, C}),
     ("GET", "/api/v1/custody/reports/inventory", {A, PH, C}),
+    ("GET", "/api/v1/custody/inventories", {A, PH, C}),
+    ("POST", "/api/v1/custody/inventories", {PH}),
+    ("GET", "/api/v1/custody/inventories/{inventory}", {A, PH, C}),
 ]
 PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/login/factor",
           "/api/v1/auth/login/enrol", "/api/v1/auth/login/webauthn-options", "/api/v1/openapi.json",
@@ -107,7 +113,9 @@ PLACEHOLDERS = {"user": "<uuid:user_id>", "device": "<uuid:device_id>",
                 "patient": "<uuid:patient_id>", "plan": "<uuid:plan_id>",
                 "visit": "<uuid:visit_id>", "threshold": "<string:name>",
                 "nurse": "<uuid:nurse_id>", "loss": "<uuid:loss_id>", "flag": "<uuid:flag_id>",
-                "rule": "<string:rule_id>", "factor": "<uuid:factor_id>"}
+                "rule": "<string:rule_id>", "factor": "<uuid:factor_id>",
+                "product": "<uuid:product_id>",
+                "inventory": "<uuid:inventory_id>"}
 
 
 @pytest.fixture
@@ -122,7 +130,8 @@ def org_with_everyone(world: World):
     ids = {"user": clinic.users[PH].id, "device": device_id, "patient": clinic.patient_id,
            "plan": plan["id"], "visit": visit["id"], "threshold": "evv_radius_m",
            "nurse": clinic.nurse.id, "loss": uuid.uuid4(), "flag": flag.id,
-           "rule": COUNT_DISCREPANCY.id, "factor": uuid.uuid4()}
+           "rule": COUNT_DISCREPANCY.id, "factor": uuid.uuid4(), "product": uuid.uuid4(),
+           "inventory": uuid.uuid4()}
     return clinic.org, clinic.users, ids
 
 

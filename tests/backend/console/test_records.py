@@ -308,7 +308,7 @@ def test_the_dispensing_log_downloads_as_the_apis_csv_and_audits_as_the_api(
     api = _api(pharmacy, "reports/dispensing", Role.COMPLIANCE, format="csv",
                **{"from": "2026-11-01T05:00:00+00:00", "to": "2026-12-01T06:00:00+00:00"})
     assert download.get_data() == api.get_data()
-    assert download.get_data().startswith("\ufeffentry_id,".encode())
+    assert download.get_data().startswith("\ufeffregistrant_name,".encode())
     assert "12 Elm Street" in download.get_data().decode("utf-8-sig")
     [console_log, api_log] = _audits(pharmacy, "custody.dispensing_log")
     assert console_log.detail == api_log.detail == {

@@ -16,7 +16,7 @@ from werkzeug.test import TestResponse
 
 from backend.accounts.models import Organisation, Role, User
 from backend.audit.models import AuditEvent
-from backend.custody.models import CustodyBalance, CustodyEntry, LossReport
+from backend.custody.models import CustodyBalance, CustodyEntry, InventoryRecord, LossReport
 from backend.devices.models import Device
 from backend.flags.models import Flag, FlagEvent
 from backend.flags.service import raise_flag
@@ -71,6 +71,7 @@ def snapshot(world: World, org: Organisation) -> dict:
         "balances": rows(CustodyBalance.holder, CustodyBalance.lot, CustodyBalance.quantity_ug,
                          where=CustodyBalance.organisation_id == org.id),
         "losses": rows(LossReport.id, where=LossReport.organisation_id == org.id),
+        "inventories": rows(InventoryRecord.id, where=InventoryRecord.organisation_id == org.id),
         "modes": rows(SafeguardRuleMode.rule_id, SafeguardRuleMode.mode,
                       where=SafeguardRuleMode.organisation_id == org.id),
         "flags": rows(Flag.id, Flag.status, Flag.resolution,
@@ -132,6 +133,12 @@ def losing(pharmacy: Pharmacy) -> Send:
     stocked(pharmacy)
     return entry(pharmacy, {"kind": "loss", "quantity_ug": 5_000, "holder": "vault",
                             "details": {"circumstances": "vial broken in the vault"}})
+
+
+def inventorying(pharmacy: Pharmacy) -> Send:
+    stocked(pharmacy)
+    return lambda headers: pharmacy.client.post("/api/v1/custody/inventories", headers=headers,
+                                                json={"kind": "biennial", "at": "close"})
 
 
 def rule_mode(pharmacy: Pharmacy) -> Send:
@@ -207,6 +214,7 @@ CASES = [
     Case("count with a reason", Action.ADJUST, Role.PHARMACIST,
          lambda pharmacy: counting(pharmacy, {"L1": "spilled while counting"}), 201),
     Case("loss report", Action.REPORT_LOSS, Role.PHARMACIST, losing, 201),
+    Case("signed inventory", Action.INVENTORY_SIGN, Role.PHARMACIST, inventorying, 201),
     Case("rule mode", Action.RULE_MODE, Role.COMPLIANCE, rule_mode, 200),
     Case("critical flag justified", Action.CRITICAL_VERDICT, Role.COMPLIANCE,
          verdict("justified"), 200),
@@ -439,6 +447,7 @@ def test_an_admins_reset_is_due_at_once_whatever_the_policy(world):
 def test_the_document_names_mfa_required_beside_forbidden(app):
     spec = app.test_client().get("/api/v1/openapi.json").json
     guarded = [("post", "/api/v1/custody/entries"), ("post", "/api/v1/custody/counts"),
+               ("post", "/api/v1/custody/inventories"),
                ("patch", "/api/v1/safeguards/rules/{rule_id}"),
                ("post", "/api/v1/flags/{flag_id}/resolve"), ("post", "/api/v1/devices"),
                ("put", POLICY), ("patch", "/api/v1/organisation")]
