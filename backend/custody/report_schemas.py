@@ -20,6 +20,8 @@ UNITS = ("The quantity in dispensing units (`unit`), to 0.001: mL of the product
          "concentration, or devices.")
 CONTAINERS = ("The whole containers (vials, devices) the quantity makes; null when it is not a "
               "whole number of them (an opened container).")
+LOT = "The manufacturer's lot number."
+EXPIRY = "The lot's expiry date."
 AS_OF = "Entries the server recorded up to this time count; not in the future. Default: now."
 AT = "`open` or `close`: at the opening or close of business (21 CFR 1304.11(a))."
 
@@ -155,17 +157,17 @@ def _format() -> fields.String:
 class RecordRegistrantSchema(Schema):
     """The registrant every DEA record names: the organisation as its registration names it."""
 
-    name = fields.String()
+    name = fields.String(metadata={"description": "The registrant's name."})
     dea_registration = fields.String(metadata={"description": "Its DEA registration number."})
     dea_expires_on = fields.Date(allow_none=True, metadata={
         "description": "When that registration expires; null if not recorded."})
     address = fields.String(metadata={
         "description": "The registered address on one line (street, city, state ZIP)."})
-    address_line = fields.String()
-    city = fields.String()
+    address_line = fields.String(metadata={"description": "Street and number; blank if none."})
+    city = fields.String(metadata={"description": "Blank if not recorded."})
     state = fields.String(metadata={"description": "Two-letter USPS code."})
-    postal_code = fields.String()
-    phone = fields.String()
+    postal_code = fields.String(metadata={"description": "ZIP code; blank if not recorded."})
+    phone = fields.String(metadata={"description": "Blank if not recorded."})
 
 
 class DispensingQuerySchema(Schema):
@@ -179,17 +181,17 @@ class DispensingQuerySchema(Schema):
 class DispensingEventSchema(Schema):
     """One event of the dispensing log, one CSV row, in these columns."""
 
-    entry_id = fields.UUID()
+    entry_id = fields.UUID(metadata={"description": "The ledger entry."})
     seq = fields.Integer(metadata={"description": "Its place in the ledger's chain."})
     date = fields.Date(metadata={"description": "In the organisation's timezone."})
-    occurred_at = fields.AwareDateTime()
+    occurred_at = fields.AwareDateTime(metadata={"description": "When it happened."})
     kind = fields.String(metadata={"description": (
         "received, dispensed to nurse, transferred to nurse, administered, wasted, returned, "
         "count adjustment, lost or destroyed.")})
     substance = fields.String(metadata={"description": "The active ingredient."})
     product = fields.String(metadata={"description": "The product's name."})
     ndc = fields.String(metadata={"description": NDC})
-    dea_schedule = fields.String()
+    dea_schedule = fields.String(metadata={"description": "II, III, IV or V."})
     dosage_form = fields.String(metadata={"description": FORM})
     strength = fields.String(metadata={"description": STRENGTH})
     package = fields.String(metadata={"description": PACKAGE})
@@ -199,18 +201,21 @@ class DispensingEventSchema(Schema):
     quantity_units = fields.Decimal(as_string=True, metadata={"description": UNITS})
     unit = fields.String(metadata={"description": "`mL` or `device`."})
     containers = fields.Integer(allow_none=True, metadata={"description": CONTAINERS})
-    lot = fields.String()
-    expiry = fields.Date()
-    from_holder = fields.String()
+    lot = fields.String(metadata={"description": LOT})
+    expiry = fields.Date(metadata={"description": EXPIRY})
+    from_holder = fields.String(metadata={
+        "description": "Where the stock came from: `supplier`, `vault`, `bag:<nurse id>`, "
+                       "`count`."})
     recipient = fields.String(metadata={
         "description": "The receiving holder; for an administration `patient:<surrogate id>`."})
     recipient_name = fields.String(metadata={
         "description": "The patient's name (PHI, decrypted: the read is audited), the nurse's "
                        "name, or the registrant's for the vault."})
     recipient_address = fields.String(metadata={"description": "The patient's address (PHI)."})
-    supplier_name = fields.String()
-    supplier_address = fields.String()
-    supplier_dea = fields.String()
+    supplier_name = fields.String(metadata={"description": "For a receipt: the supplier."})
+    supplier_address = fields.String(metadata={"description": "For a receipt: its address."})
+    supplier_dea = fields.String(metadata={
+        "description": "For a receipt: its DEA registration number."})
     manner = fields.String(metadata={
         "description": "How stock was disposed of: waste, destruction, loss, count correction."})
     by_name = fields.String(metadata={
@@ -230,7 +235,8 @@ class DispensingEventSchema(Schema):
     order_version_id = fields.UUID(attribute="order.plan_version_id", allow_none=True, metadata={
         "description": "For a dose and its waste: the plan version (the prescriber's order) "
                        "it followed; the order_ fields are null for other events."})
-    order_version = fields.Integer(attribute="order.version", allow_none=True)
+    order_version = fields.Integer(attribute="order.version", allow_none=True, metadata={
+        "description": "That plan version's number."})
     order_signed_by = fields.String(attribute="order.signed_by", allow_none=True, metadata={
         "description": "The prescriber who signed that order, by full name."})
     order_signed_by_role = fields.String(attribute="order.signed_by_role", allow_none=True,
@@ -248,9 +254,11 @@ class DispensingLogSchema(Schema):
 
     registrant = fields.Nested(RecordRegistrantSchema, metadata={
         "description": "Whose record this is (21 CFR 1304.04)."})
-    since = fields.AwareDateTime(data_key="from")
-    until = fields.AwareDateTime(data_key="to")
-    events = fields.List(fields.Nested(DispensingEventSchema))
+    since = fields.AwareDateTime(data_key="from", metadata={
+        "description": "The period's start: events that occurred from then..."})
+    until = fields.AwareDateTime(data_key="to", metadata={"description": "...until before this."})
+    events = fields.List(fields.Nested(DispensingEventSchema), metadata={
+        "description": "In order of occurrence, then of the chain."})
 
 
 class InventoryQuerySchema(Schema):
@@ -268,17 +276,17 @@ class InventoryLineSchema(Schema):
     holder = fields.String(metadata={"description": "`vault` or `bag:<nurse id>`."})
     holder_name = fields.String(metadata={
         "description": "The registrant's name for the vault, the nurse's for her bag."})
-    product_id = fields.UUID()
+    product_id = fields.UUID(metadata={"description": "The product in the catalogue."})
     substance = fields.String(metadata={"description": "The active ingredient."})
     product = fields.String(metadata={"description": "The product's name."})
     ndc = fields.String(metadata={"description": NDC})
-    dea_schedule = fields.String()
+    dea_schedule = fields.String(metadata={"description": "II, III, IV or V."})
     dosage_form = fields.String(metadata={"description": FORM})
     strength = fields.String(metadata={"description": STRENGTH})
     package = fields.String(metadata={"description": PACKAGE})
     units_per_container = fields.Decimal(as_string=True, metadata={"description": PER_CONTAINER})
-    lot = fields.String()
-    expiry = fields.Date()
+    lot = fields.String(metadata={"description": LOT})
+    expiry = fields.Date(metadata={"description": EXPIRY})
     quantity_ug = fields.Integer(metadata={"description": "Micrograms of the substance."})
     quantity_mg = fields.Decimal(as_string=True, metadata={"description": MG})
     quantity_units = fields.Decimal(as_string=True, metadata={"description": UNITS})
@@ -289,13 +297,15 @@ class InventoryLineSchema(Schema):
 class InventorySchema(Schema):
     """An inventory of controlled substances on hand (21 CFR 1304.11)."""
 
-    registrant = fields.Nested(RecordRegistrantSchema)
+    registrant = fields.Nested(RecordRegistrantSchema, metadata={
+        "description": "Whose inventory this is."})
     as_of = fields.AwareDateTime(metadata={"description": "The ledger as it stood then."})
     date = fields.Date(metadata={"description": "as_of's day in the organisation's timezone."})
     at = fields.String(metadata={"description": AT})
     taken_by = fields.String(metadata={"description": "Who took it, by full name."})
     taken_by_role = fields.String(metadata={"description": ROLE})
-    lines = fields.List(fields.Nested(InventoryLineSchema))
+    lines = fields.List(fields.Nested(InventoryLineSchema), metadata={
+        "description": "Each vault and bag lot with stock, by holder and lot."})
 
 
 class InventoryTakeSchema(Schema):
@@ -314,16 +324,16 @@ class InventoryTakeSchema(Schema):
 class SignedInventorySummarySchema(Schema):
     """A signed inventory without its lines, as the list shows it."""
 
-    id = fields.UUID()
+    id = fields.UUID(metadata={"description": "The signed inventory."})
     kind = fields.String(metadata={"description": "`initial`, `biennial` or `other`."})
     as_of = fields.AwareDateTime(metadata={"description": "The ledger as it stood then."})
     date = fields.Date(metadata={"description": "as_of's day in the organisation's timezone."})
     at = fields.String(metadata={"description": AT})
-    taken_by_id = fields.UUID()
-    taken_by = fields.String(metadata={"description": "Who took and signed it, by full name."})
+    taken_by_id = fields.UUID(metadata={"description": "The pharmacist who took and signed it."})
+    taken_by = fields.String(metadata={"description": "Their full name."})
     taken_by_role = fields.String(metadata={"description": ROLE})
-    taken_by_username = fields.String()
-    signed_at = fields.AwareDateTime()
+    taken_by_username = fields.String(metadata={"description": "Their sign-in name."})
+    signed_at = fields.AwareDateTime(metadata={"description": "When it was signed."})
     signature_method = fields.String(allow_none=True, metadata={
         "description": "The second factor it was signed with: `totp`, `recovery_code`, "
                        "`webauthn`."})
