@@ -17,6 +17,7 @@ from backend.accounts.service import dea_number_problem, organisation_zone
 from backend.audit import service as audit
 from backend.auth import limiter
 from backend.auth.caller import Caller
+from backend.custody.deadlines import add_business_days
 from backend.custody.forms import LOSS_TYPES, UNDETERMINED
 from backend.custody.ledger import (
     VAULT,
@@ -304,20 +305,10 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
     return entry
 
 
-def add_business_days(start: datetime, days: int) -> datetime:
-    """Return `start` moved forward by `days` weekdays (Saturday and Sunday skipped)."""
-    moved = start
-    while days:
-        moved += timedelta(days=1)
-        if moved.weekday() < 5:
-            days -= 1
-    return moved
-
-
 def _open_loss_report(session: Session, rt: Runtime, caller: Caller,
                       entry: CustodyEntry) -> LossReport:
     policy = policy_for(session, caller.organisation_id)
-    # Deadlines run in the organisation's own days, so weekends are its weekends.
+    # Deadlines run in the organisation's own days, so weekends and holidays are its own.
     discovered = entry.received_at.astimezone(organisation_zone(session, caller.organisation_id))
     report = LossReport(
         organisation_id=caller.organisation_id, entry_id=entry.id, discovered_at=discovered,

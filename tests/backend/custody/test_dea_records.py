@@ -1,5 +1,6 @@
 """The DEA records as they are filed (21 CFR 1304.22(c), 1304.11): the dispensing log, the live
-inventory and the signed inventory, each complete from a seeded session, in JSON, CSV and print."""
+inventory and the signed inventory, each complete from a seeded session, in JSON, CSV and print;
+business-day deadlines across federal holidays."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 import rfc8785
@@ -21,11 +23,13 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from backend.accounts.models import Organisation, Role
 from backend.audit.models import AuditEvent
-from backend.custody.models import InventoryRecord
+from backend.custody.deadlines import add_business_days
+from backend.custody.models import InventoryRecord, LossReport
 from backend.products.models import DrugProduct
 from tests.backend.console.conftest import Desk, signed_in
-from tests.factories import PASSWORD, Pharmacy, World
+from tests.factories import PASSWORD, SUPPLIER, Pharmacy, World
 
+CHICAGO = ZoneInfo("America/Chicago")
 # November 2026 in Chicago: from midnight CDT on the 1st to midnight CST on 1 December.
 MONTH = {"from": "2026-11-01T05:00:00+00:00", "to": "2026-12-01T06:00:00+00:00"}
 VISIT = "2026-11-03T15:00:00+00:00"
@@ -602,3 +606,51 @@ def test_another_organisations_inventory_page_is_not_found(world: World, pharmac
                  f"/console/reports/inventories/{signed['id']}.csv",
                  "/console/reports/inventories/not-an-id"):
         assert desk.get(path).status_code == 404, path
+
+
+# Deadlines: business days skip weekends and US federal holidays, in the organisation's days.
+
+
+def _local(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=CHICAGO)
+
+
+@pytest.mark.parametrize(("discovered", "days", "due"), [
+    # The Friday before Memorial Day (Monday 25 May 2026): due the Tuesday after.
+    (_local(2026, 5, 22, 16, 0), 1, _local(2026, 5, 26, 16, 0)),
+    # A Saturday discovery of that weekend: the same Tuesday.
+    (_local(2026, 5, 23, 10, 30), 1, _local(2026, 5, 26, 10, 30)),
+    # New Year's Day 2028 is a Saturday, observed on Friday 31 December 2027.
+    (_local(2027, 12, 30, 9, 0), 1, _local(2028, 1, 3, 9, 0)),
+    # Thanksgiving (Thursday 26 November 2026).
+    (_local(2026, 11, 25, 12, 0), 1, _local(2026, 11, 27, 12, 0)),
+    # Independence Day 2027 is a Sunday, observed on Monday 5 July.
+    (_local(2027, 7, 2, 8, 0), 1, _local(2027, 7, 6, 8, 0)),
+    # Veterans Day (Wednesday 11 November 2026).
+    (_local(2026, 11, 10, 9, 0), 1, _local(2026, 11, 12, 9, 0)),
+    # No holiday: a Tuesday's next business day, and a Friday's.
+    (_local(2026, 11, 17, 9, 0), 1, _local(2026, 11, 18, 9, 0)),
+    (_local(2026, 11, 13, 9, 0), 1, _local(2026, 11, 16, 9, 0)),
+    # Three business days over Christmas (Friday 25 December 2026) and a weekend.
+    (_local(2026, 12, 23, 9, 0), 3, _local(2026, 12, 29, 9, 0)),
+])
+def test_business_days_skip_weekends_and_federal_holidays(discovered, days, due):
+    assert add_business_days(discovered, days) == due
+
+
+def test_a_loss_discovered_before_memorial_day_is_due_the_tuesday_after(world: World, clock):
+    # Friday 22 May 2026, 16:00 in Chicago (CDT).
+    clock.set(datetime(2026, 5, 22, 21, 0, tzinfo=UTC))
+    pharmacy = Pharmacy(world)
+    _posted(pharmacy.post(Role.PHARMACIST, {
+        "kind": "receive", "quantity_ug": 1_000_000, "occurred_at": "2026-05-22T20:00:00+00:00",
+        "details": SUPPLIER}))
+    loss = _posted(pharmacy.post(Role.PHARMACIST, {
+        "kind": "loss", "quantity_ug": 5_000, "holder": "vault",
+        "occurred_at": "2026-05-22T20:30:00+00:00",
+        "details": {"circumstances": "vial missing at the end of the day"}}))
+    report = world.session.scalar(select(LossReport).where(
+        LossReport.entry_id == uuid.UUID(loss["id"])))
+    assert report.notice_due_at == _local(2026, 5, 26, 16, 0)
+    # Form 106 is due in calendar days (45, 21 CFR 1301.76(b)), holidays or not.
+    assert report.form_106_due_at == _local(2026, 5, 22, 16, 0) + timedelta(days=45)
