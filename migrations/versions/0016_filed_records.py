@@ -6,11 +6,12 @@ Create Date: 2026-12-07
 
 Issue 15. The registrant carries its address, phone and registration expiry, which every DEA
 record prints; users carry a phone and email (the REMS form names how to reach the clinician);
-a product carries its NDC (11 digits), package description and RxNorm code; a patient carries administrative
-sex as ciphertext; a discharge keeps when the patient was ready to leave and whether breathing
-was depressed; a loss report keeps what Form 106 asks beyond the entry (type of loss, police
-report). An inventory taken under 21 CFR 1304.11 is kept as signed, line by line, with its hash.
-Every new column is nullable: rows from before this upgrade show the fields blank.
+a product carries its NDC (11 digits), package description and RxNorm code; a patient carries
+administrative sex as ciphertext; a discharge keeps when the patient was ready to leave and
+whether breathing was depressed; a loss report keeps what Form 106 asks beyond the entry (type
+of loss, police report). An inventory taken under 21 CFR 1304.11 is kept as signed, line by
+line, with its hash. Every new column is nullable: rows from before this upgrade show the
+fields blank.
 """
 
 import sqlalchemy as sa
