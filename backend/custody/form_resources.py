@@ -54,7 +54,7 @@ class LossDetails(MethodView):
     @loss_blp.response(200, LossDetailsOutSchema)
     @loss_blp.refusal(404, "`not_found`: no such loss report in the caller's organisation.")
     @loss_blp.refusal(422, "`validation_error`: an unknown type or field, no field at all, or "
-                      "a police report time in the future or before the loss was discovered.")
+                      "a police report time in the future or before the loss occurred.")
     def patch(self, body, loss_id: uuid.UUID):
         """Complete a loss for Form 106: its type and police report; audited, before and after.
 

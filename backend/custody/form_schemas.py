@@ -26,7 +26,7 @@ class LossDetailsSchema(Schema):
         "description": "The police department the theft or loss was reported to; null: none."})
     police_reported_at = bounded.DateTime(allow_none=True, metadata={
         "description": "When it was reported to the police: not in the future, not before "
-                       "the loss was discovered; null: not reported."})
+                       "the loss occurred; null: not reported."})
 
     @validates_schema
     def _something(self, data: dict[str, Any], **_kwargs) -> None:

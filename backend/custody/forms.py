@@ -144,8 +144,10 @@ def complete_loss(session: Session, rt: Runtime, caller: Caller, loss_id: uuid.U
     if (reported_at := change.get("police_reported_at")) is not None:
         if reported_at > now:
             raise InvalidField("police_reported_at", "must not be in the future")
-        if reported_at < report.discovered_at:
-            raise InvalidField("police_reported_at", "is before the loss was discovered")
+        # The police may be called before anyone records the loss in Vigil (discovery is
+        # when the entry reached the server), but never before the loss itself.
+        if reported_at < session.get(CustodyEntry, report.entry_id).occurred_at:
+            raise InvalidField("police_reported_at", "is before the loss occurred")
     before = {name: getattr(report, name) for name in DETAILS}
     for name, value in change.items():
         setattr(report, name, value)

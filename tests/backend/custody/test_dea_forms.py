@@ -416,7 +416,7 @@ BAD_DETAILS = [
     ({"loss_type": "mislaid"}, "loss_type"),
     ({"loss_type": None}, "loss_type"),
     ({"police_reported_at": at(6.1)}, "police_reported_at"),  # in the future
-    ({"police_reported_at": at(1)}, "police_reported_at"),  # before the loss was discovered
+    ({"police_reported_at": at(1)}, "police_reported_at"),  # before the loss occurred
     ({"police_reported_at": "2026-11-02T17:00:00"}, "police_reported_at"),  # no offset
     ({"police_report_number": ""}, "police_report_number"),
     ({"police_agency": "x" * 201}, "police_agency"),
