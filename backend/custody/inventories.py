@@ -45,7 +45,7 @@ from backend.tenancy import owned
 
 KINDS = ("initial", "biennial", "other")
 TAKERS = (Role.PHARMACIST,)
-# The stored line's values that JSON cannot hold as they are, and how to read them back.
+# A line's values that JSON cannot hold as they are: stored as text, and read back with these.
 READ_BACK = {"product_id": uuid.UUID, "expiry": date.fromisoformat,
              "units_per_container": Decimal, "quantity_mg": Decimal, "quantity_units": Decimal}
 
@@ -77,8 +77,7 @@ def _utc(moment: datetime) -> str:
 
 
 def _stored(line: InventoryLine) -> dict[str, Any]:
-    return {name: value if value is None or isinstance(value, (int, str))
-            else value.isoformat() if isinstance(value, date) else str(value)
+    return {name: str(value) if name in READ_BACK else value
             for name, value in asdict(line).items()}
 
 
