@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from backend import bounded
 from backend.accounts.models import Role
 
 ROLE_FIELD = {"enum": Role, "by_value": True,
@@ -48,7 +49,8 @@ class RegistrantSchema(Schema):
     name = fields.String(validate=validate.Length(1, 200))
     dea_registration = fields.String(validate=validate.Length(9, 9), metadata={
         "description": "2 letters then 7 digits with a valid check digit."})
-    dea_expires_on = fields.Date(allow_none=True)
+    dea_expires_on = bounded.Date(allow_none=True, metadata={
+        "description": "When the DEA registration expires; null clears it."})
     address_line = _optional(200)
     city = _optional(100)
     state = fields.String(allow_none=True, validate=validate.OneOf([*STATES, ""]), metadata={

@@ -103,6 +103,11 @@ MATRIX = [
     ("GET", "/api/v1/custody/inventories", {A, PH, C}),
     ("POST", "/api/v1/custody/inventories", {PH}),
     ("GET", "/api/v1/custody/inventories/{inventory}", {A, PH, C}),
+    ("PATCH", "/api/v1/custody/losses/{loss}", {PH, C}),
+    ("GET", "/api/v1/dea/losses/{loss}/form-106", {A, PH, C}),
+    ("GET", "/api/v1/dea/form-106", {A, PH, C}),
+    ("GET", "/api/v1/dea/destructions/{entry}/form-41", {A, PH, C}),
+    ("GET", "/api/v1/dea/form-41", {A, PH, C}),
 ]
 PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/login/factor",
           "/api/v1/auth/login/enrol", "/api/v1/auth/login/webauthn-options", "/api/v1/openapi.json",
@@ -114,7 +119,7 @@ PLACEHOLDERS = {"user": "<uuid:user_id>", "device": "<uuid:device_id>",
                 "visit": "<uuid:visit_id>", "threshold": "<string:name>",
                 "nurse": "<uuid:nurse_id>", "loss": "<uuid:loss_id>", "flag": "<uuid:flag_id>",
                 "rule": "<string:rule_id>", "factor": "<uuid:factor_id>",
-                "product": "<uuid:product_id>",
+                "product": "<uuid:product_id>", "entry": "<uuid:entry_id>",
                 "inventory": "<uuid:inventory_id>"}
 
 
@@ -131,6 +136,7 @@ def org_with_everyone(world: World):
            "plan": plan["id"], "visit": visit["id"], "threshold": "evv_radius_m",
            "nurse": clinic.nurse.id, "loss": uuid.uuid4(), "flag": flag.id,
            "rule": COUNT_DISCREPANCY.id, "factor": uuid.uuid4(), "product": uuid.uuid4(),
+           "entry": uuid.uuid4(),
            "inventory": uuid.uuid4()}
     return clinic.org, clinic.users, ids
 
