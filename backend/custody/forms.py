@@ -22,11 +22,10 @@ from backend.accounts.models import Organisation, User
 from backend.accounts.registrant import Registrant, registrant
 from backend.accounts.service import organisation_zone
 from backend.audit import service as audit
-from backend.audit.models import AuditEvent
 from backend.auth.caller import Caller
 from backend.custody.ledger import VAULT
 from backend.custody.models import CustodyEntry, Kind, LossReport
-from backend.custody.reports import product_columns
+from backend.custody.reports import factors, product_columns, role_title
 from backend.errors import InvalidField, NotFound
 from backend.products import quantities
 from backend.products.models import DrugProduct
@@ -59,7 +58,7 @@ class Person:
     @classmethod
     def of(cls, user: User) -> Person:
         """Return how a form names `user`."""
-        return cls(user.display_name, str(user.role), user.username)
+        return cls(user.display_name, role_title(user), user.username)
 
 
 @dataclass(frozen=True)
@@ -257,7 +256,7 @@ def _forms_41(session: Session, caller: Caller, entries: list[CustodyEntry]) -> 
         uuid.UUID(c["user_id"]) for entry in entries for c in entry.confirmations])
     the_registrant = registrant(session.get(Organisation, caller.organisation_id))
     zone = organisation_zone(session, caller.organisation_id)
-    factors = _factors(session, caller.organisation_id, entries)
+    proved = factors(session, entries)
     forms = []
     for entry in entries:
         product = products[entry.product_id]
@@ -269,21 +268,8 @@ def _forms_41(session: Session, caller: Caller, entries: list[CustodyEntry]) -> 
             place=entry.details.get("place") or the_registrant.address,
             witnesses=[Person.of(people[uuid.UUID(c["user_id"])]) for c in entry.confirmations],
             recorded_by=Person.of(people[entry.actor_id]),
-            recorded_by_factor=factors.get(str(entry.id))))
+            recorded_by_factor=proved.get(str(entry.id))))
     return forms
-
-
-def _factors(session: Session, organisation_id: uuid.UUID,
-             entries: list[CustodyEntry]) -> dict[str, str]:
-    """Return, by entry id, the second factor its recorder proved, from its audit row."""
-    if not entries:
-        return {}
-    rows = session.execute(select(AuditEvent.object_id, AuditEvent.detail).where(
-        AuditEvent.organisation_id == organisation_id,
-        AuditEvent.object_type == "custody_entry", AuditEvent.action == "custody.destroy",
-        AuditEvent.object_id.in_([str(entry.id) for entry in entries])))
-    return {object_id: detail["factor"] for object_id, detail in rows
-            if detail and "factor" in detail}
 
 
 # Both

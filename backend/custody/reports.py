@@ -232,7 +232,7 @@ def _orders(session: Session, entries: list[CustodyEntry]) -> dict[uuid.UUID, Or
             for visit_id, version, signer in rows}
 
 
-def _factors(session: Session, entries: list[CustodyEntry]) -> dict[str, str]:
+def factors(session: Session, entries: list[CustodyEntry]) -> dict[str, str]:
     """Return, by entry id, the second factor its desk recorder proved (destroy, adjust, loss)."""
     ids = [str(entry.id) for entry in entries if entry.kind in FACTOR_KINDS]
     if not ids:
@@ -283,10 +283,10 @@ def dispensing_log(session: Session, rt: Runtime, caller: Caller, since: datetim
         uuid.UUID(c["user_id"]) for entry in entries for c in entry.confirmations])
     recipients = _recipients(session, rt, caller, organisation, entries)
     zone = organisation_zone(session, caller.organisation_id)
-    orders, factors = _orders(session, entries), _factors(session, entries)
+    orders, proved = _orders(session, entries), factors(session, entries)
     events = [_event(entry, products[entry.product_id], people,
                      recipients.get(entry.to_holder, Recipient()), zone,
-                     orders.get(entry.visit_id, NO_ORDER), factors.get(str(entry.id)))
+                     orders.get(entry.visit_id, NO_ORDER), proved.get(str(entry.id)))
               for entry in entries]
     audit.record(session, rt.clock.now(), caller, "custody.dispensing_log", "organisation",
                  caller.organisation_id, detail={

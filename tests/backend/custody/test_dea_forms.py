@@ -194,7 +194,7 @@ def expected_41(seeded: Seeded, which: str) -> dict:
         **common, "method": "Incineration by a reverse distributor", "place": ACME,
         "quantity_ug": 500_000, "quantity_mg": "500.000", "quantity_units": "10.000",
         "containers": 1, "witness_names": ["Ada Admin", "Cora Compliance"],
-        "witness_roles": ["admin", "compliance"],
+        "witness_roles": ["administrator", "compliance officer"],
         "witness_usernames": [users[Role.ADMIN].username, users[Role.COMPLIANCE].username],
     }, "on site": {
         # No place given: destroyed at the registrant's address.
@@ -202,7 +202,7 @@ def expected_41(seeded: Seeded, which: str) -> dict:
         "place": REGISTRANT["registrant_address"], "quantity_ug": 250_000,
         "quantity_mg": "250.000", "quantity_units": "5.000", "containers": None,
         "witness_names": ["Cora Compliance", "Nell Nurse"],
-        "witness_roles": ["compliance", "nurse"],
+        "witness_roles": ["compliance officer", "nurse"],
         "witness_usernames": [users[Role.COMPLIANCE].username, users[Role.NURSE].username],
     }}[which]
 
@@ -322,7 +322,7 @@ FORM_41_PAGE = ("Test Pharmacy", "FV0000000", "1 Main St, Chicago, IL 60601", "3
                 "10 mL multi-dose vial (10 mL per vial)", "5.000 mL", "250.000 mg",
                 "250000 µg", "part of a vial", "L1 (2028-01-31)", "2026-11-02",
                 "2026-11-02 18:30 UTC", "Rendered non-retrievable (chemical digestion)",
-                "Cora Compliance", "compliance", "Nell Nurse", "nurse", "Phil Pharmacist",
+                "Cora Compliance", "compliance officer", "Nell Nurse", "nurse", "Phil Pharmacist",
                 "totp")
 
 
