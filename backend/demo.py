@@ -28,10 +28,11 @@ LOGINS_FILE = "demo-logins.json"
 DEMO_DEA = "FV0000000"
 # Fictitious people at public landmarks in Manhattan; no real patient data.
 DEMO_PATIENTS = (
-    ("DEMO-0001", "Alex Example", date(1980, 4, 12), "11 W 53rd St, New York, NY",
+    ("DEMO-0001", "Alex Example", date(1980, 4, 12), "female", "11 W 53rd St, New York, NY",
      "+1 212 555 0101", Decimal("40.761400"), Decimal("-73.977600")),
-    ("DEMO-0002", "Sam Placeholder", date(1991, 9, 3), "200 Central Park W, New York, NY",
-     "+1 212 555 0102", Decimal("40.781300"), Decimal("-73.974000")),
+    ("DEMO-0002", "Sam Placeholder", date(1991, 9, 3), "male",
+     "200 Central Park W, New York, NY", "+1 212 555 0102", Decimal("40.781300"),
+     Decimal("-73.974000")),
 )
 DEMO_ADDRESS = ("100 Example Avenue, Suite 2", "Springfield", "NY", "12345")
 # The NDCs are fictional (labeler 12345); 6130 is RxNorm's concept for ketamine itself.
@@ -102,10 +103,10 @@ def _seed_clinic(session: Session, rt: Runtime, users: dict[Role, User]) -> None
     vial, *_ = [products.add(session, rt, _as(users[Role.PHARMACIST]), **product)
                 for product in DEMO_PRODUCTS]
     today = rt.clock.now().date()
-    for index, (mrn, name, born, address, phone, latitude, longitude) in enumerate(
+    for index, (mrn, name, born, sex, address, phone, latitude, longitude) in enumerate(
             DEMO_PATIENTS):
         patient = patients.register(
-            session, rt, _as(users[Role.ADMIN]), mrn=mrn, name=name, date_of_birth=born,
+            session, rt, _as(users[Role.ADMIN]), mrn=mrn, name=name, date_of_birth=born, sex=sex,
             nurse_ids=[users[Role.NURSE].id], patient_id=None, address=address, phone=phone,
             home_latitude=latitude, home_longitude=longitude)
         prescriber = _as(users[Role.PRESCRIBER])
