@@ -69,7 +69,7 @@ class WitnessRequired(VigilError):
 
 
 class SealMismatch(VigilError):
-    """A returned kit's seal is not the seal it was dispensed under."""
+    """A return's seal is not that of a kit of its lot still out in the bag, holding as much."""
 
     status = 409
     code = "seal_mismatch"
@@ -183,17 +183,39 @@ def _counted_holder(session: Session, caller: Caller, holder: str | None) -> str
     raise InvalidField("holder", "`vault` or `bag:<nurse id>`")
 
 
+def _open_kits(session: Session, caller: Caller, movement: Movement) -> dict[str, int]:
+    """Return what each kit of the movement's lot still holds in its bag, by seal, oldest first.
+
+    A kit is the stock dispensed to a bag under one seal: it holds what went out under that
+    seal less what came back under it. Administered, wasted, transferred or lost stock names
+    no kit, so no kit is charged with it; the bag's balance of the lot caps every return.
+    """
+    bag_holder = movement.from_holder
+    kit_entries = session.scalars(select(CustodyEntry).where(
+        CustodyEntry.organisation_id == caller.organisation_id,
+        CustodyEntry.product_id == movement.product_id, CustodyEntry.lot == movement.lot,
+        ((CustodyEntry.kind == Kind.DISPENSE) & (CustodyEntry.to_holder == bag_holder))
+        | ((CustodyEntry.kind == Kind.RETURN) & (CustodyEntry.from_holder == bag_holder)))
+        .order_by(CustodyEntry.seq))
+    held: dict[str, int] = {}
+    for entry in kit_entries:
+        seal = entry.details.get("seal_id")
+        sign = 1 if entry.kind == Kind.DISPENSE else -1
+        held[seal] = held.get(seal, 0) + sign * entry.quantity_ug
+    return {seal: held_ug for seal, held_ug in held.items() if held_ug > 0}
+
+
 def _check_seal(session: Session, caller: Caller, movement: Movement) -> None:
-    dispensed = session.scalar(
-        select(CustodyEntry).where(
-            CustodyEntry.organisation_id == caller.organisation_id,
-            CustodyEntry.kind == Kind.DISPENSE, CustodyEntry.to_holder == movement.from_holder,
-            CustodyEntry.product_id == movement.product_id, CustodyEntry.lot == movement.lot)
-        .order_by(CustodyEntry.seq.desc()).limit(1))
-    expected = dispensed and dispensed.details.get("seal_id")
-    if not expected or movement.details.get("seal_id") != expected:
-        raise SealMismatch("The kit's seal does not match the seal it was dispensed under.",
-                           {"expected": expected, "presented": movement.details.get("seal_id")})
+    open_kits = _open_kits(session, caller, movement)
+    presented = movement.details.get("seal_id")
+    details = {"expected": list(open_kits), "presented": presented}
+    if presented not in open_kits:
+        raise SealMismatch("The kit's seal does not match the seal of a kit of this lot still "
+                           "out in the bag.", details)
+    if movement.quantity_ug > open_kits[presented]:
+        raise SealMismatch(f"The kit sealed {presented} holds {open_kits[presented]} µg of this "
+                           "lot: the seal does not match the rest.",
+                           {**details, "held_ug": open_kits[presented]})
 
 
 def _confirm(session: Session, rt: Runtime, caller: Caller, movement: Movement,
@@ -279,8 +301,6 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
                         from_holder=from_holder, to_holder=to_holder,
                         occurred_at=request.occurred_at, details=request.details,
                         visit_id=request.visit_id, corrects_id=request.corrects_id)
-    if request.kind == Kind.RETURN:
-        _check_seal(session, caller, movement)
     attestation = _attest(session, caller, movement, request, signed)
     if needed := WITNESSES.get(request.kind):
         attestation = replace(attestation, confirmations=_confirm(
@@ -290,6 +310,10 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
     if (stored := existing(session, caller.organisation_id, movement)) is not None:
         # A retry: its loss report and audit event were written the first time.
         return stored
+    if request.kind == Kind.RETURN:
+        # Under the lock, and after a retry is recognised: two returns racing for one kit
+        # cannot both take what it holds, and a retry is not refused by its own first post.
+        _check_seal(session, caller, movement)
     entry = append(session, caller.organisation_id, movement, attestation, now, keys=rt.keys)
     if request.kind == Kind.LOSS:
         _open_loss_report(session, rt, caller, entry)

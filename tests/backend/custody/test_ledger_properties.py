@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -144,7 +144,8 @@ def machine_for(stage: Stage) -> type[RuleBasedStateMachine]:
             self.session = stage.sessions(bind=stage.connection, expire_on_commit=False)
             self.export_dir = tempfile.TemporaryDirectory(prefix="vigil-checkpoints-")
             self.held: Counter[tuple[str, str]] = Counter()
-            self.seals: dict[tuple[str, str], str] = {}
+            # What each kit still holds, by (bag, lot) and seal: a return is matched per kit.
+            self.kits: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
             self.seq = 0
             self.bags = {nurse.bag: nurse for nurse in stage.nurses}
 
@@ -157,7 +158,7 @@ def machine_for(stage: Stage) -> type[RuleBasedStateMachine]:
         def stocked(self, holders: list[str], sealed: bool = False) -> list[tuple[str, str]]:
             """Return the (holder, lot) pairs of `holders` that hold stock, sealed kits only."""
             return sorted(key for key, held in self.held.items() if held > 0
-                          and key[0] in holders and (key in self.seals or not sealed))
+                          and key[0] in holders and (+self.kits[key] or not sealed))
 
         def take(self, holders: list[str], pick: int, share: int,
                  sealed: bool = False) -> tuple[str, str, int]:
@@ -205,7 +206,7 @@ def machine_for(stage: Stage) -> type[RuleBasedStateMachine]:
             request = self.request(Kind.DISPENSE, lot, quantity, nurse_id=nurse.caller.user_id,
                                    details={"seal_id": seal})
             if self.post(stage.pharmacist, request, VAULT, nurse.bag):
-                self.seals[nurse.bag, lot] = seal
+                self.kits[nurse.bag, lot][seal] += quantity
 
         @precondition(lambda self: self.stocked(list(self.bags)))
         @rule(pick=PICKS, share=SHARES)
@@ -239,10 +240,12 @@ def machine_for(stage: Stage) -> type[RuleBasedStateMachine]:
         @rule(pick=PICKS, share=SHARES)
         def return_kit(self, pick, share):
             holder, lot, quantity = self.take(list(self.bags), pick, share, sealed=True)
-            nurse = self.bags[holder]
-            request = self.request(Kind.RETURN, lot, quantity,
-                                   details={"seal_id": self.seals[holder, lot]})
-            self.post(nurse.caller, self.signed(nurse, request, VAULT), holder, VAULT)
+            nurse, kits = self.bags[holder], +self.kits[holder, lot]
+            seal = sorted(kits)[pick % len(kits)]
+            quantity = min(quantity, kits[seal])
+            request = self.request(Kind.RETURN, lot, quantity, details={"seal_id": seal})
+            if self.post(nurse.caller, self.signed(nurse, request, VAULT), holder, VAULT):
+                self.kits[holder, lot][seal] -= quantity
 
         @precondition(lambda self: self.stocked(list(self.bags)))
         @rule(pick=PICKS, share=SHARES)
