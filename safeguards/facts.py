@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
 from types import MappingProxyType
@@ -26,6 +26,10 @@ class Phase:
     min_interval_hours: int
     max_per_7_days: int
     max_per_28_days: int
+    # The first local date whose doses count toward the 7- and 28-day limits: the phase's own
+    # start, or None for the first phase, which reaches back before its plan (as the
+    # scheduler counts them, backend.plans.service.counted_from).
+    counts_from: date | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,6 +164,21 @@ def active_version(session: Session, patient_id: uuid.UUID) -> PlanVersion | Non
                PlanVersion.version == TreatmentPlan.current_version))
 
 
+def counted_from(ordinal: int, starts_on: date) -> date | None:
+    """Return the first local date whose doses count toward a phase's 7- and 28-day limits."""
+    # A phase's limits are for its own doses: induction's twice weekly must not fill the
+    # 28 days of the weekly maintenance that follows it. The first phase reaches back before
+    # the plan, so an earlier plan's last doses still count toward it.
+    return starts_on if ordinal else None
+
+
+def counted_dates(version: PlanVersion, phase: PlanPhase) -> tuple[date | None, date | None]:
+    """Return the local dates, first and after the last, whose doses count toward `phase`'s
+    7- and 28-day limits; the last phase's are open-ended."""
+    later = [p.starts_on for p in version.phases if p.ordinal > phase.ordinal]
+    return counted_from(phase.ordinal, phase.starts_on), min(later, default=None)
+
+
 def phase_at(version: PlanVersion, at: datetime, zone: tzinfo) -> PlanPhase | None:
     """Return the phase in force at `at`, judged by the date in the organisation's `zone`."""
     local_day = at.astimezone(zone).date()

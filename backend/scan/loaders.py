@@ -18,6 +18,7 @@ from backend.administration.models import DoseRecord, QuarantinedEvent
 from backend.custody.models import CustodyBalance, CustodyEntry, Kind, LossReport
 from backend.phi.sealed import cipher_of, open_stored
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
+from backend.plans.service import counted_from
 from backend.policy.service import stored_value
 from backend.products.models import DrugProduct
 from backend.visits.models import EvvEvent, Visit, VisitStatus
@@ -75,6 +76,7 @@ def _doses(session: Session, scope: Scope) -> list[Any]:
                DoseRecord.quantity_ug, DoseRecord.ug_per_kg, DoseRecord.weight_g, DoseRecord.lot,
                PlanVersion.max_dose_ug, PlanVersion.dose_ug, PlanVersion.dose_ug_per_kg,
                phase.name, phase.min_interval_hours, phase.max_per_7_days, phase.max_per_28_days,
+               phase.ordinal, phase.starts_on,
                phase.dose_ug.label("phase_dose_ug"),
                phase.dose_ug_per_kg.label("phase_ug_per_kg"),
                DrugProduct.ug_per_unit, DrugProduct.units_per_container, DoseRecord.product_id,
@@ -99,7 +101,8 @@ def _doses(session: Session, scope: Scope) -> list[Any]:
 def _dose(row: Any, phases: dict[tuple, f.Phase]) -> f.Dose:
     phase = None
     if row.name is not None:
-        key = (row.name, row.min_interval_hours, row.max_per_7_days, row.max_per_28_days)
+        key = (row.name, row.min_interval_hours, row.max_per_7_days, row.max_per_28_days,
+               counted_from(row.ordinal, row.starts_on))
         phase = phases.get(key) or phases.setdefault(key, f.Phase(*key))
     planned = (_planned_ug(row.phase_dose_ug, row.phase_ug_per_kg, row.weight_g)
                or _planned_ug(row.dose_ug, row.dose_ug_per_kg, row.weight_g))

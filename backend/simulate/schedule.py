@@ -2,10 +2,11 @@
 
 A nurse works three slots a day (08:00, 12:00, 16:00 local): a 3 h visit and an hour to drive
 to the next home. A course is induction twice weekly, maintenance weekly, then a taper every
-two weeks (CLINICAL.md Frequency). The scheduler counts each phase's 28-day limit over any
-window that holds the dose, including doses of the phase before, so a phase's first series
-often has to start a week or two after the natural date: the simulated admin does what a real
-one would, and moves it a week later until the service accepts it (without an override).
+two weeks (CLINICAL.md Frequency). A phase's 7- and 28-day limits count only its own doses,
+so each phase's series is accepted at its natural date; when the scheduler refuses one (the
+minimum interval counts every dose, and a nurse's slots fill up), the simulated admin does
+what a real one would, and moves it a week later until the service accepts it (without an
+override).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 The minimum interval is in real hours. The 7- and 28-day limits count local calendar days, as
 a clinic does: a weekly dose at 10:00 stays weekly across a daylight-saving change, when the
-real gap is 167 or 169 hours.
+real gap is 167 or 169 hours. The minimum interval counts every dose; a phase's 7- and 28-day
+limits count only the doses on its own dates, so that weekly maintenance can follow twice-weekly
+induction on the protocol's dates (CLINICAL.md Frequency).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 WINDOWS = (("weekly_limit", 7), ("monthly_limit", 28))
 
@@ -22,10 +24,19 @@ class Limits:
     min_interval_hours: int
     max_per_7_days: int
     max_per_28_days: int
+    # The local dates whose doses count toward the 7- and 28-day limits: the phase's own,
+    # from its first day to the next phase's; None leaves that side open.
+    counts_from: date | None = None
+    counts_before: date | None = None
 
     def per_window(self, days: int) -> int:
         """Return the most doses allowed in any `days` consecutive days."""
         return self.max_per_7_days if days == 7 else self.max_per_28_days
+
+    def counted_days(self) -> tuple[int, int]:
+        """Return the first local day ordinal counted and the one after the last."""
+        return ((self.counts_from or date.min).toordinal(),
+                self.counts_before.toordinal() if self.counts_before else date.max.toordinal() + 1)
 
 
 @dataclass(frozen=True)
@@ -58,14 +69,17 @@ class Schedule:
         ordered = sorted(times)
         return cls(ordered, [t.astimezone(zone).date().toordinal() for t in ordered])
 
-    def most_in_window(self, at: datetime, days: int) -> int:
-        """Return the most doses in any `days` consecutive local days that include `at`'s."""
+    def most_in_window(self, at: datetime, days: int, limits: Limits) -> int:
+        """Return the most doses on `limits`' dates in any `days` consecutive local days that
+        include `at`'s."""
         day = self.days[bisect_left(self.times, at)]
+        first, after = limits.counted_days()
         best = 0
         # The busiest window containing `day` can always be slid right to start on a dose.
-        for start in self.days[bisect_left(self.days, day - days + 1):
+        for start in self.days[bisect_left(self.days, max(day - days + 1, first)):
                                bisect_right(self.days, day)]:
-            best = max(best, bisect_left(self.days, start + days) - bisect_left(self.days, start))
+            best = max(best, bisect_left(self.days, min(start + days, after))
+                       - bisect_left(self.days, start))
         return best
 
 
@@ -80,7 +94,7 @@ def _interval_violation(at: datetime, other: datetime, limits: Limits) -> Violat
 def _window_counts(schedule: Schedule, at: datetime,
                    limits: Limits) -> Iterator[tuple[str, int, int, int]]:
     for rule, days in WINDOWS:
-        yield rule, days, limits.per_window(days), schedule.most_in_window(at, days)
+        yield rule, days, limits.per_window(days), schedule.most_in_window(at, days, limits)
 
 
 def violation_at(schedule: Schedule, at: datetime, limits: Limits) -> Violation | None:
@@ -117,7 +131,7 @@ def check_schedule(existing: Sequence[datetime], proposed: datetime,
         if found := _interval_violation(at, proposed, limits):
             return found
         for rule, days, limit, count in _window_counts(after, at, limits):
-            if count > limit and count > before.most_in_window(at, days):
+            if count > limit and count > before.most_in_window(at, days, limits):
                 return Violation(rule, at, {"count": count, "days": days, "limit": limit})
     return None
 
@@ -143,7 +157,7 @@ def standings(times: Sequence[datetime], limits_at: Callable[[datetime], Limits]
         limits = limits_at(at)
         gap = (round((at - schedule.times[index - 1]).total_seconds() / 3600, 1)
                if index else None)
-        found.append(Standing(at, limits, gap, schedule.most_in_window(at, 7),
-                              schedule.most_in_window(at, 28),
+        found.append(Standing(at, limits, gap, schedule.most_in_window(at, 7, limits),
+                              schedule.most_in_window(at, 28, limits),
                               violation_at(schedule, at, limits)))
     return found

@@ -31,7 +31,9 @@ READERS = (Role.ADMIN, Role.PRESCRIBER, Role.PHARMACIST, Role.NURSE, Role.COMPLI
 SCHEDULERS = (Role.ADMIN, Role.PRESCRIBER)
 SCHEDULING_REFUSED = (
     "The rule the visit breaks: `min_interval`, `weekly_limit`, `monthly_limit`, "
-    "`nurse_double_booked`, `home_administration_forbidden`, `no_active_plan`.")
+    "`nurse_double_booked`, `home_administration_forbidden`, `no_active_plan`. The minimum "
+    "interval counts every dose; the 7- and 28-day limits count the doses on the dates of "
+    "the phase they judge.")
 STATUS_CONFLICT = "`conflict`: the visit's status does not allow this step."
 
 

@@ -20,7 +20,7 @@ from backend.errors import Conflict, Forbidden, InvalidField, NotFound, VigilErr
 from backend.patients.models import Patient
 from backend.patients.service import visible_patient
 from backend.plans import service as plans
-from backend.plans.models import PlanVersion
+from backend.plans.models import PlanPhase, PlanVersion
 from backend.policy.service import policy_for
 from backend.products.models import DrugProduct
 from backend.runtime import Runtime
@@ -105,8 +105,7 @@ def _dose_times(session: Session, patient_id: uuid.UUID, around: datetime,
 
 def _limits_at(version: PlanVersion, zone: tzinfo):
     def limits(at: datetime) -> Limits:
-        phase = plans.phase_at(version, at, zone) or version.phases[0]
-        return Limits(phase.min_interval_hours, phase.max_per_7_days, phase.max_per_28_days)
+        return _phase_limits(version, plans.phase_at(version, at, zone) or version.phases[0])
     return limits
 
 
@@ -268,16 +267,21 @@ def frequency_standings(session: Session, caller: Caller,
     holding = sorted((visit for visit in visits if visit.status in DOSE_HOLDING),
                      key=lambda visit: visit.scheduled_start)
     zone = organisation_zone(session, caller.organisation_id)
-    limits = {visit.scheduled_start: _phase_limits(session.get(PlanVersion, visit.plan_version_id),
-                                                   visit.phase_ordinal)
+    limits = {visit.scheduled_start: _booked_limits(
+                  session.get(PlanVersion, visit.plan_version_id), visit.phase_ordinal)
               for visit in holding}
     found = standings([visit.scheduled_start for visit in holding], limits.__getitem__, zone)
     return {visit.id: standing for visit, standing in zip(holding, found, strict=True)}
 
 
-def _phase_limits(version: PlanVersion, ordinal: int) -> Limits:
-    phase = next((p for p in version.phases if p.ordinal == ordinal), version.phases[0])
-    return Limits(phase.min_interval_hours, phase.max_per_7_days, phase.max_per_28_days)
+def _booked_limits(version: PlanVersion, ordinal: int) -> Limits:
+    return _phase_limits(version, next((p for p in version.phases if p.ordinal == ordinal),
+                                       version.phases[0]))
+
+
+def _phase_limits(version: PlanVersion, phase: PlanPhase) -> Limits:
+    return Limits(phase.min_interval_hours, phase.max_per_7_days, phase.max_per_28_days,
+                  *plans.counted_dates(version, phase))
 
 
 def require_status(visit: Visit, *allowed: VisitStatus) -> None:

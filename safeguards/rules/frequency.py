@@ -37,6 +37,16 @@ def _overridden(dose: Dose, visits: dict[str, Visit]) -> bool:
     return visit is not None and visit.override
 
 
+def _counted_from(dose: Dose) -> int:
+    """Return the first local day whose doses count toward the dose's phase's 7- and 28-day
+    limits, as an ordinal."""
+    # A phase's limits are for its own doses, as the scheduler counts them: induction's twice
+    # weekly does not fill the 28 days of the weekly maintenance that follows it. Later
+    # phases' doses are never in a window that ends on this dose.
+    phase = dose.phase
+    return (phase.counts_from if phase and phase.counts_from else date.min).toordinal()
+
+
 def _limits(dose: Dose, policy_of: Callable[[str | None], Policy]) -> tuple[int, int, int]:
     """Return the dose's minimum interval in hours and its 7- and 28-day limits."""
     if dose.phase is not None:
@@ -104,10 +114,12 @@ def window_exceeded(facts: Facts, policy: Policy) -> Iterator[Finding]:
             if _overridden(dose, visits):
                 continue
             limits = dict(zip(WINDOW_DAYS, _limits(dose, policy_of)[1:], strict=True))
+            counted_from = _counted_from(dose)
             for span, limit in limits.items():
-                # Any window holding too many doses ends on or after its last one: counting the
-                # window that ends on each dose's day, up to that dose, finds every excess.
-                first = bisect_left(days, days[index] - span + 1)
+                # Any window holding too many of a phase's doses ends on or after the last of
+                # them: counting the phase's doses in the window that ends on each dose's day,
+                # up to that dose, finds every excess.
+                first = bisect_left(days, max(days[index] - span + 1, counted_from))
                 count = index + 1 - first
                 if count <= limit:
                     continue

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from safeguards import Phase
 from safeguards.rules.frequency import FREQUENCY
-from tests.safeguards.factories import T0, dose, doses_every, facts, found, ids, visit
+from tests.safeguards.factories import INDUCTION, T0, dose, doses_every, facts, found, ids, visit
 
 MAINTENANCE = Phase("maintenance", min_interval_hours=48, max_per_7_days=1, max_per_28_days=4)
 
@@ -195,3 +195,48 @@ def test_extra_visit_cluster_is_one_finding_per_patient():
     assert later.evidence["visits"] == 4
     assert first.evidence["patient_id"] == "patient-1"
     assert first.evidence["nurse_id"] == "nurse-1"
+
+
+# The default plan from Monday 2 November 2026: induction 4 weeks, maintenance 4, then taper;
+# a later phase's 7- and 28-day limits count from its own first day.
+PHASES = ((date(2026, 11, 2), INDUCTION),
+          (date(2026, 11, 30), replace(MAINTENANCE, counts_from=date(2026, 11, 30))),
+          (date(2026, 12, 28), Phase("taper", min_interval_hours=48, max_per_7_days=1,
+                                     max_per_28_days=2, counts_from=date(2026, 12, 28))))
+
+
+def on(month: int, day: int, hour: int = 15) -> datetime:
+    return datetime(2026 + (month < 11), month, day, hour, tzinfo=UTC)
+
+
+def course(*times: datetime) -> list:
+    """Return doses at `times`, each in the phase whose dates hold it."""
+    return [dose(n, at, phase=[phase for starts_on, phase in PHASES
+                               if starts_on <= at.date()][-1])
+            for n, at in enumerate(times, 1)]
+
+
+PROTOCOL = (*(on(11, d) for d in (2, 5, 9, 12, 16, 19, 23, 26)),
+            on(11, 30), on(12, 7), on(12, 14), on(12, 21), on(12, 28), on(1, 11), on(1, 25))
+BOUNDARY_CASES = [
+    ("the default course: twice weekly, weekly, every two weeks", course(*PROTOCOL), []),
+    ("induction's last day does not count toward maintenance's week",
+     course(on(11, 26), on(11, 29), on(12, 1)), []),
+    ("but counts toward the minimum interval: 24 h", course(on(11, 29), on(11, 30)),
+     ["frequency.interval_below_min"]),
+    ("a second maintenance dose in 7 days", course(on(11, 30), on(12, 3)),
+     ["frequency.window_exceeded"]),
+    ("maintenance doses do not count toward the taper's 28 days",
+     course(on(12, 14), on(12, 21), on(12, 28), on(1, 11)), []),
+    ("three taper doses in 28 days", course(on(12, 28), on(1, 11), on(1, 18)),
+     ["frequency.window_exceeded"]),
+    ("the first phase reaches back before the plan",
+     [dose(1, T0 - timedelta(days=3), phase=MAINTENANCE), dose(2, T0), dose(3, on(11, 4))],
+     ["frequency.window_exceeded"]),
+]
+
+
+@pytest.mark.parametrize(("doses", "expected"), [case[1:] for case in BOUNDARY_CASES],
+                         ids=[case[0] for case in BOUNDARY_CASES])
+def test_a_phase_s_windows_count_its_own_doses_and_the_interval_every_dose(doses, expected):
+    assert rule_ids(doses, as_of=on(2, 1)) == expected

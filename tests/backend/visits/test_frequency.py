@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -112,3 +113,68 @@ def test_each_dose_stands_against_its_phase_limits(hours, gaps, in_7_days, rules
     assert [s.most_in_7_days for s in found] == in_7_days
     assert [s.violation.rule if s.violation else None for s in found] == rules
     assert {s.limits for s in found} == {INDUCTION}
+
+
+# The default plan from Monday 2 November 2026 (policy: induction 4 weeks, maintenance 4, then
+# taper), each phase's 7- and 28-day limits counting the doses on its own dates.
+MAINTENANCE_FROM, TAPER_FROM = date(2026, 11, 30), date(2026, 12, 28)
+PHASED = ((MAINTENANCE_FROM, replace(MAINTENANCE, counts_from=MAINTENANCE_FROM,
+                                     counts_before=TAPER_FROM)),
+          (TAPER_FROM, replace(TAPER, counts_from=TAPER_FROM)))
+
+
+def phased_limits_at(at: datetime) -> Limits:
+    """Return the limits of the phase whose dates hold `at`."""
+    later = [limits for starts_on, limits in PHASED if starts_on <= at.date()]
+    return later[-1] if later else replace(INDUCTION, counts_before=MAINTENANCE_FROM)
+
+
+def on(month: int, day: int, hour: int = 15) -> datetime:
+    return datetime(2026 + (month < 11), month, day, hour, tzinfo=UTC)
+
+
+INDUCTION_DOSES = [on(11, d) for d in (2, 5, 9, 12, 16, 19, 23, 26)]  # Mondays and Thursdays
+MAINTENANCE_DOSES = [on(11, 30), on(12, 7), on(12, 14), on(12, 21)]
+BOUNDARY_CASES = [
+    # (existing, proposed, the rule refused with, counted over every dose as before)
+    ("weekly maintenance straight after twice-weekly induction",
+     INDUCTION_DOSES, on(11, 30), None, "weekly_limit"),
+    ("the whole maintenance month after induction",
+     INDUCTION_DOSES + MAINTENANCE_DOSES[:3], on(12, 21), None, "monthly_limit"),
+    ("a second maintenance dose in 7 days", MAINTENANCE_DOSES, on(12, 27), "weekly_limit",
+     "weekly_limit"),
+    ("the taper's first dose a week after maintenance's last", MAINTENANCE_DOSES, on(12, 28),
+     None, "monthly_limit"),
+    ("induction's last day does not count toward maintenance's week",
+     [on(11, 26), on(11, 29)], on(12, 1), None, "weekly_limit"),
+    ("but counts toward the minimum interval: 47 h", [on(11, 26), on(11, 29)], on(12, 1, 14),
+     "min_interval", "min_interval"),
+    ("the minimum interval across the boundary: 24 h", [on(11, 29)], on(11, 30),
+     "min_interval", "min_interval"),
+    ("maintenance's first dose does not count back into induction's week",
+     [on(11, 23), on(12, 1)], on(11, 27), None, "weekly_limit"),
+    ("two taper doses in 28 days", [on(12, 28), on(1, 11)], on(1, 25), None, None),
+    ("three taper doses in 28 days", [on(12, 28), on(1, 11)], on(1, 18), "monthly_limit",
+     "monthly_limit"),
+    ("maintenance doses do not count toward the taper's 28 days",
+     [*MAINTENANCE_DOSES[2:], on(12, 28)], on(1, 11), None, "monthly_limit"),
+]
+
+
+@pytest.mark.parametrize(("existing", "proposed", "refused", "counted_over_all"),
+                         [case[1:] for case in BOUNDARY_CASES],
+                         ids=[case[0] for case in BOUNDARY_CASES])
+def test_a_phase_s_limits_count_its_own_doses_and_the_interval_counts_every_dose(
+        existing, proposed, refused, counted_over_all):
+    found = check_schedule(existing, proposed, phased_limits_at)
+    assert (found.rule if found else None) == refused
+    unbounded = check_schedule(existing, proposed, lambda at: replace(
+        phased_limits_at(at), counts_from=None, counts_before=None))
+    assert (unbounded.rule if unbounded else None) == counted_over_all
+
+
+def test_standings_count_the_phase_s_own_doses():
+    found = standings([*INDUCTION_DOSES, *MAINTENANCE_DOSES, on(12, 28)], phased_limits_at)
+    assert [s.violation for s in found] == [None] * 13
+    assert [s.most_in_28_days for s in found[7:10]] == [8, 4, 4]
+    assert found[-1].most_in_7_days == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -284,9 +284,11 @@ def test_impossible_positions_are_refused(clinic: Clinic, field, value):
 CHICAGO = ZoneInfo("America/Chicago")
 SLOTS = st.integers(min_value=0, max_value=4 * 70).map(
     lambda k: datetime(2026, 11, 2, 15, tzinfo=UTC) + timedelta(hours=6 * k))
-PHASES = [(datetime(2026, 11, 2, 6, tzinfo=UTC), Limits(48, 2, 8)),
-          (datetime(2026, 11, 30, 6, tzinfo=UTC), Limits(48, 1, 4)),
-          (datetime(2026, 12, 28, 6, tzinfo=UTC), Limits(48, 1, 2))]
+# Each phase's 7- and 28-day limits count the doses on its own (Chicago) dates.
+PHASES = [(datetime(2026, 11, 2, 6, tzinfo=UTC), Limits(48, 2, 8, None, date(2026, 11, 30))),
+          (datetime(2026, 11, 30, 6, tzinfo=UTC),
+           Limits(48, 1, 4, date(2026, 11, 30), date(2026, 12, 28))),
+          (datetime(2026, 12, 28, 6, tzinfo=UTC), Limits(48, 1, 2, date(2026, 12, 28)))]
 
 
 def _policy_limits(at: datetime) -> Limits:
