@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/scan.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/records.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
