@@ -52,6 +52,8 @@ class PlanVersion(Base):
     prescriber_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
     created_at: Mapped[datetime]
     change_reason_enc: Mapped[str | None] = mapped_column(Text)
+    # Why the dose is above the protocol dose (issue 17), required when it is; PHI.
+    dose_justification_enc: Mapped[str | None] = mapped_column(Text)
     # Thresholds this plan sets for its patient, as decimal strings, over the organisation's.
     policy_overrides: Mapped[dict[str, str] | None] = mapped_column(JSON)
     # The prescriber's signature (21 CFR 1311.120/.140): when, with which second factor
@@ -74,9 +76,10 @@ class PlanVersion(Base):
         return self if self.signed_at is not None else None
 
     change_reason = Sealed()
+    dose_justification = Sealed()
 
 
-PLAN_VERSION_PHI = EncryptedColumns(PlanVersion, ("change_reason",))
+PLAN_VERSION_PHI = EncryptedColumns(PlanVersion, ("change_reason", "dose_justification"))
 
 
 class PlanPhase(Base):
