@@ -333,6 +333,41 @@ class DeviceClock:
     last_received_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class VaultMovement:
+    """A movement of stock by the pharmacy's own hand: a receipt, dispense, return taken,
+    adjustment, loss or destruction, with who recorded it."""
+
+    id: str
+    # The custody kind: receive, dispense, return, adjust, loss or destroy.
+    kind: str
+    actor_id: str
+    from_holder: str
+    to_holder: str
+    lot: str
+    product_id: str
+    quantity_ug: int
+    occurred_at: datetime
+    actor_role: str | None = None
+    corrects_id: str | None = None
+    # The count an adjustment was made with, when it was.
+    count_id: str | None = None
+    # A receipt's quantities on the order and on the supplier's invoice, when recorded.
+    ordered_ug: int | None = None
+    invoiced_ug: int | None = None
+    reason: str | None = None
+
+    @property
+    def holder(self) -> str:
+        """Return the holder an adjustment or loss concerns (the side that is not `count`)."""
+        return self.to_holder if self.from_holder == "count" else self.from_holder
+
+    @property
+    def adjusted_down(self) -> bool:
+        """Tell whether this is an adjustment that wrote stock off (less was found)."""
+        return self.kind == "adjust" and self.to_holder == "count"
+
+
 def _frozen(mapping: Mapping[str, Mapping[str, object]]) -> Mapping[str, Mapping[str, object]]:
     return MappingProxyType({key: MappingProxyType(dict(value)) for key, value in mapping.items()})
 
@@ -359,6 +394,10 @@ class Facts:
     activity: tuple[NurseActivity, ...] = ()
     witness_pairs: tuple[WitnessPair, ...] = ()
     clocks: tuple[DeviceClock, ...] = ()
+    # The pharmacy's movements, and the start of the window they cover in full: None when they
+    # are only a write's own (a total or a peer figure needs the whole window).
+    vault_movements: tuple[VaultMovement, ...] = ()
+    vault_since: datetime | None = None
     # Each plan version's own threshold overrides, layered on the organisation's policy.
     plan_overrides: Mapping[str, Mapping[str, object]] = field(
         default_factory=lambda: MappingProxyType({}))

@@ -297,6 +297,44 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "offline and still sync incrementally; deletions are kept this long (DESIGN.md "
               "Sync with the phone; the refresh token also lasts 30 days)",
               minimum=1, maximum=365, practice=True),
+    # The pharmacy side (issue 17 item 1): adjustments, shortfalls, receipts and disposals.
+    Threshold("pharmacy_adjustment_max_share", Decimal("0.01"), "share of µg received",
+              "Vigil practice default (no published rule): net stock one person wrote off the "
+              "vault by adjustments, as a share of what the vault received in the scan window; "
+              "CLINICAL.md DEA: theft or significant loss, 21 CFR 1301.76(b) (the quantity "
+              "against the business, a pattern over time, losses tied to one person's access)",
+              minimum=Decimal("0.001"), maximum=Decimal("0.5"), practice=True),
+    Threshold("pharmacy_shortfall_report_days", 3, "days",
+              "Vigil practice default: how long after a count shortfall a loss may be "
+              "reported before its write-off stands unreported, the 1 business day of "
+              "CLINICAL.md DEA (theft or significant loss, 21 CFR 1301.76(b)) plus a weekend",
+              minimum=1, maximum=45, practice=True),
+    Threshold("pharmacy_receipt_tolerance_ug", 0, "µg",
+              "CLINICAL.md DEA: dispenser records, each receipt's quantity (21 CFR "
+              "1304.22(c)); the purchaser records what was received against the order (21 CFR "
+              "1305.13(e)): any difference from the order or invoice is a finding",
+              minimum=0, maximum=1_000_000),
+    Threshold("pharmacy_disposal_min_entries", 3, "destructions",
+              "Vigil practice default (no published rule): fewest destructions or returns to "
+              "a reverse distributor by one pharmacist before her share is compared with peers'",
+              minimum=1, maximum=1000, practice=True),
+    Threshold("pharmacy_peer_min_peers", 1, "pharmacists",
+              "Vigil practice default (no published rule): fewest other pharmacists who moved "
+              "stock in the window; a home-infusion pharmacy has few, so the spread has floors",
+              minimum=1, maximum=1000, practice=True),
+    Threshold("pharmacy_disposal_z", Decimal("3.5"), "modified z",
+              "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier; CLINICAL.md "
+              "Diversion: peer score within a role (Omnicell; Bluesight IRIS)",
+              minimum=Decimal("2.0"), maximum=Decimal("10.0")),
+    Threshold("pharmacy_disposal_min_ratio", Decimal("2.0"), "ratio to the peer median",
+              "Vigil practice default (no published rule): smallest multiple of the peers' "
+              "median share destroyed worth a review, so a z-score alone never flags",
+              minimum=Decimal("1.1"), maximum=Decimal("20"), practice=True),
+    Threshold("pharmacy_disposal_spread_floor", Decimal("0.01"), "share of µg handled",
+              "Vigil practice default (no published rule): smallest spread a share destroyed is "
+              "scored on (expired stock is destroyed by whoever is on duty); MAD implodes when "
+              "peers nearly tie (Rousseeuw & Croux 1993)",
+              minimum=Decimal("0.001"), maximum=Decimal("0.5"), practice=True),
     Threshold("scan_window_days", 90, "days",
               "Vigil practice default (no published rule): how far back the nightly scan "
               "compares nurses with their peers; CLINICAL.md Diversion: per-person activity "

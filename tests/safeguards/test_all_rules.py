@@ -20,6 +20,7 @@ from safeguards import (
     WitnessPair,
     run,
 )
+from safeguards.facts import VaultMovement
 from safeguards.rules.monitoring import MONITORING
 from tests.safeguards.factories import (
     AS_OF,
@@ -58,6 +59,10 @@ RULE_IDS = [
     "evv.check_in_out_of_range", "evv.check_out_out_of_range", "evv.visit_too_short",
     "evv.impossible_travel", "device.clock_drift",
 ]
+# The pharmacy family comes last (safeguards.rules FAMILIES).
+RULE_IDS += ["pharmacy.adjustment_total", "pharmacy.adjustment_after_shortfall",
+             "pharmacy.separation_of_duties", "pharmacy.receipt_mismatch",
+             "pharmacy.disposal_outlier"]
 # The ledger belongs to the organisation: no one person is known behind a break.
 WITHOUT_PEOPLE = {"custody.ledger_break"}
 H = timedelta(hours=1)
@@ -85,6 +90,30 @@ def team() -> tuple[NurseActivity, ...]:
             replace(alike[0], nurse_id="nurse-waste", wasted_ug=3_000_000),
             replace(alike[0], nurse_id="nurse-dose", ug_per_kg_total=Decimal(100_000)),
             replace(alike[0], nurse_id="nurse-idle", days_worked=200))
+
+
+def vault() -> dict:
+    """Return a vault in which every pharmacy rule finds something, at its own severity."""
+    counted_at = AS_OF - timedelta(days=5)
+
+    def moved(id_, kind, actor, quantity, from_holder="vault", to_holder="vault", **fields):
+        return VaultMovement(id_, kind, actor, from_holder, to_holder, "LOT-V", "product-1",
+                             quantity, counted_at, actor_role="pharmacist", **fields)
+
+    return dict(
+        vault_since=AS_OF - timedelta(days=90),
+        counts=(count(id="count-v", lot="LOT-V", counted_at=counted_at,
+                      counted_by_id="pharmacist-2", expected_ug=100_000, counted_ug=85_000,
+                      adjustment_id="adjust-b", reason="miscount"),),
+        vault_movements=(
+            moved("receive-v", "receive", "pharmacist-1", 1_000_000, from_holder="supplier",
+                  invoiced_ug=1_010_000),
+            moved("adjust-v", "adjust", "pharmacist-1", 15_000, to_holder="count"),
+            moved("adjust-b", "adjust", "pharmacist-2", 15_000, from_holder="bag:nurse-1",
+                  to_holder="count", count_id="count-v"),
+            *(moved(f"destroy-{n}", "destroy", "pharmacist-3", 20_000,
+                    to_holder="destruction") for n in range(3)),
+            moved("dispense-v", "dispense", "pharmacist-3", 140_000, to_holder="bag:nurse-1")))
 
 
 def everything(**more) -> dict:
@@ -115,6 +144,7 @@ def everything(**more) -> dict:
         quarantined=(QuarantinedEvent("q-1", "dose", "dose-9", "nurse-1", "device-1",
                                       "visit-1", "signature does not verify", AS_OF),),
         clocks=(clock(max_lead_seconds=900),))
+    given.update(vault())
     for name, extra in more.items():
         given[name] = (*given[name], *extra)
     return given
@@ -148,7 +178,8 @@ def test_every_rule_finds_something_in_everything(findings):
 @pytest.mark.parametrize("rule_id", sorted(set(RULE_IDS) - WITHOUT_PEOPLE))
 def test_evidence_names_the_nurse_or_patient(findings, rule_id):
     for finding in (f for f in findings if f.rule_id == rule_id):
-        assert {"nurse_id", "patient_id"} & set(finding.evidence), finding.summary
+        assert {"nurse_id", "patient_id", "pharmacist_id"} & set(finding.evidence), (
+            finding.summary)
 
 
 def test_sessions_carry_their_visit_s_nurse_and_patient(findings):
