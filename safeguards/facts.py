@@ -368,6 +368,47 @@ class VaultMovement:
         return self.kind == "adjust" and self.to_holder == "count"
 
 
+@dataclass(frozen=True, slots=True)
+class WorkEvent:
+    """A moment of a nurse's work, for when it happened: a dose, a check-in, a bag movement."""
+
+    id: str
+    # "dose", "check_in", or the custody kind of a movement in or out of her bag ("return").
+    kind: str
+    nurse_id: str
+    occurred_at: datetime
+    patient_id: str | None = None
+    visit_id: str | None = None
+    # Whether a reason was recorded with it (a check-in's, the visit's override): not the text.
+    has_reason: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Weighing:
+    """A patient's weight as recorded: by whom, when measured, at which visit if any."""
+
+    id: str
+    patient_id: str
+    weight_g: int
+    measured_at: datetime
+    recorded_by_id: str
+    # The recording nurse's visit to the patient that local day, when she had one.
+    visit_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionReadings:
+    """The readings a nurse recorded at one session: before the dose and after it, in order."""
+
+    visit_id: str
+    nurse_id: str
+    patient_id: str
+    recorded_at: datetime
+    pre_dose: Vitals | None = None
+    # The observations after the dose, then the discharge.
+    after_dose: tuple[Vitals, ...] = ()
+
+
 def _frozen(mapping: Mapping[str, Mapping[str, object]]) -> Mapping[str, Mapping[str, object]]:
     return MappingProxyType({key: MappingProxyType(dict(value)) for key, value in mapping.items()})
 
@@ -394,6 +435,9 @@ class Facts:
     activity: tuple[NurseActivity, ...] = ()
     witness_pairs: tuple[WitnessPair, ...] = ()
     clocks: tuple[DeviceClock, ...] = ()
+    work_events: tuple[WorkEvent, ...] = ()
+    weighings: tuple[Weighing, ...] = ()
+    readings: tuple[SessionReadings, ...] = ()
     # The pharmacy's movements, and the start of the window they cover in full: None when they
     # are only a write's own (a total or a peer figure needs the whole window).
     vault_movements: tuple[VaultMovement, ...] = ()

@@ -340,6 +340,112 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "compares nurses with their peers; CLINICAL.md Diversion: per-person activity "
               "against peers (Epstein 2007), normalised by visits worked",
               minimum=7, maximum=365, practice=True),
+    # Time (issue 17 item 2): hours in the organisation's timezone.
+    Threshold("service_hours_start", 7, "h local",
+              "CLINICAL.md Orders and plausibility: home-infusion visits are scheduled in "
+              "daytime hours, set per organisation in its timezone (the hour is practice)",
+              minimum=0, maximum=23, practice=True),
+    Threshold("service_hours_end", 21, "h local",
+              "CLINICAL.md Orders and plausibility: doses outside the organisation's stated "
+              "hours need a reason (the hour is practice)",
+              minimum=1, maximum=24, practice=True),
+    Threshold("service_hours_vault_grace_minutes", 120, "min",
+              "Vigil practice default (no published rule): how long before the first visit "
+              "and after the last a bag may be filled or brought back, as long as the bag "
+              "return deadline (bag_return_deadline_hours)",
+              minimum=0, maximum=360, practice=True),
+    Threshold("off_hours_window_days", 28, "days",
+              "Vigil practice default (no published rule): the window over which off-hours "
+              "work by one nurse or at one patient is counted; CLINICAL.md Diversion: "
+              "per-person activity over a period (Epstein 2007)",
+              minimum=7, maximum=90, practice=True),
+    Threshold("off_hours_min_events", 3, "occasions",
+              "Vigil practice default (no published rule): off-hours visits or bag movements "
+              "in the window that make a pattern; one with a reason is not a case",
+              minimum=2, maximum=50, practice=True),
+    Threshold("hours_late_margin_minutes", 180, "min",
+              "Vigil practice default (no published rule): work starting this close to the "
+              "end of service hours counts as late, for a nurse's pattern of hours",
+              minimum=0, maximum=720, practice=True),
+    Threshold("hours_shift_recent_days", 14, "days",
+              "Vigil practice default (no published rule): the recent days whose hours are "
+              "compared with the nurse's own history before them",
+              minimum=3, maximum=60, practice=True),
+    Threshold("hours_shift_min_recent", 6, "occasions",
+              "Vigil practice default (no published rule): fewest recent occasions before a "
+              "change in a nurse's hours is judged",
+              minimum=3, maximum=200, practice=True),
+    Threshold("hours_shift_min_history", 15, "occasions",
+              "Vigil practice default (no published rule): fewest earlier occasions that make "
+              "a nurse's own history of hours",
+              minimum=5, maximum=1000, practice=True),
+    Threshold("hours_shift_min_rise", Decimal("0.30"), "share of occasions",
+              "Vigil practice default (no published rule): smallest rise in the share of her "
+              "work that is late or off hours worth a review",
+              minimum=Decimal("0.05"), maximum=Decimal("1.0"), practice=True),
+    Threshold("hours_shift_max_p_value", Decimal("0.001"), "probability",
+              "Vigil practice default: chance of so many late or off-hours occasions if her "
+              "history's rate held (exact binomial tail, as waste.witness_pair); CLINICAL.md "
+              "Diversion: her own usual activity (Bluesight IRIS)",
+              minimum=Decimal("0.000001"), maximum=Decimal("0.05"), practice=True),
+    # Plausibility of inputs (issue 17 item 3).
+    Threshold("weight_max_change_per_week", Decimal("0.05"), "ratio per week",
+              "CLINICAL.md Orders and plausibility: 2% in a week is clinically significant "
+              "(ASPEN/Academy, White et al. JPEN 2012); faster than 5% a week, judged over at "
+              "least a week, is an entry error or manipulation (practice)",
+              minimum=Decimal("0.01"), maximum=Decimal("0.5"), practice=True),
+    Threshold("weight_min_change_g", 1500, "g",
+              "Vigil practice default (no published rule): smallest weight change worth a "
+              "review, above scale error and a day's fluid shift",
+              minimum=100, maximum=20000, practice=True),
+    Threshold("weight_before_dose_hours", 12, "h",
+              "Vigil practice default (no published rule): a weighing this long before a dose "
+              "by the dosing nurse belongs to that visit",
+              minimum=1, maximum=72, practice=True),
+    Threshold("weight_before_dose_rise", Decimal("0.03"), "ratio",
+              "CLINICAL.md Orders and plausibility: 2% in a week is clinically significant "
+              "(White et al. JPEN 2012); a rise over the patient's prior weights beyond this "
+              "just before a dose is questioned (practice)",
+              minimum=Decimal("0.005"), maximum=Decimal("0.5"), practice=True),
+    Threshold("weight_prior_count", 3, "weighings",
+              "Vigil practice default (no published rule): the latest prior weighings whose "
+              "median is the patient's usual weight",
+              minimum=1, maximum=20, practice=True),
+    Threshold("flat_min_sessions", 10, "sessions",
+              "Vigil practice default (no published rule): fewest sessions of a nurse before "
+              "her readings are judged flat",
+              minimum=3, maximum=1000, practice=True),
+    Threshold("flat_min_share", Decimal("0.6"), "share of sessions",
+              "Vigil practice default: share of her sessions with one identical reading; "
+              "CLINICAL.md Monitoring: blood pressure rises after the dose and CADSS varies "
+              "widely (mean ~7.7, SD 9.2), so honest readings differ",
+              minimum=Decimal("0.2"), maximum=Decimal("1.0"), practice=True),
+    Threshold("flat_min_patients", 2, "patients",
+              "Vigil practice default (no published rule): the identical reading must come "
+              "from this many patients, as one patient's own may be steady",
+              minimum=1, maximum=50, practice=True),
+    Threshold("flat_min_share_gap", Decimal("0.3"), "share of sessions",
+              "Vigil practice default (no published rule): how far her share of identical "
+              "readings must exceed her peers' median share, when she has enough peers "
+              "(peer_min_peers)",
+              minimum=Decimal("0"), maximum=Decimal("1.0"), practice=True),
+    Threshold("weight_dose_recent_doses", 3, "doses",
+              "Vigil practice default (no published rule): the latest doses compared with "
+              "the earlier ones for mg rising while mg/kg stays flat",
+              minimum=1, maximum=20, practice=True),
+    Threshold("weight_dose_min_doses", 6, "doses",
+              "Vigil practice default (no published rule): fewest doses with a weight before "
+              "mg against mg/kg is judged",
+              minimum=2, maximum=100, practice=True),
+    Threshold("weight_dose_min_rise", Decimal("0.10"), "ratio",
+              "Vigil practice default: rise of the recent median dose in mg over the earlier; "
+              "CLINICAL.md Orders and plausibility: more than 5% weight in a month is "
+              "significant (White et al. JPEN 2012)",
+              minimum=Decimal("0.02"), maximum=Decimal("2.0"), practice=True),
+    Threshold("weight_dose_flat_tolerance", Decimal("0.05"), "ratio",
+              "Vigil practice default (no published rule): how far the recent median mg/kg "
+              "may move and still count as flat",
+              minimum=Decimal("0"), maximum=Decimal("0.5"), practice=True),
 )
 
 

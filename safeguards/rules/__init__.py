@@ -6,16 +6,17 @@ from safeguards.rules.devices import DEVICES
 from safeguards.rules.dosing import DOSING
 from safeguards.rules.evv import EVV
 from safeguards.rules.frequency import FREQUENCY
+from safeguards.rules.hours import HOURS
 from safeguards.rules.peers import PEERS
 from safeguards.rules.pharmacy import PHARMACY
+from safeguards.rules.plausibility import PLAUSIBILITY
 from safeguards.rules.sessions import SESSIONS
 from safeguards.rules.visits import VISITS
 from safeguards.rules.waste import WASTE
 
-FAMILIES = (SESSIONS, DOSING, FREQUENCY, VISITS, CUSTODY, WASTE, PEERS, EVV, DEVICES,
-            PHARMACY)
+FAMILIES = (SESSIONS, DOSING, FREQUENCY, VISITS, CUSTODY, WASTE, PEERS, EVV, DEVICES, PHARMACY,
+            HOURS, PLAUSIBILITY)
 ALL = Registry(rule for family in FAMILIES for rule in family)
 
-__all__ = ["ALL", "CUSTODY", "DEVICES", "DOSING", "EVV", "FREQUENCY", "PEERS", "PHARMACY",
-           "SESSIONS",
-           "VISITS", "WASTE"]
+__all__ = ["ALL", "CUSTODY", "DEVICES", "DOSING", "EVV", "FREQUENCY", "HOURS", "PEERS",
+           "PHARMACY", "PLAUSIBILITY", "SESSIONS", "VISITS", "WASTE"]

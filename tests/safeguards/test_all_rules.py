@@ -20,7 +20,7 @@ from safeguards import (
     WitnessPair,
     run,
 )
-from safeguards.facts import VaultMovement
+from safeguards.facts import SessionReadings, VaultMovement, Weighing, WorkEvent
 from safeguards.rules.monitoring import MONITORING
 from tests.safeguards.factories import (
     AS_OF,
@@ -63,6 +63,10 @@ RULE_IDS = [
 RULE_IDS += ["pharmacy.adjustment_total", "pharmacy.adjustment_after_shortfall",
              "pharmacy.separation_of_duties", "pharmacy.receipt_mismatch",
              "pharmacy.disposal_outlier"]
+# Time and plausibility follow (issue 17 items 2 and 3).
+RULE_IDS += ["hours.outside_service_hours", "hours.pattern_shift",
+             "plausibility.weight_change", "plausibility.weight_before_dose",
+             "plausibility.mg_rise_flat_per_kg", "plausibility.flat_readings"]
 # The ledger belongs to the organisation: no one person is known behind a break.
 WITHOUT_PEOPLE = {"custody.ledger_break"}
 H = timedelta(hours=1)
@@ -116,6 +120,27 @@ def vault() -> dict:
             moved("dispense-v", "dispense", "pharmacist-3", 140_000, to_holder="bag:nurse-1")))
 
 
+def hours_and_plausibility() -> dict:
+    """Return night doses after a nurse's daytime history, patient-1 weighed 10 kg heavier
+    by nurse-1 just before her dose, and a nurse whose pre-dose readings never vary."""
+    def work(number: int, at) -> WorkEvent:
+        return WorkEvent(f"work-{number}", "dose", "nurse-1", at, "patient-1",
+                         f"work-visit-{number}")
+
+    daytime = [work(n, AS_OF - timedelta(days=40 - n, hours=20)) for n in range(20)]
+    # Three nights outside the service hours and five late evenings within them.
+    nights = [work(100 + n, AS_OF - timedelta(days=7 - n, hours=7 if n < 3 else 10.5))
+              for n in range(8)]
+    usual = [Weighing(f"weight-{n}", "patient-1", 70_000, T0 - timedelta(days=21 - 7 * n),
+                      "nurse-2") for n in range(3)]
+    heavier = Weighing("weight-9", "patient-1", 80_000, T0 - H, "nurse-1", "visit-1")
+    same = Vitals(systolic=120, diastolic=80, heart_rate=72, spo2=98)
+    flat = [SessionReadings(f"flat-visit-{n}", "nurse-flat", f"patient-{n % 3}",
+                            T0 + timedelta(days=n), pre_dose=same) for n in range(10)]
+    return dict(work_events=(*daytime, *nights), weighings=(*usual, heavier),
+                readings=tuple(flat))
+
+
 def everything(**more) -> dict:
     """Return facts in which every rule finds something."""
     rising = with_quantities(doses_every(1, 6), [35_000] * 3 + [50_000] * 3)
@@ -145,6 +170,7 @@ def everything(**more) -> dict:
                                       "visit-1", "signature does not verify", AS_OF),),
         clocks=(clock(max_lead_seconds=900),))
     given.update(vault())
+    given.update(hours_and_plausibility())
     for name, extra in more.items():
         given[name] = (*given[name], *extra)
     return given
