@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from backend import bounded
 from backend.custody.ledger import MAX_MOVEMENT_UG
@@ -17,6 +17,16 @@ SIGNING = (
     "details, occurred_at}`, where holders are `vault`, `bag:<nurse id>`, `patient:<patient "
     "id>`, `waste`, and `occurred_at` is UTC with microseconds "
     "(`2026-11-03T15:00:00.000000+00:00`). A witness signs the same object.")
+# What a receipt may state beside its own quantity; kept in its details (encrypted, hashed).
+RECEIPT_QUANTITIES = ("ordered_ug", "invoiced_ug")
+
+
+def _receipt_quantity(what: str) -> fields.Field:
+    return bounded.Integer(load_default=None, strict=True,
+                           validate=validate.Range(1, MAX_MOVEMENT_UG), metadata={
+                               "description": f"receive only: integer micrograms {what}, kept "
+                                              f"in details; a receipt of any other quantity "
+                                              "raises `pharmacy.receipt_mismatch`."})
 
 
 class WitnessSchema(Schema):
@@ -51,9 +61,12 @@ class EntryCreateSchema(Schema):
     visit_id = fields.UUID(load_default=None)
     corrects_id = fields.UUID(load_default=None, metadata={
         "description": "The entry this one corrects (entries are never changed)."})
+    ordered_ug = _receipt_quantity("on the purchase order (DEA Form 222 or CSOS)")
+    invoiced_ug = _receipt_quantity("on the supplier's invoice or packing slip")
     details = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict,
                           metadata={"description": (
-                              "receive: supplier_name, supplier_address, supplier_dea, invoice; "
+                              "receive: supplier_name, supplier_address, supplier_dea, invoice "
+                              "(and ordered_ug, invoiced_ug when given above); "
                               "dispense, return: seal_id; adjust: reason, direction up|down; "
                               "loss: circumstances; destroy: method.")})
     witnesses = fields.List(fields.Nested(WitnessSchema), load_default=list, metadata={
@@ -65,7 +78,13 @@ class EntryCreateSchema(Schema):
     def _request(self, data: dict[str, Any], **_kwargs) -> EntryRequest:
         # The API and sync both read entries here, so both hand the ledger the same request.
         witnesses = [Witness(**witness) for witness in data.pop("witnesses")]
-        return EntryRequest(witnesses=witnesses, **data)
+        stated = {name: value for name in RECEIPT_QUANTITIES
+                  if (value := data.pop(name, None)) is not None}
+        if stated and data["kind"] != Kind.RECEIVE:
+            raise ValidationError("Only a receipt states an ordered or invoiced quantity.",
+                                  next(iter(stated)))
+        return EntryRequest(witnesses=witnesses, **{**data, "details": {
+            **data["details"], **stated}})
 
 
 class VisitWasteSchema(Schema):

@@ -17,6 +17,7 @@ from backend.accounts.service import dea_number_problem, organisation_zone
 from backend.audit import service as audit
 from backend.auth import limiter
 from backend.auth.caller import Caller
+from backend.custody import vault
 from backend.custody.deadlines import add_business_days
 from backend.custody.forms import LOSS_TYPES, UNDETERMINED
 from backend.custody.ledger import (
@@ -322,6 +323,10 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
               if request.kind in STEP_UP and caller.role != Role.NURSE else {})
     audit.record(session, now, caller, f"custody.{request.kind}", "custody_entry", entry.id,
                  detail={"seq": entry.seq, **factor})
+    if request.kind in vault.NOTED:
+        # The pharmacy rules weigh a receipt against its invoice, an adjustment against its
+        # lot's receipts and count: judged with this write.
+        vault.note(session, caller.organisation_id, entry, caller.role)
     if request.kind == Kind.WASTE and request.visit_id is not None:
         # The waste rules weigh it against the visit's dose: judged with this write.
         changes.patient(session, caller.organisation_id,

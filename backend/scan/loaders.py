@@ -15,6 +15,9 @@ from sqlalchemy.orm import Session, aliased
 
 from backend.accounts.models import Organisation, Role, User
 from backend.administration.models import DoseRecord, QuarantinedEvent
+from backend.audit.models import AuditEvent
+from backend.custody import vault
+from backend.custody.counts import COUNTED
 from backend.custody.models import CustodyBalance, CustodyEntry, Kind, LossReport
 from backend.phi.sealed import cipher_of, open_stored
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
@@ -397,6 +400,43 @@ def _holdings(session: Session, scope: Scope, hours: int) -> list[f.BagHolding]:
             for balance in idle]
 
 
+def _vault(session: Session, scope: Scope) -> dict[str, Any]:
+    """Return the pharmacy's movements over the window and its counts that found a difference."""
+    movements = vault.movements(session, scope.organisation_id, scope.since, scope.as_of)
+    reasons = {m.id: m.reason for m in movements if m.kind == Kind.ADJUST}
+    return {"vault_movements": tuple(movements), "vault_since": scope.since,
+            "counts": tuple(_counts(session, scope, reasons))}
+
+
+def _counts(session: Session, scope: Scope, reasons: dict[str, str | None]) -> list[f.Count]:
+    """Return each lot of each count recorded in the window that did not match the ledger."""
+    recorded: dict[str, list[AuditEvent]] = defaultdict(list)
+    for event in session.scalars(select(AuditEvent).where(
+            AuditEvent.organisation_id == scope.organisation_id, AuditEvent.action == COUNTED,
+            AuditEvent.occurred_at >= scope.since, AuditEvent.occurred_at <= scope.as_of)
+            .order_by(AuditEvent.occurred_at, AuditEvent.id)):
+        recorded[event.object_id].append(event)
+    return [count for events in recorded.values() for count in _count_facts(events, reasons)]
+
+
+def _count_facts(events: list[AuditEvent], reasons: dict[str, str | None]) -> list[f.Count]:
+    """Return a count's differing lots as first recorded, with the adjustments made since."""
+    first, detail = events[0], events[0].detail
+    # A retried count or a reason given later adds its adjustment under the same count id.
+    adjusted = {(lot["product_id"], lot["lot"]): lot["adjustment_id"]
+                for event in events for lot in event.detail["lots"] if lot.get("adjustment_id")}
+    holder = detail["holder"]
+    nurse = holder.removeprefix("bag:") if holder.startswith("bag:") else None
+    return [f.Count(id=first.object_id, holder=holder, lot=lot["lot"],
+                    product_id=lot["product_id"],
+                    counted_at=datetime.fromisoformat(detail["counted_at"]),
+                    counted_by_id=str(first.user_id), expected_ug=lot["ledger_ug"],
+                    counted_ug=lot["counted_ug"], nurse_id=nurse,
+                    adjustment_id=(adjustment := adjusted.get((lot["product_id"], lot["lot"]))),
+                    reason=reasons.get(adjustment))
+            for lot in detail["lots"] if lot["counted_ug"] != lot["ledger_ug"]]
+
+
 def _plan_overrides(session: Session, scope: Scope) -> dict[str, dict[str, object]]:
     query = (select(PlanVersion.id, PlanVersion.policy_overrides)
              .join(TreatmentPlan, TreatmentPlan.id == PlanVersion.plan_id)
@@ -452,7 +492,8 @@ def window(session: Session, scope: Scope) -> f.Facts:
 
 def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.Facts:
     """Return the population over the scope's window: peer sums, witness pairs, clocks, the
-    doses and extra visits trends need, open losses and unreturned stock."""
+    doses and extra visits trends need, open losses, unreturned stock and the vault's
+    movements and counts."""
     organisation = session.get(Organisation, scope.organisation_id)
     zone = ZoneInfo(organisation.timezone)
     people = dict(session.execute(select(User.id, User.role).where(
@@ -474,4 +515,6 @@ def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.
                              LossReport.form_106_filed_at.is_(None)
                              | (LossReport.discovered_at >= scope.since))),
         holdings=tuple(_holdings(session, scope, bag_return_hours)),
+        # The pharmacy side: its movements and differing counts over the window.
+        **_vault(session, scope),
         plan_overrides=_plan_overrides(session, scope))
