@@ -14,11 +14,18 @@ from sqlalchemy import and_, func, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from backend.accounts.models import Organisation, Role, User
-from backend.administration.models import DoseRecord, QuarantinedEvent
+from backend.administration.models import (
+    Discharge,
+    DoseRecord,
+    Observation,
+    PreDose,
+    QuarantinedEvent,
+)
 from backend.audit.models import AuditEvent
 from backend.custody import vault
 from backend.custody.counts import COUNTED
 from backend.custody.models import CustodyBalance, CustodyEntry, Kind, LossReport
+from backend.patients.models import Patient, PatientWeight
 from backend.phi.sealed import cipher_of, open_stored
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
 from backend.plans.service import counted_from
@@ -454,6 +461,124 @@ def _plan_overrides(session: Session, scope: Scope) -> dict[str, dict[str, objec
             for version, overrides in rows if overrides}
 
 
+# Time and plausibility (issue 17 items 2 and 3): work by the hour, weighings, readings.
+# A patient's weighings reach back this far before the loaders' context, so that the first
+# doses of a window still have the patient's usual weight to be compared with.
+WEIGHT_HISTORY = timedelta(days=90)
+# The movements of a nurse's bag that are her work: each happened at an hour.
+BAG_WORK = (Kind.DISPENSE, Kind.RETURN, Kind.TRANSFER, Kind.WASTE, Kind.ADMINISTER, Kind.LOSS)
+
+
+def _bag_nurse(from_holder: str, to_holder: str) -> str:
+    """Return the nurse whose bag the movement left, else the one it went into."""
+    holder = from_holder if from_holder.startswith("bag:") else to_holder
+    return holder.removeprefix("bag:")
+
+
+def _work_events(session: Session, scope: Scope) -> list[f.WorkEvent]:
+    """Return the window's doses, check-ins and bag movements, for the hours they were at."""
+    org, since, until = scope.organisation_id, scope.since, scope.as_of
+    doses = session.execute(
+        select(DoseRecord.id, DoseRecord.nurse_id, DoseRecord.infusion_started_at,
+               DoseRecord.visit_id, Visit.patient_id)
+        .join(Visit, Visit.id == DoseRecord.visit_id)
+        .where(DoseRecord.organisation_id == org, DoseRecord.infusion_started_at >= since,
+               DoseRecord.infusion_started_at <= until))
+    found = [f.WorkEvent(id=str(row.id), kind="dose", nurse_id=str(row.nurse_id),
+                         occurred_at=row.infusion_started_at, patient_id=str(row.patient_id),
+                         visit_id=str(row.visit_id)) for row in doses]
+    check_ins = session.execute(
+        select(EvvEvent.id, EvvEvent.nurse_id, EvvEvent.occurred_at, EvvEvent.visit_id,
+               Visit.patient_id, EvvEvent.reason_enc.is_not(None).label("has_reason"))
+        .join(Visit, Visit.id == EvvEvent.visit_id)
+        .where(EvvEvent.organisation_id == org, EvvEvent.kind == "check_in",
+               EvvEvent.occurred_at >= since, EvvEvent.occurred_at <= until))
+    found += [f.WorkEvent(id=str(row.id), kind="check_in", nurse_id=str(row.nurse_id),
+                          occurred_at=row.occurred_at, patient_id=str(row.patient_id),
+                          visit_id=str(row.visit_id), has_reason=bool(row.has_reason))
+              for row in check_ins]
+    moves = session.execute(
+        select(CustodyEntry.id, CustodyEntry.kind, CustodyEntry.from_holder,
+               CustodyEntry.to_holder, CustodyEntry.occurred_at, CustodyEntry.visit_id,
+               Visit.patient_id)
+        .outerjoin(Visit, Visit.id == CustodyEntry.visit_id)
+        .where(CustodyEntry.organisation_id == org, CustodyEntry.kind.in_(BAG_WORK),
+               CustodyEntry.occurred_at >= since, CustodyEntry.occurred_at <= until,
+               CustodyEntry.from_holder.like("bag:%") | CustodyEntry.to_holder.like("bag:%")))
+    return found + [f.WorkEvent(id=str(row.id), kind=str(row.kind),
+                                nurse_id=_bag_nurse(row.from_holder, row.to_holder),
+                                occurred_at=row.occurred_at, patient_id=_text(row.patient_id),
+                                visit_id=_text(row.visit_id)) for row in moves]
+
+
+def _weighings(session: Session, scope: Scope, zone: ZoneInfo) -> list[f.Weighing]:
+    """Return the patients' weighings in the window and before it, each with the recording
+    nurse's visit to the patient that local day."""
+    if scope.nurse_id and not scope.patient_id:
+        # A nurse's inline check weighs no one: her patients' own checks read their weights.
+        return []
+    query = (select(PatientWeight.id, PatientWeight.patient_id, PatientWeight.weight_g,
+                    PatientWeight.measured_at, PatientWeight.recorded_by_id)
+             .join(Patient, Patient.id == PatientWeight.patient_id)
+             .where(Patient.organisation_id == scope.organisation_id,
+                    PatientWeight.measured_at >= scope.context_since - WEIGHT_HISTORY))
+    query = scope.bounded(query, PatientWeight.measured_at)
+    if scope.patient_id:
+        query = query.where(PatientWeight.patient_id == scope.patient_id)
+    rows = list(session.execute(query))
+    visits = _weighing_visits(session, scope, rows, zone)
+    return [f.Weighing(id=str(row.id), patient_id=str(row.patient_id), weight_g=row.weight_g,
+                       measured_at=row.measured_at, recorded_by_id=str(row.recorded_by_id),
+                       visit_id=visits.get((row.patient_id, row.recorded_by_id,
+                                            row.measured_at.astimezone(zone).date())))
+            for row in rows]
+
+
+def _weighing_visits(session: Session, scope: Scope, rows: list[Any],
+                     zone: ZoneInfo) -> dict[tuple, str]:
+    """Return the visits by patient, nurse and local day over the weighings' span."""
+    if not rows:
+        return {}
+    query = select(Visit.id, Visit.patient_id, Visit.nurse_id, Visit.scheduled_start).where(
+        Visit.organisation_id == scope.organisation_id,
+        Visit.scheduled_start >= min(row.measured_at for row in rows) - timedelta(days=1),
+        Visit.scheduled_start <= max(row.measured_at for row in rows) + timedelta(days=1))
+    if scope.patient_id:
+        query = query.where(Visit.patient_id == scope.patient_id)
+    return {(row.patient_id, row.nurse_id, row.scheduled_start.astimezone(zone).date()):
+            str(row.id) for row in session.execute(query)}
+
+
+def _readings(session: Session, scope: Scope) -> list[f.SessionReadings]:
+    """Return each session's readings in the window: pre-dose, observations, discharge."""
+    sessions: dict[uuid.UUID, dict[str, Any]] = {}
+    for model in (PreDose, Observation, Discharge):
+        rows = session.execute(
+            select(model.visit_id, model.nurse_id, model.occurred_at, model.systolic,
+                   model.diastolic, model.heart_rate, model.spo2, model.respiratory_rate,
+                   model.moaas, model.cadss_total, Visit.patient_id)
+            .join(Visit, Visit.id == model.visit_id)
+            .where(model.organisation_id == scope.organisation_id,
+                   model.occurred_at >= scope.since, model.occurred_at <= scope.as_of)
+            .order_by(model.occurred_at))
+        for row in rows:
+            held = sessions.setdefault(row.visit_id, {
+                "nurse_id": str(row.nurse_id), "patient_id": str(row.patient_id),
+                "recorded_at": row.occurred_at, "pre_dose": None, "after_dose": []})
+            vitals = f.Vitals(systolic=row.systolic, diastolic=row.diastolic,
+                              heart_rate=row.heart_rate, spo2=row.spo2,
+                              respiratory_rate=row.respiratory_rate, moaas=row.moaas,
+                              cadss_total=row.cadss_total)
+            if model is PreDose:
+                held["pre_dose"] = vitals
+            else:
+                held["after_dose"].append(vitals)
+    return [f.SessionReadings(visit_id=str(visit_id), nurse_id=held["nurse_id"],
+                              patient_id=held["patient_id"], recorded_at=held["recorded_at"],
+                              pre_dose=held["pre_dose"], after_dose=tuple(held["after_dose"]))
+            for visit_id, held in sessions.items()]
+
+
 def organisation_ids(session: Session) -> list[uuid.UUID]:
     """Return every organisation's id."""
     return list(session.scalars(select(Organisation.id).order_by(Organisation.id)))
@@ -477,6 +602,8 @@ def load(session: Session, scope: Scope) -> f.Facts:
                    wastes=tuple(_wastes(session, scope)), visits=tuple(_visits(session, scope)),
                    evv=tuple(_evv(session, scope)),
                    quarantined=tuple(_quarantined(session, scope)),
+                   weighings=tuple(_weighings(session, scope,
+                                              ZoneInfo(organisation.timezone))),
                    plan_overrides=_plan_overrides(session, scope))
 
 
@@ -510,6 +637,9 @@ def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.
         visits=tuple(extra_visits), activity=tuple(_activity(session, scope, zone, roles)),
         witness_pairs=tuple(_witness_pairs(session, scope)),
         clocks=tuple(_clocks(session, scope)),
+        work_events=tuple(_work_events(session, scope)),
+        weighings=tuple(_weighings(session, scope, zone)),
+        readings=tuple(_readings(session, scope)),
         # Open deadlines matter however old the loss; filed ones within the window.
         losses=tuple(_losses(session, scope.organisation_id,
                              LossReport.form_106_filed_at.is_(None)

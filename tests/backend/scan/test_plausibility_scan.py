@@ -1,0 +1,70 @@
+"""A weight raised by the dosing nurse just before her dose, driven through the API, is flagged
+as the dose is recorded; an honest weighing raises nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from backend.accounts.models import Role
+from backend.flags.models import Flag
+from backend.scan import service as scan
+from tests.backend.administration.test_sessions import PRE, Session, dose
+from tests.backend.scan.test_scan import AFTER
+from tests.factories import World
+
+WEIGHT_RULES = ("plausibility.weight_change", "plausibility.weight_before_dose")
+
+
+def _weigh(visit: Session, kilograms: str, measured_at: str, role: Role = Role.NURSE) -> None:
+    response = visit.pharmacy.client.post(
+        f"/api/v1/patients/{visit.pharmacy.patient_id}/weights",
+        headers=visit.pharmacy.as_(role), json={"weight_kg": kilograms, "measured_at": measured_at})
+    assert response.status_code == 201, response.json
+
+
+def _dosed_after_weighing(world: World, kilograms: str) -> Session:
+    """Weigh the patient at 70 kg for weeks, then at `kilograms` just before the nurse's dose."""
+    visit = Session(world)
+    for day in ("2026-10-18", "2026-10-25"):
+        _weigh(visit, "70", f"{day}T10:00:00Z", Role.PRESCRIBER)
+    world.rt.clock.set(AFTER)
+    visit.phone_headers = visit.pharmacy.as_(Role.NURSE, visit.pharmacy.device_id)
+    _weigh(visit, kilograms, "2026-11-03T14:55:00Z")
+    assert visit.post("pre-dose", visit.signed(PRE)).status_code == 201
+    # The plan's 0.5 mg/kg of the weight just recorded.
+    quantity = int(float(kilograms) * 500)
+    given = visit.post("dose", visit.signed(dose(visit.pharmacy.product_id, quantity)))
+    assert given.status_code == 201, given.json
+    return visit
+
+
+def _flags(world: World, visit: Session) -> list[Flag]:
+    return list(world.session.scalars(select(Flag).where(
+        Flag.organisation_id == visit.pharmacy.org.id, Flag.rule_id.in_(WEIGHT_RULES))))
+
+
+def test_a_weight_raised_just_before_the_dose_is_flagged_as_the_dose_is_recorded(world: World):
+    visit = _dosed_after_weighing(world, "80")
+    flags = {flag.rule_id: flag for flag in _flags(world, visit)}
+    assert set(flags) == set(WEIGHT_RULES)
+    raised = flags["plausibility.weight_before_dose"]
+    assert (raised.subject_kind, raised.subject_id) == ("nurse", str(visit.pharmacy.nurse.id))
+    assert (raised.evidence["weight_g"], raised.evidence["usual_weight_g"],
+            raised.evidence["dose_ug"]) == (80_000, 70_000, 40_000)
+    assert raised.patient_id == uuid.UUID(visit.pharmacy.patient_id)
+    change = flags["plausibility.weight_change"]
+    assert (change.subject_kind, change.evidence["change_g"]) == ("patient", 10_000)
+    assert change.evidence["visit_id"] == visit.visit["id"]
+    # The nightly scan finds the same cases again: still one flag each.
+    scan.scan_organisation(world.session, world.rt, visit.pharmacy.org.id)
+    assert len(_flags(world, visit)) == 2
+
+
+@pytest.mark.parametrize("kilograms", ["70", "70.4", "71.2"])
+def test_an_honest_weighing_before_the_dose_raises_no_weight_flag(world: World, kilograms):
+    visit = _dosed_after_weighing(world, kilograms)
+    scan.scan_organisation(world.session, world.rt, visit.pharmacy.org.id)
+    assert _flags(world, visit) == []
