@@ -4,6 +4,7 @@ as the dose is recorded; an honest weighing raises nothing."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -11,6 +12,8 @@ from sqlalchemy import select
 from backend.accounts.models import Role
 from backend.flags.models import Flag
 from backend.scan import service as scan
+from backend.scan.loaders import Scope, load_population
+from tests.backend.administration.test_session_reports import _record_session
 from tests.backend.administration.test_sessions import PRE, Session, dose
 from tests.backend.scan.test_scan import AFTER
 from tests.factories import World
@@ -68,3 +71,29 @@ def test_an_honest_weighing_before_the_dose_raises_no_weight_flag(world: World, 
     visit = _dosed_after_weighing(world, kilograms)
     scan.scan_organisation(world.session, world.rt, visit.pharmacy.org.id)
     assert _flags(world, visit) == []
+
+
+def test_the_scan_reads_each_session_s_readings_work_by_the_hour_and_weighings(world: World):
+    visit = Session(world)
+    world.rt.clock.set(AFTER + timedelta(hours=2))
+    visit.phone_headers = visit.pharmacy.as_(Role.NURSE, visit.pharmacy.device_id)
+    _record_session(visit)
+    now = world.rt.clock.now()
+    facts = load_population(world.session, Scope(visit.pharmacy.org.id, now,
+                                                 now - timedelta(days=30)), 2)
+    nurse, patient, visit_id = (str(visit.pharmacy.nurse.id), visit.pharmacy.patient_id,
+                                visit.visit["id"])
+    readings, = facts.readings
+    assert (readings.visit_id, readings.nurse_id, readings.patient_id) == (
+        visit_id, nurse, patient)
+    assert (readings.pre_dose.systolic, readings.pre_dose.cadss_total) == (122, 1)
+    # The observations in their order, then the discharge.
+    assert [v.systolic for v in readings.after_dose] == [160, 148, 130, 124]
+    assert readings.after_dose[0].cadss_total == 7
+    kinds = sorted((event.kind, event.visit_id) for event in facts.work_events)
+    assert kinds == sorted([("administer", visit_id), ("check_in", visit_id),
+                            ("dose", visit_id), ("dispense", None)])
+    assert {event.nurse_id for event in facts.work_events} == {nurse}
+    weighing, = facts.weighings
+    assert (weighing.patient_id, weighing.weight_g, weighing.recorded_by_id,
+            weighing.visit_id) == (patient, 70_000, nurse, None)
