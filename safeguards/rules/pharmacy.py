@@ -55,7 +55,8 @@ ADJUSTMENT_TOTAL = RuleMeta(
     title="One person's adjustments wrote off a large share of what the vault received",
     severity=Severity.MEDIUM,
     rationale="An adjustment corrects the ledger to the shelf; a person whose corrections "
-              "keep taking stock off the books is writing off what she may have taken.",
+              "keep taking stock off the books (the vault's, or a bag's outside any count) is "
+              "writing off what she may have taken.",
     source="CLINICAL.md DEA: theft or significant loss, 21 CFR 1301.76(b) (quantity against "
            "the business, a pattern over time, losses tied to one person's access); ASHP "
            "Guidelines on Preventing Diversion of Controlled Substances (Am J Health-Syst Pharm "
@@ -65,7 +66,7 @@ ADJUSTMENT_TOTAL = RuleMeta(
 
 @PHARMACY.rule(ADJUSTMENT_TOTAL)
 def adjustment_total(facts: Facts, policy: Policy) -> Iterator[Finding]:
-    """Flag a person whose net write-offs of vault stock exceed the policy share of receipts."""
+    """Flag a person whose net write-offs of stock exceed the policy share of receipts."""
     if facts.vault_since is None:
         return
     movements = _movements(facts)
@@ -74,7 +75,9 @@ def adjustment_total(facts: Facts, policy: Policy) -> Iterator[Finding]:
     limit = Fraction(policy.value("pharmacy_adjustment_max_share"))
     by_person: dict[str, list[VaultMovement]] = defaultdict(list)
     for m in movements:
-        if m.kind == "adjust" and m.holder == VAULT:
+        # The vault is the pharmacy's own; a bag's shortfall at a count is the nurse's and
+        # judged as such, but a bag written down outside any count hides her stock.
+        if m.kind == "adjust" and (m.holder == VAULT or m.count_id is None):
             by_person[m.actor_id].append(m)
     for person, adjustments in sorted(by_person.items()):
         down = sum(m.quantity_ug for m in adjustments if m.adjusted_down)
@@ -98,11 +101,12 @@ def _adjustment_total(facts: Facts, person: str, adjustments: list[VaultMovement
     return ADJUSTMENT_TOTAL.finding(
         _person(person),
         f"Adjustments recorded by this pharmacist since {facts.vault_since.date()} took "
-        f"{down - up} µg net off the vault ({downs} down, {down} µg; "
+        f"{down - up} µg net off the books ({downs} down, {down} µg; "
         f"{len(adjustments) - downs} up, {up} µg): {against}, against a policy limit of "
         f"{_percent(limit)}. Check each adjustment's reason against its count sheet, recount "
         "the lots with another pharmacist, and whether a loss should have been reported.",
-        evidence(pharmacist_id=person, adjusted_down_ug=down, adjusted_up_ug=up,
+        evidence(pharmacist_id=person, holders=", ".join(sorted({m.holder for m in adjustments})),
+                 adjusted_down_ug=down, adjusted_up_ug=up,
                  net_written_off_ug=down - up, adjustments=len(adjustments),
                  adjustment_ids=_ids(adjustments), received_ug=received,
                  share=None if share is None else rounded(share, 4),

@@ -85,8 +85,10 @@ def outcome(rule_id: str, given, overrides: dict | None = None) -> list[tuple[st
     pytest.param((receipt(), adjust(50_000, "up")), None, [], id="only-found-more"),
     pytest.param((receipt(), adjust(6_000), adjust(6_000, id_="adjust-2", actor="p-2")), None,
                  [], id="two-people-each-below"),
-    pytest.param((receipt(), adjust(50_000, holder="bag:nurse-1")), None, [],
-                 id="a-bag-is-not-the-vault"),
+    pytest.param((receipt(), adjust(50_000, holder="bag:nurse-1", count_id="count-1")), None,
+                 [], id="a-bag-s-shortfall-at-a-count-is-the-nurse-s"),
+    pytest.param((receipt(), adjust(10_000, holder="bag:nurse-1")), None,
+                 [("pharmacist-1", "medium")], id="a-bag-written-down-outside-a-count"),
     pytest.param((receipt(), adjust(15_000)),
                  {"pharmacy_adjustment_max_share": Decimal("0.02")}, [],
                  id="policy-raises-the-share"),
@@ -110,6 +112,7 @@ def test_adjustment_total_says_what_against_what_and_what_to_check():
     assert "1.20% of the 1000000 µg the vault received" in finding.summary
     assert "Check" in finding.summary
     assert finding.evidence["pharmacist_id"] == "pharmacist-1"
+    assert finding.evidence["holders"] == "vault"
 
 
 # adjustment_after_shortfall: a loss may be reported up to 3 days either side of the count.
