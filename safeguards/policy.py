@@ -412,8 +412,8 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "median is the patient's usual weight",
               minimum=1, maximum=20, practice=True),
     Threshold("flat_min_sessions", 10, "sessions",
-              "Vigil practice default (no published rule): fewest sessions of a nurse before "
-              "her readings are judged flat",
+              "Vigil practice default (no published rule): a nurse's latest sessions whose "
+              "readings are judged flat (fewer are not judged), so a new habit shows at once",
               minimum=3, maximum=1000, practice=True),
     Threshold("flat_min_share", Decimal("0.6"), "share of sessions",
               "Vigil practice default: share of her sessions with one identical reading; "

@@ -343,10 +343,15 @@ class Flatness:
 
 
 def _flatness(nurse_id: str, sessions: list[SessionReadings],
-              measure: Callable[[SessionReadings], Hashable | None]) -> Flatness | None:
+              measure: Callable[[SessionReadings], Hashable | None],
+              latest: int) -> Flatness | None:
+    """Return her most repeated value of `measure` over her `latest` sessions that have it,
+    or None with fewer."""
     valued = [(one, value) for one in sessions if (value := measure(one)) is not None]
-    if not valued:
+    if len(valued) < latest:
         return None
+    # Her latest sessions alone: a new habit shows at once, not diluted by her months before.
+    valued = valued[-latest:]
     counts = Counter(value for _, value in valued if value != MOVES)
     if not counts:
         return Flatness(nurse_id, MOVES, 0, len(valued), 0, ())
@@ -358,16 +363,16 @@ def _flatness(nurse_id: str, sessions: list[SessionReadings],
 
 @PLAUSIBILITY.rule(FLAT_READINGS)
 def flat_readings(facts: Facts, policy: Policy) -> Iterator[Finding]:
-    """Flag a nurse who records one identical reading at most of her sessions, for several
-    patients, where her peers' readings vary."""
+    """Flag a nurse who records one identical reading at most of her latest sessions, for
+    several patients, where her peers' readings vary."""
     by_nurse: dict[str, list[SessionReadings]] = defaultdict(list)
     for readings in sorted(facts.readings, key=lambda r: (r.recorded_at, r.visit_id)):
         by_nurse[readings.nurse_id].append(readings)
     flat: dict[str, list[tuple[str, Flatness, list[Fraction]]]] = defaultdict(list)
+    latest = int(policy.value("flat_min_sessions"))
     for name, (_, measure) in MEASURES.items():
         judged = [found for nurse_id, sessions in by_nurse.items()
-                  if (found := _flatness(nurse_id, sessions, measure)) is not None
-                  and found.sessions >= policy.value("flat_min_sessions")]
+                  if (found := _flatness(nurse_id, sessions, measure, latest)) is not None]
         for found in judged:
             peers = [other.share for other in judged if other.nurse_id != found.nurse_id]
             if _flat(found, peers, policy):
@@ -399,7 +404,7 @@ def _flat_finding(policy: Policy,
     return FLAT_READINGS.finding(
         Subject(SubjectKind.NURSE, found.nurse_id),
         f"The nurse recorded {MEASURES[name][0]} ({_described(found.value)}) at "
-        f"{found.identical} of her {found.sessions} sessions "
+        f"{found.identical} of her latest {found.sessions} sessions "
         f"({rounded(found.share * 100, 0)}%), for {found.patients} patients, where honest "
         f"readings vary and the policy allows {_percent(policy.value('flat_min_share'))}% at most"
         f"{compared}{also}. Check whether the readings were taken: compare them with the "

@@ -186,13 +186,13 @@ def copied(number: int, nurse: str, patient: int, measure: str) -> SessionReadin
 
 def nurse(name: str, sessions: int = 12, flat: int = 0, measure: str = "pre_dose_vitals",
           patients: int = 4) -> list[SessionReadings]:
-    """Return a nurse's sessions over `patients` patients, the first `flat` copied."""
-    return [copied(n, name, n % patients, measure) if n < flat else honest(n, name, n % patients)
-            for n in range(sessions)]
+    """Return a nurse's sessions over `patients` patients, the latest `flat` copied."""
+    return [copied(n, name, n % patients, measure) if n >= sessions - flat
+            else honest(n, name, n % patients) for n in range(sessions)]
 
 
 def peers(count: int = 8, flat: int = 0) -> list[SessionReadings]:
-    """Return `count` honest nurses' sessions, the first `flat` of each copied."""
+    """Return `count` honest nurses' sessions, the latest `flat` of each copied."""
     return [s for n in range(count) for s in nurse(f"peer-{n}", flat=flat)]
 
 
@@ -218,9 +218,17 @@ def flat(readings: list[SessionReadings], overrides: dict | None = None) -> list
      ["pre_dose_vitals"]),
     # flat_min_share_gap 0.3 over the peers' median share, with peer_min_peers 8.
     ("everyone the same", peers(flat=12) + nurse("nurse-x", 12, 12), None, []),
-    ("peers 5 of 12 the same", peers(flat=5) + nurse("nurse-x", 12, 8), None, []),
-    ("peers a quarter the same", peers(flat=3) + nurse("nurse-x", 12, 8), None,
+    ("peers 6 of their latest 10 the same", peers(flat=6) + nurse("nurse-x", 12, 8), None,
+     []),
+    ("peers 5 of their latest 10 the same", peers(flat=5) + nurse("nurse-x", 12, 8), None,
      ["pre_dose_vitals"]),
+    # flat_min_sessions 10: her latest ten, however many came before.
+    ("30 sessions, the latest 5 the same", peers() + nurse("nurse-x", 30, 5), None, []),
+    ("30 sessions, the latest 6 the same", peers() + nurse("nurse-x", 30, 6), None,
+     ["pre_dose_vitals"]),
+    ("30 sessions, 10 the same before her latest 10", peers() + [
+        replace(s, pre_dose=honest(n + 40, "nurse-x", n % 4).pre_dose) if n >= 20 else s
+        for n, s in enumerate(nurse("nurse-x", 30, 20))], None, []),
     ("seven peers all the same", peers(7, flat=12) + nurse("nurse-x", 12, 12), None,
      "all"),
     ("alone and flat", nurse("nurse-x", 10, 10), None, ["pre_dose_vitals"]),
@@ -242,7 +250,7 @@ def test_flat_readings_thresholds(case, readings, overrides, flagged):
 
 def test_flat_readings_say_what_was_the_same_against_what():
     finding, = flat(peers() + nurse("nurse-x", 10, 10))
-    assert "(120/80 mmHg, HR 72, SpO2 98%) at 10 of her 10 sessions (100%), for 4 patients" \
-        in finding.summary
+    assert "(120/80 mmHg, HR 72, SpO2 98%) at 10 of her latest 10 sessions (100%), for 4 " \
+        "patients" in finding.summary
     assert "8 peers" in finding.summary and "Check" in finding.summary
     assert finding.evidence["peers"] == 8
