@@ -249,7 +249,7 @@ def test_receipt_mismatch_says_by_how_much():
 
 
 # disposal_outlier: share destroyed of µg moved, against the other pharmacists; z 3.5 on a
-# spread of at least 1% of what was moved, and at least twice the peers' median.
+# spread of at least 2% of what was moved, and at least twice the peers' median.
 def pharmacist(person: str, destroyed: tuple[int, ...], moved_ug: int = 1_000_000,
                role: str = "pharmacist") -> tuple[VaultMovement, ...]:
     """Return a pharmacist's destructions and the dispenses that make up `moved_ug`."""
@@ -265,16 +265,16 @@ PEERS = tuple(m for n in (2, 3, 4) for m in pharmacist(f"p-{n}", (5_000, 5_000))
 
 
 @pytest.mark.parametrize(("movements", "expected"), [
-    pytest.param(pharmacist("p-1", (15_000,) * 3) + PEERS, [("p-1", "medium")],
+    pytest.param(pharmacist("p-1", (30_000, 30_000, 20_000)) + PEERS, [("p-1", "medium")],
                  id="at-z-3.5"),
-    pytest.param(pharmacist("p-1", (15_000, 15_000, 14_999)) + PEERS, [], id="just-below"),
+    pytest.param(pharmacist("p-1", (30_000, 30_000, 19_999)) + PEERS, [], id="just-below"),
     pytest.param(pharmacist("p-1", (30_000,) * 2) + PEERS, [], id="too-few-destructions"),
     pytest.param(pharmacist("p-1", (30_000,) * 3), [], id="no-peers"),
-    pytest.param(pharmacist("p-1", (12_000, 12_000, 11_000)) + pharmacist("p-2", ()),
+    pytest.param(pharmacist("p-1", (25_000, 25_000, 20_000)) + pharmacist("p-2", ()),
                  [("p-1", "medium")], id="one-peer-who-destroys-nothing"),
-    pytest.param(pharmacist("p-1", (12_000, 12_000, 10_999)) + pharmacist("p-2", ()), [],
+    pytest.param(pharmacist("p-1", (25_000, 25_000, 19_999)) + pharmacist("p-2", ()), [],
                  id="one-peer-just-below-the-floor"),
-    pytest.param(pharmacist("p-1", (50_000,) * 3)
+    pytest.param(pharmacist("p-1", (60_000,) * 3)
                  + tuple(m for n in (2, 3, 4) for m in pharmacist(f"p-{n}", (100_000,))),
                  [], id="z-high-but-under-twice-the-median"),
     pytest.param(pharmacist("p-1", (70_000,) * 3)
@@ -295,8 +295,8 @@ def test_disposal_outlier_waits_for_the_whole_window():
 
 def test_disposal_outlier_says_against_whom():
     [finding] = findings_of("pharmacy.disposal_outlier",
-                            vault(*pharmacist("p-1", (20_000,) * 3), *PEERS))
-    assert finding.evidence["share"] == Decimal("0.0600")
+                            vault(*pharmacist("p-1", (30_000,) * 3), *PEERS))
+    assert finding.evidence["share"] == Decimal("0.0900")
     assert finding.evidence["peers"] == 3
     assert "the median of the 3 other pharmacists is 1.00%" in finding.summary
     assert "Check" in finding.summary
