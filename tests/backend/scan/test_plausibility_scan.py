@@ -4,7 +4,7 @@ as the dose is recorded; an honest weighing raises nothing."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -16,7 +16,7 @@ from backend.scan.loaders import Scope, load_population
 from tests.backend.administration.test_session_reports import _record_session
 from tests.backend.administration.test_sessions import PRE, Session, dose
 from tests.backend.scan.test_scan import AFTER
-from tests.factories import World
+from tests.factories import Pharmacy, World
 
 WEIGHT_RULES = ("plausibility.weight_change", "plausibility.weight_before_dose")
 
@@ -97,3 +97,49 @@ def test_the_scan_reads_each_session_s_readings_work_by_the_hour_and_weighings(w
     weighing, = facts.weighings
     assert (weighing.patient_id, weighing.weight_g, weighing.recorded_by_id,
             weighing.visit_id) == (patient, 70_000, nurse, None)
+
+
+def _pre_doses(world: World, readings) -> Pharmacy:
+    """Record pre-dose vitals at ten visits of one nurse to two patients, from her phone; the
+    n-th visit's vitals are `readings(n)`."""
+    pharmacy = Pharmacy(world)
+    patients = [pharmacy.patient_id, pharmacy.patient([pharmacy.nurse])]
+    booked = []
+    for patient_id in patients:
+        pharmacy.plan(patient_id=patient_id)
+        for day in (3, 6, 10, 13, 17):
+            hour = 9 if patient_id == patients[0] else 13
+            start = f"2026-11-{day:02d}T{hour:02d}:00:00Z"
+            response = pharmacy.client.post(
+                "/api/v1/visits", headers=pharmacy.as_(Role.ADMIN),
+                json={"patient_id": patient_id, "nurse_id": str(pharmacy.nurse.id),
+                      "scheduled_start": start})
+            assert response.status_code == 201, response.json
+            booked.append((response.json["id"], f"2026-11-{day:02d}T{hour:02d}:05:00+00:00"))
+    world.rt.clock.set(datetime(2026, 11, 18, 9, 0, tzinfo=UTC))
+    phone = pharmacy.as_(Role.NURSE, pharmacy.device_id)
+    for n, (visit_id, at) in enumerate(booked):
+        body = {"id": str(uuid.uuid4()), "occurred_at": at, **PRE, **readings(n)}
+        response = pharmacy.client.post(f"/api/v1/visits/{visit_id}/pre-dose", headers=phone,
+                                        json={**body, "signature": pharmacy.phone.sign(body)})
+        assert response.status_code == 201, response.json
+    scan.scan_organisation(world.session, world.rt, pharmacy.org.id)
+    return pharmacy
+
+
+def _flat_flags(world: World, pharmacy: Pharmacy) -> list[Flag]:
+    return list(world.session.scalars(select(Flag).where(
+        Flag.organisation_id == pharmacy.org.id, Flag.rule_id == "plausibility.flat_readings")))
+
+
+def test_the_same_pre_dose_vitals_at_every_session_are_a_case_for_the_nurse(world: World):
+    pharmacy = _pre_doses(world, lambda n: {})
+    flag, = _flat_flags(world, pharmacy)
+    assert (flag.subject_kind, flag.subject_id) == ("nurse", str(pharmacy.nurse.id))
+    assert (flag.evidence["identical_sessions"], flag.evidence["patients"]) == (10, 2)
+    assert "122/78 mmHg, HR 70, SpO2 98%" in flag.summary
+
+
+def test_pre_dose_vitals_that_vary_raise_no_flat_readings_flag(world: World):
+    pharmacy = _pre_doses(world, lambda n: {"systolic": 112 + n, "heart_rate": 66 + n % 4})
+    assert _flat_flags(world, pharmacy) == []
