@@ -286,6 +286,17 @@ class NurseActivity:
     # Micrograms per kilogram summed over her doses, so a per-visit figure does not depend on
     # which patients (and weights) she happens to see.
     ug_per_kg_total: Decimal = Decimal(0)
+    # Robust peers (issue 17 items 6 and 7). Her doses whose plan set a dose: how many, what
+    # they gave and what their plans meant to give, so she is compared dose against plan.
+    planned_doses: int = 0
+    planned_given_ug: int = 0
+    planned_ug: int = 0
+    # The same sums as doses, administered_ug and wasted_ug over the window's last days (from
+    # recent_since), so her recent waste share can be set against her own earlier one.
+    recent_since: datetime | None = None
+    recent_doses: int = 0
+    recent_administered_ug: int = 0
+    recent_wasted_ug: int = 0
 
     @property
     def wasted_ug_per_visit(self) -> Fraction | None:
@@ -301,6 +312,47 @@ class NurseActivity:
     def visits_per_day_worked(self) -> Fraction | None:
         """Return her visits per day worked, or None without a day worked."""
         return Fraction(self.visits, self.days_worked) if self.days_worked else None
+
+    @property
+    def waste_share(self) -> Fraction | None:
+        """Return what she wasted as a share of what she drew (administered + wasted)."""
+        return _share(self.wasted_ug, self.administered_ug)
+
+    @property
+    def wasted_per_given(self) -> Fraction | None:
+        """Return the µg she wasted per µg she gave (the odds of her waste share)."""
+        return Fraction(self.wasted_ug, self.administered_ug) if self.administered_ug else None
+
+    @property
+    def plan_ratio(self) -> Fraction | None:
+        """Return what her planned doses gave over what their plans meant to give."""
+        return Fraction(self.planned_given_ug, self.planned_ug) if self.planned_ug else None
+
+    @property
+    def earlier_doses(self) -> int:
+        """Return her doses in the window before recent_since."""
+        return self.doses - self.recent_doses
+
+    @property
+    def earlier_wasted_per_given(self) -> Fraction | None:
+        """Return µg wasted per µg given before recent_since, or None with nothing given."""
+        given = self.administered_ug - self.recent_administered_ug
+        return Fraction(self.wasted_ug - self.recent_wasted_ug, given) if given > 0 else None
+
+    @property
+    def recent_wasted_per_given(self) -> Fraction | None:
+        """Return µg wasted per µg given since recent_since, or None with nothing given."""
+        return (Fraction(self.recent_wasted_ug, self.recent_administered_ug)
+                if self.recent_administered_ug else None)
+
+
+def _share(wasted: int, given: int) -> Fraction | None:
+    return Fraction(wasted, wasted + given) if wasted + given else None
+
+
+def share_of_drawn(wasted_per_given: Fraction) -> Fraction:
+    """Return a waste share (wasted over administered + wasted) from µg wasted per µg given."""
+    return wasted_per_given / (1 + wasted_per_given)
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,9 +249,10 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "(BD/CareFusion), peer score within a role (Omnicell; Bluesight IRIS)",
               minimum=Decimal("2.0"), maximum=Decimal("10.0")),
     Threshold("administered_z", Decimal("3.5"), "modified z",
-              "Iglewicz & Hoaglin 1993: |modified z| above 3.5 is an outlier; CLINICAL.md "
-              "Diversion: per-shift usage against peers in the same role, normalised per "
-              "visit (Omnicell; Bluesight IRIS; heliometrics)",
+              "Iglewicz & Hoaglin 1993: |modified z| above 3.5 is an outlier, here of a "
+              "nurse's doses as a ratio of their own plans' (dosing.plan_ratio_outlier); "
+              "CLINICAL.md Diversion: per-shift usage against peers in the same role, "
+              "normalised per visit (Omnicell; Bluesight IRIS; heliometrics)",
               minimum=Decimal("2.0"), maximum=Decimal("10.0")),
     Threshold("activity_low_z", Decimal("3.5"), "modified z",
               "Iglewicz & Hoaglin 1993: modified z below -3.5 is an outlier; CLINICAL.md "
@@ -264,7 +265,7 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               minimum=5, maximum=1000, practice=True),
     Threshold("peer_min_doses", 20, "doses",
               "Vigil practice default (no published rule): fewest doses before a nurse's "
-              "mg/kg per dose is compared with her peers'",
+              "doses against their plans, or her waste as a share, are compared with her peers'",
               minimum=5, maximum=1000, practice=True),
     Threshold("peer_min_days_worked", 10, "days",
               "Vigil practice default (no published rule): fewest days worked before a "
@@ -277,6 +278,62 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
     Threshold("peer_min_difference", Decimal("0.15"), "ratio to the peer median",
               "Vigil practice default (no published rule): smallest departure from the peer "
               "median worth a review, as a z-score explodes when peers barely differ",
+              minimum=Decimal("0.01"), maximum=Decimal("1.0"), practice=True),
+    # Robust peers (issue 17 items 6 and 7): floors under the robust scale, waste as a share
+    # of what a nurse drew against her peers and her own history, doses against their plans.
+    Threshold("waste_rate_spread_floor", Decimal("0.08"), "share of the peer median",
+              "Vigil practice default (no published rule): smallest spread a waste per visit "
+              "is scored on, as honest nurses' waste per visit varies by about this much with "
+              "their patients' doses; MAD implodes when peers nearly tie (Rousseeuw & Croux "
+              "1993); CLINICAL.md Diversion: more waste than usual (BD/CareFusion)",
+              minimum=Decimal("0.01"), maximum=Decimal("1.0"), practice=True),
+    Threshold("waste_share_z", Decimal("3.5"), "modified z",
+              "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier; CLINICAL.md "
+              "Diversion: more waste than usual (BD/CareFusion), dispense = administered + "
+              "wasted + returned (Bluesight), peer score within a role (Omnicell)",
+              minimum=Decimal("2.0"), maximum=Decimal("10.0")),
+    Threshold("waste_share_spread_floor", Decimal("0.08"), "share of the peer median",
+              "Vigil practice default (no published rule): smallest spread µg wasted per µg "
+              "given is scored on, as it varies with patients' weights against one vial "
+              "size; MAD implodes when peers nearly tie (Rousseeuw & Croux 1993)",
+              minimum=Decimal("0.01"), maximum=Decimal("1.0"), practice=True),
+    Threshold("waste_share_recent_days", 14, "days",
+              "Vigil practice default (no published rule): the recent period a nurse's waste "
+              "share is compared with her own earlier share in the scan window; CLINICAL.md "
+              "Diversion: more waste than usual (BD/CareFusion waste score)",
+              minimum=7, maximum=60, practice=True),
+    Threshold("waste_share_min_recent_doses", 5, "doses",
+              "Vigil practice default (no published rule): fewest doses in the recent period "
+              "before her recent waste share is compared with her own history",
+              minimum=2, maximum=200, practice=True),
+    Threshold("waste_share_min_earlier_doses", 10, "doses",
+              "Vigil practice default (no published rule): fewest doses before the recent "
+              "period for her own history to be a baseline",
+              minimum=3, maximum=1000, practice=True),
+    Threshold("waste_share_rise_min", Decimal("0.25"), "ratio to her earlier figure",
+              "Vigil practice default (no published rule): smallest rise of µg wasted per µg "
+              "given over her own earlier figure worth a review",
+              minimum=Decimal("0.05"), maximum=Decimal("5.0"), practice=True),
+    Threshold("waste_share_rise_z", Decimal("3.5"), "modified z",
+              "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier, of her rise among "
+              "her role's rises over the same days; CLINICAL.md Diversion: more waste than "
+              "usual (BD/CareFusion)",
+              minimum=Decimal("2.0"), maximum=Decimal("10.0")),
+    Threshold("waste_share_rise_spread_floor", Decimal("0.10"), "share of the peer median",
+              "Vigil practice default (no published rule): smallest spread a rise over two "
+              "weeks' doses is scored on, as a few patients more or less move it this much; "
+              "MAD implodes when peers nearly tie (Rousseeuw & Croux 1993)",
+              minimum=Decimal("0.01"), maximum=Decimal("1.0"), practice=True),
+    Threshold("plan_ratio_spread_floor", Decimal("0.05"), "share of the peer median",
+              "Vigil practice default (no published rule): smallest spread a ratio of doses to "
+              "their plans is scored on; honest doses follow their plan to within syringe "
+              "graduations, so a tighter spread is only rounding (Rousseeuw & Croux 1993)",
+              minimum=Decimal("0.01"), maximum=Decimal("1.0"), practice=True),
+    Threshold("activity_spread_floor", Decimal("0.10"), "share of the peer median",
+              "Vigil practice default (no published rule): smallest spread visits per day "
+              "are scored on, as schedules and drives move them this much (a nurse at 1.55 "
+              "visits a day against 1.91 scored z -27 on a MAD near 0); Rousseeuw & Croux "
+              "1993; CLINICAL.md Diversion: count per day worked (Epstein 2007)",
               minimum=Decimal("0.01"), maximum=Decimal("1.0"), practice=True),
     Threshold("travel_max_kmh", 100, "km/h",
               "Vigil practice default (no published rule): faster than a nurse can drive "

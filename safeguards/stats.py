@@ -1,5 +1,8 @@
 """Exact statistics for peer comparison: median, MAD, robust z-scores and binomial tails.
 
+A robust z-score's scale has floors (robust_spread): a tiny MAD cannot make an ordinary
+difference extreme.
+
 Arithmetic is in fractions so that a score does not depend on the units or the order of the
 figures, and a cut-off is met or missed by the numbers rather than by rounding.
 """
@@ -8,7 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Context, Decimal
+from enum import StrEnum
 from fractions import Fraction
 
 Exact = int | Decimal | Fraction
@@ -16,8 +21,8 @@ Exact = int | Decimal | Fraction
 # 0.6745 is the 0.75 quantile of the standard normal: it makes MAD estimate one standard
 # deviation for normal data (Iglewicz & Hoaglin 1993, "How to detect and handle outliers").
 MAD_SCALE = Fraction("0.6745")
-# sqrt(pi/2): the same role for the mean absolute deviation, used when MAD is 0 (more than half
-# the figures equal), as IBM SPSS does for the modified z-score.
+# sqrt(pi/2): the same role for the mean absolute deviation (IBM SPSS's modified z-score when
+# MAD is 0); here one of the floors under the scale, see robust_spread.
 MEAN_AD_SCALE = Fraction("1.253314")
 
 
@@ -44,25 +49,60 @@ def mean_absolute_deviation(values: Sequence[Exact]) -> Fraction:
     return sum((abs(Fraction(value) - centre) for value in values), Fraction(0)) / len(values)
 
 
-def robust_z(value: Exact, values: Sequence[Exact]) -> Fraction | None:
-    """Return the modified z-score of `value` among `values`, or None when they do not vary."""
-    centre, scale = _centre_and_scale(values)
-    return None if scale is None else (Fraction(value) - centre) / scale
+class Basis(StrEnum):
+    """Which of the three yardsticks set a robust scale: it goes into a finding's evidence."""
+
+    MAD = "mad"
+    MEAN_ABSOLUTE_DEVIATION = "mean_absolute_deviation"
+    FLOOR = "floor"
 
 
-def robust_scores(values: Sequence[Exact]) -> list[Fraction | None]:
-    """Return the modified z-score of each of `values` among them all, in their order."""
-    centre, scale = _centre_and_scale(values)
-    return [None if scale is None else (Fraction(value) - centre) / scale for value in values]
+@dataclass(frozen=True)
+class Spread:
+    """The centre and the scale a figure is scored on, and which yardstick set the scale."""
+
+    centre: Fraction
+    # None when every figure is the same and no floor is set: nothing can be scored.
+    scale: Fraction | None
+    basis: Basis
+
+    def z(self, value: Exact) -> Fraction | None:
+        """Return the modified z-score of `value` on this centre and scale."""
+        return None if self.scale is None else (Fraction(value) - self.centre) / self.scale
 
 
-def _centre_and_scale(values: Sequence[Exact]) -> tuple[Fraction, Fraction | None]:
-    # 0.6745 (x - median) / MAD, written as (x - median) / (MAD / 0.6745).
-    centre, spread = median(values), mad(values)
-    if spread:
-        return centre, spread / MAD_SCALE
+def robust_spread(values: Sequence[Exact], floor: Exact = 0) -> Spread:
+    """Return the median of `values` and the largest of three estimates of one deviation.
+
+    - MAD / 0.6745, the modified z-score's own scale (Iglewicz & Hoaglin 1993);
+    - 1.253314 x the mean absolute deviation, which IBM SPSS uses when MAD is 0: MAD
+      *implodes* when over half the figures (nearly) tie, however far the rest lie (Rousseeuw
+      & Croux 1993, JASA 88:1273), and the mean absolute deviation still sees them;
+    - `floor` x |median|, a policy floor: a spread below this share of the median is the luck
+      of a small or uniform team, not precision, and would make an ordinary difference extreme.
+
+    Each estimates one standard deviation for normal figures; the largest is the most modest.
+    """
+    centre = median(values)
+    candidates = ((mad(values) / MAD_SCALE, Basis.MAD),
+                  (MEAN_AD_SCALE * mean_absolute_deviation(values),
+                   Basis.MEAN_ABSOLUTE_DEVIATION),
+                  (Fraction(floor) * abs(centre), Basis.FLOOR))
+    # max keeps the first of equal scales: MAD before the others, as the method's own.
+    scale, basis = max(candidates, key=lambda candidate: candidate[0])
     # Every figure the same gives no scale: nothing stands out, and nothing can be scored.
-    return centre, MEAN_AD_SCALE * mean_absolute_deviation(values) or None
+    return Spread(centre, scale or None, basis)
+
+
+def robust_z(value: Exact, values: Sequence[Exact], floor: Exact = 0) -> Fraction | None:
+    """Return the modified z-score of `value` among `values`, or None when they do not vary."""
+    return robust_spread(values, floor).z(value)
+
+
+def robust_scores(values: Sequence[Exact], floor: Exact = 0) -> list[Fraction | None]:
+    """Return the modified z-score of each of `values` among them all, in their order."""
+    spread = robust_spread(values, floor)
+    return [spread.z(value) for value in values]
 
 
 def binomial_upper_tail(successes: int, trials: int, p: Fraction) -> Fraction:

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, select, union_all
+from sqlalchemy import and_, case, func, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from backend.accounts.models import Organisation, Role, User
@@ -29,7 +29,7 @@ from backend.patients.models import Patient, PatientWeight
 from backend.phi.sealed import cipher_of, open_stored
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
 from backend.plans.service import counted_from
-from backend.policy.service import stored_value
+from backend.policy.service import policy_for, stored_value
 from backend.products.models import DrugProduct
 from backend.visits.models import EvvEvent, Visit, VisitStatus
 from safeguards import facts as f
@@ -314,9 +314,53 @@ def _days_worked(session: Session, scope: Scope, zone: ZoneInfo) -> dict[str, in
     return {nurse: len(dates) for nurse, dates in days.items()}
 
 
-def _activity(session: Session, scope: Scope, zone: ZoneInfo,
-              roles: dict[str, str]) -> list[f.NurseActivity]:
-    """Sum each nurse's visits, doses and wastes within the window, in the database."""
+def _planned_sums(session: Session, scope: Scope) -> Any:
+    """Return per nurse her doses whose plan set a dose, what they gave and what was planned.
+
+    The planned dose is the loaders' own (_dose): the phase's dose, else the version's, in µg
+    or µg/kg times the weight recorded with the dose, worked out and summed in the database.
+    """
+    phase = aliased(PlanPhase)
+    weight = func.nullif(DoseRecord.weight_g, 0)
+    planned = func.coalesce(phase.dose_ug, phase.dose_ug_per_kg * weight // 1000,
+                            PlanVersion.dose_ug, PlanVersion.dose_ug_per_kg * weight // 1000)
+    return session.execute(
+        select(DoseRecord.nurse_id, func.count(planned),
+               func.sum(case((planned.is_not(None), DoseRecord.quantity_ug), else_=0)),
+               func.sum(planned))
+        .outerjoin(Visit, Visit.id == DoseRecord.visit_id)
+        .outerjoin(PlanVersion, PlanVersion.id == DoseRecord.plan_version_id)
+        .outerjoin(phase, and_(phase.version_id == Visit.plan_version_id,
+                               phase.ordinal == Visit.phase_ordinal))
+        .where(DoseRecord.organisation_id == scope.organisation_id,
+               DoseRecord.infusion_started_at >= scope.since)
+        .group_by(DoseRecord.nurse_id))
+
+
+def _recent_sums(session: Session, scope: Scope, recent_since: datetime) -> Any:
+    """Return per nurse her doses, µg given and µg wasted since `recent_since`."""
+    doses = (select(DoseRecord.nurse_id.label("nurse"), func.count().label("doses"),
+                    func.sum(DoseRecord.quantity_ug).label("given"),
+                    func.sum(0).label("wasted"))
+             .where(DoseRecord.organisation_id == scope.organisation_id,
+                    DoseRecord.infusion_started_at >= max(recent_since, scope.since))
+             .group_by(DoseRecord.nurse_id))
+    wastes = (select(CustodyEntry.actor_id.label("nurse"), func.sum(0).label("doses"),
+                     func.sum(0).label("given"),
+                     func.sum(CustodyEntry.quantity_ug).label("wasted"))
+              .where(CustodyEntry.organisation_id == scope.organisation_id,
+                     CustodyEntry.kind == Kind.WASTE,
+                     CustodyEntry.occurred_at >= max(recent_since, scope.since))
+              .group_by(CustodyEntry.actor_id))
+    both = union_all(doses, wastes).subquery()
+    return session.execute(select(both.c.nurse, func.sum(both.c.doses), func.sum(both.c.given),
+                                  func.sum(both.c.wasted)).group_by(both.c.nurse))
+
+
+def _activity(session: Session, scope: Scope, zone: ZoneInfo, roles: dict[str, str],
+              recent_days: int | None = None) -> list[f.NurseActivity]:
+    """Sum each nurse's visits, doses and wastes within the window, in the database; with
+    `recent_days`, also her doses and wastes over the window's last days on their own."""
     totals: dict[str, dict[str, Any]] = defaultdict(lambda: {
         "visits": 0, "doses": 0, "administered_ug": 0, "wastes": 0, "wasted_ug": 0,
         "ug_per_kg_total": Decimal(0)})
@@ -338,6 +382,19 @@ def _activity(session: Session, scope: Scope, zone: ZoneInfo,
                    CustodyEntry.kind == Kind.WASTE, CustodyEntry.occurred_at >= scope.since)
             .group_by(CustodyEntry.actor_id)):
         totals[str(nurse)].update(wastes=wastes, wasted_ug=int(wasted))
+    for nurse, planned_doses, given, planned in _planned_sums(session, scope):
+        if planned_doses:
+            totals[str(nurse)].update(planned_doses=planned_doses, planned_given_ug=int(given),
+                                      planned_ug=int(planned))
+    if recent_days:
+        recent_since = scope.as_of - timedelta(days=recent_days)
+        for figures in totals.values():
+            figures["recent_since"] = recent_since
+        for nurse, doses, given, wasted in _recent_sums(session, scope, recent_since):
+            if str(nurse) in totals:
+                totals[str(nurse)].update(recent_doses=int(doses or 0),
+                                          recent_administered_ug=int(given or 0),
+                                          recent_wasted_ug=int(wasted or 0))
     days = _days_worked(session, scope, zone)
     return [f.NurseActivity(nurse_id=nurse, role=roles.get(nurse, Role.NURSE.value),
                             days_worked=days.get(nurse, 0), **figures)
@@ -634,7 +691,9 @@ def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.
         organisation_id=str(scope.organisation_id), as_of=scope.as_of,
         timezone=organisation.timezone,
         doses=tuple(_dose(row, phases) for row in _doses(session, scope)),
-        visits=tuple(extra_visits), activity=tuple(_activity(session, scope, zone, roles)),
+        visits=tuple(extra_visits),
+        activity=tuple(_activity(session, scope, zone, roles, int(policy_for(
+            session, scope.organisation_id).value("waste_share_recent_days")))),
         witness_pairs=tuple(_witness_pairs(session, scope)),
         clocks=tuple(_clocks(session, scope)),
         work_events=tuple(_work_events(session, scope)),

@@ -1,9 +1,20 @@
-"""Peer rules: a nurse's waste, dosing and activity against the nurses in her role.
+"""Peer rules: a nurse's waste, doses and activity against the nurses in her role.
 
-Each figure is normalised (per visit, per dose, per day worked) and scored with the modified
-z-score on the median and MAD of her role in the organisation, so that one extreme colleague
-cannot hide another. Small samples are left out, and a score needs a real difference behind
-it: when peers barely differ, a z-score is large over nothing.
+Each figure is normalised (per visit, per µg given, per planned dose, per day worked) and scored
+with the modified z-score on the median of her role in the organisation, so that one extreme
+colleague cannot hide another (Iglewicz & Hoaglin 1993). Three guards keep an ordinary
+difference from looking extreme:
+
+- a minimum sample: a nurse is scored only on enough visits, doses or days, and a role only
+  with enough such nurses (`peer_min_peers`) for a median to mean anything;
+- a minimum effect: her figure must differ from the peer median by `peer_min_difference` of it;
+- a floor under the spread (stats.robust_spread): the scale is the largest of MAD / 0.6745,
+  1.2533 x the mean absolute deviation and a policy share of the median, so a tiny MAD (peers
+  who nearly tie) cannot turn 1.55 visits a day against 1.91 into a z of -27.
+
+Doses are compared with their own plans (dose ÷ planned dose), so that one prescriber's high
+plans never make the nurses who give them look like outliers; waste is compared as a share of
+what she drew (administered + wasted), against her peers and against her own earlier weeks.
 """
 
 from __future__ import annotations
@@ -13,14 +24,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
-from safeguards.facts import Facts, NurseActivity
+from safeguards.facts import Facts, NurseActivity, share_of_drawn
 from safeguards.findings import EvidenceValue, Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
-from safeguards.stats import median, robust_scores, rounded
+from safeguards.stats import Basis, robust_spread, rounded
 
 PEERS = Registry()
+
+# Every peer rule's method, cited in its metadata.
+METHOD = ("modified z-score on the role's median (Iglewicz & Hoaglin 1993), its scale the "
+          "largest of MAD/0.6745, 1.2533 x mean absolute deviation (IBM SPSS) and a policy "
+          "share of the median, as MAD implodes when peers nearly tie (Rousseeuw & Croux 1993, "
+          "JASA 88:1273); minimum samples, minimum peers and a minimum relative difference")
 
 
 @dataclass(frozen=True)
@@ -32,51 +49,71 @@ class Outlier:
     peer_median: Fraction
     z: Fraction
     peers: int
+    scale: Fraction
+    basis: Basis
 
 
 def _outliers(facts: Facts, policy: Policy,
               figure: Callable[[NurseActivity], Fraction | None],
-              sample: Callable[[NurseActivity], int], least: int) -> Iterator[Outlier]:
+              enough: Callable[[NurseActivity], bool], floor: str) -> Iterator[Outlier]:
     """Yield each nurse far enough from her role's median figure, with her modified z-score.
 
-    `figure` is one of NurseActivity's per-visit, per-dose or per-day figures, never None
-    here: a nurse is compared only with a sample of at least one.
+    Only nurses with `enough` of a sample and a figure are scored, and only in a role with at
+    least `peer_min_peers` others; `floor` names the policy's spread floor for this figure.
     """
-    roles: dict[str, list[NurseActivity]] = defaultdict(list)
+    roles: dict[str, list[tuple[NurseActivity, Fraction]]] = defaultdict(list)
     for nurse in facts.activity:
-        # At least one: the figures are per visit, dose or day.
-        if sample(nurse) >= max(least, 1):
-            roles[nurse.role].append(nurse)
+        value = figure(nurse) if enough(nurse) else None
+        if value is not None:
+            roles[nurse.role].append((nurse, value))
     min_difference = Fraction(policy.value("peer_min_difference"))
-    for nurses in roles.values():
-        if len(nurses) - 1 < policy.value("peer_min_peers"):
+    for scored in roles.values():
+        if len(scored) - 1 < policy.value("peer_min_peers"):
             continue
-        values = [figure(nurse) for nurse in nurses]
-        centre = median(values)
-        for nurse, value, z in zip(nurses, values, robust_scores(values), strict=True):
-            if z is None or abs(value - centre) < min_difference * abs(centre):
+        spread = robust_spread([value for _, value in scored], policy.value(floor))
+        for nurse, value in scored:
+            z = spread.z(value)
+            if z is None or spread.scale is None:
                 continue
-            yield Outlier(nurse, value, centre, z, len(nurses) - 1)
+            if abs(value - spread.centre) < min_difference * abs(spread.centre):
+                continue
+            yield Outlier(nurse, value, spread.centre, z, len(scored) - 1, spread.scale,
+                          spread.basis)
 
 
-def _evidence(found: Outlier, unit: str, threshold: str,
-              policy: Policy) -> dict[str, EvidenceValue]:
+def _evidence(found: Outlier, unit: str, threshold: str, floor: str,
+              policy: Policy, places: int = 3) -> dict[str, EvidenceValue]:
     return evidence(nurse_id=found.nurse.nurse_id, role=found.nurse.role,
-                    **{unit: rounded(found.value, 3), f"peer_median_{unit}":
-                       rounded(found.peer_median, 3)},
+                    **{unit: rounded(found.value, places), f"peer_median_{unit}":
+                       rounded(found.peer_median, places)},
                     robust_z=rounded(found.z, 2), z_threshold=policy.value(threshold),
+                    spread=rounded(found.scale, places + 1), spread_basis=str(found.basis),
+                    spread_floor=policy.value(floor),
+                    min_difference=policy.value("peer_min_difference"),
                     peers=found.peers, visits=found.nurse.visits, doses=found.nurse.doses,
                     days_worked=found.nurse.days_worked)
 
 
+def _percent(share: Fraction) -> str:
+    return f"{rounded(share * 100, 1)}%"
+
+
+def _against(found: Outlier) -> str:
+    return (f"the {found.peers + 1} nurses in her role ({found.nurse.role}) with enough "
+            f"activity")
+
+
+def _score(found: Outlier, limit: object) -> str:
+    return f"modified z {rounded(found.z, 1)}, limit {limit}"
+
+
 RATE_OUTLIER = RuleMeta(
-    id="waste.rate_outlier", version=1, title="Waste per visit far above peers'",
+    id="waste.rate_outlier", version=2, title="Waste per visit far above peers'",
     severity=Severity.MEDIUM,
     rationale="Skimming hides as waste: a nurse who wastes much more per visit than the "
               "nurses in her role is the first thing a diversion review looks at.",
     source="CLINICAL.md Diversion: more waste than usual (BD/CareFusion patents), peer score "
-           "within a role (Omnicell; Bluesight IRIS), per visit (heliometrics); modified "
-           "z-score, Iglewicz & Hoaglin 1993",
+           f"within a role (Omnicell; Bluesight IRIS), per visit (heliometrics); {METHOD}",
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
@@ -84,59 +121,178 @@ RATE_OUTLIER = RuleMeta(
 def rate_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a nurse whose wasted µg per visit is a high outlier among her role's."""
     limit = policy.value("waste_rate_z")
+    least = policy.value("peer_min_visits")
     for found in _outliers(facts, policy, lambda n: n.wasted_ug_per_visit,
-                          lambda n: n.visits, policy.value("peer_min_visits")):
+                           lambda n: n.visits >= least, "waste_rate_spread_floor"):
         if found.z < limit:
             continue
         yield RATE_OUTLIER.finding(
             Subject(SubjectKind.NURSE, found.nurse.nurse_id),
             f"The nurse wasted {rounded(found.value, 0)} µg per visit over {found.nurse.visits} "
-            f"visits; the median of the {found.peers + 1} nurses in her role "
-            f"({found.nurse.role}) is "
-            f"{rounded(found.peer_median, 0)} µg (modified z {rounded(found.z, 1)}, limit "
-            f"{limit}).",
-            {**_evidence(found, "wasted_ug_per_visit", "waste_rate_z", policy),
+            f"visits, against a median of {rounded(found.peer_median, 0)} µg among "
+            f"{_against(found)} ({_score(found, limit)}). Check her wastes against the vials "
+            f"and doses of those visits, and who witnessed them.",
+            {**_evidence(found, "wasted_ug_per_visit", "waste_rate_z",
+                         "waste_rate_spread_floor", policy),
              "wasted_ug": found.nurse.wasted_ug, "wastes": found.nurse.wastes})
 
 
-ADMINISTERED_OUTLIER = RuleMeta(
-    id="dosing.administered_outlier", version=1, title="mg/kg per dose far from peers'",
+SHARE_OUTLIER = RuleMeta(
+    id="waste.share_outlier", version=1, title="Waste as a share of what she drew, above peers'",
     severity=Severity.MEDIUM,
-    rationale="Nurses in one role give the doses their patients' plans set; one who records "
-              "much more (or much less) per dose than the rest is recording something else.",
-    source="CLINICAL.md Diversion: per-shift usage against peers in the same role, unusually "
-           "low counts too (Omnicell; Bluesight IRIS); modified z-score, Iglewicz & Hoaglin 1993",
+    rationale="A nurse who gives less and wastes more of each vial than the nurses in her "
+              "role may be keeping the difference; a share of what she drew does not depend "
+              "on how many visits she made.",
+    source="CLINICAL.md Diversion: more waste than usual (BD/CareFusion patents), dispense = "
+           "administered + wasted + returned (Bluesight), peer score within a role (Omnicell; "
+           "Bluesight IRIS); scored as µg wasted per µg given, the odds of the share, which "
+           f"does not saturate when most of each vial is wasted; {METHOD}",
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
-@PEERS.rule(ADMINISTERED_OUTLIER)
-def administered_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
-    """Flag a nurse whose mg/kg per dose is a high or low outlier among her role's."""
+@PEERS.rule(SHARE_OUTLIER)
+def share_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag a nurse whose waste, as a share of what she drew, is a high outlier in her role.
+
+    What she drew is what the ledger records for her patients: µg administered plus µg wasted
+    in the window. What was dispensed to her is not used, as a kit's spare vials go back.
+    """
+    limit = policy.value("waste_share_z")
+    least = policy.value("peer_min_doses")
+    for found in _outliers(facts, policy, lambda n: n.wasted_per_given,
+                           lambda n: n.doses >= least and n.administered_ug > 0,
+                           "waste_share_spread_floor"):
+        if found.z < limit:
+            continue
+        nurse = found.nurse
+        yield SHARE_OUTLIER.finding(
+            Subject(SubjectKind.NURSE, nurse.nurse_id),
+            f"The nurse wasted {_percent(share_of_drawn(found.value))} of what she drew "
+            f"({rounded(found.value, 2)} µg for each µg she gave) over {nurse.doses} doses "
+            f"and {nurse.wastes} wastes, against a median of "
+            f"{_percent(share_of_drawn(found.peer_median))} "
+            f"({rounded(found.peer_median, 2)} µg per µg) among {_against(found)} "
+            f"({_score(found, limit)}). Check her doses against their plans and her wastes "
+            f"against the vials' remainders, with their witnesses.",
+            {**_evidence(found, "wasted_per_given", "waste_share_z",
+                         "waste_share_spread_floor", policy),
+             "waste_share": rounded(share_of_drawn(found.value), 4),
+             "peer_median_waste_share": rounded(share_of_drawn(found.peer_median), 4),
+             "wasted_ug": nurse.wasted_ug, "administered_ug": nurse.administered_ug,
+             "wastes": nurse.wastes})
+
+
+SHARE_RISE = RuleMeta(
+    id="waste.share_rise", version=1, title="Waste share risen against her own history",
+    severity=Severity.MEDIUM,
+    rationale="A nurse who starts keeping part of each vial wastes more of what she draws "
+              "than she used to; her own earlier weeks are the baseline that her patients, "
+              "vials and habits set, and her role's changes over the same days are the "
+              "yardstick of an honest drift.",
+    source="CLINICAL.md Diversion: more waste than usual (BD/CareFusion patents), dispense = "
+           "administered + wasted + returned (Bluesight); her recent µg wasted per µg given "
+           "over her earlier figure in the scan window, that rise scored among her role's "
+           f"rises; minimum doses on both sides and a minimum rise; {METHOD}",
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
+
+
+def _rise(nurse: NurseActivity) -> Fraction | None:
+    earlier, recent = nurse.earlier_wasted_per_given, nurse.recent_wasted_per_given
+    # Nothing wasted before leaves no rate to rise from: the share against peers judges her.
+    if not earlier or recent is None:
+        return None
+    return recent / earlier
+
+
+@PEERS.rule(SHARE_RISE)
+def share_rise(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag a nurse whose recent waste share rose well above her own earlier share."""
+    limit = policy.value("waste_share_rise_z")
+    recent_least = policy.value("waste_share_min_recent_doses")
+    earlier_least = policy.value("waste_share_min_earlier_doses")
+    least_rise = 1 + Fraction(policy.value("waste_share_rise_min"))
+    for found in _outliers(facts, policy, _rise,
+                           lambda n: n.recent_since is not None
+                           and n.recent_doses >= recent_least
+                           and n.earlier_doses >= earlier_least,
+                           "waste_share_rise_spread_floor"):
+        if found.z < limit or found.value < least_rise:
+            continue
+        nurse = found.nurse
+        recent, earlier = nurse.recent_wasted_per_given, nurse.earlier_wasted_per_given
+        assert recent is not None and earlier is not None and nurse.recent_since is not None
+        since = nurse.recent_since.date().isoformat()
+        yield SHARE_RISE.finding(
+            Subject(SubjectKind.NURSE, nurse.nurse_id),
+            f"The nurse wasted {_percent(share_of_drawn(recent))} of what she drew "
+            f"({rounded(recent, 2)} µg per µg given) over her {nurse.recent_doses} doses since "
+            f"{since}, against {_percent(share_of_drawn(earlier))} ({rounded(earlier, 2)} "
+            f"µg per µg) over her {nurse.earlier_doses} doses before: {rounded(found.value, 2)} "
+            f"times her own earlier figure, where the median change among {_against(found)} "
+            f"is {rounded(found.peer_median, 2)} times ({_score(found, limit)}). Check her "
+            f"doses and wastes since {since}: what each patient's plan called for, what each "
+            f"vial held and who witnessed the wastes.",
+            {**_evidence(found, "rise", "waste_share_rise_z",
+                         "waste_share_rise_spread_floor", policy),
+             "recent_since": since, "recent_doses": nurse.recent_doses,
+             "earlier_doses": nurse.earlier_doses,
+             "recent_wasted_per_given": rounded(recent, 3),
+             "earlier_wasted_per_given": rounded(earlier, 3),
+             "recent_waste_share": rounded(share_of_drawn(recent), 4),
+             "earlier_waste_share": rounded(share_of_drawn(earlier), 4),
+             "recent_wasted_ug": nurse.recent_wasted_ug,
+             "recent_administered_ug": nurse.recent_administered_ug,
+             "min_rise": policy.value("waste_share_rise_min")})
+
+
+PLAN_RATIO_OUTLIER = RuleMeta(
+    id="dosing.plan_ratio_outlier", version=1,
+    title="Doses against their own plans, far from peers'",
+    severity=Severity.MEDIUM,
+    rationale="Nurses give the doses their patients' plans set; one whose doses come to much "
+              "less (or more) of their plans than her colleagues' is recording something "
+              "else. Each dose is set against its own plan, so one prescriber's high plans "
+              "never make the nurses who give them look like outliers.",
+    source="CLINICAL.md Diversion: per-shift usage against peers in the same role, unusually "
+           "low counts too (Omnicell; Bluesight IRIS); the sum of her doses over the sum of "
+           f"their plans' planned doses (a dose-weighted mean ratio); {METHOD}",
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
+
+
+@PEERS.rule(PLAN_RATIO_OUTLIER)
+def plan_ratio_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag a nurse whose doses, as a ratio of their plans', are an outlier in her role."""
     limit = policy.value("administered_z")
-    for found in _outliers(facts, policy, lambda n: n.ug_per_kg_per_dose,
-                          lambda n: n.doses, policy.value("peer_min_doses")):
+    least = policy.value("peer_min_doses")
+    for found in _outliers(facts, policy, lambda n: n.plan_ratio,
+                           lambda n: n.planned_doses >= least, "plan_ratio_spread_floor"):
         if abs(found.z) < limit:
             continue
+        nurse = found.nurse
         direction = "above" if found.z > 0 else "below"
-        yield ADMINISTERED_OUTLIER.finding(
-            Subject(SubjectKind.NURSE, found.nurse.nurse_id),
-            f"The nurse gave {rounded(found.value / 1000, 3)} mg/kg per dose over "
-            f"{found.nurse.doses} doses, {direction} the {rounded(found.peer_median / 1000, 3)} "
-            f"mg/kg median of the {found.peers + 1} nurses in her role ({found.nurse.role}; "
-            f"modified z "
-            f"{rounded(found.z, 1)}, limit ±{limit}).",
-            {**_evidence(found, "ug_per_kg_per_dose", "administered_z", policy),
-             "direction": direction, "administered_ug": found.nurse.administered_ug})
+        check = ("whether her patients received what she recorded, and where the rest of "
+                 "each vial went" if direction == "below" else
+                 "who asked for more than the plans set, and the patients' responses")
+        yield PLAN_RATIO_OUTLIER.finding(
+            Subject(SubjectKind.NURSE, nurse.nurse_id),
+            f"The nurse's doses came to {_percent(found.value)} of what their own plans set, "
+            f"over {nurse.planned_doses} doses, {direction} the median of "
+            f"{_percent(found.peer_median)} among {_against(found)} "
+            f"({_score(found, f'±{limit}')}). Each dose is set against its own plan, so the "
+            f"prescribers' doses do not enter. Check her doses against their plans: {check}.",
+            {**_evidence(found, "plan_ratio", "administered_z", "plan_ratio_spread_floor",
+                         policy, places=4),
+             "direction": direction, "planned_doses": nurse.planned_doses,
+             "planned_given_ug": nurse.planned_given_ug, "planned_ug": nurse.planned_ug})
 
 
 LOW_ACTIVITY = RuleMeta(
-    id="activity.low_outlier", version=1, title="Far fewer visits per day worked than peers",
+    id="activity.low_outlier", version=2, title="Far fewer visits per day worked than peers",
     severity=Severity.MEDIUM,
     rationale="Hours on the clock with little recorded work can hide time spent elsewhere; "
               "hospital systems flag unusually low activity as well as high.",
     source="CLINICAL.md Diversion: count per day worked (Epstein, Anesth Analg 2007), "
-           "unusually low activity counts too (Omnicell; Bluesight IRIS); modified z-score, "
-           "Iglewicz & Hoaglin 1993",
+           f"unusually low activity counts too (Omnicell; Bluesight IRIS); {METHOD}",
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
@@ -144,14 +300,17 @@ LOW_ACTIVITY = RuleMeta(
 def low_activity(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a nurse whose visits per day worked are a low outlier among her role's."""
     limit = policy.value("activity_low_z")
+    least = policy.value("peer_min_days_worked")
     for found in _outliers(facts, policy, lambda n: n.visits_per_day_worked,
-                          lambda n: n.days_worked, policy.value("peer_min_days_worked")):
+                           lambda n: n.days_worked >= max(least, 1), "activity_spread_floor"):
         if found.z > -limit:
             continue
         yield LOW_ACTIVITY.finding(
             Subject(SubjectKind.NURSE, found.nurse.nurse_id),
             f"The nurse made {rounded(found.value, 2)} visits per day over "
-            f"{found.nurse.days_worked} days worked; the median of the {found.peers + 1} nurses "
-            f"in her role ({found.nurse.role}) is {rounded(found.peer_median, 2)} (modified z "
-            f"{rounded(found.z, 1)}, limit -{limit}).",
-            _evidence(found, "visits_per_day", "activity_low_z", policy))
+            f"{found.nurse.days_worked} days worked, against a median of "
+            f"{rounded(found.peer_median, 2)} among {_against(found)} "
+            f"({_score(found, f'-{limit}')}). Check her schedule and check-ins for those "
+            f"days: visits cancelled or moved, long gaps, travel.",
+            _evidence(found, "visits_per_day", "activity_low_z", "activity_spread_floor",
+                      policy, places=2))

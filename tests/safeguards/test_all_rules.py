@@ -55,7 +55,8 @@ RULE_IDS = [
     "custody.loss_reported", "custody.loss_deadline_missed", "custody.ledger_break",
     "sync.quarantined_event",
     "waste.unwitnessed", "waste.witness_pair", "waste.exceeds_remainder", "waste.late",
-    "waste.rate_outlier", "dosing.administered_outlier", "activity.low_outlier",
+    "waste.rate_outlier", "waste.share_outlier", "waste.share_rise",
+    "dosing.plan_ratio_outlier", "activity.low_outlier",
     "evv.check_in_out_of_range", "evv.check_out_out_of_range", "evv.visit_too_short",
     "evv.impossible_travel", "device.clock_drift",
 ]
@@ -84,15 +85,22 @@ def session() -> SessionFacts:
 
 
 def team() -> tuple[NurseActivity, ...]:
-    """Return twenty alike nurses and three who stand out: by waste, by mg/kg, by activity."""
+    """Return twenty alike nurses and four who stand out: by waste, by doses against their
+    plans, by a recent rise in waste, by activity."""
     alike = [NurseActivity(f"peer-{n}", "nurse", visits=100, days_worked=40 + n % 3,
                            doses=100, administered_ug=3_500_000, wastes=100,
                            wasted_ug=1_500_000 + 10_000 * (n % 5),
-                           ug_per_kg_total=Decimal(50_000 + 100 * (n % 4)))
+                           ug_per_kg_total=Decimal(50_000 + 100 * (n % 4)),
+                           planned_doses=100, planned_ug=3_500_000,
+                           planned_given_ug=3_500_000 - 1_000 * (n % 4),
+                           recent_since=AS_OF - timedelta(days=14), recent_doses=20,
+                           recent_administered_ug=700_000,
+                           recent_wasted_ug=300_000 + 2_000 * (n % 5))
              for n in range(20)]
     return (*alike,
             replace(alike[0], nurse_id="nurse-waste", wasted_ug=3_000_000),
-            replace(alike[0], nurse_id="nurse-dose", ug_per_kg_total=Decimal(100_000)),
+            replace(alike[0], nurse_id="nurse-dose", planned_given_ug=2_000_000),
+            replace(alike[0], nurse_id="nurse-rise", recent_wasted_ug=700_000),
             replace(alike[0], nurse_id="nurse-idle", days_worked=200))
 
 

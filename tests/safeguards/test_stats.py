@@ -11,11 +11,15 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from safeguards.stats import (
+    MAD_SCALE,
+    MEAN_AD_SCALE,
+    Basis,
     binomial_upper_tail,
     mad,
     mean_absolute_deviation,
     median,
     robust_scores,
+    robust_spread,
     robust_z,
     rounded,
     significant,
@@ -46,16 +50,55 @@ def test_mad_and_mean_absolute_deviation(values, expected_mad, expected_mean_ad)
     assert mean_absolute_deviation(values) == expected_mean_ad
 
 
-@pytest.mark.parametrize(("value", "values", "expected"), [
-    # 0.6745 (x - median) / MAD: median 2, MAD 1
-    (9, [1, 1, 2, 2, 4, 6, 9], Fraction("0.6745") * 7),
-    (2, [1, 1, 2, 2, 4, 6, 9], Fraction(0)),
-    # MAD 0: (x - median) / (1.253314 x mean absolute deviation)
-    (9, [5, 5, 5, 5, 9], 4 / (Fraction("1.253314") * Fraction(4, 5))),
-    (5, [5, 5, 5, 5], None),
+# A team whose MAD (1) sets the scale: deviations 1,1,1,0,1,1,1 from the median 10, the mean
+# deviation 6/7, so 1.253314 x 6/7 = 1.074 < 1/0.6745 = 1.483.
+MAD_TEAM = [9, 9, 9, 10, 11, 11, 11]
+
+
+@pytest.mark.parametrize(("value", "values", "floor", "expected_z", "basis"), [
+    # 0.6745 (x - median) / MAD (Iglewicz & Hoaglin 1993)
+    (11, MAD_TEAM, 0, Fraction("0.6745"), Basis.MAD),
+    (10, MAD_TEAM, 0, Fraction(0), Basis.MAD),
+    # A floor below MAD / 0.6745 (1.483 = 14.8% of the median 10) changes nothing ...
+    (11, MAD_TEAM, Fraction("0.148"), Fraction("0.6745"), Basis.MAD),
+    # ... one above it is the scale: (x - 10) / (0.15 x 10)
+    (11, MAD_TEAM, Fraction("0.15"), Fraction(1, Fraction("1.5")), Basis.FLOOR),
+    # MAD 1, but the far figure makes the mean deviation 15/7: 1.253314 x 15/7 = 2.686
+    (9, [1, 1, 2, 2, 4, 6, 9], 0, 7 / (Fraction("1.253314") * Fraction(15, 7)),
+     Basis.MEAN_ABSOLUTE_DEVIATION),
+    # MAD 0 (over half the figures tie): the mean absolute deviation, as IBM SPSS does
+    (9, [5, 5, 5, 5, 9], 0, 4 / (Fraction("1.253314") * Fraction(4, 5)),
+     Basis.MEAN_ABSOLUTE_DEVIATION),
+    # Every figure the same: no scale, no score, unless a floor gives one
+    (5, [5, 5, 5, 5], 0, None, Basis.MAD),
+    (5, [5, 5, 5, 5], Fraction("0.1"), Fraction(0), Basis.FLOOR),
 ])
-def test_robust_z_known_values(value, values, expected):
-    assert robust_z(value, values) == expected
+def test_robust_spread_known_values(value, values, floor, expected_z, basis):
+    assert robust_z(value, values, floor) == expected_z
+    assert robust_spread(values, floor).basis is basis
+
+
+TINY_MAD = [Fraction(n, 1000) for n in [1909] * 7 + [1910] * 7 + [1911] * 6]
+
+
+@pytest.mark.parametrize(("floor", "expected_z", "basis"), [
+    # The real failure: 1.55 visits a day against peers at 1.91 whose MAD is 0.001. On MAD
+    # alone the nurse scores z -243 (the run that was seen: -27); the mean absolute deviation
+    # (the peers' ties and her own distance) lifts the scale to 0.0222, still z -16; a floor of
+    # 10% of the median (0.191) makes it z -1.88, an ordinary difference.
+    (0, Fraction(-36, 100) * 21 / (Fraction("1.253314") * Fraction(373, 1000)),
+     Basis.MEAN_ABSOLUTE_DEVIATION),
+    (Fraction("0.10"), Fraction(-36, 100) / Fraction("0.191"), Basis.FLOOR),
+    (Fraction("0.05"), Fraction(-36, 100) / Fraction("0.0955"), Basis.FLOOR),
+])
+def test_a_tiny_mad_cannot_make_an_ordinary_difference_extreme(floor, expected_z, basis):
+    values = [*TINY_MAD, Fraction(155, 100)]
+    spread = robust_spread(values, floor)
+    assert mad(values) == Fraction(1, 1000)
+    assert spread.z(Fraction(155, 100)) == expected_z
+    assert spread.basis is basis
+    # MAD alone would have made it extreme
+    assert (Fraction(155, 100) - spread.centre) / (mad(values) / MAD_SCALE) < -240
 
 
 def test_iglewicz_hoaglin_cut_off_separates_an_outlier():
@@ -79,6 +122,35 @@ def test_robust_z_ignores_units_and_origin(values, pick, scale, shift):
 @given(figures)
 def test_robust_scores_match_one_at_a_time(values):
     assert robust_scores(values) == [robust_z(value, values) for value in values]
+
+
+floors = st.fractions(min_value=0, max_value=1)
+
+
+@given(figures, floors)
+def test_the_scale_is_never_below_any_of_its_three_estimates(values, floor):
+    spread = robust_spread(values, floor)
+    assume(spread.scale is not None)
+    assert spread.scale >= mad(values) / MAD_SCALE
+    assert spread.scale >= MEAN_AD_SCALE * mean_absolute_deviation(values)
+    assert spread.scale >= floor * abs(median(values))
+
+
+@given(figures, st.integers(min_value=0, max_value=29), floors,
+       st.fractions(min_value=Fraction(1, 1000), max_value=Fraction(1000)))
+def test_a_floored_z_ignores_units(values, pick, floor, scale):
+    value = values[pick % len(values)]
+    assert (robust_z(scale * value, [scale * x for x in values], floor)
+            == robust_z(value, values, floor))
+
+
+@given(figures, st.integers(min_value=0, max_value=29),
+       st.fractions(min_value=Fraction(1, 100), max_value=1))
+def test_a_floor_bounds_the_z_by_the_relative_difference(values, pick, floor):
+    value, centre = values[pick % len(values)], median(values)
+    assume(centre != 0)
+    z = robust_z(value, values, floor)
+    assert abs(z) <= abs(value - centre) / (floor * abs(centre))
 
 
 @given(figures, st.integers(min_value=0, max_value=29))
