@@ -143,3 +143,54 @@ def test_the_same_pre_dose_vitals_at_every_session_are_a_case_for_the_nurse(worl
 def test_pre_dose_vitals_that_vary_raise_no_flat_readings_flag(world: World):
     pharmacy = _pre_doses(world, lambda n: {"systolic": 112 + n, "heart_rate": 66 + n % 4})
     assert _flat_flags(world, pharmacy) == []
+
+
+def _doses_by_weight(world: World, kilograms: list[str]) -> Pharmacy:
+    """Give the patient a dose of 0.5 mg/kg twice a week, weighed at each visit beforehand by
+    the prescriber at the `kilograms` in turn."""
+    pharmacy = Pharmacy(world)
+    pharmacy.plan()
+    pharmacy.receive(1_000_000)
+    pharmacy.dispense(500_000)
+    days = (3, 6, 10, 13, 17, 20)[:len(kilograms)]
+    visits = [pharmacy.schedule(f"2026-11-{day:02d}T15:00:00Z").json["id"] for day in days]
+    for day, visit_id, weight in zip(days, visits, kilograms, strict=True):
+        world.rt.clock.set(datetime(2026, 11, day, 16, 0, tzinfo=UTC))
+        measured = f"2026-11-{day:02d}T14:50:00+00:00"
+        weighed = pharmacy.client.post(
+            f"/api/v1/patients/{pharmacy.patient_id}/weights",
+            headers=pharmacy.as_(Role.PRESCRIBER),
+            json={"weight_kg": weight, "measured_at": measured})
+        assert weighed.status_code == 201, weighed.json
+        phone = pharmacy.as_(Role.NURSE, pharmacy.device_id)
+        given = {**dose(pharmacy.product_id, int(float(weight) * 500)),
+                 "infusion_started_at": f"2026-11-{day:02d}T15:10:00+00:00",
+                 "infusion_ended_at": f"2026-11-{day:02d}T15:50:00+00:00"}
+        for part, body in (("pre-dose", PRE), ("dose", given)):
+            body = {"id": str(uuid.uuid4()), "occurred_at": f"2026-11-{day:02d}T15:05:00Z",
+                    **body}
+            response = pharmacy.client.post(f"/api/v1/visits/{visit_id}/{part}",
+                                            headers=phone,
+                                            json={**body, "signature": pharmacy.phone.sign(body)})
+            assert response.status_code == 201, (part, response.json)
+    scan.scan_organisation(world.session, world.rt, pharmacy.org.id)
+    return pharmacy
+
+
+def _rule_flags(world: World, pharmacy: Pharmacy, rule_id: str) -> list[Flag]:
+    return list(world.session.scalars(select(Flag).where(
+        Flag.organisation_id == pharmacy.org.id, Flag.rule_id == rule_id)))
+
+
+def test_doses_rising_in_mg_on_a_flat_mg_per_kg_are_a_case_for_the_patient(world: World):
+    pharmacy = _doses_by_weight(world, ["70", "70", "70", "80", "80", "80"])
+    flag, = _rule_flags(world, pharmacy, "plausibility.mg_rise_flat_per_kg")
+    assert (flag.subject_kind, flag.subject_id) == ("patient", pharmacy.patient_id)
+    assert (flag.evidence["earlier_median_ug"], flag.evidence["recent_median_ug"],
+            flag.evidence["recent_weight_g"]) == ("35000", "40000", 80_000)
+
+
+def test_steady_weights_raise_no_mg_rise_flag(world: World):
+    pharmacy = _doses_by_weight(world, ["70", "70.2", "69.9", "70.1", "70.3", "70"])
+    assert _rule_flags(world, pharmacy, "plausibility.mg_rise_flat_per_kg") == []
+    assert _rule_flags(world, pharmacy, "plausibility.weight_change") == []
