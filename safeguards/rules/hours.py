@@ -159,7 +159,8 @@ def _outside_finding(facts: Facts, kind: SubjectKind, subject_id: str, found: li
     reasons = sum(occasion.has_reason for occasion in found)
     who = ("The nurse worked" if kind is SubjectKind.NURSE
            else "Work was recorded at the patient's home or for the patient")
-    people = len({o.patient_id if kind is SubjectKind.NURSE else o.nurse_id for o in found})
+    people = len({o.patient_id if kind is SubjectKind.NURSE else o.nurse_id
+                  for o in found} - {None})
     others = f"{people} {'nurse' if kind is SubjectKind.PATIENT else 'patient'}" + (
         "s" if people != 1 else "")
     return OUTSIDE_SERVICE_HOURS.finding(

@@ -105,6 +105,12 @@ def test_bag_movements_have_the_grace_of_a_bag_return(case, events, overrides, e
     assert subjects(outside(events, overrides)) == expected
 
 
+def test_bag_movements_name_no_patient():
+    finding, = outside([*nights(2), *returns(1, 3)])
+    assert "2 visits or doses, 1 bag movements" in finding.summary
+    assert "1 patient)" in finding.summary
+
+
 def test_the_organisation_s_timezone_decides():
     # 20:00 in New York is 01:00 UTC the next day.
     evenings = nights(3, 20)
