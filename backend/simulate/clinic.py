@@ -25,7 +25,7 @@ from backend.plans.models import PlanVersion, TreatmentPlan
 from backend.products.models import DrugProduct
 from backend.scan.judge import settle
 from backend.scan.service import scan_organisation
-from backend.simulate import schedule, sessions
+from backend.simulate import behaviour, schedule, sessions
 from backend.simulate.behaviour import Injection, tamper_ledger
 from backend.simulate.pharmacy import Pharmacy
 from backend.simulate.schedule import Booking, Calendar
@@ -38,6 +38,7 @@ CANCEL_REASONS = ("Patient unwell; asked to skip this session.", "Patient travel
                   "Family emergency; patient will call to rebook.")
 EXTRA_REASON = "Patient reports a relapse of low mood and asks for an extra session."
 SPIKE_WHY = "a real blood-pressure rise of at least +40 mmHg systolic"
+DROPPED_WHY = "a vial dropped and wasted whole before a witness: more waste than the remainder"
 SUNDAY = 6
 
 
@@ -65,7 +66,7 @@ class Clinic:
 
     def __init__(self, world: World, injection: Injection) -> None:
         self.world, self.injection = world, injection
-        self.pharmacy, self.calendar = Pharmacy(world), Calendar()
+        self.pharmacy, self.calendar = Pharmacy(world, injection.pharmacy), Calendar()
         self.sessions: Counter[tuple[int, int]] = Counter()
         self.enrolments = self._enrolment_days()
         self.held: list[object] = []
@@ -102,7 +103,7 @@ class Clinic:
         """Simulate one day, committing nothing: the caller commits each day."""
         world, agenda = self.world, Agenda()
         self.held = self._hold(session)
-        agenda.add(world.at(day, 6, 15), lambda: self.pharmacy.restock(session))
+        agenda.add(world.at(day, 7), lambda: self.pharmacy.restock(session))
         for order, index in enumerate(self.enrolments.get(day, [])):
             agenda.add(world.at(day, 9) + timedelta(minutes=2 * order),
                        lambda index=index: self._enrol(session, day, index))
@@ -117,8 +118,9 @@ class Clinic:
             self._nurse_day(agenda, session, day, world.nurses[index], bookings)
         agenda.add(world.at(day, 18), lambda: self._noise(session, day + 1))
         agenda.add(world.at(day, 22, 30), lambda: self._night(session))
+        agenda.add(world.at(day, 12, 30), lambda: self.pharmacy.midday(session))
         if (world.start + timedelta(days=day)).weekday() == SUNDAY:
-            agenda.add(world.at(day, 20), lambda: self.pharmacy.count(session))
+            agenda.add(world.at(day, 18), lambda: self.pharmacy.count(session))
         agenda.run(world, session)
 
     def _enrol(self, session: Session, day: int, index: int) -> None:
@@ -128,12 +130,21 @@ class Clinic:
         pool = [n for n in world.nurses if index or n.index not in self.injection.involved]
         load = Counter(patient.nurse for patient in world.patients)
         nurse = min(pool, key=lambda n: (load[n.index], n.index))
-        patient = register_patient(session, world, index, nurse)
+        # Her prescriber: any, but the escalating patient's is not the high-dose one.
+        prescriber = rng.choice(self.injection.honest_prescribers if index == 0
+                                else range(len(world.prescribers)))
+        patient = register_patient(session, world, index, nurse, prescriber)
         world.patients.append(patient)
         kept = 3 if index == 0 else rng.choices((1, 2, 3), (0.2, 0.15, 0.65))[0]
+        high = self.injection.prescribing
+        justification = None
+        if high is not None and prescriber == high.index:
+            patient.ug_per_kg, justification = high.plan(rng, world.clock.now())
         schedule.plan_course(session, world, self.calendar, patient,
                              world.start + timedelta(days=day + rng.randint(2, 5)),
-                             phases_kept=kept)
+                             phases_kept=kept, justification=justification)
+        if high is not None and prescriber == high.index:
+            high.wrote(world.clock.now(), patient)
         if index == 0:
             self.injection.escalate(patient)
 
@@ -147,17 +158,44 @@ class Clinic:
         world, rng = self.world, self.world.rng
         conduct = self.injection.conducts[nurse.index]
         visits = [sessions.HomeVisit(booking, nurse, world.patients[booking.patient], conduct,
-                                 conduct.timeline(rng, booking.start + timedelta(
-                                     minutes=rng.randint(-5, 10))), self._witnesses(nurse))
-                  for booking in bookings]
-        late_sync = max(v.timeline.leave for v in visits) + timedelta(minutes=rng.randint(5, 15))
-        # One vial a visit and a spare, all of the plans' product.
-        agenda.add(world.at(day, 6, 40) + timedelta(seconds=90 * nurse.index),
-                   lambda: self.pharmacy.dispense(session, nurse, len(visits) + 1, "k10"))
-        for visit in visits:
+                                 conduct.timeline(rng, conduct.arrival(
+                                     rng, booking.start, n == len(bookings) - 1)),
+                                 self._witnesses(nurse))
+                  for n, booking in enumerate(bookings)]
+        # A patient not home: the nurse waits 10 min, calls, and the visit is called off.
+        away = [conduct.not_home(rng, visit.timeline.arrive) for visit in visits]
+        ends = [visit.timeline.arrive + timedelta(minutes=15) if gone else visit.timeline.leave
+                for visit, gone in zip(visits, away, strict=True)]
+        late_sync = max(ends) + timedelta(minutes=rng.randint(5, 15))
+        # One vial a visit and a spare (more if she asks), all of the plans' product; the
+        # pharmacy opens at 07:00 and has every kit out before the first visits at 08:00.
+        kit = len(visits) + conduct.spares(len(visits), world.at(day, 7))
+
+        def dispense() -> None:
+            self.pharmacy.dispense(session, nurse, kit, "k10")
+            nurse.due = len(visits)
+
+        agenda.add(world.at(day, 7) + timedelta(seconds=50 * nurse.index), dispense)
+        for visit, gone in zip(visits, away, strict=True):
+            if gone:
+                agenda.add(visit.timeline.arrive + timedelta(minutes=10),
+                           lambda visit=visit: self._not_home(session, visit))
+                continue
             self._visit(agenda, session, visit, late_sync)
         agenda.add(late_sync + timedelta(minutes=rng.randint(15, 50)),
                    lambda: self.pharmacy.take_return(session, nurse, conduct))
+
+    def _not_home(self, session: Session, visit: sessions.HomeVisit) -> None:
+        """Call off a visit whose patient is not home; the vial stays in the bag (or not)."""
+        world, nurse, conduct = self.world, visit.nurse, visit.conduct
+        schedule.cancel(session, world, self.calendar, visit.booking,
+                        behaviour.NOT_HOME_REASON)
+        nurse.due -= 1
+        vial = next(v for v in nurse.bag if v.product == visit.patient.product)
+        if conduct.keeps_cancelled(world.rng, vial, world.clock.now()):
+            # Into her pocket: the ledger still has it in her bag.
+            nurse.bag.remove(vial)
+            conduct.called_off(world.clock.now(), str(visit.booking.visit_id))
 
     def _visit(self, agenda: Agenda, session: Session, visit: sessions.HomeVisit,
                late_sync: datetime) -> None:
@@ -182,6 +220,9 @@ class Clinic:
         if recorded.dosed and visit.timeline.spike:
             self.world.truth.expected.append(ExpectedEvent(
                 recorded.visit_id, "monitoring.alarming_vitals", SPIKE_WHY))
+        if recorded.spare_reason == behaviour.DROPPED_REASON:
+            self.world.truth.expected.append(ExpectedEvent(
+                recorded.visit_id, "waste.exceeds_remainder", DROPPED_WHY))
 
     def _noise(self, session: Session, day: int) -> None:
         """Cancel or move a few of tomorrow's visits, as patients call in."""
@@ -215,7 +256,8 @@ class Clinic:
         except VigilError:
             return
         if booking is not None:
-            escalation.booked_extra(world.rng, world.clock.now(), str(booking.visit_id))
+            escalation.booked_extra(world.rng, world.clock.now(), str(booking.visit_id),
+                                    world.prescribers[escalation.patient.prescriber].user_id)
 
     def _tamper(self, session: Session) -> None:
         container = self.world.products["k10"].container_ug

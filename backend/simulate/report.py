@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -33,6 +33,9 @@ from backend.simulate.truth import Pattern, Truth
 
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 EXPECTED, INJECTED, EARLY, FALSE_POSITIVE = "expected", "injected", "early", "false_positive"
+# The acceptance of issue 17: every pattern caught within 7 simulated days of its start, and
+# at most 1 false positive per 1,000 honest sessions.
+CATCH_WITHIN, FALSE_POSITIVES_PER_THOUSAND = timedelta(days=7), 1
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,10 @@ def _rule_lines(title: str, rules: list[RuleStats], report: Report) -> list[str]
     return lines if rules else [title, "  (none)"]
 
 
+def _days(delay: timedelta | None) -> str:
+    return "-" if delay is None else f"{delay.total_seconds() / 86_400:.1f}"
+
+
 def render(report: Report, truth: Truth) -> str:
     """Return the report as the text `vigil simulate --report` prints."""
     counts = ", ".join(f"{count} {name}" for name, count in truth.counts.items())
@@ -221,15 +228,22 @@ def render(report: Report, truth: Truth) -> str:
              f"{truth.generation_seconds:.1f} s", f"  {counts}",
              f"  population scans: {truth.scans} (weekly, Sunday night, and after the last "
              "day)",
-             "", "injected patterns:"]
+             "", "injected patterns (days to catch: from the pattern's start to its first flag):"]
     for result in report.patterns:
-        started = result.started_at.isoformat() if result.started_at else "never acted"
-        lines.append(f"  {result.name:<20} {'CAUGHT' if result.caught else 'missed':<7} "
-                     f"after {_duration(result.delay):<12} started {started}; rules: "
-                     f"{', '.join(result.rule_ids) or '-'}")
-    lines += ["", f"honest population: {report.honest_sessions} sessions, "
+        started = (result.started_at.astimezone(UTC).isoformat() if result.started_at
+                   else "never acted")
+        lines.append(f"  {result.name:<22} {'CAUGHT' if result.caught else 'missed':<7} "
+                     f"after {_duration(result.delay):<12} ({_days(result.delay):>5} days) "
+                     f"started {started}; rules: {', '.join(result.rule_ids) or '-'}")
+    fast = sum(result.delay is not None and result.delay <= CATCH_WITHIN
+               for result in report.patterns)
+    per_thousand = report.per_thousand(report.false_positives)
+    lines += [f"  caught within {CATCH_WITHIN.days} days of their start: {fast} of "
+              f"{len(report.patterns)}",
+              "", f"honest population: {report.honest_sessions} sessions, "
                   f"{report.false_positives} false positives "
-                  f"({_number(report.per_thousand(report.false_positives))} per 1,000 sessions)",
+                  f"({_number(per_thousand)} per 1,000 sessions; the target is at most "
+                  f"{FALSE_POSITIVES_PER_THOUSAND})",
               *_rule_lines("rules (enabled):", report.rules, report),
               *_rule_lines("rules in shadow mode (not counted above):", report.shadow_rules,
                            report),

@@ -11,6 +11,7 @@ override).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ INDUCTION_DOSES, TAPER_DOSES = 8, 6
 # The refusals a later start can cure; any other refusal is a bug in the simulation.
 FREQUENCY_RULES = ("min_interval", "weekly_limit", "monthly_limit")
 MAX_SHIFTS = 8
+PLAN_FIELDS = {spec.name for spec in dataclasses.fields(plans.PlanSpec)}
 
 
 @dataclass
@@ -123,16 +125,26 @@ def _weekly_from(first: date, shifts: int = MAX_SHIFTS) -> list[date]:
     return [first + timedelta(weeks=week) for week in range(shifts)]
 
 
-def write_plan(session: Session, world: World, patient: Patient, starts_on: date) -> list:
-    """Write the patient's plan, 0.5 mg/kg IV over 40 min with policy phases; return them."""
+def write_plan(session: Session, world: World, patient: Patient, starts_on: date,
+               justification: str | None = None) -> list:
+    """Write the patient's plan, `patient.ug_per_kg` (the protocol's 0.5 mg/kg unless her
+    prescriber chose otherwise) IV over 40 min with policy phases; return the phases.
+
+    A dose above the protocol's carries the prescriber's `justification`.
+    """
     policy = policy_for(session, world.organisation_id)
     phases = plans.default_phases(policy, starts_on)
     # A ceiling 20% over the planned dose, rounded up to the milligram.
-    max_dose_ug = -(-patient.weight_g * 600 // 1000 // 1000) * 1000
-    plan = plans.create(session, world.rt, world.prescriber.caller, patient.id, plans.PlanSpec(
-        product_id=world.products[patient.product].id, route="IV",
-        max_dose_ug=max_dose_ug, infusion_minutes=40, starts_on=starts_on,
-        phases=phases, dose_ug_per_kg=500), plan_id=world.new_id())
+    max_dose_ug = -(-patient.weight_g * patient.ug_per_kg * 6 // 5 // 1000 // 1000) * 1000
+    # The plan's justification field is optional, and older services do not take one.
+    extra = ({"dose_justification": justification}
+             if justification and "dose_justification" in PLAN_FIELDS else {})
+    plan = plans.create(
+        session, world.rt, world.prescribers[patient.prescriber].caller, patient.id,
+        plans.PlanSpec(product_id=world.products[patient.product].id, route="IV",
+                       max_dose_ug=max_dose_ug, infusion_minutes=40, starts_on=starts_on,
+                       phases=phases, dose_ug_per_kg=patient.ug_per_kg, **extra),
+        plan_id=world.new_id())
     patient.plan_id = plan.id
     return phases
 
@@ -149,10 +161,11 @@ def _induction(first: date) -> list[tuple[date, str]]:
 
 
 def plan_course(session: Session, world: World, calendar: Calendar, patient: Patient,
-                first: date, *, phases_kept: int) -> list[Booking]:
+                first: date, *, phases_kept: int,
+                justification: str | None = None) -> list[Booking]:
     """Write the plan and schedule up to `phases_kept` phases of the course as series."""
     candidates = _induction(first)
-    phases = write_plan(session, world, patient, candidates[0][0])
+    phases = write_plan(session, world, patient, candidates[0][0], justification)
     booked = _fit(session, world, calendar, patient, candidates)
     if booked and phases_kept > 1:
         booked += _maintenance(session, world, calendar, patient, booked, phases)
@@ -187,7 +200,8 @@ def book_extra(session: Session, world: World, calendar: Calendar, patient: Pati
     slot = calendar.free_slot(patient.nurse, [day])
     if slot is None:
         return None
-    visit = visits.schedule(session, world.rt, world.prescriber.caller, visits.VisitRequest(
+    prescriber = world.prescribers[patient.prescriber]
+    visit = visits.schedule(session, world.rt, prescriber.caller, visits.VisitRequest(
         patient.id, world.nurses[patient.nurse].user_id, world.at(day, SLOT_HOURS[slot]),
         override_reason=reason, visit_id=world.new_id()))
     booking = Booking(visit.id, patient.index, patient.nurse, day, slot, visit.scheduled_start)

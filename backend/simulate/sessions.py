@@ -138,18 +138,20 @@ class Recorder:
                            instrument="phq9", items=vitals.phq9(self.rng, total))
 
     def waste(self, vial: Vial, quantity_ug: int, visit_id: uuid.UUID,
-              witness: Person) -> administration.Received:
-        """Return the remainder's waste, signed by the nurse's phone and the witness's."""
+              witness: Person, reason: str | None = None) -> administration.Received:
+        """Return the remainder's waste (or, with a `reason`, a whole vial's), signed by the
+        nurse's phone and the witness's."""
         at = self.visit.conduct.device_time(
             self.start + timedelta(minutes=self.visit.timeline.infusion + self.rng.randint(2, 6)))
         entry_id = self.world.new_id()
+        details = {"reason": reason} if reason else {}
         movement = signed_payload({
             "id": entry_id, "kind": "waste", "product_id": self.world.products[vial.product].id,
             "lot": vial.lot, "expiry": vial.expiry, "quantity_ug": quantity_ug,
             "from_holder": bag(self.visit.nurse.user_id), "to_holder": "waste",
-            "visit_id": visit_id, "details": {}, "occurred_at": at})
+            "visit_id": visit_id, "details": details, "occurred_at": at})
         raw = {"id": str(entry_id), "product_id": movement["product_id"], "lot": vial.lot,
-               "expiry": movement["expiry"], "quantity_ug": quantity_ug,
+               "expiry": movement["expiry"], "quantity_ug": quantity_ug, "details": details,
                "occurred_at": _iso(at), "signature": self.visit.nurse.phone.sign(movement),
                "witnesses": [{"user_id": str(witness.user_id),
                               "device_id": str(witness.device_id),
@@ -168,24 +170,35 @@ def _dosed(world: World, visit: HomeVisit, recorder: Recorder, before: dict[str,
     """Return a dosed visit's dose, monitoring and waste records, and the waste's witness."""
     rng, conduct, patient, at = world.rng, visit.conduct, visit.patient, visit.timeline.arrive
     vial = _spend_vial(visit.nurse, patient.product)
-    dose_ug = conduct.dose_ug(rng, ug_per_kg * patient.weight_g // 1000, at)
-    response = vitals.response(rng, patient.baseline, dose_ug * 1000 // patient.weight_g,
+    # The dose follows the charted weight, which is the true one unless someone lied.
+    dose_ug = conduct.dose_ug(rng, ug_per_kg * patient.charted_g // 1000, at)
+    response = vitals.response(rng, patient.baseline, dose_ug * 1000 // patient.charted_g,
                                spike=visit.timeline.spike)
     dose = recorder.dose(vial, dose_ug)
     *observed, discharged = recorder.monitoring(before, response)
     witness = conduct.witness(rng, visit.witnesses, at)
     waste = recorder.waste(vial, conduct.waste_ug(rng, vial.content_ug - dose_ug, at),
                            visit.booking.visit_id, witness)
+    wasted = [waste]
+    # A spare vial wasted whole: dropped (honest, rarely) or claimed so (an over-waster).
+    spare = sum(v.product == patient.product for v in visit.nurse.bag) > visit.nurse.due
+    if spare and (reason := conduct.wastes_spare(rng, at)):
+        whole = _spend_vial(visit.nurse, patient.product)
+        wasted.append(recorder.waste(whole, whole.content_ug, visit.booking.visit_id,
+                                     witness, reason))
     return {"dose": [dose], "observations": observed, "discharge": [discharged],
-            "waste": [waste]}, witness
+            "waste": wasted}, witness
 
 
 def sync(session: Session, world: World, visit: HomeVisit, ug_per_kg: int) -> Recorded:
     """Send the visit's whole session from the phone, as it syncs after the visit."""
     nurse, patient, timeline = visit.nurse, visit.patient, visit.timeline
     recorder = Recorder(world, visit)
-    if patient.weighed_at is None or timeline.arrive - patient.weighed_at > WEIGH_EVERY:
-        weigh(session, world, patient, nurse.caller, timeline.arrive + timedelta(minutes=4))
+    nurse.due -= 1
+    if (patient.weighed_at is None or timeline.arrive - patient.weighed_at > WEIGH_EVERY
+            or visit.conduct.weighs_today(patient, timeline.arrive)):
+        weigh(session, world, patient, nurse.caller, timeline.arrive + timedelta(minutes=4),
+              visit.conduct.charted_weight(world.rng, patient, timeline.arrive))
     pre, before = recorder.pre_dose()
     parts = {"pre_dose": [pre]}
     if patient.sessions % PHQ9_EVERY == 0:
@@ -200,6 +213,8 @@ def sync(session: Session, world: World, visit: HomeVisit, ug_per_kg: int) -> Re
     if held:
         raise RuntimeError(f"the simulation wrote records Vigil refused: "
                            f"{[record.reason for record in held]}")
+    wastes = parts.get("waste", [])
     return Recorded(str(visit.booking.visit_id), timeline.arrive, timeline, timeline.go,
-                    parts["waste"][0].raw["id"] if witness else None,
-                    witness and str(witness.user_id))
+                    wastes[0].raw["id"] if wastes else None, witness and str(witness.user_id),
+                    str(patient.id), wastes[1].raw["id"] if len(wastes) > 1 else None,
+                    wastes[1].raw["details"].get("reason") if len(wastes) > 1 else None)

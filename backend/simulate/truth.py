@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+# `user_ids` names people who are not nurses (a pharmacist, a prescriber); `plan_ids` plans.
 SUBJECT_KINDS = ("nurse_ids", "patient_ids", "device_ids", "visit_ids", "entry_ids",
-                 "entry_seqs")
+                 "entry_seqs", "user_ids", "plan_ids")
 
 
 @dataclass
@@ -26,12 +27,13 @@ class Pattern:
 
     def act(self, at: datetime, **ids: object) -> None:
         """Record that the pattern acted at `at` on the given subjects (kind → id or ids)."""
+        at = at.astimezone(UTC)
         if self.started_at is None or at < self.started_at:
             self.started_at = at
         for kind, values in ids.items():
-            named = self.subjects[kind]
+            named = self.subjects.setdefault(kind, [])
             for value in values if isinstance(values, list | tuple) else [values]:
-                if str(value) not in named:
+                if value and str(value) not in named:
                     named.append(str(value))
 
     def add(self, amount: str, quantity_ug: int) -> None:

@@ -104,11 +104,17 @@ class Nurse(Person):
     index: int = 0
     team: int = 0
     bag: list[Vial] = field(default_factory=list)
+    # The vials of the bag still meant for today's visits; the rest are spares.
+    due: int = 0
 
 
 @dataclass
 class Patient:
-    """A patient: home, weight, physiology, assigned nurse, and how her course goes."""
+    """A patient: home, weight, physiology, nurse, prescriber, and how her course goes.
+
+    `weight_g` is what she truly weighs; `charted_g` the last weight recorded, which the plan's
+    µg/kg dose is computed from (they differ only when someone records a false weight).
+    """
 
     index: int
     id: uuid.UUID
@@ -118,8 +124,11 @@ class Patient:
     baseline: vitals.Baseline
     phq9: int
     responder: bool
+    prescriber: int = 0
     plan_id: uuid.UUID | None = None
     product: str = "k10"
+    ug_per_kg: int = 500
+    charted_g: int = 0
     weighed_at: datetime | None = None
     sessions: int = 0
 
@@ -146,11 +155,16 @@ class World:
     days: int
     truth: Truth
     admin: Person
-    prescriber: Person
+    prescribers: list[Person]
     pharmacists: list[Person]
     nurses: list[Nurse] = field(default_factory=list)
     patients: list[Patient] = field(default_factory=list)
     products: dict[str, Product] = field(default_factory=dict)
+
+    @property
+    def prescriber(self) -> Person:
+        """Return the first prescriber, who books the office's extra visits."""
+        return self.prescribers[0]
 
     def new_id(self) -> uuid.UUID:
         """Return a client-made UUID for a new record."""
@@ -212,12 +226,16 @@ def build(session: Session, rt: Runtime, rng: random.Random, truth: Truth,
     def person(role: Role, username: str, phone: bool = False) -> Person:
         return _person(session, staff_rt, ids, org.id, role, username, phone=phone)
 
+    # A pharmacist and a prescriber for about ten nurses, at least three of each: enough
+    # colleagues for a pharmacist's or a prescriber's work to be compared with her peers'.
+    desk = max(3, round(truth.nurses / 10))
     world = World(rng=rng, ids=ids, rt=rt, clock=clock, organisation_id=org.id,
                   zone=ZoneInfo(TIMEZONE), start=start, days=truth.days, truth=truth,
                   admin=person(Role.ADMIN, "sim-admin"),
-                  prescriber=person(Role.PRESCRIBER, "sim-prescriber"),
+                  prescribers=[person(Role.PRESCRIBER, f"sim-prescriber-{n}")
+                               for n in range(1, desk + 1)],
                   pharmacists=[person(Role.PHARMACIST, f"sim-pharmacist-{n}", True)
-                               for n in (1, 2)])
+                               for n in range(1, desk + 1)])
     person(Role.COMPLIANCE, "sim-compliance")
     teams = max(1, round(truth.nurses / TEAM_SIZE))
     for index in range(truth.nurses):
@@ -264,7 +282,8 @@ def near(point: tuple[Decimal, Decimal], rng: random.Random, sigma_m: float,
                            distance * math.cos(bearing), distance * math.sin(bearing)))
 
 
-def register_patient(session: Session, world: World, index: int, nurse: Nurse) -> Patient:
+def register_patient(session: Session, world: World, index: int, nurse: Nurse,
+                     prescriber: int = 0) -> Patient:
     """Register a fictitious patient in the nurse's team area, with a weight."""
     rng = world.rng
     home = near(degrees(team_centre(world, nurse.team)), rng, HOME_SPREAD_M / 2)
@@ -277,7 +296,8 @@ def register_patient(session: Session, world: World, index: int, nurse: Nurse) -
         nurse_ids=[nurse.user_id, *backup], patient_id=world.new_id(),
         address=f"Simulated address {index + 1:05d}", home_latitude=home[0],
         home_longitude=home[1])
-    patient = Patient(index=index, id=view.id, nurse=nurse.index, home=home,
+    patient = Patient(index=index, id=view.id, nurse=nurse.index, prescriber=prescriber,
+                      home=home,
                       weight_g=int(min(max(rng.gauss(82_000, 15_000), 48_000), 140_000))
                       // 100 * 100,
                       baseline=vitals.baseline(rng),
@@ -287,11 +307,15 @@ def register_patient(session: Session, world: World, index: int, nurse: Nurse) -
 
 
 def weigh(session: Session, world: World, patient: Patient, caller: Caller,
-          measured_at: datetime | None = None) -> None:
-    """Weigh the patient (weights drift by a few hundred grams between weighings)."""
+          measured_at: datetime | None = None, charted_g: int | None = None) -> None:
+    """Weigh the patient (weights drift by a few hundred grams between weighings).
+
+    `charted_g` is recorded instead of what the scale showed: a false weight.
+    """
     patient.weight_g += world.rng.choice((-300, -200, 0, 0, 100, 200, 300))
+    patient.charted_g = charted_g or patient.weight_g
     measured_at = measured_at or world.clock.now()
     patients.record_weight(session, world.rt, caller, patient.id,
-                           weight_kg=Decimal(patient.weight_g).scaleb(-3),
+                           weight_kg=Decimal(patient.charted_g).scaleb(-3),
                            measured_at=measured_at)
     patient.weighed_at = measured_at

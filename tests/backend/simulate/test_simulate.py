@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -16,19 +19,30 @@ from sqlalchemy.orm import Session
 
 from backend import simulate
 from backend.accounts import service as accounts
+from backend.accounts.models import Role, User
+from backend.administration.models import DoseRecord
 from backend.cli import cli
 from backend.clock import FixedClock
 from backend.custody.chain import GENESIS, HASHED_FIELDS, entry_hash
 from backend.custody.ledger import is_balanced
 from backend.custody.models import CustodyBalance, CustodyEntry
 from backend.custody.verify import verify
+from backend.patients.models import Patient as PatientModel
+from backend.patients.models import PatientWeight
 from backend.simulate import truth as ground_truth
-from backend.simulate.behaviour import PATTERNS
+from backend.simulate.behaviour import (
+    ALL_PATTERNS_NURSES,
+    MIN_NURSES,
+    NURSE_PATTERNS,
+    PATTERNS,
+)
 from backend.simulate.report import FlagFact, render, score
 from backend.simulate.truth import ExpectedEvent, Pattern, Truth
+from backend.simulate.world import TIMEZONE
 from tests.backend.conftest import START, make_app
 
-SMALL = simulate.Params("sim-small", nurses=8, patients=12, days=21, seed=7)
+# Enough nurses for every pattern (behaviour.ALL_PATTERNS_NURSES) and patients for each to act.
+SMALL = simulate.Params("sim-small", nurses=16, patients=32, days=28, seed=7)
 TINY = {"nurses": 7, "patients": 4, "days": 10, "seed": 11}
 
 
@@ -81,6 +95,76 @@ def test_the_ground_truth_names_every_pattern_with_its_subjects(simulated, insta
     assert written.counts["sessions"] > written.honest_sessions > 0
     assert written.counts["nurses"] == SMALL.nurses
     assert written.counts["patients"] == SMALL.patients
+
+
+def test_each_new_family_has_its_pattern_with_what_it_touched(simulated, instance_path):
+    written = ground_truth.read(ground_truth.truth_path(instance_path, SMALL.slug))
+    diverter = written.pattern("pharmacy_diverter")
+    assert len(diverter.subjects["user_ids"]) == 1 and diverter.subjects["entry_ids"]
+    assert diverter.amounts["under_received_ug"] > 0
+    assert diverter.amounts["adjusted_down_ug"] == diverter.amounts["taken_ug"] > 0
+    prescriber = written.pattern("high_dose_prescriber")
+    assert prescriber.subjects["plan_ids"] and len(prescriber.subjects["user_ids"]) == 1
+    assert len(prescriber.subjects["patient_ids"]) == len(prescriber.subjects["plan_ids"])
+    for name in ("off_hours_nurse", "weight_inflater", "share_over_waster",
+                 "cancelled_stock_keeper"):
+        pattern = written.pattern(name)
+        assert len(pattern.subjects["nurse_ids"]) == 1, name
+        assert pattern.subjects["visit_ids"] and pattern.sessions, name
+    assert written.pattern("weight_inflater").subjects["patient_ids"]
+    assert written.pattern("weight_inflater").amounts["kept_ug"] > 0
+    assert written.pattern("share_over_waster").subjects["entry_ids"]
+    assert written.pattern("cancelled_stock_keeper").amounts["kept_ug"] > 0
+    assert written.pattern("wrong_seal_refuser").amounts["refusals"] >= 3
+    # Each nurse acts in one pattern at most, and the patterns' people are not honest ones.
+    nurses = [nurse for pattern in written.patterns for nurse in pattern.subjects["nurse_ids"]
+              if pattern.name != "friendly_witness"]
+    assert len(nurses) == len(set(nurses))
+
+
+def _hours(simulated: Simulated, nurse_id: str) -> list[int]:
+    """Return the local hours at which the nurse's doses began."""
+    with simulated.session() as session:
+        return [started.astimezone(ZoneInfo(TIMEZONE)).hour for started in session.scalars(
+            select(DoseRecord.infusion_started_at).where(
+                DoseRecord.organisation_id == simulated.organisation_id,
+                DoseRecord.nurse_id == uuid.UUID(nurse_id)))]
+
+
+def test_the_off_hours_nurse_doses_late_while_honest_nurses_keep_daytime(simulated):
+    [late] = simulated.truth.pattern("off_hours_nurse").subjects["nurse_ids"]
+    assert any(hour >= 20 for hour in _hours(simulated, late))
+    honest = {str(nurse) for nurse in _nurse_ids(simulated)} - simulated.truth.injected_ids()
+    assert honest
+    for nurse_id in honest:
+        assert all(7 <= hour < 21 for hour in _hours(simulated, nurse_id)), nurse_id
+
+
+def _nurse_ids(simulated: Simulated) -> list[uuid.UUID]:
+    with simulated.session() as session:
+        return list(session.scalars(select(User.id).where(
+            User.organisation_id == simulated.organisation_id, User.role == Role.NURSE)))
+
+
+def test_honest_weights_vary_slightly_and_the_inflated_ones_climb(simulated):
+    [inflater] = simulated.truth.pattern("weight_inflater").subjects["nurse_ids"]
+    inflated = set(simulated.truth.pattern("weight_inflater").subjects["patient_ids"])
+    with simulated.session() as session:
+        rows = session.execute(select(PatientWeight.patient_id, PatientWeight.weight_g,
+                                      PatientWeight.recorded_by_id).join(
+            PatientModel, PatientModel.id == PatientWeight.patient_id).where(
+            PatientModel.organisation_id == simulated.organisation_id)
+            .order_by(PatientWeight.measured_at)).all()
+    by_patient: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for patient_id, weight_g, by in rows:
+        by_patient[str(patient_id)].append((weight_g, str(by)))
+    for patient_id, weighed in by_patient.items():
+        steps = [abs(b[0] - a[0]) / a[0] for a, b in itertools.pairwise(weighed)]
+        if patient_id in inflated:
+            assert any(by == inflater for _, by in weighed)
+            assert weighed[-1][0] > weighed[0][0] * 1.04, patient_id
+        else:
+            assert all(step < 0.01 for step in steps), patient_id
 
 
 def _stored_entries(simulated: Simulated) -> list[dict]:
@@ -148,6 +232,10 @@ def test_a_seed_reproduces_the_same_world(simulated, instance_path):
     again = _generate(app, instance_path, simulate.Params("sim-again", **TINY))
     assert _fingerprint(app, "sim-once") == _fingerprint(app, "sim-again")
     assert first.counts == again.counts
+    # Seven nurses leave no room for the nurse patterns of issue 17: the rest are injected.
+    assert [p.name for p in first.patterns] == [
+        name for name in PATTERNS if name not in NURSE_PATTERNS]
+    assert len(NURSE_PATTERNS) <= ALL_PATTERNS_NURSES - MIN_NURSES
     assert [(p.started_at, p.sessions, p.amounts) for p in first.patterns] == [
         (p.started_at, p.sessions, p.amounts) for p in again.patterns]
 
@@ -163,7 +251,7 @@ def test_the_command_simulates_and_reports(tmp_path, monkeypatch):
     assert (tmp_path / "simulations" / "sim-cli.json").exists()
     scored = runner.invoke(cli, ["simulate", "--report", "--org", "sim-cli"])
     assert scored.exit_code == 0, (scored.output, scored.exception)
-    assert "injected patterns:" in scored.output
+    assert "injected patterns (days to catch" in scored.output
     missing = runner.invoke(cli, ["simulate", "--report", "--org", "nowhere"])
     assert missing.exit_code == 1
     assert "no ground truth" in missing.output
@@ -229,8 +317,9 @@ def test_the_report_finds_catches_delays_and_false_positives():
     [shadow] = report.shadow_rules
     assert (shadow.rule_id, shadow.flags) == ("waste.peer_outlier", 1)
     text = render(report, _truth())
-    assert "skimming_nurse       CAUGHT  after 5 h 0 min" in text
-    assert "drifting_clock       missed" in text
+    assert "skimming_nurse         CAUGHT  after 5 h 0 min    (  0.2 days)" in text
+    assert "drifting_clock         missed" in text
+    assert "caught within 7 days of their start: 2 of 3" in text
 
 
 def test_a_flag_on_a_shadow_rule_catches_nothing():
