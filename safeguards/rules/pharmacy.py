@@ -24,7 +24,7 @@ from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
-from safeguards.stats import MAD_SCALE, MEAN_AD_SCALE, mad, mean_absolute_deviation, median, rounded
+from safeguards.stats import median, robust_spread, rounded
 
 PHARMACY = Registry()
 VAULT = "vault"
@@ -270,8 +270,8 @@ RECEIPT_MISMATCH = RuleMeta(
     title="A receipt's quantity differs from its order or invoice",
     severity=Severity.HIGH,
     rationale="Stock booked into the vault for less than the supplier invoiced is stock "
-              "that arrived and never reached the ledger; a receipt short of its order alone "
-              "may be a back-order, which the invoice should show.",
+              "that arrived and never reached the ledger; a receipt short of its order is a "
+              "back-order when the invoice shows it, and unexplained when no invoice does.",
     source="CLINICAL.md DEA: dispenser records of each receipt's quantity, 21 CFR 1304.22(c); "
            "the purchaser records what it received against the order (21 CFR 1305.13(e)); "
            "ASHP Guidelines on Preventing Diversion of Controlled Substances (Am J Health-Syst "
@@ -281,13 +281,16 @@ RECEIPT_MISMATCH = RuleMeta(
 
 @PHARMACY.rule(RECEIPT_MISMATCH)
 def receipt_mismatch(facts: Facts, policy: Policy) -> Iterator[Finding]:
-    """Flag a receipt whose quantity differs from its invoice's or its order's."""
+    """Flag a receipt whose quantity differs from its invoice's, or its order's without one."""
     tolerance = policy.value("pharmacy_receipt_tolerance_ug")
     for m in _movements(facts):
         if m.kind != "receive":
             continue
         off_invoice = m.invoiced_ug is not None and abs(m.invoiced_ug - m.quantity_ug) > tolerance
-        off_order = m.ordered_ug is not None and abs(m.ordered_ug - m.quantity_ug) > tolerance
+        # A short shipment invoiced as shipped is the supplier's back-order, not the vault's:
+        # the order counts only when no invoice quantity was stated.
+        off_order = (m.invoiced_ug is None and m.ordered_ug is not None
+                     and abs(m.ordered_ug - m.quantity_ug) > tolerance)
         if not (off_invoice or off_order):
             continue
         against = "invoiced" if off_invoice else "ordered"
@@ -336,12 +339,12 @@ def _disposers(facts: Facts) -> list[Disposer]:
 
 
 def _scale(values: list[Fraction], floor: Fraction) -> Fraction:
-    """Return the largest of MAD / 0.6745, 1.253314 x the mean absolute deviation and `floor`.
+    """Return the peers' robust scale (stats.robust_spread), never below `floor`.
 
-    With few pharmacists, MAD is often 0: the floor keeps an ordinary difference ordinary
-    (Iglewicz & Hoaglin 1993; Rousseeuw & Croux 1993).
+    The floor is a share of what was moved, not of the median: with few pharmacists the
+    median share destroyed is often 0, and a share of 0 is no floor at all.
     """
-    return max(mad(values) / MAD_SCALE, MEAN_AD_SCALE * mean_absolute_deviation(values), floor)
+    return max(robust_spread(values).scale or 0, floor)
 
 
 DISPOSAL_OUTLIER = RuleMeta(

@@ -223,8 +223,10 @@ def test_a_write_noted_twice_is_one_finding():
                  [("LOT-1", "high")], id="above-the-tolerance"),
     pytest.param({"invoiced_ug": 900_000}, None, [("LOT-1", "high")],
                  id="booked-more-than-invoiced"),
-    pytest.param({"ordered_ug": 1_200_000, "invoiced_ug": 1_000_000}, None,
-                 [("LOT-1", "medium")], id="short-of-the-order-as-invoiced"),
+    pytest.param({"ordered_ug": 1_200_000, "invoiced_ug": 1_000_000}, None, [],
+                 id="honest-back-order-invoiced-as-shipped"),
+    pytest.param({"ordered_ug": 1_200_000, "invoiced_ug": 1_200_000}, None,
+                 [("LOT-1", "high")], id="short-of-order-and-invoice"),
     pytest.param({"ordered_ug": 1_200_000}, None, [("LOT-1", "medium")],
                  id="short-of-the-order-no-invoice"),
 ])
