@@ -164,6 +164,9 @@ class SessionFacts:
     observations: tuple[Observed, ...] = ()
     discharged_at: datetime | None = None
     discharge: Vitals | None = None
+    # Whether the dose's plan version records why its dose is above the protocol dose: that
+    # plan's finding, raised when it was written, is the case for doses within its maximum.
+    plan_dose_justified: bool = False
 
     @property
     def subject(self) -> Subject:
@@ -269,6 +272,44 @@ class QuarantinedEvent:
     visit_id: str | None
     reason: str
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PlanFact:
+    """A plan version as its prescriber wrote it: the highest dose it sets, and its overrides."""
+
+    id: str
+    plan_id: str
+    version: int
+    patient_id: str
+    prescriber_id: str
+    created_at: datetime
+    # The highest dose the version or any of its phases sets, per kg (µg/kg) and fixed (µg).
+    dose_ug_per_kg: int | None = None
+    dose_ug: int | None = None
+    max_dose_ug: int | None = None
+    # The patient's latest weight, when one is recorded: a fixed dose compares by it.
+    weight_g: int | None = None
+    # Whether the prescriber recorded why the dose is above the protocol dose (not the text).
+    justified: bool = False
+    # Visits under this version booked past a frequency limit by a prescriber's override.
+    overrides: int = 0
+
+    @property
+    def planned_ug_per_kg(self) -> Fraction | None:
+        """Return the highest planned µg/kg, a fixed dose by the weight; None if unknown."""
+        return planned_ug_per_kg(self.dose_ug_per_kg, self.dose_ug, self.weight_g)
+
+
+def planned_ug_per_kg(dose_ug_per_kg: int | None, dose_ug: int | None,
+                      weight_g: int | None) -> Fraction | None:
+    """Return the higher of a per-kg dose and a fixed dose by the weight, in µg/kg.
+
+    A fixed dose without a weight cannot be compared: None when nothing is known.
+    """
+    fixed = Fraction(dose_ug * 1000, weight_g) if dose_ug is not None and weight_g else None
+    known = [value for value in (dose_ug_per_kg, fixed) if value is not None]
+    return Fraction(max(known)) if known else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,6 +525,7 @@ class Facts:
     losses: tuple[Loss, ...] = ()
     ledger_breaks: tuple[LedgerBreak, ...] = ()
     quarantined: tuple[QuarantinedEvent, ...] = ()
+    plans: tuple[PlanFact, ...] = ()
     activity: tuple[NurseActivity, ...] = ()
     witness_pairs: tuple[WitnessPair, ...] = ()
     clocks: tuple[DeviceClock, ...] = ()

@@ -56,6 +56,9 @@ class SubjectKind(StrEnum):
     VISIT = "visit"
     DEVICE = "device"
     ORGANISATION = "organisation"
+    # A treatment plan (its id), and the prescriber (a user id) who writes plans.
+    PLAN = "plan"
+    PRESCRIBER = "prescriber"
     # The engine's own findings about a rule that failed to run are about that rule.
     RULE = "rule"
 

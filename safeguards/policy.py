@@ -503,6 +503,46 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "Vigil practice default (no published rule): how far the recent median mg/kg "
               "may move and still count as flat",
               minimum=Decimal("0"), maximum=Decimal("0.5"), practice=True),
+    # Prescribers (issue 17 item 4): the protocol dose, and prescribers against their peers.
+    Threshold("protocol_mg_per_kg", Decimal("0.5"), "mg/kg",
+              "CLINICAL.md Orders, authentication and plausibility: protocol dose 0.5 mg/kg "
+              "over 40 min, 1.0 mg/kg gave no added benefit, a plan above 0.5 mg/kg needs a "
+              "stated reason (practice); Krystal et al. 2019; Fava et al. 2020",
+              minimum=Decimal("0.1"), maximum=Decimal("1.0"), practice=True),
+    Threshold("prescriber_min_plans", 5, "plan versions",
+              "Vigil practice default (no published rule): fewest plan versions a prescriber "
+              "wrote before his doses and overrides are compared with other prescribers'",
+              minimum=2, maximum=1000, practice=True),
+    Threshold("prescriber_min_peers", 3, "prescribers",
+              "Vigil practice default (no published rule): fewest other prescribers with enough "
+              "plans for their median and spread to mean anything; CLINICAL.md Diversion: peer "
+              "score within a role (Omnicell; Bluesight IRIS)",
+              minimum=2, maximum=1000, practice=True),
+    Threshold("prescriber_peer_z", Decimal("3.5"), "modified z",
+              "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier; CLINICAL.md "
+              "Diversion: usage against peers in the same role (Omnicell; Bluesight IRIS)",
+              minimum=Decimal("2.0"), maximum=Decimal("10.0")),
+    Threshold("prescriber_min_dose_difference", Decimal("0.25"), "ratio to the peer median",
+              "Vigil practice default (no published rule): smallest departure of a "
+              "prescriber's mean planned mg/kg from the other prescribers' median worth a "
+              "review (0.625 against 0.5 mg/kg), as a z-score explodes when peers barely differ",
+              minimum=Decimal("0.05"), maximum=Decimal("2.0"), practice=True),
+    Threshold("prescriber_dose_spread_floor", Decimal("0.1"), "ratio to the peer median",
+              "Vigil practice default (no published rule): the least spread of planned mg/kg "
+              "among prescribers a z-score is taken on (0.05 mg/kg at 0.5 mg/kg), since "
+              "prescribers who all write the protocol dose have a spread of nothing; modified "
+              "z with a floor on its scale, Iglewicz & Hoaglin 1993",
+              minimum=Decimal("0.01"), maximum=Decimal("1.0"), practice=True),
+    Threshold("prescriber_min_override_difference", Decimal("0.5"), "overrides per plan",
+              "Vigil practice default (no published rule): smallest excess of frequency "
+              "overrides per plan version over the other prescribers' median worth a review "
+              "(one override more every two plans); CLINICAL.md Frequency: limits per phase",
+              minimum=Decimal("0.1"), maximum=Decimal("10.0"), practice=True),
+    Threshold("prescriber_override_spread_floor", Decimal("0.25"), "overrides per plan",
+              "Vigil practice default (no published rule): the least spread of overrides per "
+              "plan version a z-score is taken on, since most prescribers override nothing "
+              "and a median and spread of 0 would make one override extreme",
+              minimum=Decimal("0.05"), maximum=Decimal("10.0"), practice=True),
 )
 
 

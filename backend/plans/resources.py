@@ -25,6 +25,10 @@ from backend.visits.schemas import VisitSchema
 
 blp = Blueprint("plans", __name__, description="Treatment plans: versioned, with phases.")
 READERS = (Role.ADMIN, Role.PRESCRIBER, Role.PHARMACIST, Role.NURSE, Role.COMPLIANCE)
+ABOVE_PROTOCOL_REFUSED = (
+    "`validation_error`: a field is invalid, named in `details.fields` — among them "
+    "`dose_justification` when the plan's highest dose is above the protocol dose "
+    "(protocol_mg_per_kg) and no justification was given; nothing is stored.")
 
 
 def _spec(session, caller, body: dict) -> service.PlanSpec:
@@ -46,6 +50,7 @@ class PatientPlans(MethodView):
     @blp.response(201, PlanSchema)
     @blp.refusal(409, "`conflict` (`active_plan_exists`): the patient has an active plan; "
                  "change it with PUT.")
+    @blp.refusal(422, ABOVE_PROTOCOL_REFUSED)
     def post(self, body, patient_id: uuid.UUID):
         """Write a patient's treatment plan (its version 1)."""
         session, caller = db.session(), current_caller()
@@ -69,6 +74,7 @@ class PlanDetail(MethodView):
     @blp.arguments(PlanReviseSchema)
     @blp.response(200, PlanSchema)
     @blp.refusal(409, "`conflict` (`plan_not_active`): only an active plan can be changed.")
+    @blp.refusal(422, ABOVE_PROTOCOL_REFUSED)
     def put(self, body, plan_id: uuid.UUID):
         """Write a new version; visits already scheduled keep the version they were made under."""
         session, caller = db.session(), current_caller()

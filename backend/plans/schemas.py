@@ -8,6 +8,13 @@ from backend import bounded
 from backend.plans import signing
 
 DOSE_DOC = "Dose per kg of body weight in µg/kg (500 = 0.5 mg/kg); or give dose_ug."
+JUSTIFICATION_DOC = (
+    "Why the dose is above the protocol dose (protocol_mg_per_kg in GET /api/v1/policy, 0.5 "
+    "mg/kg by default; CLINICAL.md). Required when the plan's highest dose, its own or a "
+    "phase's, is above it (a fixed dose_ug compared by the patient's latest weight, when one "
+    "is recorded): without it the plan is refused with 422 naming dose_justification. A plan "
+    "written above the protocol dose raises `prescriber.above_protocol` once, as it is "
+    "written. Kept encrypted as PHI.")
 OVERRIDES_DOC = (
     "Thresholds for this patient over the organisation's (names as in GET /api/v1/policy, "
     "values as decimal strings), e.g. {\"min_interval_hours\": \"72\"}; the safeguard rules "
@@ -50,6 +57,8 @@ class PlanWriteSchema(Schema):
         keys=fields.String(validate=validate.Length(1, 60)),
         values=fields.String(validate=validate.Length(1, 40)), load_default=dict,
         metadata={"description": OVERRIDES_DOC})
+    dose_justification = fields.String(load_default=None, validate=validate.Length(1, 2000),
+                                       metadata={"description": JUSTIFICATION_DOC})
 
 
 class PlanCreateSchema(PlanWriteSchema):
@@ -102,6 +111,9 @@ class PlanVersionSchema(Schema):
     prescriber_id = fields.UUID()
     created_at = fields.AwareDateTime()
     change_reason = fields.String(allow_none=True)
+    dose_justification = fields.String(allow_none=True, metadata={
+        "description": "Why the dose is above the protocol dose, as the prescriber wrote it; "
+                       "null when none was needed or given."})
     policy_overrides = fields.Dict(keys=fields.String(), values=fields.String(),
                                    allow_none=True, metadata={"description": OVERRIDES_DOC})
     phases = fields.List(fields.Nested(PhaseSchema))

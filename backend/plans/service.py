@@ -11,19 +11,22 @@ from datetime import date, datetime, timedelta, tzinfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend import changes
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.db import new_id
 from backend.errors import Conflict, InvalidField
 from backend.mfa.policy import Action, require_fresh
-from backend.patients.service import visible_patient
+from backend.patients.service import latest_weight, visible_patient
 from backend.plans import signing
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
 from backend.policy.service import policy_for
 from backend.products import service as products
 from backend.runtime import Runtime
 from backend.tenancy import assigned, owned
+from safeguards import facts as f
 from safeguards.policy import Number, Policy
+from safeguards.stats import rounded
 
 ACTIVE = "active"
 
@@ -54,6 +57,8 @@ class PlanSpec:
     dose_ug_per_kg: int | None = None
     dose_ug: int | None = None
     policy_overrides: Mapping[str, Number] = dataclasses.field(default_factory=dict)
+    # Why the dose is above the protocol dose; required when it is (PHI, kept encrypted).
+    dose_justification: str | None = None
 
 
 def default_phases(policy: Policy, starts_on: date) -> list[PhaseSpec]:
@@ -90,6 +95,66 @@ def _check(session: Session, caller: Caller, policy: Policy, spec: PlanSpec) -> 
         raise InvalidField("phases", "the first phase starts with the plan; starts increase")
 
 
+def highest_doses(written: PlanSpec | PlanVersion) -> tuple[int | None, int | None]:
+    """Return the highest per-kg (µg/kg) and fixed (µg) dose a plan or any phase of it sets."""
+    per_kg = [d for d in (written.dose_ug_per_kg, *(p.dose_ug_per_kg for p in written.phases))
+              if d is not None]
+    fixed = [d for d in (written.dose_ug, *(p.dose_ug for p in written.phases)) if d is not None]
+    return max(per_kg, default=None), max(fixed, default=None)
+
+
+def _check_justified(policy: Policy, spec: PlanSpec, weight_g: int | None) -> None:
+    """Refuse a plan above the protocol dose that does not say why (CLINICAL.md)."""
+    # The organisation's protocol dose: the plan's own overrides cannot lift it for itself.
+    protocol = policy.value("protocol_mg_per_kg")
+    planned = f.planned_ug_per_kg(*highest_doses(spec), weight_g)
+    if planned is None or planned <= protocol * 1000 or (spec.dose_justification or "").strip():
+        return
+    raise InvalidField("dose_justification", (
+        f"the plan's dose, {rounded(planned / 1000, 3)} mg/kg at its highest, is above the "
+        f"{protocol} mg/kg protocol dose: record why in dose_justification"))
+
+
+def justified_above_protocol(session: Session, version: PlanVersion,
+                             weight_g: int | None) -> bool:
+    """Tell whether the version is above the protocol dose (at `weight_g`) and says why."""
+    if version.dose_justification_enc is None:
+        return False
+    planned = f.planned_ug_per_kg(*highest_doses(version), weight_g)
+    protocol = policy_for(session, version.organisation_id).value("protocol_mg_per_kg")
+    return planned is not None and planned > protocol * 1000
+
+
+def _checked(session: Session, caller: Caller, spec: PlanSpec,
+             patient_id: uuid.UUID) -> int | None:
+    """Refuse a spec the product, the ceiling or the protocol refuses; return the weight used."""
+    policy = policy_for(session, caller.organisation_id)
+    _check(session, caller, policy, spec)
+    weighed = latest_weight(session, patient_id)
+    weight_g = weighed.weight_g if weighed else None
+    _check_justified(policy, spec, weight_g)
+    return weight_g
+
+
+def plan_fact(version: PlanVersion, patient_id: uuid.UUID, weight_g: int | None,
+              overrides: int = 0) -> f.PlanFact:
+    """Return the rules' fact of a plan version: its highest doses, weight and overrides."""
+    per_kg, fixed = highest_doses(version)
+    return f.PlanFact(
+        id=str(version.id), plan_id=str(version.plan_id), version=version.version,
+        patient_id=str(patient_id), prescriber_id=str(version.prescriber_id),
+        created_at=version.created_at, dose_ug_per_kg=per_kg, dose_ug=fixed,
+        max_dose_ug=version.max_dose_ug, weight_g=weight_g,
+        justified=version.dose_justification_enc is not None, overrides=overrides)
+
+
+def _written(session: Session, plan: TreatmentPlan, version: PlanVersion,
+             weight_g: int | None) -> None:
+    """Note the new version for the rules, judged as this unit of work commits."""
+    changes.facts(session, plan.organisation_id,
+                  plans=(plan_fact(version, plan.patient_id, weight_g),))
+
+
 def _write_version(session: Session, caller: Caller, now: datetime, plan: TreatmentPlan,
                    spec: PlanSpec, reason: str | None) -> PlanVersion:
     version = PlanVersion(
@@ -97,7 +162,7 @@ def _write_version(session: Session, caller: Caller, now: datetime, plan: Treatm
         version=plan.current_version, product_id=spec.product_id, route=spec.route,
         dose_ug_per_kg=spec.dose_ug_per_kg, dose_ug=spec.dose_ug, max_dose_ug=spec.max_dose_ug,
         infusion_minutes=spec.infusion_minutes, prescriber_id=caller.user_id, created_at=now,
-        change_reason=reason,
+        change_reason=reason, dose_justification=(spec.dose_justification or "").strip() or None,
         policy_overrides={name: str(value) for name, value in spec.policy_overrides.items()}
         or None)
     phases = [PlanPhase(version_id=version.id, ordinal=i, name=p.name, starts_on=p.starts_on,
@@ -118,7 +183,7 @@ def create(session: Session, rt: Runtime, caller: Caller, patient_id: uuid.UUID,
     """Write a patient's first plan version; a patient has one active plan at a time."""
     patient = visible_patient(session, caller, patient_id)
     require_fresh(session, rt, caller, Action.SIGN_PLAN)
-    _check(session, caller, policy_for(session, caller.organisation_id), spec)
+    weight_g = _checked(session, caller, spec, patient.id)
     if session.scalar(select(TreatmentPlan.id).where(TreatmentPlan.patient_id == patient.id,
                                                      TreatmentPlan.status == ACTIVE)):
         raise Conflict("The patient already has an active plan; change it with PUT.",
@@ -128,7 +193,7 @@ def create(session: Session, rt: Runtime, caller: Caller, patient_id: uuid.UUID,
                          patient_id=patient.id, status=ACTIVE, current_version=1,
                          created_at=now, created_by_id=caller.user_id)
     session.add(plan)
-    _write_version(session, caller, now, plan, spec, None)
+    _written(session, plan, _write_version(session, caller, now, plan, spec, None), weight_g)
     audit.record(session, now, caller, "plan.create", "treatment_plan", plan.id)
     return plan
 
@@ -140,10 +205,10 @@ def revise(session: Session, rt: Runtime, caller: Caller, plan_id: uuid.UUID, sp
     if plan.status != ACTIVE:
         raise Conflict("Only an active plan can be changed.", {"rule": "plan_not_active"})
     require_fresh(session, rt, caller, Action.SIGN_PLAN)
-    _check(session, caller, policy_for(session, caller.organisation_id), spec)
+    weight_g = _checked(session, caller, spec, plan.patient_id)
     now = rt.clock.now()
     plan.current_version += 1
-    _write_version(session, caller, now, plan, spec, reason)
+    _written(session, plan, _write_version(session, caller, now, plan, spec, reason), weight_g)
     session.refresh(plan, ["versions"])
     audit.record(session, now, caller, "plan.revise", "treatment_plan", plan.id,
                  detail={"version": plan.current_version})

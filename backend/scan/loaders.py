@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, func, select, union_all
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from backend.accounts.models import Organisation, Role, User
 from backend.administration.models import (
@@ -28,7 +28,7 @@ from backend.custody.models import CustodyBalance, CustodyEntry, Kind, LossRepor
 from backend.patients.models import Patient, PatientWeight
 from backend.phi.sealed import cipher_of, open_stored
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
-from backend.plans.service import counted_from
+from backend.plans.service import ACTIVE, counted_from, plan_fact
 from backend.policy.service import policy_for, stored_value
 from backend.products.models import DrugProduct
 from backend.visits.models import EvvEvent, Visit, VisitStatus
@@ -636,6 +636,36 @@ def _readings(session: Session, scope: Scope) -> list[f.SessionReadings]:
             for visit_id, held in sessions.items()]
 
 
+def _latest_weights(session: Session, patient_ids: set[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Return each patient's most recently measured weight, for those who have one."""
+    rows = session.execute(select(PatientWeight.patient_id, PatientWeight.weight_g)
+                           .where(PatientWeight.patient_id.in_(patient_ids))
+                           .order_by(PatientWeight.measured_at, PatientWeight.recorded_at))
+    return dict(rows.all())
+
+
+def _plans(session: Session, scope: Scope) -> list[f.PlanFact]:
+    """Return the plan versions written in the window and those in force, with the frequency
+    overrides booked under each, for comparing prescribers."""
+    written = (select(PlanVersion, TreatmentPlan.patient_id)
+               .join(TreatmentPlan, TreatmentPlan.id == PlanVersion.plan_id)
+               .where(TreatmentPlan.organisation_id == scope.organisation_id,
+                      (PlanVersion.created_at >= scope.since)
+                      | ((TreatmentPlan.status == ACTIVE)
+                         & (PlanVersion.version == TreatmentPlan.current_version)))
+               .options(selectinload(PlanVersion.phases)).order_by(PlanVersion.created_at))
+    versions = session.execute(scope.bounded(written, PlanVersion.created_at)).all()
+    overrides = dict(session.execute(
+        select(Visit.plan_version_id, func.count()).where(
+            Visit.organisation_id == scope.organisation_id,
+            Visit.override_reason_enc.is_not(None),
+            Visit.plan_version_id.in_([version.id for version, _ in versions]))
+        .group_by(Visit.plan_version_id)).all())
+    weights = _latest_weights(session, {patient_id for _, patient_id in versions})
+    return [plan_fact(version, patient_id, weights.get(patient_id), overrides.get(version.id, 0))
+            for version, patient_id in versions]
+
+
 def organisation_ids(session: Session) -> list[uuid.UUID]:
     """Return every organisation's id."""
     return list(session.scalars(select(Organisation.id).order_by(Organisation.id)))
@@ -704,6 +734,7 @@ def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.
                              LossReport.form_106_filed_at.is_(None)
                              | (LossReport.discovered_at >= scope.since))),
         holdings=tuple(_holdings(session, scope, bag_return_hours)),
+        plans=tuple(_plans(session, scope)),
         # The pharmacy side: its movements and differing counts over the window.
         **_vault(session, scope),
         plan_overrides=_plan_overrides(session, scope))

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from backend.administration.models import Discharge, DoseRecord, Observation, PreDose, Vitals
 from backend.plans.models import PlanVersion
+from backend.plans.service import justified_above_protocol
 from backend.products.models import DrugProduct
 from backend.visits.models import Visit
 from safeguards import facts as f
@@ -41,7 +42,8 @@ def _dose_facts(session: Session, dose: DoseRecord | None) -> dict:
             "plan_max_dose_ug": plan.max_dose_ug, "plan_infusion_minutes": plan.infusion_minutes,
             "active_ingredient": product.active_ingredient if product else None,
             "route": dose.route, "infusion_started_at": dose.infusion_started_at,
-            "infusion_ended_at": dose.infusion_ended_at}
+            "infusion_ended_at": dose.infusion_ended_at,
+            "plan_dose_justified": justified_above_protocol(session, plan, dose.weight_g)}
 
 
 def session_facts(session: Session, visit_id: uuid.UUID,

@@ -123,6 +123,17 @@ ABOVE_CEILING = _meta(
     "CLINICAL.md Drugs: 1.0 mg/kg, Krystal et al. 2019 (Neuron 101:774); Fava 2017")
 
 
+def _within_justified_plan(facts: SessionFacts) -> bool:
+    """Tell whether the dose is within a plan written above the protocol dose with a reason.
+
+    That plan was flagged when it was written (`prescriber.above_protocol`): its doses follow
+    from it, and one flag per dose would bury that one cause. A dose above the plan's own
+    maximum is still flagged, by `dosing.above_plan_max`.
+    """
+    return (facts.plan_dose_justified and facts.plan_max_dose_ug is not None
+            and facts.dose_ug is not None and facts.dose_ug <= facts.plan_max_dose_ug)
+
+
 @MONITORING.rule(ABOVE_CEILING)
 def above_ceiling(facts: SessionFacts, policy: Policy) -> Iterator[Finding]:
     """Flag racemic ketamine given IV above the absolute mg/kg ceiling."""
@@ -133,7 +144,7 @@ def above_ceiling(facts: SessionFacts, policy: Policy) -> Iterator[Finding]:
             facts.route or "").upper() != "IV":
         return
     ceiling = policy.value("max_mg_per_kg_racemic_iv")
-    if facts.ug_per_kg <= ceiling * 1000:
+    if facts.ug_per_kg <= ceiling * 1000 or _within_justified_plan(facts):
         return
     yield ABOVE_CEILING.finding(
         facts.subject,

@@ -20,7 +20,7 @@ from safeguards import (
     WitnessPair,
     run,
 )
-from safeguards.facts import SessionReadings, VaultMovement, Weighing, WorkEvent
+from safeguards.facts import PlanFact, SessionReadings, VaultMovement, Weighing, WorkEvent
 from safeguards.rules.monitoring import MONITORING
 from tests.safeguards.factories import (
     AS_OF,
@@ -60,6 +60,8 @@ RULE_IDS = [
     "evv.check_in_out_of_range", "evv.check_out_out_of_range", "evv.visit_too_short",
     "evv.impossible_travel", "device.clock_drift",
 ]
+# Prescribers follow the devices (issue 17 item 4).
+RULE_IDS += ["prescriber.above_protocol", "prescriber.peer_outlier"]
 # The pharmacy family comes last (safeguards.rules FAMILIES).
 RULE_IDS += ["pharmacy.adjustment_total", "pharmacy.adjustment_after_shortfall",
              "pharmacy.separation_of_duties", "pharmacy.receipt_mismatch",
@@ -70,6 +72,8 @@ RULE_IDS += ["hours.outside_service_hours", "hours.pattern_shift",
              "plausibility.mg_rise_flat_per_kg", "plausibility.flat_readings"]
 # The ledger belongs to the organisation: no one person is known behind a break.
 WITHOUT_PEOPLE = {"custody.ledger_break"}
+# A prescriber against the other prescribers is about the prescriber, over many patients.
+WITHOUT_PEOPLE |= {"prescriber.peer_outlier"}
 H = timedelta(hours=1)
 
 
@@ -178,10 +182,20 @@ def everything(**more) -> dict:
                                       "visit-1", "signature does not verify", AS_OF),),
         clocks=(clock(max_lead_seconds=900),))
     given.update(vault())
+    given.update(prescribers())
     given.update(hours_and_plausibility())
     for name, extra in more.items():
         given[name] = (*given[name], *extra)
     return given
+
+
+def prescribers() -> dict:
+    """Return three prescribers at the protocol dose and one at twice it, justified."""
+    return {"plans": tuple(
+        PlanFact(id=f"version-{who}-{n}", plan_id=f"plan-{who}-{n}", version=1,
+                 patient_id=f"patient-{who}-{n}", prescriber_id=f"prescriber-{who}",
+                 created_at=T0, dose_ug_per_kg=dose, justified=True)
+        for who, dose in (("a", 500), ("b", 500), ("c", 450), ("x", 1_000)) for n in range(5))}
 
 
 @pytest.fixture(scope="module")

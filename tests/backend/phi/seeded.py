@@ -56,7 +56,8 @@ def needle(field: str) -> str:
 
 # Every other field a needle goes into, by where it enters.
 FIELDS = [
-    "plan_change_reason", "visit_override_reason", "visit_cancel_reason",
+    "plan_change_reason", "plan_dose_justification", "visit_override_reason",
+    "visit_cancel_reason",
     "rest_check_in_reason", "rest_check_out_reason", "rest_decision_reason",
     "rest_bp_justification", "rest_adverse_events", "rest_quarantined_adverse_events",
     "rest_waste_details", "rest_quarantined_waste_details", "rest_session_adverse_events",
@@ -123,7 +124,9 @@ class Seeder:
                             json={"product_id": self.pharmacy.product_id, "route": "IV",
                                   "dose_ug_per_kg": 500, "max_dose_ug": 70_000,
                                   "infusion_minutes": 40, "starts_on": "2026-11-02",
-                                  "change_reason": needle("plan_change_reason")}), 200)
+                                  "change_reason": needle("plan_change_reason"),
+                                  "dose_justification": needle("plan_dose_justification")}),
+            200)
         visits = {name: _ok(self.pharmacy.schedule(start))["id"]
                   for name, start in (("v1", V1), ("v2", V2), ("v3", V3))}
         visits["v4"] = _ok(self.pharmacy.schedule(

@@ -38,6 +38,8 @@ KEYS = {"PHI_KEYS": f"k1:{base64.b64encode(secrets.token_bytes(32)).decode()}",
         "PHI_ACTIVE_KEY": "k1"}
 SCRIPTS = ScriptDirectory(str(schema.MIGRATIONS))
 BEFORE = SCRIPTS.get_revision("0009").down_revision
+# Fields whose column a later revision adds: they are dropped on the way down, not decrypted.
+ADDED_AFTER_0009 = {"plan_dose_justification"}
 
 
 def _app(tmp_path: Path, url: str) -> Flask:
@@ -90,7 +92,7 @@ def _migrate_round_trip(app: Flask, raw) -> None:
     tables = set(inspect(engine).get_table_names())
     clear = needles_in(raw(), seeder.slug)
     # Every field the seed wrote into holds clear text below 0009: the seed reached them all.
-    assert {needle(field) for field in FIELDS} <= set(clear)
+    assert {needle(field) for field in FIELDS if field not in ADDED_AFTER_0009} <= set(clear)
 
     schema.upgrade(engine, "head", phi)
     assert needles_in(raw(), seeder.slug) == []
