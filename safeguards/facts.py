@@ -338,6 +338,11 @@ class NurseActivity:
     recent_doses: int = 0
     recent_administered_ug: int = 0
     recent_wasted_ug: int = 0
+    # Her planned doses since recent_since, so doses that fall short of their plans show
+    # within days rather than after they outweigh her months of honest ones.
+    recent_planned_doses: int = 0
+    recent_planned_given_ug: int = 0
+    recent_planned_ug: int = 0
 
     @property
     def wasted_ug_per_visit(self) -> Fraction | None:
@@ -368,6 +373,12 @@ class NurseActivity:
     def plan_ratio(self) -> Fraction | None:
         """Return what her planned doses gave over what their plans meant to give."""
         return Fraction(self.planned_given_ug, self.planned_ug) if self.planned_ug else None
+
+    @property
+    def recent_plan_ratio(self) -> Fraction | None:
+        """Return what her planned doses since recent_since gave over what was planned."""
+        return (Fraction(self.recent_planned_given_ug, self.recent_planned_ug)
+                if self.recent_planned_ug else None)
 
     @property
     def earlier_doses(self) -> int:

@@ -324,6 +324,11 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "weeks' doses is scored on, as a few patients more or less move it this much; "
               "MAD implodes when peers nearly tie (Rousseeuw & Croux 1993)",
               minimum=Decimal("0.01"), maximum=Decimal("1.0"), practice=True),
+    Threshold("plan_ratio_min_recent_doses", 5, "doses",
+              "Vigil practice default (no published rule): fewest planned doses in the recent "
+              "period (waste_share_recent_days) before her recent doses against their plans "
+              "are compared with her peers' recent ones",
+              minimum=2, maximum=200, practice=True),
     Threshold("plan_ratio_spread_floor", Decimal("0.05"), "share of the peer median",
               "Vigil practice default (no published rule): smallest spread a ratio of doses to "
               "their plans is scored on; honest doses follow their plan to within syringe "

@@ -314,8 +314,9 @@ def _days_worked(session: Session, scope: Scope, zone: ZoneInfo) -> dict[str, in
     return {nurse: len(dates) for nurse, dates in days.items()}
 
 
-def _planned_sums(session: Session, scope: Scope) -> Any:
-    """Return per nurse her doses whose plan set a dose, what they gave and what was planned.
+def _planned_sums(session: Session, scope: Scope, recent_since: datetime | None) -> Any:
+    """Return per nurse her doses whose plan set a dose, what they gave and what was planned,
+    over the window and, with `recent_since`, over its last days too.
 
     The planned dose is the loaders' own (_dose): the phase's dose, else the version's, in µg
     or µg/kg times the weight recorded with the dose, worked out and summed in the database.
@@ -324,10 +325,16 @@ def _planned_sums(session: Session, scope: Scope) -> Any:
     weight = func.nullif(DoseRecord.weight_g, 0)
     planned = func.coalesce(phase.dose_ug, phase.dose_ug_per_kg * weight // 1000,
                             PlanVersion.dose_ug, PlanVersion.dose_ug_per_kg * weight // 1000)
+    sums = [func.count(planned),
+            func.sum(case((planned.is_not(None), DoseRecord.quantity_ug), else_=0)),
+            func.sum(planned)]
+    if recent_since:
+        recent = and_(planned.is_not(None), DoseRecord.infusion_started_at >= recent_since)
+        sums += [func.count(case((recent, 1))),
+                 func.sum(case((recent, DoseRecord.quantity_ug), else_=0)),
+                 func.sum(case((recent, planned), else_=0))]
     return session.execute(
-        select(DoseRecord.nurse_id, func.count(planned),
-               func.sum(case((planned.is_not(None), DoseRecord.quantity_ug), else_=0)),
-               func.sum(planned))
+        select(DoseRecord.nurse_id, *sums)
         .outerjoin(Visit, Visit.id == DoseRecord.visit_id)
         .outerjoin(PlanVersion, PlanVersion.id == DoseRecord.plan_version_id)
         .outerjoin(phase, and_(phase.version_id == Visit.plan_version_id,
@@ -382,12 +389,17 @@ def _activity(session: Session, scope: Scope, zone: ZoneInfo, roles: dict[str, s
                    CustodyEntry.kind == Kind.WASTE, CustodyEntry.occurred_at >= scope.since)
             .group_by(CustodyEntry.actor_id)):
         totals[str(nurse)].update(wastes=wastes, wasted_ug=int(wasted))
-    for nurse, planned_doses, given, planned in _planned_sums(session, scope):
+    recent_since = scope.as_of - timedelta(days=recent_days) if recent_days else None
+    for nurse, planned_doses, given, planned, *recent in _planned_sums(session, scope,
+                                                                        recent_since):
         if planned_doses:
             totals[str(nurse)].update(planned_doses=planned_doses, planned_given_ug=int(given),
                                       planned_ug=int(planned))
-    if recent_days:
-        recent_since = scope.as_of - timedelta(days=recent_days)
+        if recent and recent[0]:
+            totals[str(nurse)].update(recent_planned_doses=recent[0],
+                                      recent_planned_given_ug=int(recent[1]),
+                                      recent_planned_ug=int(recent[2]))
+    if recent_since:
         for figures in totals.values():
             figures["recent_since"] = recent_since
         for nurse, doses, given, wasted in _recent_sums(session, scope, recent_since):

@@ -252,38 +252,66 @@ PLAN_RATIO_OUTLIER = RuleMeta(
     rationale="Nurses give the doses their patients' plans set; one whose doses come to much "
               "less (or more) of their plans than her colleagues' is recording something "
               "else. Each dose is set against its own plan, so one prescriber's high plans "
-              "never make the nurses who give them look like outliers.",
+              "never make the nurses who give them look like outliers; her recent doses are "
+              "judged on their own too, so a change shows within days.",
     source="CLINICAL.md Diversion: per-shift usage against peers in the same role, unusually "
            "low counts too (Omnicell; Bluesight IRIS); the sum of her doses over the sum of "
-           f"their plans' planned doses (a dose-weighted mean ratio); {METHOD}",
+           "their plans' planned doses (a dose-weighted mean ratio), over the scan window and "
+           f"over its last waste_share_recent_days, each against her peers' same figure; {METHOD}",
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
+
+
+def _plan_outliers(facts: Facts, policy: Policy) -> Iterator[tuple[Outlier, bool]]:
+    """Yield each nurse's most extreme plan-ratio outlier, over the window or its last days,
+    with whether it is the recent one."""
+    limit = policy.value("administered_z")
+    least = policy.value("peer_min_doses")
+    recent_least = policy.value("plan_ratio_min_recent_doses")
+    best: dict[str, tuple[Outlier, bool]] = {}
+    windows = ((False, lambda n: n.plan_ratio, lambda n: n.planned_doses >= least),
+               (True, lambda n: n.recent_plan_ratio,
+                lambda n: n.recent_since is not None and n.recent_planned_doses >= recent_least))
+    for recent, figure, enough in windows:
+        for found in _outliers(facts, policy, figure, enough, "plan_ratio_spread_floor"):
+            kept = best.get(found.nurse.nurse_id)
+            if abs(found.z) >= limit and (kept is None or abs(found.z) > abs(kept[0].z)):
+                best[found.nurse.nurse_id] = (found, recent)
+    yield from best.values()
 
 
 @PEERS.rule(PLAN_RATIO_OUTLIER)
 def plan_ratio_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
-    """Flag a nurse whose doses, as a ratio of their plans', are an outlier in her role."""
+    """Flag a nurse whose doses, as a ratio of their plans', are an outlier in her role,
+    over the scan window or over its last days."""
     limit = policy.value("administered_z")
-    least = policy.value("peer_min_doses")
-    for found in _outliers(facts, policy, lambda n: n.plan_ratio,
-                           lambda n: n.planned_doses >= least, "plan_ratio_spread_floor"):
-        if abs(found.z) < limit:
-            continue
+    for found, recent in _plan_outliers(facts, policy):
         nurse = found.nurse
         direction = "above" if found.z > 0 else "below"
         check = ("whether her patients received what she recorded, and where the rest of "
                  "each vial went" if direction == "below" else
                  "who asked for more than the plans set, and the patients' responses")
+        if recent:
+            assert nurse.recent_since is not None
+            since = nurse.recent_since.date().isoformat()
+            doses = f"over her {nurse.recent_planned_doses} doses since {since}"
+            figures = {"recent_since": since, "planned_doses": nurse.recent_planned_doses,
+                       "planned_given_ug": nurse.recent_planned_given_ug,
+                       "planned_ug": nurse.recent_planned_ug}
+        else:
+            doses = f"over {nurse.planned_doses} doses"
+            figures = {"planned_doses": nurse.planned_doses,
+                       "planned_given_ug": nurse.planned_given_ug,
+                       "planned_ug": nurse.planned_ug}
         yield PLAN_RATIO_OUTLIER.finding(
             Subject(SubjectKind.NURSE, nurse.nurse_id),
             f"The nurse's doses came to {_percent(found.value)} of what their own plans set, "
-            f"over {nurse.planned_doses} doses, {direction} the median of "
-            f"{_percent(found.peer_median)} among {_against(found)} "
-            f"({_score(found, f'±{limit}')}). Each dose is set against its own plan, so the "
-            f"prescribers' doses do not enter. Check her doses against their plans: {check}.",
+            f"{doses}, {direction} the median of {_percent(found.peer_median)} among "
+            f"{_against(found)} ({_score(found, f'±{limit}')}). Each dose is set against its "
+            f"own plan, so the prescribers' doses do not enter. Check her doses against their "
+            f"plans: {check}.",
             {**_evidence(found, "plan_ratio", "administered_z", "plan_ratio_spread_floor",
                          policy, places=4),
-             "direction": direction, "planned_doses": nurse.planned_doses,
-             "planned_given_ug": nurse.planned_given_ug, "planned_ug": nurse.planned_ug})
+             "direction": direction, "window": "recent" if recent else "scan", **figures})
 
 
 LOW_ACTIVITY = RuleMeta(

@@ -183,10 +183,60 @@ def test_plan_ratio_summary_and_evidence():
     assert finding.evidence["robust_z"] == Decimal("-3.50")
     assert finding.evidence["spread_basis"] == "mad"
     assert finding.evidence["planned_doses"] == 20
+    assert finding.evidence["window"] == "scan"
     assert finding.summary.startswith(
         "The nurse's doses came to 65.0% of what their own plans set, over 20 doses, below "
         "the median of 100.0% among the 21 nurses in her role (nurse)")
     assert "Check her doses against their plans" in finding.summary
+
+
+def planning_lately(nurse_id: str, per_mille: Fraction, recent: int = 20,
+                    role: str = "nurse") -> NurseActivity:
+    """A nurse who gave her plans' doses for 80 doses, then per_mille / 1000 of them lately."""
+    earlier = planning(nurse_id, Fraction(1000), doses=80, role=role)
+    given = whole(per_mille * recent)
+    return replace(earlier, doses=80 + recent, planned_doses=80 + recent,
+                   planned_given_ug=earlier.planned_given_ug + given,
+                   planned_ug=earlier.planned_ug + 1000 * recent, recent_since=RECENT_SINCE,
+                   recent_planned_doses=recent, recent_planned_given_ug=given,
+                   recent_planned_ug=1000 * recent)
+
+
+RECENT_PLAN_CASES = [
+    # administered_z 3.5 on the recent ratio, peers' recent ratios around 1 (scale 0.1); her
+    # whole window stays within 15% of the median, so only the recent doses can tell.
+    ("recent z exactly -3.5", Fraction(650), {}, True),
+    ("recent z just over -3.5", Fraction(13_001, 20), {}, False),
+    ("recent z exactly 3.5", Fraction(1350), {}, True),
+    # plan_ratio_min_recent_doses 5
+    ("4 recent doses", Fraction(300), {"recent": 4}, False),
+    ("5 recent doses", Fraction(300), {"recent": 5}, True),
+]
+
+
+@pytest.mark.parametrize(("target", "fields", "expected"), [c[1:] for c in RECENT_PLAN_CASES],
+                         ids=[c[0] for c in RECENT_PLAN_CASES])
+def test_recent_doses_against_their_plans(target, fields, expected):
+    values = PEER_VALUES if target > 1000 else LOW_PEER_VALUES
+    activity = team(planning_lately, target, values=values, **fields)
+    assert ("nurse-x" in flagged("dosing.plan_ratio_outlier", activity)) is expected
+
+
+def test_a_week_of_short_doses_shows_in_the_recent_window():
+    # Twenty nurses who give their plans to within a dose's rounding; one who, for the last
+    # 4 of her 7 recent doses, gave 65%: 98.6% over the window, 80% over the last days.
+    peers = [planning_lately(f"peer-{n}", Fraction(1000 + 5 * (n % 3) - 5), recent=7)
+             for n in range(20)]
+    nurse = replace(planning_lately("nurse-x", Fraction(1000), recent=7),
+                    planned_given_ug=80_000 + 5_600, recent_planned_given_ug=5_600)
+    finding = one("dosing.plan_ratio_outlier", (*peers, nurse))
+    assert finding.subject.id == "nurse-x"
+    assert finding.evidence["window"] == "recent"
+    assert finding.evidence["plan_ratio"] == Decimal("0.8000")
+    assert finding.evidence["spread_basis"] == "floor"
+    assert finding.summary.startswith(
+        "The nurse's doses came to 80.0% of what their own plans set, over her 7 doses since "
+        "2026-11-17, below the median of 100.0%")
 
 
 def test_waste_share_summary_and_evidence():

@@ -43,6 +43,8 @@ def test_a_dose_is_summed_against_its_own_plan_and_her_recent_waste_apart(world:
     assert (activity.recent_doses, activity.recent_administered_ug,
             activity.recent_wasted_ug) == (1, 28_000, 12_000)
     assert activity.waste_share == Fraction(12_000, 40_000)
+    assert (activity.recent_planned_doses, activity.recent_planned_given_ug,
+            activity.recent_planned_ug) == (1, 28_000, 35_000)
     assert activity.earlier_doses == 0
 
 
@@ -55,3 +57,5 @@ def test_three_weeks_later_the_dose_is_her_earlier_history(world: World):
     assert activity.earlier_doses == 1
     assert activity.earlier_wasted_per_given == Fraction(15_000, 35_000)
     assert activity.plan_ratio == 1
+    assert activity.recent_planned_doses == 0
+    assert activity.recent_plan_ratio is None
