@@ -16,6 +16,7 @@ from backend.plans.models import PlanVersion, TreatmentPlan
 from backend.scan import loaders
 from backend.scan import service as scan
 from tests.backend.administration.test_sessions import PRE, Session
+from tests.backend.console.conftest import signed_in
 from tests.factories import Clinic, Pharmacy, World
 
 ABOVE = "prescriber.above_protocol"
@@ -254,3 +255,11 @@ def test_the_scan_counts_the_frequency_overrides_booked_under_each_plan(world: W
     [plan] = population.plans
     assert (plan.prescriber_id, plan.overrides, plan.dose_ug_per_kg, plan.justified) == (
         str(clinic.prescriber.id), 1, 500, False)
+
+
+def test_the_console_s_plan_history_shows_the_justification(world: World, clinic: Clinic):
+    assert _write(clinic, **TWICE, dose_justification=WHY).status_code == 201
+    desk = signed_in(world, clinic.org, clinic.users[Role.COMPLIANCE])
+    page = desk.get(f"/console/patients/{clinic.patient_id}").get_data(as_text=True)
+    history = page[page.index("Plan history"):page.index("</table>", page.index("Plan history"))]
+    assert "Why above the protocol dose" in history and WHY in history
