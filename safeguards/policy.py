@@ -514,9 +514,10 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "over 40 min, 1.0 mg/kg gave no added benefit, a plan above 0.5 mg/kg needs a "
               "stated reason (practice); Krystal et al. 2019; Fava et al. 2020",
               minimum=Decimal("0.1"), maximum=Decimal("1.0"), practice=True),
-    Threshold("prescriber_min_plans", 5, "plan versions",
-              "Vigil practice default (no published rule): fewest plan versions a prescriber "
-              "wrote before his doses and overrides are compared with other prescribers'",
+    Threshold("prescriber_min_plans", 5, "plans",
+              "Vigil practice default (no published rule): fewest patients' plans a prescriber "
+              "wrote (each revision of one plan counts once) before the doses and overrides "
+              "of those plans are compared with other prescribers'",
               minimum=2, maximum=1000, practice=True),
     Threshold("prescriber_min_peers", 3, "prescribers",
               "Vigil practice default (no published rule): fewest other prescribers with enough "

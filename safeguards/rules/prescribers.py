@@ -144,6 +144,7 @@ class Standing:
 
     prescriber_id: str
     plans: int
+    versions: int
     value: Fraction
     peer_median: Fraction
     scale: Fraction
@@ -156,8 +157,9 @@ def _by_prescriber(facts: Facts, least: int) -> dict[str, list[PlanFact]]:
     plans: dict[str, list[PlanFact]] = defaultdict(list)
     for plan in facts.plans:
         plans[plan.prescriber_id].append(plan)
+    # Plans, not versions: one patient's plan revised again and again is still one patient.
     return {prescriber: mine for prescriber, mine in sorted(plans.items())
-            if len(mine) >= max(least, 1)}
+            if len({plan.plan_id for plan in mine}) >= max(least, 1)}
 
 
 def _standings(facts: Facts, policy: Policy, figure: Figure) -> Iterator[Standing]:
@@ -175,8 +177,9 @@ def _standings(facts: Facts, policy: Policy, figure: Figure) -> Iterator[Standin
                            key=lambda candidate: candidate[0])
         if not scale or value - spread.centre < figure.min_difference(spread.centre, policy):
             continue
-        yield Standing(prescriber, len(plans[prescriber]), value, spread.centre, scale, basis,
-                       (value - spread.centre) / scale, len(others))
+        mine = plans[prescriber]
+        yield Standing(prescriber, len({plan.plan_id for plan in mine}), len(mine), value,
+                       spread.centre, scale, basis, (value - spread.centre) / scale, len(others))
 
 
 @PRESCRIBERS.rule(PEER_OUTLIER)
@@ -189,7 +192,7 @@ def peer_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
                 continue
             yield PEER_OUTLIER.finding(
                 Subject(SubjectKind.PRESCRIBER, found.prescriber_id),
-                f"The prescriber's {found.plans} plan versions average "
+                f"The prescriber's {found.versions} plan versions ({found.plans} plans) average "
                 f"{rounded(found.value, 3)} {figure.unit}, against a median of "
                 f"{rounded(found.peer_median, 3)} for the {found.peers} other prescribers "
                 f"(modified z {rounded(found.z, 1)}, limit {limit}). {figure.check_next}, "
@@ -198,5 +201,5 @@ def peer_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
                          value=rounded(found.value, 3), peer_median=rounded(found.peer_median, 3),
                          scale=rounded(found.scale, 3), scale_basis=found.basis,
                          robust_z=rounded(found.z, 2), z_threshold=limit, peers=found.peers,
-                         plan_versions=found.plans),
+                         plans=found.plans, plan_versions=found.versions),
                 key=(figure.name,))

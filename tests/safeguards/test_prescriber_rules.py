@@ -163,6 +163,15 @@ def test_a_prescriber_is_compared_only_with_enough_plans_and_peers(plans, peers,
     assert bool(_peers(prescribers({**doses, "x": 1_000}, plans=plans))) is flagged
 
 
+def test_one_plan_revised_many_times_is_one_plan_not_many():
+    revised = tuple(plan(900, "x", id=f"version-900-{n}", version=n, dose_ug_per_kg=1_000)
+                    for n in range(1, 6))
+    assert _peers(prescribers(HONEST) + revised) == []
+    others = tuple(plan(950 + n, "x", dose_ug_per_kg=1_000) for n in range(4))
+    [finding] = _peers(prescribers(HONEST) + revised + others)
+    assert (finding.evidence["plans"], finding.evidence["plan_versions"]) == (5, 9)
+
+
 def test_a_low_prescriber_is_not_flagged():
     assert _peers(prescribers({**HONEST, "x": 200})) == []
 
