@@ -20,7 +20,7 @@ RULE_ERROR = RuleMeta(
 
 
 def run(registry: Registry, facts: Any, policy: Policy) -> list[Finding]:
-    """Run every enabled and shadow rule over `facts`; return their findings, de-duplicated."""
+    """Run every enabled and shadow rule over `facts`; return their findings, one per occurrence."""
     findings: list[Finding] = []
     for rule in registry:
         mode = registry.mode(rule.meta.id)
@@ -57,9 +57,12 @@ def _failure(meta: RuleMeta, exc: Exception) -> Finding:
 
 
 def _deduplicate(findings: list[Finding]) -> list[Finding]:
-    kept: dict[str, Finding] = {}
+    # One finding per occurrence of a case: a case's distinct events all reach its flag, which
+    # counts them; the same event found twice in a run is kept once, at its most severe.
+    kept: dict[tuple[str, str], Finding] = {}
     for finding in findings:
-        held = kept.get(finding.dedup_key)
+        identity = (finding.dedup_key, finding.occurrence_key)
+        held = kept.get(identity)
         if held is None or finding.severity > held.severity:
-            kept[finding.dedup_key] = finding
+            kept[identity] = finding
     return list(kept.values())

@@ -211,6 +211,27 @@ class BagHolding:
     product_id: str
     quantity_ug: int
     due_back_at: datetime
+    # The kit it went out in (issue 17 item 8): judged per dispense, whatever else she has open.
+    dispense_id: str | None = None
+    seal_id: str | None = None
+    visit_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyRefusal:
+    """A custody write refused at the door: a wrong seal, too little stock, no witness."""
+
+    id: str
+    nurse_id: str
+    at: datetime
+    kind: str
+    code: str
+    actor_id: str
+    device_id: str | None = None
+    holder: str | None = None
+    lot: str | None = None
+    visit_id: str | None = None
+    quantity_ug: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +561,7 @@ class Facts:
     activity: tuple[NurseActivity, ...] = ()
     witness_pairs: tuple[WitnessPair, ...] = ()
     clocks: tuple[DeviceClock, ...] = ()
+    refusals: tuple[CustodyRefusal, ...] = ()
     work_events: tuple[WorkEvent, ...] = ()
     weighings: tuple[Weighing, ...] = ()
     readings: tuple[SessionReadings, ...] = ()

@@ -100,6 +100,10 @@ class Finding:
     evidence: Mapping[str, EvidenceValue] = field(hash=False)
     dedup_key: str
     shadow: bool = False
+    # The event this finding saw (a dose, a check-in, a refusal), when its case gathers many:
+    # the dedup key names the case (rule and root cause), this names one occurrence of it, so a
+    # case counts distinct events and a re-check of the same event counts nothing.
+    occurrence: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "severity", Severity(self.severity))
@@ -112,3 +116,26 @@ class Finding:
                                 "use str, int or Decimal")
         # A private copy behind a read-only view: nobody can change what was found afterwards.
         object.__setattr__(self, "evidence", MappingProxyType(dict(self.evidence)))
+
+    @property
+    def occurrence_key(self) -> str:
+        """Return what identifies the event seen: its occurrence, else the case itself."""
+        return self.occurrence or self.dedup_key
+
+
+# How many distinct occurrences of one case raise its severity one step, then two: the same
+# out-of-range home, the same refusal, the same shortfall, again and again, is itself a signal.
+ESCALATION_STEPS = ("escalation_occurrences_first", "escalation_occurrences_second")
+
+
+def escalated(severity: Severity, occurrences: int, steps: tuple[int, ...],
+              ceiling: Severity = Severity.HIGH) -> Severity:
+    """Return `severity` raised one step per threshold in `steps` that `occurrences` reached.
+
+    Repetition alone never makes a case critical (`ceiling`): critical stays what a rule
+    itself judges critical; a case already above the ceiling keeps its own severity.
+    """
+    reached = sum(1 for step in steps if step and occurrences >= step)
+    if not reached or severity >= ceiling:
+        return severity
+    return list(Severity)[min(severity.rank + reached, ceiling.rank)]

@@ -354,6 +354,27 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "interval a dose may start, as visits are booked the minimum apart and doses "
               "start a little off their booked time; CLINICAL.md Frequency: 48 h minimum",
               minimum=0, maximum=720, practice=True),
+    # Escalation and refusals (issue 17 items 5 and 8): a case counts distinct occurrences.
+    Threshold("escalation_occurrences_first", 3, "occurrences",
+              "Vigil practice default (no published rule): distinct occurrences of one case "
+              "(the same home out of range, the same nurse's refusals) that raise its severity "
+              "one step; CLINICAL.md EVV: out of range with a reason is reviewed; Diversion: "
+              "repeated events weigh more than one (BD/CareFusion waste score)",
+              minimum=2, maximum=1000, practice=True),
+    Threshold("escalation_occurrences_second", 6, "occurrences",
+              "Vigil practice default (no published rule): distinct occurrences of one case "
+              "that raise its severity a second step (never to critical by repetition alone)",
+              minimum=2, maximum=1000, practice=True),
+    Threshold("refusals_window_days", 7, "days",
+              "Vigil practice default (no published rule): how far back a nurse's refused "
+              "custody writes (wrong seal, too little stock, no witness) are counted; "
+              "CLINICAL.md Diversion: per-person activity over a period (Epstein 2007)",
+              minimum=1, maximum=90, practice=True),
+    Threshold("refusals_min_count", 3, "refusals",
+              "Vigil practice default (no published rule): refused custody writes by one "
+              "nurse within the window that make a pattern rather than a slip; CLINICAL.md "
+              "Diversion: waste score and atypical activity (BD/CareFusion; Epstein 2007)",
+              minimum=2, maximum=100, practice=True),
     Threshold("sync_offline_window_days", 30, "days",
               "Vigil practice default (no published rule): the longest a phone may stay "
               "offline and still sync incrementally; deletions are kept this long (DESIGN.md "

@@ -65,11 +65,17 @@ class RuleMeta:
         object.__setattr__(self, "cadence", Cadence(self.cadence))
 
     def finding(self, subject: Subject, summary: str, evidence: Mapping[str, EvidenceValue],
-                key: tuple[KeyPart, ...] = (), severity: Severity | None = None) -> Finding:
-        """Return this rule's finding about `subject`, identified for de-duplication by `key`."""
+                key: tuple[KeyPart, ...] = (), severity: Severity | None = None,
+                occurrence: KeyPart | None = None) -> Finding:
+        """Return this rule's finding about `subject`, identified for de-duplication by `key`.
+
+        `key` names the case (the root cause beyond the subject); `occurrence`, when a case
+        gathers many events, names the one event seen (a dose id, a check-in id).
+        """
         return Finding(rule_id=self.id, rule_version=self.version,
                        severity=severity or self.severity, subject=subject, summary=summary,
-                       evidence=evidence, dedup_key=dedup_key(self.id, subject, key))
+                       evidence=evidence, dedup_key=dedup_key(self.id, subject, key),
+                       occurrence=None if occurrence is None else str(occurrence))
 
 
 @dataclass(frozen=True)

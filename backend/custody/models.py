@@ -177,3 +177,30 @@ class InventoryRecord(Base):
     # JSON, so a later reading shows what was signed, not what the ledger says today.
     lines: Mapped[list] = mapped_column(JSON)
     content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class CustodyRefusal(Base):
+    """A custody write refused at the door (wrong seal, too little stock, no witness).
+
+    The write itself rolls back; this fact of it is kept after the rollback so the rules can
+    see a nurse whose returns keep failing. No PHI: holders, lots and visits by id only.
+    """
+
+    __tablename__ = "custody_refusal"
+    __table_args__ = (Index("ix_custody_refusal_org_nurse_at", "organisation_id", "nurse_id",
+                            "at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    at: Mapped[datetime]
+    actor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
+    device_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("device.id"))
+    # The nurse whose bag or write it was: the poster, or the bag's nurse at a pharmacist's desk.
+    nurse_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("app_user.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    code: Mapped[str] = mapped_column(String(40))
+    holder: Mapped[str | None] = mapped_column(String(60))
+    product_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("drug_product.id"))
+    lot: Mapped[str | None] = mapped_column(String(40))
+    visit_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("visit.id"))
+    quantity_ug: Mapped[int | None]

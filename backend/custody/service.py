@@ -23,6 +23,7 @@ from backend.custody.forms import LOSS_TYPES, UNDETERMINED
 from backend.custody.ledger import (
     VAULT,
     Attestation,
+    InsufficientStock,
     Movement,
     append,
     bag,
@@ -34,6 +35,7 @@ from backend.custody.models import (
     CustodyCheckpoint,
     CustodyEntry,
     CustodyHead,
+    CustodyRefusal,
     Kind,
     LossReport,
 )
@@ -45,6 +47,7 @@ from backend.products import service as products
 from backend.runtime import Runtime
 from backend.tenancy import hers, of_organisation, owned
 from backend.visits.models import Visit
+from safeguards import facts as f
 
 PHARMACY = (Role.PHARMACIST,)
 # Who may post each kind, and whether it must come signed from the poster's phone.
@@ -74,6 +77,10 @@ class SealMismatch(VigilError):
 
     status = 409
     code = "seal_mismatch"
+
+
+# The refusals the rules see: a write stopped for its seal, its stock or its witnesses.
+REFUSALS = (SealMismatch, InsufficientStock, WitnessRequired)
 
 
 @dataclass(frozen=True)
@@ -303,19 +310,16 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
                         occurred_at=request.occurred_at, details=request.details,
                         visit_id=request.visit_id, corrects_id=request.corrects_id)
     attestation = _attest(session, caller, movement, request, signed)
-    if needed := WITNESSES.get(request.kind):
-        attestation = replace(attestation, confirmations=_confirm(
-            session, rt, caller, movement, request.witnesses, needed))
-    # Under the chain head's lock, a retry racing the first post of this id finds it stored.
-    lock_head(session, caller.organisation_id)
-    if (stored := existing(session, caller.organisation_id, movement)) is not None:
+    try:
+        entry, stored = _checked_append(session, rt, caller, request, movement, attestation,
+                                        now)
+    except REFUSALS as refused:
+        # Refused and rolled back, yet a fact the rules must see: kept after the rollback.
+        _keep_refusal(session, caller, movement, refused.code, now)
+        raise
+    if stored:
         # A retry: its loss report and audit event were written the first time.
-        return stored
-    if request.kind == Kind.RETURN:
-        # Under the lock, and after a retry is recognised: two returns racing for one kit
-        # cannot both take what it holds, and a retry is not refused by its own first post.
-        _check_seal(session, caller, movement)
-    entry = append(session, caller.organisation_id, movement, attestation, now, keys=rt.keys)
+        return entry
     if request.kind == Kind.LOSS:
         _open_loss_report(session, rt, caller, entry)
     # The DEA records name the factor a destruction, adjustment or loss was recorded with.
@@ -332,6 +336,78 @@ def record(session: Session, rt: Runtime, caller: Caller, request: EntryRequest)
         changes.patient(session, caller.organisation_id,
                         session.get(Visit, request.visit_id).patient_id)
     return entry
+
+
+def _checked_append(session: Session, rt: Runtime, caller: Caller, request: EntryRequest,
+                    movement: Movement, attestation: Attestation,
+                    now: datetime) -> tuple[CustodyEntry, bool]:
+    """Confirm the witnesses, the seal and the stock, and append; tell whether it was stored."""
+    if needed := WITNESSES.get(request.kind):
+        attestation = replace(attestation, confirmations=_confirm(
+            session, rt, caller, movement, request.witnesses, needed))
+    # Under the chain head's lock, a retry racing the first post of this id finds it stored.
+    lock_head(session, caller.organisation_id)
+    if (stored := existing(session, caller.organisation_id, movement)) is not None:
+        return stored, True
+    if request.kind == Kind.RETURN:
+        # Under the lock, and after a retry is recognised: two returns racing for one kit
+        # cannot both take what it holds, and a retry is not refused by its own first post.
+        _check_seal(session, caller, movement)
+    return append(session, caller.organisation_id, movement, attestation, now,
+                  keys=rt.keys), False
+
+
+def _refused_nurse(caller: Caller, movement: Movement) -> uuid.UUID | None:
+    """Return the nurse a refused write concerns: the bag's, else the poster if a nurse."""
+    for holder in (movement.from_holder, movement.to_holder):
+        if holder.startswith("bag:"):
+            return uuid.UUID(holder.removeprefix("bag:"))
+    return caller.user_id if caller.role == Role.NURSE else None
+
+
+def _keep_refusal(session: Session, caller: Caller, movement: Movement, code: str,
+                  now: datetime) -> None:
+    """Have the unit keep the refusal as a fact, after its rollback, and judge her again."""
+    nurse_id = _refused_nurse(caller, movement)
+    fields = {"organisation_id": caller.organisation_id, "at": now, "actor_id": caller.user_id,
+              "device_id": caller.device_id, "nurse_id": nurse_id, "kind": str(movement.kind),
+              "code": code, "holder": movement.from_holder, "product_id": movement.product_id,
+              "lot": movement.lot, "quantity_ug": movement.quantity_ug}
+
+    def write(kept: Session) -> None:
+        # A visit named by a refused write may be anything the caller sent: kept only if real.
+        visit = of_organisation(kept, Visit, movement.visit_id, caller.organisation_id)
+        kept.add(CustodyRefusal(**fields, visit_id=visit.id if visit else None))
+        kept.flush()
+        if nurse_id is None:
+            return
+        # Her refusals are judged as they come, over the policy's window and nothing else:
+        # a refusal must not re-judge (and touch) the rest of her record.
+        days = int(policy_for(kept, caller.organisation_id).value("refusals_window_days"))
+        changes.facts(kept, caller.organisation_id, refusals=tuple(refusal_facts(
+            kept, caller.organisation_id, now - timedelta(days=days), now, nurse_id)))
+
+    changes.keep(session, write)
+
+
+def refusal_facts(session: Session, organisation_id: uuid.UUID, since: datetime,
+                  until: datetime, nurse_id: uuid.UUID | None = None) -> list[f.CustodyRefusal]:
+    """Return the refused custody writes from `since` to `until` (of one nurse) as the rules
+    see them: those that concern a nurse."""
+    query = select(CustodyRefusal).where(
+        CustodyRefusal.organisation_id == organisation_id, CustodyRefusal.nurse_id.is_not(None),
+        CustodyRefusal.at >= since, CustodyRefusal.at <= until)
+    if nurse_id is not None:
+        query = query.where(CustodyRefusal.nurse_id == nurse_id)
+    return [f.CustodyRefusal(id=str(row.id), nurse_id=str(row.nurse_id), at=row.at,
+                             kind=row.kind, code=row.code, actor_id=str(row.actor_id),
+                             device_id=_text(row.device_id), holder=row.holder, lot=row.lot,
+                             visit_id=_text(row.visit_id), quantity_ug=row.quantity_ug)
+            for row in session.scalars(query.order_by(CustodyRefusal.at))]
+
+
+def _text(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def _open_loss_report(session: Session, rt: Runtime, caller: Caller,

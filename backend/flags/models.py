@@ -75,12 +75,19 @@ class Flag(Base):
     resolution: Mapped[str | None] = mapped_column(String(30))
     resolved_at: Mapped[datetime | None]
     resolved_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("app_user.id"))
+    # Distinct events of the case (doses, check-ins, refusals): a re-check of one counts nothing.
     occurrences: Mapped[int]
+    # The occurrence whose evidence the flag shows: the latest event of the case.
+    occurrence_key: Mapped[str | None] = mapped_column(String(64))
     first_seen_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
     events: Mapped[list[FlagEvent]] = relationship(order_by="FlagEvent.seq")
+    # Only the flag's page reads these; the queue reads the count.
+    occurrence_rows: Mapped[list[FlagOccurrence]] = relationship(
+        order_by="FlagOccurrence.first_seen_at", lazy="select",
+        viewonly=True)
 
     summary = Sealed()
     evidence = Sealed(as_json=True)
@@ -109,6 +116,21 @@ class FlagEvent(Base):
 
     note = Sealed()
     detail = Sealed(as_json=True)
+
+
+class FlagOccurrence(Base):
+    """One distinct event of a flag's case, counted once however often it is found again."""
+
+    __tablename__ = "flag_occurrence"
+    __table_args__ = (UniqueConstraint("flag_id", "occurrence_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    flag_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flag.id"))
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
+    # The event's own id as the rule names it (a dose, a check-in), or its digest when longer.
+    occurrence_key: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(10))
+    first_seen_at: Mapped[datetime]
 
 
 FLAG_PHI = EncryptedColumns(Flag, ("summary", "evidence"))

@@ -55,7 +55,12 @@ class FlagSchema(Schema):
     resolved_at = fields.AwareDateTime(allow_none=True)
     resolved_by_id = fields.UUID(allow_none=True)
     shadow = fields.Boolean()
-    occurrences = fields.Integer(metadata={"description": "How many times it was raised."})
+    occurrences = fields.Integer(metadata={
+        "description": "How many distinct events (doses, check-ins, refusals) the case "
+                       "gathered; the same event found again (every night's re-check) counts "
+                       "once."})
+    occurrence_key = fields.String(allow_none=True, metadata={
+        "description": "The event whose evidence the flag shows: the case's latest."})
     first_seen_at = fields.AwareDateTime()
     last_seen_at = fields.AwareDateTime()
     updated_at = fields.AwareDateTime()
@@ -75,14 +80,28 @@ class FlagEventSchema(Schema):
     note = fields.String(allow_none=True)
     detail = fields.Dict(metadata={
         "description": "raised: the finding; re_raised: the `previous` finding it replaced "
-                       "and the new `finding`; assigned: `from` and `to` reviewers; "
-                       "resolved: the resolution; reopened: the verdict it set aside."})
+                       "and the new `finding`, with the case's `occurrence` count, the "
+                       "`occurrence_key` and whether it was a `new_occurrence`; assigned: "
+                       "`from` and `to` reviewers; resolved: the resolution; reopened: the "
+                       "verdict it set aside."})
+
+
+class FlagOccurrenceSchema(Schema):
+    """One distinct event of a flag's case."""
+
+    occurrence_key = fields.String(metadata={
+        "description": "The event's id as the rule names it (a dose, a check-in), or its "
+                       "SHA-256 when longer than 64 characters."})
+    severity = fields.String(metadata={"description": "The severity it was found at."})
+    first_seen_at = fields.AwareDateTime()
 
 
 class FlagDetailSchema(FlagSchema):
-    """A flag with its full history, oldest first."""
+    """A flag with its full history and its case's occurrences, oldest first."""
 
     events = fields.List(fields.Nested(FlagEventSchema))
+    occurrence_list = fields.List(fields.Nested(FlagOccurrenceSchema),
+                                  attribute="occurrence_rows", data_key="occurrence_list")
 
 
 class AssignSchema(Schema):

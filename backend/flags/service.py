@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -20,19 +21,29 @@ from backend.accounts.models import Role, User
 from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.errors import Conflict, InvalidField
-from backend.flags.models import Flag, FlagAction, FlagEvent, FlagStatus, Resolution
+from backend.flags.models import (
+    Flag,
+    FlagAction,
+    FlagEvent,
+    FlagOccurrence,
+    FlagStatus,
+    Resolution,
+)
 from backend.mfa.policy import Action, require_fresh
 from backend.patients.models import Patient
+from backend.policy.service import policy_for
 from backend.runtime import Runtime
 from backend.tenancy import of_organisation, owned
 from backend.visits.models import Visit
-from safeguards.findings import Finding, Severity, SubjectKind
+from safeguards.findings import ESCALATION_STEPS, Finding, Severity, SubjectKind, escalated
 
 REVIEWERS = (Role.COMPLIANCE, Role.ADMIN)
 # The verdicts that dismiss a flag: on a critical one they need a fresh second factor, so a
 # password alone cannot close what may point at diversion. Confirming a flag needs none.
 DISMISSALS = (Resolution.JUSTIFIED, Resolution.FALSE_POSITIVE)
 # Sort by rank: alphabetically "critical" < "high" < "info" < "low" < "medium" means nothing.
+# An occurrence key longer than this is stored as its SHA-256 digest.
+OCCURRENCE_KEY_LENGTH = 64
 SEVERITY_RANK = case({severity.value: severity.rank for severity in Severity},
                      value=Flag.severity, else_=-1)
 
@@ -104,38 +115,97 @@ def _people(session: Session, organisation_id: uuid.UUID,
     return (nurse.id if nurse else None, patient.id if patient else None)
 
 
+def _occurrence_key(finding: Finding) -> str:
+    key = finding.occurrence_key
+    # An event's own id reads best; a composite longer than the column is kept as its digest.
+    return key if len(key) <= OCCURRENCE_KEY_LENGTH else hashlib.sha256(key.encode()).hexdigest()
+
+
+def escalation_steps(session: Session, organisation_id: uuid.UUID) -> tuple[int, ...]:
+    """Return the organisation's occurrence counts at which a case's severity steps up."""
+    policy = policy_for(session, organisation_id)
+    return tuple(int(policy.value(name)) for name in ESCALATION_STEPS)
+
+
+def _as_escalated(finding: Finding, occurrences: int, steps: tuple[int, ...]) -> Finding:
+    """Return `finding` at the severity its case's count of distinct occurrences reached."""
+    severity = escalated(finding.severity, occurrences, steps)
+    if severity == finding.severity:
+        return finding
+    return replace(finding, severity=severity, summary=(
+        f"{finding.summary} Repeated: {occurrences} distinct occurrences of this case, so it "
+        f"rises from {finding.severity} to {severity}; check the case's history for the "
+        "pattern."))
+
+
 def raise_flag(session: Session, now: datetime, organisation_id: uuid.UUID,
-               finding: Finding) -> Flag:
-    """Store `finding`; a finding with a known dedup key re-raises that flag."""
+               finding: Finding, steps: tuple[int, ...] | None = None) -> Flag:
+    """Store `finding` in its case's flag; a known occurrence re-raises it, a new one counts."""
+    return _raise(session, now, organisation_id, finding, steps)[0]
+
+
+def _raise(session: Session, now: datetime, organisation_id: uuid.UUID, finding: Finding,
+           steps: tuple[int, ...] | None) -> tuple[Flag, bool]:
+    steps = escalation_steps(session, organisation_id) if steps is None else steps
     flag = session.scalar(select(Flag).where(
         Flag.organisation_id == organisation_id, Flag.dedup_key == finding.dedup_key)
         .with_for_update().execution_options(populate_existing=True))
+    key = _occurrence_key(finding)
     if flag is None:
-        return _first_raise(session, now, organisation_id, finding)
-    flag.occurrences += 1
+        return _first_raise(session, now, organisation_id, finding, key), True
     flag.last_seen_at = now
+    seen = session.scalar(select(FlagOccurrence).where(
+        FlagOccurrence.flag_id == flag.id, FlagOccurrence.occurrence_key == key))
+    if seen is None:
+        flag.occurrences += 1
+        _count(session, flag, key, finding, now)
+    elif key != flag.occurrence_key and finding.severity <= Severity(seen.severity):
+        # An earlier event of the case found again (every night re-checks the window): it is
+        # counted, and the flag shows a later one.
+        session.flush()
+        return flag, False
+    elif finding.severity > Severity(seen.severity):
+        seen.severity = finding.severity.value
+    finding = _as_escalated(finding, flag.occurrences, steps)
+    if key != flag.occurrence_key and finding.severity < Severity(flag.severity):
+        # A milder occurrence does not make an open case less urgent than its worst one.
+        finding = replace(finding, severity=Severity(flag.severity))
+    _update(session, now, organisation_id, flag, finding, key, counted=seen is None)
+    return flag, False
+
+
+def _update(session: Session, now: datetime, organisation_id: uuid.UUID, flag: Flag,
+            finding: Finding, key: str, *, counted: bool) -> None:
     # A verdict answers the finding it was given on: the same thing found again stays resolved,
-    # beside that finding, and the history keeps the new one. Found worse, it is a new question:
-    # the flag reopens, unassigned for a fresh look, and the set-aside verdict stays in history.
+    # beside that finding, and the history keeps the new one. Found worse (by a worse event, or
+    # by repetition), it is a new question: the flag reopens, unassigned for a fresh look, and
+    # the set-aside verdict stays in history.
     reopen = (flag.status == FlagStatus.RESOLVED
               and finding.severity > Severity(flag.severity))
     found = _finding_snapshot(finding)
     latest = flag.events[-1] if flag.events else None
     last_found = latest.detail.get("finding") if latest is not None and \
         latest.action == FlagAction.RE_RAISED else None
-    if found in (_snapshot(flag), last_found) and not reopen:
-        # Found again just as it stands (every write and every night re-checks): the count and
-        # the time say so; the history records changes, not repetitions.
+    if not counted and found in (_snapshot(flag), last_found) and not reopen:
+        # Found again just as it stands (every write and every night re-checks): the time says
+        # so; the history records changes and new occurrences, not repetitions.
         session.flush()
-        return flag
+        return
     _record(flag, now, None, FlagAction.RE_RAISED, detail={
-        "previous": _snapshot(flag), "finding": found, "occurrence": flag.occurrences})
+        "previous": _snapshot(flag), "finding": found, "occurrence": flag.occurrences,
+        "occurrence_key": key, "new_occurrence": counted})
     if flag.status != FlagStatus.RESOLVED or reopen:
         _take(session, flag, organisation_id, finding)
+        flag.occurrence_key = key
     if reopen:
         _reopen(session, now, flag)
     session.flush()
-    return flag
+
+
+def _count(session: Session, flag: Flag, key: str, finding: Finding, now: datetime) -> None:
+    session.add(FlagOccurrence(flag_id=flag.id, organisation_id=flag.organisation_id,
+                               occurrence_key=key, severity=finding.severity.value,
+                               first_seen_at=now))
 
 
 @dataclass(frozen=True)
@@ -147,22 +217,36 @@ class Raised:
     new: bool
 
 
+def _cases(findings: Collection[Finding]) -> dict[str, list[Finding]]:
+    """Return the findings by case, each occurrence once (its most severe finding), in order."""
+    cases: dict[str, dict[str, Finding]] = {}
+    for finding in findings:
+        occurrences = cases.setdefault(finding.dedup_key, {})
+        held = occurrences.get(finding.occurrence_key)
+        if held is None or finding.severity > held.severity:
+            occurrences[finding.occurrence_key] = finding
+    return {key: list(occurrences.values()) for key, occurrences in cases.items()}
+
+
 def raise_flags(session: Session, now: datetime, organisation_id: uuid.UUID,
                 findings: Collection[Finding], *, recurring: bool = False) -> list[Raised]:
-    """Store each distinct finding as a flag; a recurring one already flagged waits as it is."""
-    distinct = list({finding.dedup_key: finding for finding in findings}.values())
+    """Store each case's findings in its flag; a recurring one already flagged waits as it is."""
+    cases = _cases(findings)
     known: set[str] = set()
-    if recurring and distinct:
+    if recurring and cases:
         # A job finds the same overdue thing every run: once flagged, it waits for its reviewer.
         known = set(session.scalars(select(Flag.dedup_key).where(
-            Flag.organisation_id == organisation_id,
-            Flag.dedup_key.in_([finding.dedup_key for finding in distinct]))))
+            Flag.organisation_id == organisation_id, Flag.dedup_key.in_(list(cases)))))
+    steps = escalation_steps(session, organisation_id) if cases else ()
     raised = []
-    for finding in distinct:
-        if finding.dedup_key in known:
+    for dedup, occurrences in cases.items():
+        if dedup in known:
             continue
-        flag = raise_flag(session, now, organisation_id, finding)
-        raised.append(Raised(finding, flag, flag.occurrences == 1))
+        new = False
+        for finding in occurrences:
+            flag, created = _raise(session, now, organisation_id, finding, steps)
+            new = new or created
+        raised.append(Raised(finding, flag, new))
         if recurring:
             audit.record(session, now, None, finding.rule_id, "flag", flag.id,
                          organisation_id=organisation_id,
@@ -171,14 +255,16 @@ def raise_flags(session: Session, now: datetime, organisation_id: uuid.UUID,
 
 
 def _first_raise(session: Session, now: datetime, organisation_id: uuid.UUID,
-                 finding: Finding) -> Flag:
+                 finding: Finding, key: str) -> Flag:
     flag = Flag(organisation_id=organisation_id, dedup_key=finding.dedup_key,
-                status=FlagStatus.OPEN, occurrences=1, first_seen_at=now, last_seen_at=now,
-                updated_at=now)
+                status=FlagStatus.OPEN, occurrences=1, occurrence_key=key, first_seen_at=now,
+                last_seen_at=now, updated_at=now)
     _take(session, flag, organisation_id, finding)
     session.add(flag)
     _record(flag, now, None, FlagAction.RAISED, moved=(None, FlagStatus.OPEN),
-            detail=_finding_snapshot(finding))
+            detail={**_finding_snapshot(finding), "occurrence_key": key})
+    session.flush()
+    _count(session, flag, key, finding, now)
     session.flush()
     return flag
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +25,7 @@ from backend.audit.models import AuditEvent
 from backend.custody import vault
 from backend.custody.counts import COUNTED
 from backend.custody.models import CustodyBalance, CustodyEntry, Kind, LossReport
+from backend.custody.service import refusal_facts
 from backend.patients.models import Patient, PatientWeight
 from backend.phi.sealed import cipher_of, open_stored
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
@@ -451,29 +452,110 @@ def witness_pairs(session: Session, organisation_id: uuid.UUID, since: datetime,
     return _witness_pairs(session, Scope(organisation_id, as_of, since))
 
 
+# A visit in one of these is over: it holds no stock out of the vault any longer.
+OVER = (VisitStatus.COMPLETED, VisitStatus.CANCELLED, VisitStatus.MISSED)
+
+
+@dataclass
+class _Kit:
+    """Stock dispensed to a bag under one seal: its latest dispense and what it still holds."""
+
+    entry: CustodyEntry
+    held_ug: int = 0
+
+
 def _holdings(session: Session, scope: Scope, hours: int) -> list[f.BagHolding]:
-    """Return stock in bags whose nurse has no visit left to give it at, with its due time."""
-    open_visits = select(Visit.nurse_id).where(
-        Visit.organisation_id == scope.organisation_id,
-        Visit.status.in_((VisitStatus.SCHEDULED, VisitStatus.CHECKED_IN)))
-    busy = {f"bag:{nurse}" for nurse in session.scalars(open_visits.distinct())}
-    held = session.execute(select(CustodyBalance).where(
+    """Return each kit still in a bag, due back once the visits it went out for are over.
+
+    Judged per dispense, whatever else the nurse has open: a kit kept after its own visit was
+    cancelled is due back then, though she has other visits booked.
+    """
+    held = session.scalars(select(CustodyBalance).where(
         CustodyBalance.organisation_id == scope.organisation_id,
-        CustodyBalance.holder.like("bag:%"), CustodyBalance.quantity_ug > 0)).scalars().all()
-    idle = [balance for balance in held if balance.holder not in busy]
-    holders = {balance.holder for balance in idle}
-    moves = union_all(*(
-        select(column.label("holder"), CustodyEntry.received_at).where(
-            CustodyEntry.organisation_id == scope.organisation_id, column.in_(holders))
-        for column in (CustodyEntry.from_holder, CustodyEntry.to_holder))).subquery()
-    # One grouped read for every idle bag: when stock last went in or out of it.
-    last_moved = {holder: at for holder, at in session.execute(
-        select(moves.c.holder, func.max(moves.c.received_at)).group_by(moves.c.holder))
-        } if holders else {}
-    return [f.BagHolding(nurse_id=balance.holder.removeprefix("bag:"), lot=balance.lot,
-                         product_id=str(balance.product_id), quantity_ug=balance.quantity_ug,
-                         due_back_at=last_moved[balance.holder] + timedelta(hours=hours))
-            for balance in idle]
+        CustodyBalance.holder.like("bag:%"), CustodyBalance.quantity_ug > 0)).all()
+    if not held:
+        return []
+    kits = _kits(session, scope, held)
+    earliest = min((kit.entry.received_at for kit in kits), default=scope.as_of)
+    bags = {balance.holder for balance in held}
+    visits = session.scalars(select(Visit).where(
+        Visit.organisation_id == scope.organisation_id,
+        Visit.nurse_id.in_({uuid.UUID(holder.removeprefix("bag:")) for holder in bags}),
+        Visit.scheduled_end >= earliest, Visit.status != VisitStatus.RESCHEDULED)).all()
+    dispensed = session.execute(select(CustodyEntry.to_holder, CustodyEntry.received_at).where(
+        CustodyEntry.organisation_id == scope.organisation_id, CustodyEntry.kind == Kind.DISPENSE,
+        CustodyEntry.to_holder.in_(bags), CustodyEntry.received_at >= earliest)).all()
+    zone = ZoneInfo(session.get(Organisation, scope.organisation_id).timezone)
+    facts = []
+    for kit in kits:
+        entry = kit.entry
+        own = _own_visits(entry, visits, dispensed, zone)
+        if any(visit.status not in OVER for visit in own):
+            continue
+        due = max([entry.received_at, *(visit.checked_out_at or visit.updated_at
+                                        for visit in own)])
+        facts.append(f.BagHolding(
+            nurse_id=entry.to_holder.removeprefix("bag:"), lot=entry.lot,
+            product_id=str(entry.product_id), quantity_ug=kit.held_ug,
+            due_back_at=due + timedelta(hours=hours), dispense_id=str(entry.id),
+            seal_id=entry.details.get("seal_id"), visit_id=_text(entry.visit_id)))
+    return facts
+
+
+def _kits(session: Session, scope: Scope, held: list[CustodyBalance]) -> list[_Kit]:
+    """Return the kits that hold each bag's balance of a lot: the newest kits hold what is
+    left, as stock is used oldest kit first."""
+    lots = {(balance.holder, balance.product_id, balance.lot): balance.quantity_ug
+            for balance in held}
+    bags = {holder for holder, _, _ in lots}
+    entries = session.scalars(select(CustodyEntry).where(
+        CustodyEntry.organisation_id == scope.organisation_id,
+        CustodyEntry.lot.in_({lot for _, _, lot in lots}),
+        ((CustodyEntry.kind == Kind.DISPENSE) & CustodyEntry.to_holder.in_(bags))
+        | ((CustodyEntry.kind == Kind.RETURN) & CustodyEntry.from_holder.in_(bags)))
+        .order_by(CustodyEntry.seq))
+    by_seal: dict[tuple, _Kit] = {}
+    for entry in entries:
+        bag_holder = entry.to_holder if entry.kind == Kind.DISPENSE else entry.from_holder
+        key = (bag_holder, entry.product_id, entry.lot, entry.details.get("seal_id"))
+        kit = by_seal.get(key)
+        if entry.kind == Kind.DISPENSE:
+            kit = by_seal[key] = _Kit(entry, (kit.held_ug if kit else 0))
+            kit.held_ug += entry.quantity_ug
+        elif kit is not None:
+            kit.held_ug -= entry.quantity_ug
+    kits = []
+    for kit in sorted(by_seal.values(), key=lambda kit: kit.entry.seq, reverse=True):
+        lot = (kit.entry.to_holder, kit.entry.product_id, kit.entry.lot)
+        kit.held_ug = min(max(kit.held_ug, 0), lots.get(lot, 0))
+        if kit.held_ug:
+            lots[lot] -= kit.held_ug
+            kits.append(kit)
+    return kits
+
+
+def _own_visits(dispense: CustodyEntry, visits: list[Visit], dispensed: list[Any],
+                zone: ZoneInfo) -> list[Visit]:
+    """Return the visits a kit went out for: the one it names, else the nurse's visits ending
+    after it went out and starting before her next kit went out or the end of the next local
+    day, whichever is first (a kit taken the evening before serves the morning's visits)."""
+    if dispense.visit_id is not None:
+        return [visit for visit in visits if visit.id == dispense.visit_id]
+    out, bag_holder = dispense.received_at, dispense.to_holder
+    local = out.astimezone(zone).date() + timedelta(days=2)
+    until = min([datetime.combine(local, time(), zone),
+                 *(at for holder, at in dispensed if holder == bag_holder and at > out)])
+    nurse = bag_holder.removeprefix("bag:")
+    return [visit for visit in visits if str(visit.nurse_id) == nurse
+            and visit.scheduled_end >= out and visit.scheduled_start < until]
+
+
+def _refusals(session: Session, scope: Scope) -> list[f.CustodyRefusal]:
+    """Return the custody writes refused at the door in the scope, by the nurse they concern."""
+    if scope.patient_id:
+        return []
+    return refusal_facts(session, scope.organisation_id, scope.context_since, scope.as_of,
+                         scope.nurse_id)
 
 
 def _vault(session: Session, scope: Scope) -> dict[str, Any]:
@@ -701,6 +783,7 @@ def load(session: Session, scope: Scope) -> f.Facts:
                    wastes=tuple(_wastes(session, scope)), visits=tuple(_visits(session, scope)),
                    evv=tuple(_evv(session, scope)),
                    quarantined=tuple(_quarantined(session, scope)),
+                   refusals=tuple(_refusals(session, scope)),
                    weighings=tuple(_weighings(session, scope,
                                               ZoneInfo(organisation.timezone))),
                    plan_overrides=_plan_overrides(session, scope))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from datetime import timedelta
 
-from safeguards.facts import BagShift, Facts
+from safeguards.facts import BagShift, CustodyRefusal, Facts
 from safeguards.findings import EvidenceValue, Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
@@ -53,10 +54,11 @@ def bag_unbalanced(facts: Facts, policy: Policy) -> Iterator[Finding]:
 
 
 UNRETURNED = RuleMeta(
-    id="custody.unreturned_stock", version=1, title="Stock kept in a bag past its return time",
+    id="custody.unreturned_stock", version=2, title="Stock kept in a bag past its return time",
     severity=Severity.HIGH,
     rationale="Stock away from the vault belongs to the pharmacy's registration; past its "
-              "return time nobody can say where it is.",
+              "return time nobody can say where it is. Each kit is judged by its own visits "
+              "(over when completed, cancelled or missed), whatever else the nurse has open.",
     source="CLINICAL.md DEA: stock away from the registered site, 21 CFR 1304.21; "
            "DESIGN.md Safeguards: unreturned stock past deadline",
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
@@ -69,18 +71,23 @@ def unreturned_stock(facts: Facts, policy: Policy) -> Iterator[Finding]:
         if held.quantity_ug <= 0 or held.due_back_at >= facts.as_of:
             continue
         overdue = hours(facts.as_of - held.due_back_at)
+        kit = f" of the kit sealed {held.seal_id}" if held.seal_id else ""
         yield UNRETURNED.finding(
             Subject(SubjectKind.NURSE, held.nurse_id),
-            f"The nurse's bag still holds {held.quantity_ug} µg of lot {held.lot}, due back in "
-            f"the vault {overdue} h ago.",
+            f"The nurse's bag still holds {held.quantity_ug} µg of lot {held.lot}{kit}, due "
+            f"back in the vault {overdue} h ago, after the visits it went out for. Check where "
+            "the stock is and why it was not returned.",
             evidence(nurse_id=held.nurse_id, lot=held.lot, product_id=held.product_id,
                      quantity_ug=held.quantity_ug, due_back_at=held.due_back_at,
-                     hours_overdue=overdue),
-            key=(held.lot, held.due_back_at.isoformat()))
+                     hours_overdue=overdue, dispense_id=held.dispense_id,
+                     seal_id=held.seal_id, visit_id=held.visit_id),
+            # One flag per kit kept: each is stock of its own out of the vault.
+            key=(held.dispense_id,) if held.dispense_id else
+            (held.lot, held.due_back_at.isoformat()))
 
 
 COUNT_DISCREPANCY = RuleMeta(
-    id="custody.count_discrepancy", version=1, title="A count does not match the ledger",
+    id="custody.count_discrepancy", version=2, title="A count does not match the ledger",
     severity=Severity.HIGH,
     rationale="What is on the shelf or in the bag must be what the ledger says: a shortfall "
               "may be diversion, a surplus an unrecorded movement.",
@@ -107,7 +114,8 @@ def count_discrepancy(facts: Facts, policy: Policy) -> Iterator[Finding]:
                      difference_ug=difference, count_id=count.id,
                      counted_by_id=count.counted_by_id, counted_at=count.counted_at,
                      adjustment_id=count.adjustment_id, reason=count.reason),
-            key=(count.id, count.holder, count.product_id))
+            # The same shortfall again in the same holder's lot is one case that grows.
+            key=(count.holder, count.product_id), occurrence=count.id)
 
 
 LOSS_REPORTED = RuleMeta(
@@ -191,7 +199,7 @@ def ledger_break(facts: Facts, policy: Policy) -> Iterator[Finding]:
 
 
 QUARANTINED = RuleMeta(
-    id="sync.quarantined_event", version=1, title="A record from a phone was quarantined",
+    id="sync.quarantined_event", version=2, title="A record from a phone was quarantined",
     severity=Severity.HIGH,
     rationale="A record that fails its signature or conflicts with what was stored is kept "
               "aside, never dropped: someone must decide what really happened.",
@@ -213,4 +221,53 @@ def quarantined_event(facts: Facts, policy: Policy) -> Iterator[Finding]:
                      record_id=held.record_id or "", reason=held.reason,
                      nurse_id=held.user_id, device_id=held.device_id,
                      visit_id=held.visit_id, received_at=held.received_at),
-            key=(held.id,))
+            # One phone's records failing the same way are one case, each record an occurrence.
+            key=(held.record_type, held.reason), occurrence=held.id)
+
+
+REFUSALS = RuleMeta(
+    id="custody.refusals_repeated", version=1,
+    title="A nurse's custody writes refused again and again", severity=Severity.MEDIUM,
+    rationale="A return refused for a wrong seal, a movement refused for too little stock or "
+              "a waste with no witness is stopped at the door, but stopped attempts repeated "
+              "by one nurse are themselves a signal: someone trying seals, or stock that is "
+              "not where the ledger says.",
+    source="CLINICAL.md Diversion: waste score (unwitnessed waste, BD/CareFusion patents US "
+           "10915604) and atypical activity per person (Epstein, Anesth Analg 2007); DEA: "
+           "dispenser records, 21 CFR 1304.22(c); the count and window are practice",
+    mode=Mode.ENABLED)
+
+
+@CUSTODY.rule(REFUSALS)
+def refusals_repeated(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag a nurse with at least the policy's refused custody writes inside its window."""
+    least, days = policy.value("refusals_min_count"), policy.value("refusals_window_days")
+    since = facts.as_of - timedelta(days=days)
+    by_nurse: dict[str, list[CustodyRefusal]] = defaultdict(list)
+    for refusal in sorted(facts.refusals, key=lambda refusal: (refusal.at, refusal.id)):
+        if since < refusal.at <= facts.as_of:
+            by_nurse[refusal.nurse_id].append(refusal)
+    for nurse_id, refused in by_nurse.items():
+        if len(refused) >= least:
+            yield _refusals_finding(nurse_id, refused, least, days)
+
+
+def _refusals_finding(nurse_id: str, refused: list[CustodyRefusal], least: int,
+                      days: int) -> Finding:
+    codes = Counter(refusal.code for refusal in refused)
+    said = ", ".join(f"{code} {count}" for code, count in sorted(codes.items()))
+    # Twice the pattern is no slip: it rises a step (and the case rises with its occurrences).
+    severity = Severity.HIGH if len(refused) >= 2 * least else None
+    last = refused[-1]
+    return REFUSALS.finding(
+        Subject(SubjectKind.NURSE, nurse_id),
+        f"The nurse had {len(refused)} custody writes refused in the last {days} days ({said}); "
+        f"{least} in {days} days make a pattern. Check what she tried to return or record "
+        "against her bag's kits and the ledger, and whether the stock is where it should be.",
+        evidence(nurse_id=nurse_id, refusals=len(refused), min_count=least, window_days=days,
+                 codes=said, first_at=refused[0].at, last_at=last.at,
+                 last_code=last.code, last_kind=last.kind, lots=",".join(sorted(
+                     {refusal.lot for refusal in refused if refusal.lot})),
+                 refusal_ids=",".join(refusal.id for refusal in refused)),
+        # One case per nurse; each refusal that keeps the pattern going is an occurrence.
+        occurrence=last.id, severity=severity)

@@ -72,7 +72,7 @@ def creep(facts: Facts, policy: Policy) -> Iterator[Finding]:
 
 
 LOW_DOSE_LARGE_WASTE = RuleMeta(
-    id="dosing.low_dose_large_waste", version=1,
+    id="dosing.low_dose_large_waste", version=2,
     title="Dose far below plan with a large waste", severity=Severity.HIGH,
     rationale="A dose too small to treat, with the rest of the planned dose wasted, is how a "
               "nurse who keeps the drug would record it.",
@@ -103,4 +103,5 @@ def low_dose_large_waste(facts: Facts, policy: Policy) -> Iterator[Finding]:
                      planned_ug=dose.planned_ug, wasted_ug=waste, low_dose_ratio=low,
                      large_waste_ratio=large,
                      dose_ratio=rounded(Fraction(dose.quantity_ug, dose.planned_ug), 3)),
-            key=(dose.id,))
+            # The nurse is the root cause: one case, each such dose an occurrence of it.
+            occurrence=dose.id)

@@ -32,10 +32,11 @@ def distance_m(lat1: Decimal, lon1: Decimal, lat2: Decimal, lon2: Decimal) -> in
 def _out_of_range_meta(kind: str) -> RuleMeta:
     words = kind.replace("_", "-")
     return RuleMeta(
-        id=f"evv.{kind}_out_of_range", version=1, title=f"{words.capitalize()} far from home",
+        id=f"evv.{kind}_out_of_range", version=2, title=f"{words.capitalize()} far from home",
         severity=Severity.MEDIUM,
         rationale=f"A {words} away from the patient's home does not show the nurse was there; "
-                  "one with a reason goes to review at low severity.",
+                  "one with a reason goes to review at low severity. One nurse at one home is "
+                  "one case: each such visit is an occurrence, and repetition raises it.",
         source="CLINICAL.md EVV: location at check-in and check-out against the home with a "
                "tolerance, out of range allowed with a reason and reviewed (HHAeXchange; "
                "Sandata); 21st Century Cures Act §12006",
@@ -50,15 +51,19 @@ def _out_of_range(meta: RuleMeta, kind: str, facts: Facts) -> Iterator[Finding]:
         where = (f"{event.distance_m} m from home (radius {event.radius_m} m)"
                  if event.distance_m is not None else "with no recorded home location")
         why = f"nurse's reason: {event.reason}" if event.reason else "no reason given"
-        # A reason is what EVV vendors ask for, and a reviewer can weigh it: less urgent.
+        # A reason is what EVV vendors ask for, and a reviewer can weigh it: less urgent. The
+        # root cause is the nurse at this patient's home (a wrong address, or visits not made):
+        # one case per nurse and patient, each check-in an occurrence of it.
         yield meta.finding(
-            Subject(SubjectKind.VISIT, event.visit_id),
-            f"{kind.replace('_', '-').capitalize()} {where}; {why}",
+            Subject(SubjectKind.NURSE, event.nurse_id),
+            f"{kind.replace('_', '-').capitalize()} {where}; {why}. Check the home's recorded "
+            "location and the nurse's other visits to this patient.",
             evidence(evv_event_id=event.id, visit_id=event.visit_id, nurse_id=event.nurse_id,
                      patient_id=event.patient_id, device_id=event.device_id,
                      distance_m=event.distance_m, radius_m=event.radius_m,
                      accuracy_m=event.accuracy_m, reason=event.reason,
                      occurred_at=event.occurred_at),
+            key=(event.patient_id,), occurrence=event.id,
             severity=Severity.LOW if event.reason else None)
 
 

@@ -59,7 +59,7 @@ def _limits(dose: Dose, policy_of: Callable[[str | None], Policy]) -> tuple[int,
 
 
 INTERVAL = RuleMeta(
-    id="frequency.interval_below_min", version=1,
+    id="frequency.interval_below_min", version=2,
     title="Dose sooner after the previous one than the phase allows", severity=Severity.HIGH,
     rationale="The antidepressant effect lasts days; doses closer together add dissociation "
               "and abuse liability, not benefit.",
@@ -90,11 +90,12 @@ def interval_below_min(facts: Facts, policy: Policy) -> Iterator[Finding]:
                          previous_given_at=previous.given_at, hours_apart=hours(gap),
                          min_interval_hours=least,
                          phase=dose.phase.name if dose.phase else None),
-                key=(dose.id,))
+                # One case per patient and nurse: each dose too soon is an occurrence of it.
+                key=(dose.nurse_id,), occurrence=dose.id)
 
 
 WINDOW = RuleMeta(
-    id="frequency.window_exceeded", version=1,
+    id="frequency.window_exceeded", version=2,
     title="More doses in 7 or 28 days than the phase allows", severity=Severity.HIGH,
     rationale="Each phase limits doses per week and per four weeks; more is a schedule nobody "
               "prescribed.",
@@ -139,11 +140,12 @@ def _window_finding(patient_id: str, window: list[Dose], span: int, limit: int,
                  doses=len(window), days=span, limit=limit, window_start=start.isoformat(),
                  window_end=end.isoformat(), dose_ids=",".join(d.id for d in window),
                  phase=dose.phase.name if dose.phase else None),
-        key=(dose.id, span))
+        # One case per patient, nurse and limit: each dose over it is an occurrence of it.
+        key=(dose.nurse_id, span), occurrence=dose.id)
 
 
 WITHOUT_VISIT = RuleMeta(
-    id="frequency.dose_without_visit", version=1, title="Dose with no visit to go with it",
+    id="frequency.dose_without_visit", version=2, title="Dose with no visit to go with it",
     severity=Severity.HIGH,
     rationale="Every dose is given at a scheduled home visit; a dose recorded without one, at "
               "a visit that did not happen, or hours away from it, may not have been given.",
@@ -174,7 +176,8 @@ def dose_without_visit(facts: Facts, policy: Policy) -> Iterator[Finding]:
                      scheduled_start=visit.scheduled_start if visit else None,
                      scheduled_end=visit.scheduled_end if visit else None,
                      minutes_outside=outside),
-            key=(dose.id,))
+            # One case per nurse and patient: each such dose is an occurrence of it.
+            key=(dose.patient_id,), occurrence=dose.id)
 
 
 def _without_visit(dose: Dose, visit: Visit | None,

@@ -5,8 +5,9 @@ objects, at another nurse's, at ids that do not exist, in the wrong role, with b
 signatures and malformed sync pushes. Each answer must be a 4xx (a 5xx fails), and afterwards
 every table must hold what it held before except what a refusal keeps (`backend.boundary`): the
 refusal's audit row, a failed login's failure rows, a re-used refresh token's revocation, the
-sync push log, and a quarantined record with its flag — that last only on the caller's own
-visit. A refusal never writes a row of another organisation.
+sync push log, a quarantined record with its flag — that only on the caller's own visit — and
+a custody write refused for its seal, stock or witnesses, with the refusal case it raises or
+grows. A refusal never writes a row of another organisation.
 
 Hostile values that once reached the database and answered 500 (`HOSTILE_INPUTS`: times off the
 calendar, integers beyond their columns, lone surrogates, NUL characters) are sent on their own,
@@ -322,14 +323,33 @@ def _may_add(attempt: Attempt, name: str, row: dict, diff: Difference) -> bool:
         # Only on the caller's own visit: never on another nurse's or organisation's.
         return (attempt.own_visit is not None and str(row["visit_id"]) == attempt.own_visit
                 and row["user_id"] == caller)
+    if name == "custody_refusal":
+        # A custody write refused for its seal, stock or witnesses is kept as a fact.
+        return row["actor_id"] == caller
     if name == "flag":
-        return (row["rule_id"] == "sync.quarantined_event"
-                and str(row["evidence"].get("quarantine_id")) in _held(diff))
-    if name == "flag_event":
-        return row["flag_id"] in {flag["id"] for flag in diff.added.get("flag", [])}
+        return _kept_finding(row, diff)
+    if name in ("flag_event", "flag_occurrence"):
+        # The history and the occurrences of a case that a kept record raised or grew.
+        return row["flag_id"] in _kept_cases(diff)
     if name == "sync_row":
         return bool(_held(diff))
     return False
+
+
+def _kept_finding(flag: dict, diff: Difference) -> bool:
+    """Tell whether a flag holds, as its latest occurrence, a record the refusal kept."""
+    if flag["rule_id"] == "sync.quarantined_event":
+        return str(flag["evidence"].get("quarantine_id")) in _held(diff)
+    refused = {str(row["id"]) for row in diff.added.get("custody_refusal", [])}
+    return (flag["rule_id"] == "custody.refusals_repeated"
+            and bool(set(str(flag["evidence"].get("refusal_ids", "")).split(",")) & refused))
+
+
+def _kept_cases(diff: Difference) -> set:
+    """Return the flags raised or grown by what a refusal kept."""
+    return ({flag["id"] for flag in diff.added.get("flag", [])}
+            | {new["id"] for old, new in diff.changed.get("flag", [])
+               if _kept_finding(new, diff)})
 
 
 def _may_audit(attempt: Attempt, row: dict) -> bool:
@@ -343,10 +363,24 @@ def _may_audit(attempt: Attempt, row: dict) -> bool:
     return False
 
 
+# What a case's flag may change when it gains an occurrence: its count, latest evidence and
+# times, and the severity its repetition reached (its review state only by reopening).
+CASE_GROWS = {"occurrences", "occurrence_key", "last_seen_at", "updated_at", "summary_enc",
+              "evidence_enc", "summary", "evidence", "severity", "rule_version", "status",
+              "assignee_id", "resolution", "resolved_at", "resolved_by_id", "subject_kind",
+              "subject_id", "nurse_id", "patient_id", "shadow"}
+
+
 def _may_change(attempt: Attempt, name: str, old: dict, new: dict, diff: Difference) -> bool:
     moved = {key for key in new if new[key] != old[key]}
     if name == "sync_counter":
         return bool(_held(diff)) and moved == {"value"}
+    if name == "flag":
+        # A case of quarantined records or refusals gains the occurrence the refusal kept.
+        return _kept_finding(new, diff) and moved <= CASE_GROWS
+    if name == "flag_occurrence":
+        # An occurrence found again at a higher severity (refusals at one instant tie).
+        return new["flag_id"] in _kept_cases(diff) and moved == {"severity"}
     if name == "token_family":
         # A re-used refresh token revokes its own session, and only that.
         return (attempt.kind == "refresh" and new["id"] == attempt.family
@@ -1401,9 +1435,11 @@ def refusal_problems(attempt: Attempt, town, connection) -> list[str]:
 
 
 def _with_evidence(diff: Difference, rt) -> Difference:
-    """Return `diff` with each added flag's evidence decrypted, as stored only encrypted."""
+    """Return `diff` with each added or changed flag's evidence decrypted, as stored only
+    encrypted."""
     box = PhiCipher.from_keyring(rt.keys)
-    for row in diff.added.get("flag", []):
+    changed = [row for pair in diff.changed.get("flag", []) for row in pair]
+    for row in [*diff.added.get("flag", []), *changed]:
         row["evidence"] = open_stored(box, Flag, "evidence", row["organisation_id"], row["id"],
                                       row["evidence_enc"])
     return diff

@@ -24,6 +24,7 @@ from safeguards import (
     Waste,
     run,
 )
+from safeguards.facts import CustodyRefusal
 
 T0 = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
 AS_OF = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
@@ -109,6 +110,15 @@ def holding(**fields) -> BagHolding:
     defaults = dict(nurse_id="nurse-1", lot="LOT-1", product_id="product-1",
                     quantity_ug=50_000, due_back_at=AS_OF)
     return BagHolding(**{**defaults, **fields})
+
+
+def refusal(number: int = 1, at: datetime = AS_OF - timedelta(hours=1),
+            **fields) -> CustodyRefusal:
+    """Return nurse-1's return of LOT-1 refused for a wrong seal, an hour before AS_OF."""
+    defaults = dict(id=f"refusal-{number}", nurse_id="nurse-1", at=at, kind="return",
+                    code="seal_mismatch", actor_id="nurse-1", device_id="device-1",
+                    holder="bag:nurse-1", lot="LOT-1", quantity_ug=10_000)
+    return CustodyRefusal(**{**defaults, **fields})
 
 
 def count(**fields) -> Count:

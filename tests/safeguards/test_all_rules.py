@@ -35,6 +35,7 @@ from tests.safeguards.factories import (
     found,
     holding,
     loss,
+    refusal,
     shift,
     visit,
     waste,
@@ -53,7 +54,7 @@ RULE_IDS = [
     "custody.administer_discrepancy",
     "custody.bag_unbalanced", "custody.unreturned_stock", "custody.count_discrepancy",
     "custody.loss_reported", "custody.loss_deadline_missed", "custody.ledger_break",
-    "sync.quarantined_event",
+    "sync.quarantined_event", "custody.refusals_repeated",
     "waste.unwitnessed", "waste.witness_pair", "waste.exceeds_remainder", "waste.late",
     "waste.rate_outlier", "waste.share_outlier", "waste.share_rise",
     "dosing.plan_ratio_outlier", "activity.low_outlier",
@@ -180,7 +181,8 @@ def everything(**more) -> dict:
         ledger_breaks=(LedgerBreak("entry-3", 3, "hash_mismatch", "stored hash differs"),),
         quarantined=(QuarantinedEvent("q-1", "dose", "dose-9", "nurse-1", "device-1",
                                       "visit-1", "signature does not verify", AS_OF),),
-        clocks=(clock(max_lead_seconds=900),))
+        clocks=(clock(max_lead_seconds=900),),
+        refusals=tuple(refusal(n) for n in range(3)))
     given.update(vault())
     given.update(prescribers())
     given.update(hours_and_plausibility())
@@ -260,7 +262,8 @@ def test_a_second_run_over_more_facts_keeps_every_key(findings):
 
 
 def test_no_two_findings_share_a_key(findings):
-    assert len({f.dedup_key for f in findings}) == len(findings)
+    # A case gathers several occurrences under one key; each occurrence is found once.
+    assert len({(f.dedup_key, f.occurrence_key) for f in findings}) == len(findings)
 
 
 @pytest.mark.parametrize("rule_id", RULE_IDS)

@@ -15,7 +15,17 @@ from safeguards import (
     dedup_key,
 )
 from safeguards.rules.custody import CUSTODY
-from tests.safeguards.factories import AS_OF, count, facts, found, holding, ids, loss, shift
+from tests.safeguards.factories import (
+    AS_OF,
+    count,
+    facts,
+    found,
+    holding,
+    ids,
+    loss,
+    refusal,
+    shift,
+)
 
 SECOND = timedelta(seconds=1)
 
@@ -70,6 +80,81 @@ def test_unreturned_stock_keeps_its_key_while_it_stays_out():
     assert now.evidence["nurse_id"] == "nurse-1"
 
 
+KIT_CASES = [
+    # (a kit judged by its own visits: the loader gives each kit its due time)
+    ("a kit due back a second ago", holding(dispense_id="d-1", seal_id="S-1",
+                                            due_back_at=AS_OF - SECOND), ["d-1"]),
+    ("a kit due back now", holding(dispense_id="d-1", due_back_at=AS_OF), []),
+    ("two kits of one lot, one overdue", (holding(dispense_id="d-1", due_back_at=AS_OF - SECOND),
+                                          holding(dispense_id="d-2", due_back_at=AS_OF)),
+     ["d-1"]),
+    ("two kits of one lot, both overdue", (holding(dispense_id="d-1", due_back_at=AS_OF - SECOND),
+                                           holding(dispense_id="d-2",
+                                                   due_back_at=AS_OF - SECOND)),
+     ["d-1", "d-2"]),
+]
+
+
+@pytest.mark.parametrize(("held", "flagged"), [c[1:] for c in KIT_CASES],
+                         ids=[c[0] for c in KIT_CASES])
+def test_unreturned_stock_is_one_flag_per_kit(held, flagged):
+    held = held if isinstance(held, tuple) else (held,)
+    findings = found(CUSTODY, facts(holdings=held))
+    assert [f.evidence["dispense_id"] for f in findings] == flagged
+    assert len({f.dedup_key for f in findings}) == len(flagged)
+    for finding in findings:
+        assert "Check where the stock is" in finding.summary
+
+
+REFUSAL_CASES = [
+    # (refusals of nurse-1 in the 7 days before AS_OF; 3 make a pattern, 6 rise to high)
+    ("none", (), None),
+    ("two, just below", tuple(refusal(n) for n in range(2)), None),
+    ("three, at the count", tuple(refusal(n) for n in range(3)), Severity.MEDIUM),
+    ("five", tuple(refusal(n) for n in range(5)), Severity.MEDIUM),
+    ("six, twice the count", tuple(refusal(n) for n in range(6)), Severity.HIGH),
+    ("three, one just outside the window",
+     (*(refusal(n) for n in range(2)), refusal(9, at=AS_OF - timedelta(days=7))), None),
+    ("three, all just inside the window",
+     tuple(refusal(n, at=AS_OF - timedelta(days=7) + SECOND) for n in range(3)),
+     Severity.MEDIUM),
+    ("three, one after as_of", (*(refusal(n) for n in range(2)), refusal(9, at=AS_OF + SECOND)),
+     None),
+    ("three of different kinds",
+     (refusal(1), refusal(2, code="insufficient_stock", kind="transfer"),
+      refusal(3, code="witness_required", kind="waste")), Severity.MEDIUM),
+    ("three by three nurses", tuple(refusal(n, nurse_id=f"nurse-{n}") for n in range(3)), None),
+]
+
+
+@pytest.mark.parametrize(("refused", "severity"), [c[1:] for c in REFUSAL_CASES],
+                         ids=[c[0] for c in REFUSAL_CASES])
+def test_refusals_repeated_cases(refused, severity):
+    findings = [f for f in found(CUSTODY, facts(refusals=refused))
+                if f.rule_id == "custody.refusals_repeated"]
+    assert [f.severity for f in findings] == ([severity] if severity else [])
+
+
+def test_refusals_repeated_is_one_case_per_nurse_each_refusal_an_occurrence():
+    three = tuple(refusal(n) for n in range(3))
+    [first] = found(CUSTODY, facts(refusals=three))
+    [then] = found(CUSTODY, facts(refusals=(*three, refusal(7))))
+    assert first.dedup_key == then.dedup_key == dedup_key(
+        "custody.refusals_repeated", Subject(SubjectKind.NURSE, "nurse-1"))
+    assert (first.occurrence, then.occurrence) == ("refusal-2", "refusal-7")
+    assert then.evidence["refusals"] == 4
+    assert then.evidence["codes"] == "seal_mismatch 4"
+    assert "4 custody writes refused in the last 7 days" in then.summary
+    assert "Check what she tried to return" in then.summary
+
+
+def test_refusals_repeated_follows_the_policy():
+    refused = tuple(refusal(n) for n in range(2))
+    assert [f.rule_id for f in found(CUSTODY, facts(refusals=refused),
+                                     {"refusals_min_count": 2})] == [
+        "custody.refusals_repeated"]
+
+
 COUNT_CASES = [
     ("matches", count(), None),
     ("1 µg short", count(counted_ug=49_999), -1),
@@ -85,11 +170,12 @@ def test_count_discrepancy_cases(counted, difference):
         [difference] if difference else [])
 
 
-def test_count_discrepancy_keeps_the_backend_s_subject_and_key():
+def test_count_discrepancy_is_a_case_of_the_holder_s_lot_each_count_an_occurrence():
     [finding] = found(CUSTODY, facts(counts=(count(counted_ug=40_000),)))
     assert finding.subject == Subject(SubjectKind.LOT, "LOT-1")
     assert finding.dedup_key == dedup_key("custody.count_discrepancy", finding.subject,
-                                          ("count-1", "bag:nurse-1", "product-1"))
+                                          ("bag:nurse-1", "product-1"))
+    assert finding.occurrence == "count-1"
     assert finding.evidence["nurse_id"] == "nurse-1"
     assert "-10000 µg" in finding.summary
 
@@ -152,4 +238,6 @@ def test_every_quarantined_record_is_flagged_about_its_phone(device_id, subject)
     assert finding.summary == "A dose record from a phone was quarantined: signature does " \
                               "not verify"
     assert finding.evidence["nurse_id"] == "nurse-1"
-    assert finding.dedup_key == dedup_key("sync.quarantined_event", subject, ("q-1",))
+    assert finding.dedup_key == dedup_key("sync.quarantined_event", subject,
+                                          ("dose", "signature does not verify"))
+    assert finding.occurrence == "q-1"

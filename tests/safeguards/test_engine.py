@@ -160,3 +160,32 @@ def test_distinct_occurrences_are_all_kept():
     readings = [Reading("v-1", 150), Reading("v-2", 160), Reading("v-1", 150)]
     findings = run(registry_of((BP_HOLD, bp_over_hold)), readings, Policy())
     assert [finding.subject.id for finding in findings] == ["v-1", "v-2"]
+
+
+def case_of(doses: list[tuple[str, Severity]]):
+    """Return a check that reports each dose as an occurrence of one case about plan-1."""
+    rule_meta = meta("test.case")
+
+    def check(facts, policy):
+        for dose_id, severity in doses:
+            yield rule_meta.finding(Subject("patient", "patient-1"), f"Dose {dose_id}.",
+                                    {"dose_id": dose_id}, key=("plan-1",), severity=severity,
+                                    occurrence=dose_id)
+
+    return rule_meta, check
+
+
+@pytest.mark.parametrize(("doses", "kept"), [
+    ([], []),
+    ([("d-1", Severity.LOW)], [("d-1", Severity.LOW)]),
+    # A flood under one cause: one case, every dose an occurrence of it.
+    ([("d-1", Severity.LOW), ("d-2", Severity.LOW), ("d-3", Severity.LOW)],
+     [("d-1", Severity.LOW), ("d-2", Severity.LOW), ("d-3", Severity.LOW)]),
+    # The same dose found twice in a run is one occurrence, at its most severe.
+    ([("d-1", Severity.LOW), ("d-1", Severity.HIGH), ("d-2", Severity.LOW)],
+     [("d-1", Severity.HIGH), ("d-2", Severity.LOW)]),
+])
+def test_a_case_keeps_each_occurrence_once(doses, kept):
+    findings = run(registry_of(case_of(doses)), None, Policy())
+    assert [(f.occurrence, f.severity) for f in findings] == kept
+    assert len({f.dedup_key for f in findings}) == min(len(kept), 1)

@@ -44,16 +44,40 @@ def test_out_of_range_cases(kind, fields, severity):
     assert all(f.rule_id == f"evv.{kind}_out_of_range" for f in findings)
 
 
-def test_out_of_range_matches_what_the_backend_raised():
+def test_out_of_range_is_a_case_of_the_nurse_at_the_patients_home():
     [finding] = found(EVV, facts(evv=(evv(distance_m=400, reason="Gate code wrong"),)))
-    subject = Subject(SubjectKind.VISIT, "visit-1")
+    subject = Subject(SubjectKind.NURSE, "nurse-1")
     assert finding.subject == subject
-    assert finding.dedup_key == dedup_key("evv.check_in_out_of_range", subject)
+    assert finding.dedup_key == dedup_key("evv.check_in_out_of_range", subject, ("patient-1",))
+    assert finding.occurrence == "evv-1-check_in"
     assert finding.summary == "Check-in 400 m from home (radius 250 m); nurse's reason: " \
-                              "Gate code wrong"
+                              "Gate code wrong. Check the home's recorded location and the " \
+                              "nurse's other visits to this patient."
     assert finding.evidence["nurse_id"] == "nurse-1"
     assert finding.evidence["patient_id"] == "patient-1"
     assert finding.evidence["evv_event_id"] == "evv-1-check_in"
+
+
+CASE_CASES = [
+    # (who checked in where, one case per (nurse, patient), occurrences per case)
+    ("one home, three visits", [("nurse-1", "patient-1", "v1"), ("nurse-1", "patient-1", "v2"),
+                                ("nurse-1", "patient-1", "v3")], [3]),
+    ("two homes", [("nurse-1", "patient-1", "v1"), ("nurse-1", "patient-2", "v2")], [1, 1]),
+    ("two nurses, one home", [("nurse-1", "patient-1", "v1"), ("nurse-2", "patient-1", "v2")],
+     [1, 1]),
+]
+
+
+@pytest.mark.parametrize(("visits", "occurrences"), [c[1:] for c in CASE_CASES],
+                         ids=[c[0] for c in CASE_CASES])
+def test_out_of_range_check_ins_gather_into_one_case_per_nurse_and_home(visits, occurrences):
+    events = tuple(evv(nurse_id=nurse, patient_id=patient, visit_id=visit_id,
+                       id=f"evv-{visit_id}", distance_m=3_000, reason="Parked far")
+                   for nurse, patient, visit_id in visits)
+    cases: dict[str, set[str]] = {}
+    for finding in found(EVV, facts(evv=events)):
+        cases.setdefault(finding.dedup_key, set()).add(finding.occurrence_key)
+    assert sorted(len(keys) for keys in cases.values()) == sorted(occurrences)
 
 
 def dosed_visit(stay: timedelta, infusion: int | None = 40, **fields) -> dict:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
 from safeguards import Finding, Severity, Subject, SubjectKind, dedup_key
+from safeguards.findings import escalated
 
 VISIT = Subject(SubjectKind.VISIT, "v-1")
 
@@ -124,3 +126,34 @@ def test_finding_refuses_bad_fields(changes, error):
 
 def test_finding_reads_severity_from_its_name():
     assert finding(severity="critical").severity is Severity.CRITICAL
+
+
+def test_a_finding_s_occurrence_defaults_to_its_case():
+    finding = Finding(rule_id="test.rule", rule_version=1, severity=Severity.LOW,
+                      subject=VISIT, summary="Seen.", evidence={}, dedup_key="case")
+    assert finding.occurrence_key == "case"
+    assert replace(finding, occurrence="dose-1").occurrence_key == "dose-1"
+
+
+STEPS = (3, 6)
+
+
+@pytest.mark.parametrize(("severity", "occurrences", "expected"), [
+    (Severity.LOW, 1, Severity.LOW),
+    (Severity.LOW, 2, Severity.LOW),  # just below the first step
+    (Severity.LOW, 3, Severity.MEDIUM),  # at it
+    (Severity.LOW, 5, Severity.MEDIUM),  # just below the second
+    (Severity.LOW, 6, Severity.HIGH),  # at the second
+    (Severity.LOW, 100, Severity.HIGH),
+    (Severity.INFO, 6, Severity.MEDIUM),
+    (Severity.MEDIUM, 3, Severity.HIGH),
+    (Severity.MEDIUM, 6, Severity.HIGH),  # never critical by repetition
+    (Severity.HIGH, 100, Severity.HIGH),
+    (Severity.CRITICAL, 100, Severity.CRITICAL),
+])
+def test_repetition_raises_severity_step_by_step_up_to_high(severity, occurrences, expected):
+    assert escalated(severity, occurrences, STEPS) is expected
+
+
+def test_a_step_of_zero_is_no_step():
+    assert escalated(Severity.LOW, 10, (0, 0)) is Severity.LOW

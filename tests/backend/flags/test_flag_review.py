@@ -312,24 +312,26 @@ def test_a_repeat_finding_keeps_the_evidence_it_replaces(review: Review):
     review.later(hours=2)
     review.raise_("count", evidence={"name": "count", "difference_ug": 900})
     flag = review.flag(flag_id)
-    assert (flag["status"], flag["occurrences"]) == ("open", 2)
+    # The same event found again, changed: one occurrence still, showing its new evidence.
+    assert (flag["status"], flag["occurrences"]) == ("open", 1)
     assert flag["evidence"]["difference_ug"] == 900
     assert flag["last_seen_at"] == "2026-11-02T16:00:00+00:00"
     again = flag["events"][-1]
     assert (again["action"], again["actor_id"]) == ("re_raised", None)
     assert again["detail"]["previous"]["evidence"]["difference_ug"] == 500
     assert again["detail"]["finding"]["evidence"]["difference_ug"] == 900
-    assert again["detail"]["occurrence"] == 2
+    assert (again["detail"]["occurrence"], again["detail"]["new_occurrence"]) == (1, False)
 
 
-def test_the_same_finding_again_counts_but_adds_no_history(review: Review):
+def test_the_same_finding_again_neither_counts_nor_adds_history(review: Review):
     flag_id = review.raise_("count", evidence={"name": "count", "difference_ug": 500})
     events = len(review.flag(flag_id)["events"])
     review.later(hours=2)
     review.raise_("count", evidence={"name": "count", "difference_ug": 500})
     review.raise_("count", evidence={"name": "count", "difference_ug": 500})
     flag = review.flag(flag_id)
-    assert (flag["occurrences"], len(flag["events"])) == (3, events)
+    # Re-checks (every write, every night) are not occurrences: the time says it was seen.
+    assert (flag["occurrences"], len(flag["events"])) == (1, events)
     assert flag["last_seen_at"] == "2026-11-02T16:00:00+00:00"
 
 
@@ -340,7 +342,7 @@ def test_a_resolved_flag_raised_again_stays_resolved_as_judged(review: Review):
     review.raise_("count", evidence={"name": "count", "difference_ug": 600})
     flag = review.flag(flag_id)
     assert (flag["status"], flag["resolution"], flag["occurrences"]) == (
-        "resolved", "justified", 2)
+        "resolved", "justified", 1)
     # The verdict stays beside the evidence it was given on; the new finding is in the history.
     assert flag["evidence"]["difference_ug"] == 500
     assert flag["events"][-1]["action"] == "re_raised"
