@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend import boundary
+from backend import boundary, changes
 from backend.accounts import service as accounts
 from backend.accounts.models import Role, User
 from backend.administration.models import DoseRecord
@@ -65,6 +65,16 @@ def _counts(session: Session, world: World) -> dict[str, int]:
             "flags": count(Flag.id, Flag.organisation_id == org)}
 
 
+def _judged_by(sessions: sessionmaker[Session], rt: Runtime) -> sessionmaker[Session]:
+    """Return `sessions` whose `changes.settle` judges by the simulation's clock.
+
+    The app's sessions judge by the app's clock; a service that settles before its unit ends
+    (a count naming its flags) would otherwise stamp its flags with the wall clock's time.
+    """
+    info = {**sessions.kw.get("info", {}), changes.JUDGE: boundary.judge_with(rt)}
+    return sessionmaker(class_=sessions.class_, **{**sessions.kw, "info": info})
+
+
 def generate(sessions: sessionmaker[Session], rt: Runtime, instance: Path, params: Params,
              progress: Callable[[str], None] = lambda _: None) -> ground_truth.Truth:
     """Simulate `params.days` days of a new organisation; write and return its ground truth."""
@@ -78,6 +88,7 @@ def generate(sessions: sessionmaker[Session], rt: Runtime, instance: Path, param
     with boundary.unit(sessions, rt) as session:
         world = build(session, rt, rng, truth, params.start)
         clinic = Clinic(world, inject(world))
+    sessions = _judged_by(sessions, world.rt)
     for day in range(params.days):
         with boundary.unit(sessions, world.rt) as session:
             clinic.day(session, day)

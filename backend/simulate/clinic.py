@@ -210,7 +210,8 @@ class Clinic:
     def _sync(self, session: Session, visit: sessions.HomeVisit) -> None:
         escalation = self.injection.escalation
         escalating = escalation is not None and escalation.patient is visit.patient
-        ug_per_kg = escalation.ug_per_kg(visit.timeline.arrive) if escalating else 500
+        ug_per_kg = (escalation.ug_per_kg(visit.timeline.arrive) if escalating
+                     else visit.patient.ug_per_kg)
         recorded = sessions.sync(session, self.world, visit, ug_per_kg)
         visit.conduct.recorded(recorded)
         if escalating:

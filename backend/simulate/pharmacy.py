@@ -9,7 +9,6 @@ pharmacist (`behaviour.PharmacyDiverter`) works through the same calls.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -34,7 +33,6 @@ SHELF_LIFE = timedelta(days=540)
 COUNT_REASON = "Shortfall at the weekly count; nurse questioned; reported to compliance."
 # Honest noise: a delivery shipped short (and invoiced as shipped), a damaged vial destroyed.
 SHORT_SHIPMENT_SHARE, DAMAGED_SHARE = 0.03, 0.03
-RECEIPT_FIELDS = {spec.name for spec in dataclasses.fields(custody.EntryRequest)}
 
 
 @dataclass
@@ -254,7 +252,5 @@ class Pharmacy:
 
 
 def _quantities(ordered_ug: int, invoiced_ug: int, details: dict) -> dict:
-    """Return a receipt's fields with what was ordered and invoiced, as the service takes them."""
-    if {"ordered_ug", "invoiced_ug"} <= RECEIPT_FIELDS:
-        return {"ordered_ug": ordered_ug, "invoiced_ug": invoiced_ug, "details": details}
+    """Return a receipt's details with what was ordered and invoiced, as the API stores them."""
     return {"details": {**details, "ordered_ug": ordered_ug, "invoiced_ug": invoiced_ug}}
