@@ -413,11 +413,13 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "Vigil practice default (no published rule): smallest multiple of the peers' "
               "median share destroyed worth a review, so a z-score alone never flags",
               minimum=Decimal("1.1"), maximum=Decimal("20"), practice=True),
-    Threshold("pharmacy_disposal_spread_floor", Decimal("0.02"), "share of µg handled",
-              "Vigil practice default (no published rule): smallest spread a share destroyed is "
-              "scored on, as one pharmacist may destroy all of a small pharmacy's expired stock; "
-              "MAD implodes when peers nearly tie (Rousseeuw & Croux 1993)",
-              minimum=Decimal("0.001"), maximum=Decimal("0.5"), practice=True),
+    Threshold("pharmacy_disposal_spread_floor", Decimal("0.015"),
+              "destructions per day worked",
+              "Vigil practice default (no published rule): smallest spread destructions per day "
+              "worked are scored on (about one in 70 days), as one pharmacist may destroy all "
+              "of a small pharmacy's damaged or expired stock; MAD implodes when peers nearly "
+              "tie (Rousseeuw & Croux 1993)",
+              minimum=Decimal("0.001"), maximum=Decimal("1"), practice=True),
     Threshold("scan_window_days", 90, "days",
               "Vigil practice default (no published rule): how far back the nightly scan "
               "compares nurses with their peers; CLINICAL.md Diversion: per-person activity "

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from fractions import Fraction
+from zoneinfo import ZoneInfo
 
 from safeguards.facts import Count, Facts, VaultMovement
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
@@ -311,60 +312,61 @@ def receipt_mismatch(facts: Facts, policy: Policy) -> Iterator[Finding]:
 
 @dataclass(frozen=True)
 class Disposer:
-    """One pharmacist's destructions against everything she moved in the vault."""
+    """One pharmacist's destructions against the days she worked in the vault."""
 
     person: str
     destroyed_ug: int
     destructions: int
-    handled_ug: int
+    days_worked: int
 
     @property
-    def share(self) -> Fraction:
-        """Return the share of what she moved that she destroyed."""
-        return Fraction(self.destroyed_ug, self.handled_ug)
+    def rate(self) -> Fraction:
+        """Return her destructions per day worked."""
+        return Fraction(self.destructions, self.days_worked)
 
 
 def _disposers(facts: Facts) -> list[Disposer]:
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    """Return each pharmacist's destructions and her days with any vault movement, local days."""
+    zone = ZoneInfo(facts.timezone)
+    days: dict[str, set[date]] = defaultdict(set)
+    destroyed: dict[str, list[int]] = defaultdict(list)
     for m in _movements(facts):
         if m.actor_role not in (None, PHARMACIST):
             continue
-        figures = totals[m.actor_id]
-        figures[2] += m.quantity_ug
+        days[m.actor_id].add(m.occurred_at.astimezone(zone).date())
         if m.kind == "destroy":
-            figures[0] += m.quantity_ug
-            figures[1] += 1
-    return [Disposer(person, *figures) for person, figures in sorted(totals.items())
-            if figures[2]]
+            destroyed[m.actor_id].append(m.quantity_ug)
+    return [Disposer(person, sum(destroyed[person]), len(destroyed[person]), len(worked))
+            for person, worked in sorted(days.items())]
 
 
 def _scale(values: list[Fraction], floor: Fraction) -> Fraction:
     """Return the peers' robust scale (stats.robust_spread), never below `floor`.
 
-    The floor is a share of what was moved, not of the median: with few pharmacists the
-    median share destroyed is often 0, and a share of 0 is no floor at all.
+    The floor is in destructions per day, not a share of the median: with few pharmacists the
+    median is often 0, and a share of 0 is no floor at all.
     """
     return max(robust_spread(values).scale or 0, floor)
 
 
 DISPOSAL_OUTLIER = RuleMeta(
     id="pharmacy.disposal_outlier", version=1,
-    title="A pharmacist destroys far more of what she handles than her peers",
+    title="A pharmacist destroys stock far more often than her peers",
     severity=Severity.MEDIUM,
     rationale="Destruction and return to a reverse distributor take stock off the books for "
-              "good; a pharmacist who disposes of a much larger share of the stock she moves "
-              "than her colleagues is where a review starts.",
+              "good, and witnesses sign what they are shown; a pharmacist who destroys far "
+              "more often, per day worked, than her colleagues is where a review starts.",
     source="CLINICAL.md DEA: destruction of stock, DEA Form 41 with two witnesses, 21 CFR "
-           "1317; CLINICAL.md Diversion: peer score within a role (Omnicell; Bluesight IRIS), "
-           "normalised by work done (heliometrics); modified z-score against the other "
-           "pharmacists, Iglewicz & Hoaglin 1993, with a floor under the spread (Rousseeuw & "
-           "Croux 1993) and a minimum sample and effect size",
+           "1317; CLINICAL.md Diversion: count per worker per day worked (Epstein, Anesth "
+           "Analg 2007), peer score within a role (Omnicell; Bluesight IRIS); modified z-score "
+           "against the other pharmacists, Iglewicz & Hoaglin 1993, with a floor under the "
+           "spread (Rousseeuw & Croux 1993) and a minimum sample and effect size",
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 @PHARMACY.rule(DISPOSAL_OUTLIER)
 def disposal_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
-    """Flag a pharmacist whose share destroyed is far above the other pharmacists'."""
+    """Flag a pharmacist whose destructions per day worked are far above her peers'."""
     if facts.vault_since is None:
         return
     disposers = _disposers(facts)
@@ -372,24 +374,24 @@ def disposal_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
     ratio = Fraction(policy.value("pharmacy_disposal_min_ratio"))
     floor = Fraction(policy.value("pharmacy_disposal_spread_floor"))
     for one in disposers:
-        peers = [other.share for other in disposers if other.person != one.person]
+        peers = [other.rate for other in disposers if other.person != one.person]
         if (one.destructions < policy.value("pharmacy_disposal_min_entries")
                 or len(peers) < policy.value("pharmacy_peer_min_peers")):
             continue
         centre = median(peers)
-        z = (one.share - centre) / _scale(peers, floor)
-        if z < limit or one.share < ratio * centre:
+        z = (one.rate - centre) / _scale(peers, floor)
+        if z < limit or one.rate < ratio * centre:
             continue
         yield DISPOSAL_OUTLIER.finding(
             _person(one.person),
-            f"This pharmacist destroyed or returned for disposal {one.destroyed_ug} µg in "
-            f"{one.destructions} entries since {facts.vault_since.date()}, "
-            f"{_percent(one.share)} of the {one.handled_ug} µg she moved in the vault; the "
-            f"median of the {len(peers)} other pharmacists is {_percent(centre)} (modified z "
+            f"This pharmacist recorded {one.destructions} destructions or returns for disposal "
+            f"({one.destroyed_ug} µg) over {one.days_worked} days she worked in the vault since "
+            f"{facts.vault_since.date()}, {rounded(one.rate, 3)} a day; the median of the "
+            f"{len(peers)} other pharmacists is {rounded(centre, 3)} a day (modified z "
             f"{rounded(z, 1)}, limit {limit}). Check each destruction's Form 41, its "
-            "witnesses and the stock's expiry, and where returned stock went.",
+            "witnesses and the stock's condition and expiry, and where returned stock went.",
             evidence(pharmacist_id=one.person, destroyed_ug=one.destroyed_ug,
-                     destructions=one.destructions, handled_ug=one.handled_ug,
-                     share=rounded(one.share, 4), peer_median_share=rounded(centre, 4),
-                     robust_z=rounded(z, 2), z_threshold=policy.value("pharmacy_disposal_z"),
-                     peers=len(peers), since=facts.vault_since))
+                     destructions=one.destructions, days_worked=one.days_worked,
+                     per_day=rounded(one.rate, 4), peer_median_per_day=rounded(centre, 4),
+                     robust_z=rounded(z, 2), z_threshold=limit, peers=len(peers),
+                     since=facts.vault_since))

@@ -250,57 +250,66 @@ def test_receipt_mismatch_says_by_how_much():
     assert "Check" in finding.summary
 
 
-# disposal_outlier: share destroyed of µg moved, against the other pharmacists; z 3.5 on a
-# spread of at least 2% of what was moved, and at least twice the peers' median.
-def pharmacist(person: str, destroyed: tuple[int, ...], moved_ug: int = 1_000_000,
+# disposal_outlier: destructions per day worked, against the other pharmacists; z 3.5 on a
+# spread of at least 0.015 a day, and at least twice the peers' median.
+def pharmacist(person: str, destructions: int, days: int = 50,
                role: str = "pharmacist") -> tuple[VaultMovement, ...]:
-    """Return a pharmacist's destructions and the dispenses that make up `moved_ug`."""
-    destroys = tuple(moved(f"{person}-destroy-{n}", "destroy", quantity, actor=person,
-                           to_holder="destruction", actor_role=role)
-                     for n, quantity in enumerate(destroyed))
-    rest = moved(f"{person}-dispense", "dispense", moved_ug - sum(destroyed), actor=person,
-                 to_holder="bag:nurse-1", actor_role=role)
-    return (*destroys, rest)
+    """Return a pharmacist's dispense on each of `days` days, and `destructions` among them."""
+    def on(n: int, kind: str, to_holder: str) -> VaultMovement:
+        return moved(f"{person}-{kind}-{n}", kind, 10_000, actor=person, to_holder=to_holder,
+                     actor_role=role, occurred_at=COUNTED_AT - (n % days) * DAY)
+    return (*(on(n, "dispense", "bag:nurse-1") for n in range(days)),
+            *(on(n, "destroy", "destruction") for n in range(destructions)))
 
 
-PEERS = tuple(m for n in (2, 3, 4) for m in pharmacist(f"p-{n}", (5_000, 5_000)))
+PEERS = tuple(m for n in (2, 3, 4) for m in pharmacist(f"p-{n}", 1))
+BUSY_PEERS = tuple(m for n in (2, 3, 4) for m in pharmacist(f"p-{n}", 5))
+# With the floor at 0.025 a day and peers who destroy nothing, z is 3.5 at 7 in 80 days.
+FLOOR = {"pharmacy_disposal_spread_floor": Decimal("0.025")}
+IDLE_PEER = pharmacist("p-2", 0, 80)
 
 
-@pytest.mark.parametrize(("movements", "expected"), [
-    pytest.param(pharmacist("p-1", (30_000, 30_000, 20_000)) + PEERS, [("p-1", "medium")],
+@pytest.mark.parametrize(("movements", "overrides", "expected"), [
+    pytest.param(pharmacist("p-1", 4) + PEERS, None, [("p-1", "medium")],
+                 id="four-in-fifty-days-against-one"),
+    pytest.param(pharmacist("p-1", 7, 80) + IDLE_PEER, FLOOR, [("p-1", "medium")],
                  id="at-z-3.5"),
-    pytest.param(pharmacist("p-1", (30_000, 30_000, 19_999)) + PEERS, [], id="just-below"),
-    pytest.param(pharmacist("p-1", (30_000,) * 2) + PEERS, [], id="too-few-destructions"),
-    pytest.param(pharmacist("p-1", (30_000,) * 3), [], id="no-peers"),
-    pytest.param(pharmacist("p-1", (25_000, 25_000, 20_000)) + pharmacist("p-2", ()),
-                 [("p-1", "medium")], id="one-peer-who-destroys-nothing"),
-    pytest.param(pharmacist("p-1", (25_000, 25_000, 19_999)) + pharmacist("p-2", ()), [],
-                 id="one-peer-just-below-the-floor"),
-    pytest.param(pharmacist("p-1", (60_000,) * 3)
-                 + tuple(m for n in (2, 3, 4) for m in pharmacist(f"p-{n}", (100_000,))),
-                 [], id="z-high-but-under-twice-the-median"),
-    pytest.param(pharmacist("p-1", (70_000,) * 3)
-                 + tuple(m for n in (2, 3, 4) for m in pharmacist(f"p-{n}", (100_000,))),
-                 [("p-1", "medium")], id="twice-the-median-and-z"),
-    pytest.param(pharmacist("p-1", (30_000,) * 3, role="nurse") + PEERS, [],
+    pytest.param(pharmacist("p-1", 7, 81) + IDLE_PEER, FLOOR, [], id="just-below-z"),
+    pytest.param(pharmacist("p-1", 2, 10) + PEERS, None, [], id="too-few-destructions"),
+    pytest.param(pharmacist("p-1", 3, 10) + PEERS, None, [("p-1", "medium")],
+                 id="at-the-fewest-destructions"),
+    pytest.param(pharmacist("p-1", 10), None, [], id="no-peers"),
+    pytest.param(pharmacist("p-1", 8) + BUSY_PEERS, None, [],
+                 id="z-high-but-under-twice-the-median"),
+    pytest.param(pharmacist("p-1", 10) + BUSY_PEERS, None, [("p-1", "medium")],
+                 id="twice-the-median-and-z"),
+    pytest.param(pharmacist("p-1", 10, role="nurse") + PEERS, None, [],
                  id="a-nurse-is-no-pharmacist"),
-    pytest.param(pharmacist("p-1", (5_000, 5_000)) + PEERS, [], id="honest-like-her-peers"),
+    pytest.param(pharmacist("p-1", 2) + PEERS, None, [], id="honest-like-her-peers"),
 ])
-def test_disposal_outlier(movements, expected):
-    assert outcome("pharmacy.disposal_outlier", vault(*movements)) == expected
+def test_disposal_outlier(movements, overrides, expected):
+    assert outcome("pharmacy.disposal_outlier", vault(*movements), overrides) == expected
 
 
 def test_disposal_outlier_waits_for_the_whole_window():
-    given = vault(*pharmacist("p-1", (100_000,) * 3), *PEERS, since=None)
+    given = vault(*pharmacist("p-1", 30), *PEERS, since=None)
     assert findings_of("pharmacy.disposal_outlier", given) == []
 
 
+def test_disposal_outlier_counts_days_in_the_organisation_s_zone():
+    # 23:30 UTC is the next day's 00:30 in Paris: two days worked, not one.
+    late = replace(pharmacist("p-1", 0, 1)[0], id="late",
+                   occurred_at=COUNTED_AT.replace(hour=23, minute=30))
+    given = vault(*pharmacist("p-1", 3, 1), late, *PEERS, timezone="Europe/Paris")
+    [finding] = findings_of("pharmacy.disposal_outlier", given)
+    assert finding.evidence["days_worked"] == 2
+
+
 def test_disposal_outlier_says_against_whom():
-    [finding] = findings_of("pharmacy.disposal_outlier",
-                            vault(*pharmacist("p-1", (30_000,) * 3), *PEERS))
-    assert finding.evidence["share"] == Decimal("0.0900")
+    [finding] = findings_of("pharmacy.disposal_outlier", vault(*pharmacist("p-1", 5), *PEERS))
+    assert finding.evidence["per_day"] == Decimal("0.1000")
     assert finding.evidence["peers"] == 3
-    assert "the median of the 3 other pharmacists is 1.00%" in finding.summary
+    assert "the median of the 3 other pharmacists is 0.020 a day" in finding.summary
     assert "Check" in finding.summary
 
 
@@ -308,6 +317,6 @@ def test_an_honest_vault_raises_nothing():
     honest = (receipt(ordered_ug=1_000_000, invoiced_ug=1_000_000),
               moved("dispense-1", "dispense", 200_000, to_holder="bag:nurse-1"),
               moved("return-1", "return", 50_000, from_holder="bag:nurse-1"),
-              *PEERS, *pharmacist("pharmacist-1", (5_000, 5_000)))
+              *PEERS, *pharmacist("pharmacist-1", 1))
     given = vault(*honest, counts=(counted(short=0, adjustment_id=None),))
     assert found(PHARMACY, given) == []

@@ -129,9 +129,9 @@ def test_a_pharmacist_who_destroys_far_more_than_her_peer_is_flagged(world: Worl
         _destroy(pharmacy, mine, 100_000)
     outlier = _scan(world, pharmacy)["pharmacy.disposal_outlier"]
     pharmacist = str(pharmacy.users[Role.PHARMACIST].id)
-    # 300,000 of the 1,200,000 µg she moved, against her peer's none of 10,500,000.
+    # Three destructions on the one day she worked, against her peer's none.
     assert (outlier.subject_id, outlier.evidence["destructions"]) == (pharmacist, 3)
-    assert (outlier.evidence["share"], outlier.evidence["peers"]) == ("0.2500", 1)
+    assert (outlier.evidence["per_day"], outlier.evidence["peers"]) == ("3.0000", 1)
 
 
 def test_an_honest_pharmacist_raises_nothing(world: World):
