@@ -5,9 +5,10 @@ written off by adjustment, a short count made good on paper with no loss reporte
 booked for less than the supplier invoiced, more destroyed than colleagues destroy, and one
 person holding the duties that guidance splits between two (receiving, counting, correcting).
 
-A finding about a pharmacist names her as its person (SubjectKind.NURSE is the kind whose id a
-flag files as its person) and, in its evidence, as `pharmacist_id`. Totals and peer figures
-need the whole window: they judge nothing when the facts are only a write's own
+A finding is about the pharmacist who did it: one case per rule (per holder for a written-off
+shortfall), whose occurrences are the receipts, lots and counts seen. SubjectKind.NURSE is the
+kind whose id a flag files as its person; the evidence names her `pharmacist_id`. Totals and
+peer figures need the whole window: they judge nothing when the facts are only a write's own
 (`Facts.vault_since` is None).
 """
 
@@ -201,7 +202,8 @@ def adjustment_after_shortfall(facts: Facts, policy: Policy) -> Iterator[Finding
                      unreported_ug=unreported, adjustment_ids=_ids(found.adjustments),
                      same_person=str(own).lower(), counted_at=count.counted_at,
                      reason=count.reason),
-            key=(count.id, count.holder, count.product_id, count.lot),
+            # One case per person and holder; each count written off is one occurrence of it.
+            key=(count.holder,), occurrence=f"{count.id}/{count.product_id}/{count.lot}",
             severity=None if own else Severity.MEDIUM)
 
 
@@ -262,7 +264,7 @@ def separation_of_duties(facts: Facts, policy: Policy) -> Iterator[Finding]:
                      duties=", ".join(names), receipt_ids=", ".join(held.get(RECEIVED, ())),
                      count_ids=", ".join(held.get(COUNTED_SHORT, ())),
                      adjustment_ids=", ".join(held.get(ADJUSTED_DOWN, ()))),
-            key=(product_id, lot),
+            occurrence=f"{product_id}/{lot}",
             severity=Severity.HIGH if len(names) == 3 else None)
 
 
@@ -297,7 +299,7 @@ def receipt_mismatch(facts: Facts, policy: Policy) -> Iterator[Finding]:
         against = "invoiced" if off_invoice else "ordered"
         expected = m.invoiced_ug if off_invoice else m.ordered_ug
         yield RECEIPT_MISMATCH.finding(
-            Subject(SubjectKind.LOT, m.lot),
+            _person(m.actor_id),
             f"Lot {m.lot} was received into the vault as {m.quantity_ug} µg; the supplier "
             f"{against} {expected} µg ({m.quantity_ug - expected:+} µg; tolerance "
             f"{tolerance} µg). Check the delivery's packing slip and invoice against the "
@@ -307,7 +309,7 @@ def receipt_mismatch(facts: Facts, policy: Policy) -> Iterator[Finding]:
                      invoiced_ug=m.invoiced_ug, compared_with=against,
                      difference_ug=m.quantity_ug - expected, tolerance_ug=tolerance,
                      received_at=m.occurred_at),
-            key=(m.id,), severity=None if off_invoice else Severity.MEDIUM)
+            occurrence=m.id, severity=None if off_invoice else Severity.MEDIUM)
 
 
 @dataclass(frozen=True)

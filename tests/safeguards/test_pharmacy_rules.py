@@ -156,6 +156,16 @@ def test_a_shortfall_gets_its_days_to_be_reported(days_ago, fires):
     assert bool(findings_of("pharmacy.adjustment_after_shortfall", given)) is fires
 
 
+def test_one_person_s_written_off_shortfalls_of_a_holder_are_one_case():
+    second = counted(id="count-2", lot="LOT-2", adjustment_id="adjust-2")
+    given = vault(FIX, adjust(10_000, id_="adjust-2", lot="LOT-2", count_id="count-2"),
+                  counts=(counted(), second))
+    found_ = findings_of("pharmacy.adjustment_after_shortfall", given)
+    assert len(found_) == 2 and len({f.dedup_key for f in found_}) == 1
+    assert {f.occurrence_key for f in found_} == {"count-1/product-1/LOT-1",
+                                                  "count-2/product-1/LOT-2"}
+
+
 def test_a_bag_shortfall_names_the_bag_s_nurse():
     bag = "bag:nurse-1"
     given = vault(adjust(10_000, holder=bag, count_id="count-1"),
@@ -216,23 +226,31 @@ def test_a_write_noted_twice_is_one_finding():
     pytest.param({}, None, [], id="no-order-or-invoice-recorded"),
     pytest.param({"invoiced_ug": 1_000_000, "ordered_ug": 1_000_000}, None, [],
                  id="honest-all-agree"),
-    pytest.param({"invoiced_ug": 1_000_001}, None, [("LOT-1", "high")], id="1-ug-short"),
+    pytest.param({"invoiced_ug": 1_000_001}, None, [("pharmacist-1", "high")], id="1-ug-short"),
     pytest.param({"invoiced_ug": 1_000_001}, {"pharmacy_receipt_tolerance_ug": 1}, [],
                  id="at-the-tolerance"),
     pytest.param({"invoiced_ug": 1_000_002}, {"pharmacy_receipt_tolerance_ug": 1},
-                 [("LOT-1", "high")], id="above-the-tolerance"),
-    pytest.param({"invoiced_ug": 900_000}, None, [("LOT-1", "high")],
+                 [("pharmacist-1", "high")], id="above-the-tolerance"),
+    pytest.param({"invoiced_ug": 900_000}, None, [("pharmacist-1", "high")],
                  id="booked-more-than-invoiced"),
     pytest.param({"ordered_ug": 1_200_000, "invoiced_ug": 1_000_000}, None, [],
                  id="honest-back-order-invoiced-as-shipped"),
     pytest.param({"ordered_ug": 1_200_000, "invoiced_ug": 1_200_000}, None,
-                 [("LOT-1", "high")], id="short-of-order-and-invoice"),
-    pytest.param({"ordered_ug": 1_200_000}, None, [("LOT-1", "medium")],
+                 [("pharmacist-1", "high")], id="short-of-order-and-invoice"),
+    pytest.param({"ordered_ug": 1_200_000}, None, [("pharmacist-1", "medium")],
                  id="short-of-the-order-no-invoice"),
 ])
 def test_receipt_mismatch(fields, overrides, expected):
     given = vault(receipt(**fields), since=None)
     assert outcome("pharmacy.receipt_mismatch", given, overrides) == expected
+
+
+def test_one_receiver_s_mismatched_receipts_are_one_case():
+    given = vault(receipt(invoiced_ug=1_100_000),
+                  receipt(invoiced_ug=1_100_000, id_="receive-2", lot="LOT-2"), since=None)
+    found_ = findings_of("pharmacy.receipt_mismatch", given)
+    assert len({f.dedup_key for f in found_}) == 1
+    assert {f.occurrence_key for f in found_} == {"receive-1", "receive-2"}
 
 
 def test_receipt_mismatch_reads_receipts_only():
