@@ -542,11 +542,12 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "wrote (each revision of one plan counts once) before the doses and overrides "
               "of those plans are compared with other prescribers'",
               minimum=2, maximum=1000, practice=True),
-    Threshold("prescriber_min_peers", 3, "prescribers",
+    Threshold("prescriber_min_peers", 2, "prescribers",
               "Vigil practice default (no published rule): fewest other prescribers with enough "
-              "plans for their median and spread to mean anything; CLINICAL.md Diversion: peer "
-              "score within a role (Omnicell; Bluesight IRIS)",
-              minimum=2, maximum=1000, practice=True),
+              "plans to compare with, as an organisation has a few (the spread floor and the "
+              "minimum difference keep a small group from making a difference extreme); "
+              "CLINICAL.md Diversion: peer score within a role (Omnicell; Bluesight IRIS)",
+              minimum=1, maximum=1000, practice=True),
     Threshold("prescriber_peer_z", Decimal("3.5"), "modified z",
               "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier; CLINICAL.md "
               "Diversion: usage against peers in the same role (Omnicell; Bluesight IRIS)",

@@ -155,8 +155,9 @@ def test_the_peer_finding_is_about_the_prescriber_and_names_the_figure():
 
 @pytest.mark.parametrize(("plans", "peers", "flagged"), [
     (5, 3, True),       # enough plans, enough peers
+    (5, 2, True),       # at the fewest peers
     (4, 3, False),      # one plan too few for each prescriber
-    (5, 2, False),      # one peer too few
+    (5, 1, False),      # one peer too few
 ])
 def test_a_prescriber_is_compared_only_with_enough_plans_and_peers(plans, peers, flagged):
     doses = dict(list(HONEST.items())[:peers])
