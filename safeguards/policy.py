@@ -509,11 +509,12 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "Vigil practice default (no published rule): the identical reading must come "
               "from this many patients, as one patient's own may be steady",
               minimum=1, maximum=50, practice=True),
-    Threshold("flat_min_share_gap", Decimal("0.3"), "share of sessions",
-              "Vigil practice default (no published rule): how far her share of identical "
-              "readings must exceed her peers' median share, when she has enough peers "
-              "(peer_min_peers)",
-              minimum=Decimal("0"), maximum=Decimal("1.0"), practice=True),
+    Threshold("flat_max_p_value", Decimal("0.0001"), "probability",
+              "Vigil practice default: chance of so many identical readings at the rate her "
+              "peers record that reading (exact binomial tail, as waste.witness_pair), when "
+              "she has peer_min_peers peers; CLINICAL.md Monitoring: CADSS varies widely "
+              "(mean ~7.7, SD 9.2), yet small scores repeat by chance",
+              minimum=Decimal("0.000001"), maximum=Decimal("0.05"), practice=True),
     Threshold("weight_dose_recent_doses", 3, "doses",
               "Vigil practice default (no published rule): the latest doses compared with "
               "the earlier ones for mg rising while mg/kg stays flat",

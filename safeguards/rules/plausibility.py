@@ -21,7 +21,7 @@ from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Number, Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
-from safeguards.stats import median, rounded
+from safeguards.stats import binomial_upper_tail, median, rounded, significant
 
 PLAUSIBILITY = Registry()
 WEEK = timedelta(days=7)
@@ -277,7 +277,8 @@ FLAT_READINGS = RuleMeta(
               "and the monitoring they vouch for may not have happened.",
     source="CLINICAL.md Monitoring: blood pressure rises after the dose (Spravato label), "
            "CADSS after IV ketamine mean ~7.7, SD 9.2 (Bremner 2024); Diversion: against peers "
-           "in the same role (Omnicell; Bluesight IRIS); the shares are practice",
+           "in the same role (Omnicell; Bluesight IRIS); exact binomial tail at her peers' "
+           "rate of the same reading; the shares are practice",
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
@@ -304,24 +305,30 @@ def _unchanging_session(readings: SessionReadings) -> Hashable | None:
     return "unchanging" if len(set(complete)) == 1 else MOVES
 
 
-def _peak_cadss(readings: SessionReadings) -> Hashable | None:
-    totals = [v.cadss_total for v in readings.after_dose if v.cadss_total is not None]
-    return max(totals) if totals else None
+def _cadss_after_dose(readings: SessionReadings) -> Hashable | None:
+    totals = tuple(v.cadss_total for v in readings.after_dose if v.cadss_total is not None)
+    # One score repeats by chance (a peak of 2 is common); a whole course rarely does.
+    return totals if len(totals) >= 2 else None
 
 
-def _described(value: Hashable) -> str:
-    if isinstance(value, tuple) and len(value) == 4:
-        return f"{value[0]}/{value[1]} mmHg, HR {value[2]}, SpO2 {value[3]}%"
-    if value == "unchanging":
-        return "every reading of the session the same"
-    return f"peak CADSS {value}"
+def _vitals_words(value: tuple) -> str:
+    systolic, diastolic, heart_rate, spo2 = value
+    return f"{systolic}/{diastolic} mmHg, HR {heart_rate}, SpO2 {spo2}%"
 
 
-MEASURES: dict[str, tuple[str, Callable[[SessionReadings], Hashable | None]]] = {
-    "pre_dose_vitals": ("the same pre-dose vital signs", _pre_dose_vitals),
+def _cadss_words(value: tuple) -> str:
+    return "CADSS " + ", ".join(str(total) for total in value)
+
+
+Measure = Callable[[SessionReadings], Hashable | None]
+# Each measure: what a reviewer reads, the session's value, and the value in words.
+MEASURES: dict[str, tuple[str, Measure, Callable[[tuple], str]]] = {
+    "pre_dose_vitals": ("the same pre-dose vital signs", _pre_dose_vitals, _vitals_words),
     "unchanging_session": ("sessions whose readings never changed from pre-dose to "
-                           "discharge", _unchanging_session),
-    "peak_cadss": ("the same peak dissociation score (CADSS) after the dose", _peak_cadss),
+                           "discharge", _unchanging_session,
+                           lambda _: "every reading of the session the same"),
+    "cadss_after_dose": ("the same dissociation scores (CADSS) after the dose, reading by "
+                         "reading", _cadss_after_dose, _cadss_words),
 }
 
 
@@ -342,8 +349,7 @@ class Flatness:
         return Fraction(self.identical, self.sessions)
 
 
-def _flatness(nurse_id: str, sessions: list[SessionReadings],
-              measure: Callable[[SessionReadings], Hashable | None],
+def _flatness(nurse_id: str, sessions: list[SessionReadings], measure: Measure,
               latest: int) -> Flatness | None:
     """Return her most repeated value of `measure` over her `latest` sessions that have it,
     or None with fewer."""
@@ -361,59 +367,96 @@ def _flatness(nurse_id: str, sessions: list[SessionReadings],
                     len({one.patient_id for one in same}), tuple(one.visit_id for one in same))
 
 
+@dataclass(frozen=True)
+class Judged:
+    """A nurse's flatness on one measure against her peers' readings, when she has enough."""
+
+    measure: str
+    found: Flatness
+    peers: int
+    # How often her peers recorded the same value (add-one smoothed), and the chance she
+    # recorded it so often at that rate; None when she has too few peers to compare with.
+    peer_rate: Fraction | None
+    p_value: Fraction | None
+
+
 @PLAUSIBILITY.rule(FLAT_READINGS)
 def flat_readings(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a nurse who records one identical reading at most of her latest sessions, for
-    several patients, where her peers' readings vary."""
+    several patients, far more often than her peers record that reading."""
     by_nurse: dict[str, list[SessionReadings]] = defaultdict(list)
     for readings in sorted(facts.readings, key=lambda r: (r.recorded_at, r.visit_id)):
         by_nurse[readings.nurse_id].append(readings)
-    flat: dict[str, list[tuple[str, Flatness, list[Fraction]]]] = defaultdict(list)
-    latest = int(policy.value("flat_min_sessions"))
-    for name, (_, measure) in MEASURES.items():
-        judged = [found for nurse_id, sessions in by_nurse.items()
-                  if (found := _flatness(nurse_id, sessions, measure, latest)) is not None]
-        for found in judged:
-            peers = [other.share for other in judged if other.nurse_id != found.nurse_id]
-            if _flat(found, peers, policy):
-                flat[found.nurse_id].append((name, found, peers))
+    flat: dict[str, list[Judged]] = defaultdict(list)
+    for name, (_, measure, _) in MEASURES.items():
+        for judged in _judged(name, measure, by_nurse, policy):
+            if _flat(judged, policy):
+                flat[judged.found.nurse_id].append(judged)
     # One case per nurse: the flattest measure leads, the others are named beside it.
     for measures in flat.values():
-        measures.sort(key=lambda item: -item[1].share)
+        measures.sort(key=lambda judged: -judged.found.share)
         yield _flat_finding(policy, measures)
 
 
-def _flat(found: Flatness, peers: list[Fraction], policy: Policy) -> bool:
+def _judged(name: str, measure: Measure,
+            by_nurse: dict[str, list[SessionReadings]], policy: Policy) -> Iterator[Judged]:
+    latest = int(policy.value("flat_min_sessions"))
+    values = {nurse_id: [value for one in sessions if (value := measure(one)) is not None]
+              for nurse_id, sessions in by_nurse.items()}
+    everyone = Counter(value for own in values.values() for value in own)
+    recorded = sum(len(own) for own in values.values())
+    found = [flatness for nurse_id, sessions in by_nurse.items()
+             if (flatness := _flatness(nurse_id, sessions, measure, latest)) is not None]
+    for one in found:
+        own, peers = values[one.nurse_id], len(found) - 1
+        if peers < policy.value("peer_min_peers"):
+            yield Judged(name, one, peers, None, None)
+            continue
+        # Small scores repeat by chance (a CADSS of 2 is common): what counts is how often
+        # her peers record the same value, not that it repeats.
+        rate = Fraction(everyone[one.value] - own.count(one.value) + 1,
+                        recorded - len(own) + 2)
+        yield Judged(name, one, peers, rate,
+                     binomial_upper_tail(one.identical, one.sessions, rate))
+
+
+def _flat(judged: Judged, policy: Policy) -> bool:
+    found = judged.found
     if (found.share < Fraction(policy.value("flat_min_share"))
             or found.patients < policy.value("flat_min_patients")):
         return False
-    # With enough peers, flat must stand out from them: a form that fills a default for
-    # everyone is a form to fix, not a nurse to review.
-    if len(peers) < policy.value("peer_min_peers"):
-        return True
-    return found.share - median(peers) >= Fraction(policy.value("flat_min_share_gap"))
+    # A form that fills a default for everyone is a form to fix, not a nurse to review.
+    return (judged.p_value is None
+            or judged.p_value <= Fraction(policy.value("flat_max_p_value")))
 
 
-def _flat_finding(policy: Policy,
-                  measures: list[tuple[str, Flatness, list[Fraction]]]) -> Finding:
-    name, found, peers = measures[0]
-    compared = (f"; her {len(peers)} peers' most repeated reading covers a median "
-                f"{rounded(median(peers) * 100, 0)}% of theirs" if peers else "")
-    also = "".join(f"; also {MEASURES[other][0]} at {rounded(more.share * 100, 0)}% of her "
-                   "sessions" for other, more, _ in measures[1:])
+def _flat_finding(policy: Policy, measures: list[Judged]) -> Finding:
+    lead = measures[0]
+    found, max_p = lead.found, policy.value("flat_max_p_value")
+    words, _, described = MEASURES[lead.measure]
+    if lead.p_value is None:
+        compared = (f"; with {lead.peers} peers (fewer than "
+                    f"{policy.value('peer_min_peers')}) she is judged on her own")
+    else:
+        compared = (f"; her {lead.peers} peers record it at {_percent(lead.peer_rate)}% of "
+                    f"their sessions, so {found.identical} of {found.sessions} by chance is "
+                    f"{significant(lead.p_value)} (at most {max_p})")
+    also = "".join(f"; also {MEASURES[more.measure][0]} at {_percent(more.found.share)}% of "
+                   "her latest sessions" for more in measures[1:])
     return FLAT_READINGS.finding(
         Subject(SubjectKind.NURSE, found.nurse_id),
-        f"The nurse recorded {MEASURES[name][0]} ({_described(found.value)}) at "
+        f"The nurse recorded {words} ({described(found.value)}) at "
         f"{found.identical} of her latest {found.sessions} sessions "
         f"({rounded(found.share * 100, 0)}%), for {found.patients} patients, where honest "
         f"readings vary and the policy allows {_percent(policy.value('flat_min_share'))}% at most"
         f"{compared}{also}. Check whether the readings were taken: compare them with the "
         "monitor's own record and ask the patients about the visits.",
-        evidence(nurse_id=found.nurse_id, measure=name,
-                 measures=",".join(item[0] for item in measures),
-                 reading=_described(found.value), identical_sessions=found.identical,
+        evidence(nurse_id=found.nurse_id, measure=lead.measure,
+                 measures=",".join(judged.measure for judged in measures),
+                 reading=described(found.value), identical_sessions=found.identical,
                  sessions=found.sessions, share=rounded(found.share, 3),
                  patients=found.patients, min_share=policy.value("flat_min_share"),
-                 peers=len(peers),
-                 peer_median_share=rounded(median(peers), 3) if peers else None,
-                 visit_ids=",".join(found.visit_ids[-10:])))
+                 peers=lead.peers,
+                 peer_rate=None if lead.peer_rate is None else rounded(lead.peer_rate, 4),
+                 p_value=None if lead.p_value is None else significant(lead.p_value),
+                 max_p_value=max_p, visit_ids=",".join(found.visit_ids[-10:])))

@@ -216,12 +216,15 @@ def flat(readings: list[SessionReadings], overrides: dict | None = None) -> list
     ("one patient", peers() + nurse("nurse-x", 10, 10, patients=1), None, []),
     ("two patients", peers() + nurse("nurse-x", 10, 10, patients=2), None,
      ["pre_dose_vitals"]),
-    # flat_min_share_gap 0.3 over the peers' median share, with peer_min_peers 8.
+    # flat_max_p_value 0.0001 at her 8 peers' rate of the same reading, add-one smoothed:
+    # 10 of 10 at (8c + 1) / 98 when each peer copied it at c of her 12 sessions.
     ("everyone the same", peers(flat=12) + nurse("nurse-x", 12, 12), None, []),
-    ("peers 6 of their latest 10 the same", peers(flat=6) + nurse("nurse-x", 12, 8), None,
-     []),
-    ("peers 5 of their latest 10 the same", peers(flat=5) + nurse("nurse-x", 12, 8), None,
+    ("peers 4 of 12 the same: p 0.00002", peers(flat=4) + nurse("nurse-x", 12, 10), None,
      ["pre_dose_vitals"]),
+    ("peers 5 of 12 the same: p 0.00017", peers(flat=5) + nurse("nurse-x", 12, 10), None,
+     []),
+    ("peers 5 of 12, p 0.001 allowed", peers(flat=5) + nurse("nurse-x", 12, 10),
+     {"flat_max_p_value": Decimal("0.001")}, ["pre_dose_vitals"]),
     # flat_min_sessions 10: her latest ten, however many came before.
     ("30 sessions, the latest 5 the same", peers() + nurse("nurse-x", 30, 5), None, []),
     ("30 sessions, the latest 6 the same", peers() + nurse("nurse-x", 30, 6), None,
@@ -233,9 +236,14 @@ def flat(readings: list[SessionReadings], overrides: dict | None = None) -> list
      "all"),
     ("alone and flat", nurse("nurse-x", 10, 10), None, ["pre_dose_vitals"]),
     ("sessions that never change", peers() + nurse("nurse-x", 10, 10, "unchanging_session"),
-     None, ["unchanging_session,peak_cadss"]),
-    ("the same peak CADSS", peers() + nurse("nurse-x", 10, 10, "peak_cadss"), None,
-     ["peak_cadss"]),
+     None, ["unchanging_session,cadss_after_dose"]),
+    ("the same CADSS course", peers() + nurse("nurse-x", 10, 10, "cadss_after_dose"), None,
+     ["cadss_after_dose"]),
+    ("the same peak, courses that differ", [
+        replace(s, after_dose=tuple(Vitals(cadss_total=total) for total in course))
+        for s, course in zip(nurse("nurse-x", 10), [
+            (0, 2, 1), (1, 2, 0), (2, 1, 1), (1, 2, 2), (0, 1, 2)] * 2, strict=True)], None,
+     []),
 ])
 def test_flat_readings_thresholds(case, readings, overrides, flagged):
     findings = flat(readings, overrides)
@@ -252,5 +260,13 @@ def test_flat_readings_say_what_was_the_same_against_what():
     finding, = flat(peers() + nurse("nurse-x", 10, 10))
     assert "(120/80 mmHg, HR 72, SpO2 98%) at 10 of her latest 10 sessions (100%), for 4 " \
         "patients" in finding.summary
-    assert "8 peers" in finding.summary and "Check" in finding.summary
-    assert finding.evidence["peers"] == 8
+    assert "her 8 peers record it at 1.0% of their sessions" in finding.summary
+    assert "Check" in finding.summary
+    assert (finding.evidence["peers"], finding.evidence["peer_rate"]) == (8, Decimal("0.0102"))
+
+
+def test_a_course_her_peers_often_record_is_not_flat():
+    # Peers record the same CADSS course at half their sessions: 7 of her 10 is no surprise.
+    common = [s for n in range(8) for s in nurse(f"peer-{n}", 12, 6, "cadss_after_dose")]
+    assert flat(common + nurse("nurse-x", 12, 7, "cadss_after_dose")) == []
+    assert flat(peers() + nurse("nurse-x", 12, 7, "cadss_after_dose")) != []
