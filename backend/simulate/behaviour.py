@@ -574,12 +574,13 @@ class EscalatingPatient:
             return 500
         return min(900, round(500 * 1.06 ** (self.steps + 1)))
 
-    def recorded(self, session: Recorded) -> None:
-        """Name the escalated session and take the next step up."""
+    def recorded(self, session: Recorded, nurse_id: object) -> None:
+        """Name the escalated session, the nurse who gave more than the plan, and take the
+        next step up."""
         if session.at >= self.starts and session.dosed:
             self.steps += 1
             self.pattern.act(session.at, patient_ids=self.patient.id,
-                             visit_ids=session.visit_id)
+                             visit_ids=session.visit_id, nurse_ids=nurse_id)
             self.pattern.sessions += 1
 
     def wants_extra(self, at: datetime) -> bool:

@@ -215,7 +215,7 @@ class Clinic:
         recorded = sessions.sync(session, self.world, visit, ug_per_kg)
         visit.conduct.recorded(recorded)
         if escalating:
-            escalation.recorded(recorded)
+            escalation.recorded(recorded, visit.nurse.user_id)
         if recorded.dosed:
             self.sessions[visit.nurse.index, visit.patient.index] += 1
         if recorded.dosed and visit.timeline.spike:
