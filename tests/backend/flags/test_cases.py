@@ -3,6 +3,7 @@ reopens when it gets worse, and refused custody writes are facts the rules see."
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from backend.flags.service import raise_flags
 from backend.scan import service as scan
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.rules.frequency import INTERVAL
+from tests.backend.console.conftest import signed_in
 from tests.factories import Pharmacy, World
 
 C = Role.COMPLIANCE
@@ -100,6 +102,19 @@ def test_a_flood_under_one_cause_is_one_flag_counting_distinct_occurrences(cases
     assert flag["evidence"]["dose_id"] == flag["occurrence_key"] == f"dose-{latest}"
     new = [event["detail"]["occurrence_key"] for event in flag["events"][1:]]
     assert len(new) == len(set(new)) == occurrences - 1
+
+
+def test_the_console_shows_cases_with_their_occurrences(cases):
+    cases.raise_(*range(1, 6))
+    [queued] = cases.flags()
+    desk = signed_in(cases.world, cases.org, cases.pharmacy.users[C])
+    queue = re.sub(r"\s+", " ", desk.get("/console/flags").get_data(as_text=True))
+    assert "Occurrences" in queue
+    assert re.search(r'class="num"[^>]*>5</td>', queue)
+    page = re.sub(r"\s+", " ", desk.get(f"/console/flags/{queued['id']}").get_data(as_text=True))
+    assert "5 occurrences of this case" in page
+    assert "the evidence below is of the latest, <code>dose-5</code>" in page
+    assert all(f"<code>dose-{n}</code>" in page for n in range(1, 6))
 
 
 def test_the_nightly_rescan_does_not_inflate_occurrences(cases):
