@@ -80,7 +80,8 @@ def above_protocol(facts: Facts, policy: Policy) -> Iterator[Finding]:
                      max_dose_ug=plan.max_dose_ug,
                      justified="yes" if plan.justified else "no",
                      written_at=plan.created_at),
-            key=(plan.id,), severity=None if plan.justified else Severity.HIGH)
+            # One case per plan; each version written above the protocol dose is an occurrence.
+            occurrence=plan.id, severity=None if plan.justified else Severity.HIGH)
 
 
 PEER_OUTLIER = RuleMeta(

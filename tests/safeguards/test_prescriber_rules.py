@@ -82,12 +82,14 @@ def test_the_protocol_dose_is_the_organisation_s(protocol, flagged):
                        overrides={"protocol_mg_per_kg": protocol})) is flagged
 
 
-def test_each_version_is_its_own_finding_and_the_same_version_keeps_its_key():
+def test_each_version_above_the_protocol_dose_is_an_occurrence_of_the_plan_s_one_case():
     first, second = plan(dose_ug_per_kg=900), plan(dose_ug_per_kg=1_000, id="version-2",
                                                    version=2)
     findings = _above(first, second)
-    assert len({f.dedup_key for f in findings}) == 2
-    assert _above(first)[0].dedup_key == findings[0].dedup_key
+    assert len({f.dedup_key for f in findings}) == 1
+    assert [f.occurrence_key for f in findings] == ["version-1", "version-2"]
+    other = _above(plan(2, dose_ug_per_kg=900))
+    assert other[0].dedup_key != findings[0].dedup_key
 
 
 # Session facts of a dose under a plan: 75 mg at 70 kg is 1.071 mg/kg, over the 1.0 ceiling.

@@ -122,7 +122,14 @@ def test_a_revision_above_the_protocol_dose_needs_its_own_justification(world: W
     revised = clinic.client.put(url, headers=headers, json={**body, "dose_justification": WHY})
     assert revised.status_code == 200, revised.json
     [flag] = _flags(world, clinic.org.id, ABOVE)
-    assert flag.evidence["version"] == 2
+    assert (flag.evidence["version"], flag.occurrences) == (2, 1)
+    # Revised above it again: the plan's one case, a second occurrence with the latest evidence.
+    again = clinic.client.put(url, headers=clinic.as_(Role.PRESCRIBER), json={
+        **body, "dose_ug_per_kg": 900, "dose_justification": WHY})
+    assert again.status_code == 200, again.json
+    [flag] = _flags(world, clinic.org.id, ABOVE)
+    world.session.refresh(flag)
+    assert (flag.evidence["version"], flag.occurrences) == (3, 2)
 
 
 @pytest.mark.parametrize("body", [
