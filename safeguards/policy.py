@@ -464,9 +464,10 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "Vigil practice default (no published rule): fewest earlier occasions that make "
               "a nurse's own history of hours",
               minimum=5, maximum=1000, practice=True),
-    Threshold("hours_shift_min_rise", Decimal("0.30"), "share of occasions",
+    Threshold("hours_shift_min_rise", Decimal("0.15"), "share of occasions",
               "Vigil practice default (no published rule): smallest rise in the share of her "
-              "work that is late or off hours worth a review",
+              "visits that are late or off hours worth a review (one late visit in a day of "
+              "three, on half her days)",
               minimum=Decimal("0.05"), maximum=Decimal("1.0"), practice=True),
     Threshold("hours_shift_max_p_value", Decimal("0.001"), "probability",
               "Vigil practice default: chance of so many late or off-hours occasions if her "

@@ -153,6 +153,12 @@ def recent(count: int = 8, late: int = 8, hour: int = 19, minute: int = 30) -> l
             for n in range(count)]
 
 
+def many(count: int, late: int) -> list[WorkEvent]:
+    """Return `count` recent visits, eight a day from 09:00, the first `late` at 19:30."""
+    return [work(500 + n, local(17 + n // 8, 19, 30) if n < late
+                 else local(17 + n // 8, 9 + n % 8)) for n in range(count)]
+
+
 def shifted(events: list[WorkEvent], overrides: dict | None = None) -> list:
     """Return hours.pattern_shift's findings over `events`."""
     given = facts(work_events=tuple(events), timezone=ZONE)
@@ -163,13 +169,18 @@ def shifted(events: list[WorkEvent], overrides: dict | None = None) -> list:
     ("no visits", [], None, False),
     ("her usual hours", history() + recent(late=0), None, False),
     ("all recent late", history() + recent(), None, True),
-    # hours_shift_min_rise 0.30 and hours_shift_max_p_value 0.001, history 0 of 20 late.
-    ("2 of 8 late: rise 0.25", history() + recent(late=2), None, False),
+    # hours_shift_max_p_value 0.001, history 0 of 20 late.
+    ("2 of 8 late: p 0.05", history() + recent(late=2), None, False),
     ("3 of 8 late: p 0.005", history() + recent(late=3), None, False),
     ("4 of 8 late: p 0.0003", history() + recent(late=4), None, True),
     ("3 of 8 late, p allowed 0.01", history() + recent(late=3),
      {"hours_shift_max_p_value": Decimal("0.01")}, True),
-    ("half late before, 6 of 8 now", history(late=10) + recent(late=6), None, False),
+    ("half late before, 6 of 8 now: p 0.15", history(late=10) + recent(late=6), None, False),
+    # hours_shift_min_rise 0.15: many visits make any rise significant, not any rise large.
+    ("14 of 104 late after 0 of 200", history(200) + many(104, 14), None, False),
+    ("16 of 104 late after 0 of 200", history(200) + many(104, 16), None, True),
+    ("16 of 104 late, a rise of 0.20 asked", history(200) + many(104, 16),
+     {"hours_shift_min_rise": Decimal("0.20")}, False),
     # hours_shift_min_recent 6, hours_shift_min_history 15.
     ("5 recent", history() + recent(5, 5), None, False),
     ("6 recent", history() + recent(6, 6), None, True),
