@@ -1,4 +1,4 @@
-"""Run the clinic day by day: enrolments, kits, visits, returns, the nightly jobs, weekly scans.
+"""Run the clinic day by day: enrolments, kits, visits, returns, the nightly jobs and scans.
 
 Each day's events are put on an agenda and run in time order with the simulation's clock set
 to each one, so every `received_at` the services stamp is the moment the server would have
@@ -270,14 +270,13 @@ class Clinic:
         lot.vault_ug -= container
 
     def _night(self, session: Session) -> None:
-        """Run the scheduler's jobs as it would overnight, and the weekly scan on Sundays."""
+        """Run the scheduler's jobs as it would overnight, the population scan among them."""
         world = self.world
         jobs.mark_missed_visits(session, world.rt)
         jobs.reconcile_bags(session, world.rt)
         checkpoints.sign_head(session, world.rt, world.organisation_id,
                               world.rt.checkpoint_dir)
-        if world.clock.now().astimezone(world.zone).weekday() == SUNDAY:
-            self.scan(session)
+        self.scan(session)
 
     def scan(self, session: Session) -> None:
         """Run the population scan over the whole organisation, as the nightly job does."""
@@ -285,15 +284,13 @@ class Clinic:
         self.world.truth.scans += 1
 
     def finish(self, session: Session) -> None:
-        """Cancel what was booked past the last day; scan once more if Sunday's was not last."""
+        """Cancel what was booked past the last day (its night's scan has run)."""
         world = self.world
         for day in sorted(self.calendar.days):
             if day >= world.days:
                 for booking in self.calendar.on(day):
                     schedule.cancel(session, world, self.calendar, booking,
                                     "The simulation ended before this visit.")
-        if world.clock.now().astimezone(world.zone).weekday() != SUNDAY:
-            self.scan(session)
 
     def honest_sessions(self) -> int:
         """Return the doses given by nurses to patients that no pattern touched."""

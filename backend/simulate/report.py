@@ -226,8 +226,7 @@ def render(report: Report, truth: Truth) -> str:
     lines = [f"simulation {truth.organisation}: seed {truth.seed}, {truth.days} days from "
              f"{truth.started_at.date().isoformat()}, generated in "
              f"{truth.generation_seconds:.1f} s", f"  {counts}",
-             f"  population scans: {truth.scans} (weekly, Sunday night, and after the last "
-             "day)",
+             f"  population scans: {truth.scans} (nightly, as the scheduler runs them)",
              "", "injected patterns (days to catch: from the pattern's start to its first flag):"]
     for result in report.patterns:
         started = (result.started_at.astimezone(UTC).isoformat() if result.started_at
