@@ -19,7 +19,7 @@ from backend.custody.models import CustodyEntry, Kind
 from backend.custody.reports import holdings
 from backend.custody.shifts import nurse_of
 from backend.errors import Conflict, InvalidField, NotFound
-from backend.flags.models import Flag
+from backend.flags.models import Flag, FlagOccurrence
 from backend.products import service as products
 from backend.runtime import Runtime
 from safeguards import facts as f
@@ -223,12 +223,16 @@ def _recorded(session: Session, caller: Caller, ids: list[str]) -> list[Recorded
         CustodyEntry.organisation_id == caller.organisation_id,
         CustodyEntry.id.in_([line.adjustment_id for record in found
                              for line in record.count.lots if line.adjustment_id])))}
-    flags = dict(session.execute(select(Flag.dedup_key, Flag.id).where(
-        Flag.organisation_id == caller.organisation_id,
-        Flag.dedup_key.in_([_flag_key(record.count, line) for record in found
-                            for line in record.count.lots]))).all())
+    # A lot's shortfalls are one case: the count's flag is the case that holds it.
+    flags = {(key, occurrence): flag_id for key, occurrence, flag_id in session.execute(
+        select(Flag.dedup_key, FlagOccurrence.occurrence_key, Flag.id)
+        .join(FlagOccurrence, FlagOccurrence.flag_id == Flag.id).where(
+            Flag.organisation_id == caller.organisation_id,
+            Flag.dedup_key.in_([_flag_key(record.count, line) for record in found
+                                for line in record.count.lots]),
+            FlagOccurrence.occurrence_key.in_([str(record.count.id) for record in found])))}
     return [replace(record, count=replace(record.count, lots=[
-        replace(line, flag_id=flags.get(_flag_key(record.count, line)),
+        replace(line, flag_id=flags.get((_flag_key(record.count, line), str(record.count.id))),
                 reason=line.adjustment_id and adjustments[line.adjustment_id].details["reason"])
         for line in record.count.lots])) for record in found]
 
@@ -248,9 +252,10 @@ def _as_recorded(events: list[AuditEvent]) -> RecordedCount:
 
 
 def _flag_key(count: Reconciliation, line: LotCount) -> str:
-    # The count discrepancy rule's own key for one lot of one count.
+    # The count discrepancy rule's own key for the case of one holder's lot; the count is an
+    # occurrence of it, under its id.
     return dedup_key(COUNT_DISCREPANCY.id, Subject(SubjectKind.LOT, line.lot),
-                     (str(count.id), count.holder, str(line.product_id)))
+                     (count.holder, str(line.product_id)))
 
 
 def explain(session: Session, rt: Runtime, caller: Caller, count_id: uuid.UUID, *,

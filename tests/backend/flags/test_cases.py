@@ -18,6 +18,7 @@ from backend.scan import service as scan
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.rules.frequency import INTERVAL
 from tests.backend.console.conftest import signed_in
+from tests.backend.custody.test_custody_workflows import _count
 from tests.factories import Pharmacy, World
 
 C = Role.COMPLIANCE
@@ -294,3 +295,23 @@ def test_a_kit_is_not_due_while_its_own_visit_is_open(world: World):
 def _unreturned(world: World, pharmacy: Pharmacy) -> list[Flag]:
     return list(world.session.scalars(select(Flag).where(
         Flag.organisation_id == pharmacy.org.id, Flag.rule_id == "custody.unreturned_stock")))
+
+
+# The same shortfall again: a holder's lot counted short is one case that grows.
+
+
+def test_repeated_shortfalls_of_one_lot_are_one_case_that_escalates(world: World):
+    pharmacy = Pharmacy(world)
+    assert pharmacy.receive(1_000_000).status_code == 201
+    counted = []
+    for short in (1_000, 2_000, 3_000):
+        world.rt.clock.advance(days=1)
+        response = _count(pharmacy, "vault", {"L1": 1_000_000 - short})
+        assert response.status_code == 201, response.json
+        counted.append(response.json)
+    [flag] = world.session.scalars(select(Flag).where(
+        Flag.organisation_id == pharmacy.org.id, Flag.rule_id == "custody.count_discrepancy"))
+    assert (flag.occurrences, flag.evidence["difference_ug"]) == (3, -3_000)
+    # Each count names the case that holds it.
+    assert {line["flag_id"] for count in counted for line in count["lots"]} == {str(flag.id)}
+    assert flag.severity == "high"
