@@ -84,11 +84,12 @@ def check_out_out_of_range(facts: Facts, policy: Policy) -> Iterator[Finding]:
 
 
 TOO_SHORT = RuleMeta(
-    id="evv.visit_too_short", version=2, title="Visit too short for the dose and its monitoring",
+    id="evv.visit_too_short", version=3, title="Visit too short for the dose and its monitoring",
     severity=Severity.MEDIUM,
     rationale="A dosed visit lasts at least the monitoring window, which starts with the dose "
               "and holds the infusion; a shorter one means the patient was left unmonitored, "
-              "or the dose was not given there.",
+              "or the dose was not given there. One nurse leaving one patient early is one "
+              "case: each such visit is an occurrence, and repetition raises it.",
     source="CLINICAL.md Drugs: 0.5 mg/kg over 40 min, Krystal et al. 2019; Monitoring: at "
            "least 2 h, Spravato REMS; EVV: start and end time",
     mode=Mode.ENABLED)
@@ -116,15 +117,17 @@ def visit_too_short(facts: Facts, policy: Policy) -> Iterator[Finding]:
         if stayed >= timedelta(minutes=required):
             continue
         yield TOO_SHORT.finding(
-            Subject(SubjectKind.VISIT, visit.id),
+            Subject(SubjectKind.NURSE, visit.nurse_id),
             f"The nurse checked out {minutes(stayed)} min after checking in; a dosed visit "
-            f"takes at least the {required} min monitoring window from the dose.",
+            f"takes at least the {required} min monitoring window from the dose. Check the "
+            "session's monitoring record and her other visits to this patient.",
             evidence(visit_id=visit.id, nurse_id=visit.nurse_id, patient_id=visit.patient_id,
                      checked_in_at=visit.checked_in_at, checked_out_at=visit.checked_out_at,
                      minutes_present=minutes(stayed), measured_by=measured_by,
                      required_minutes=required,
                      dose_ids=",".join(
-                         dose.id for dose in doses[visit.id])))
+                         dose.id for dose in doses[visit.id])),
+            key=(visit.patient_id,), occurrence=visit.id)
 
 
 @dataclass(frozen=True)

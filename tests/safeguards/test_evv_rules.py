@@ -129,6 +129,15 @@ def test_visit_too_short_uses_the_plan_s_monitoring_window():
     assert finding.evidence["patient_id"] == "patient-1"
 
 
+def test_visits_too_short_are_one_case_of_the_nurse_at_the_patient_s_home():
+    [finding] = found(EVV, facts(**dosed_visit(timedelta(minutes=90))))
+    subject = Subject(SubjectKind.NURSE, "nurse-1")
+    assert finding.subject == subject
+    assert finding.dedup_key == dedup_key("evv.visit_too_short", subject, ("patient-1",))
+    assert finding.occurrence == "visit-1"
+    assert "Check the session's monitoring record" in finding.summary
+
+
 def stays(*visits: tuple[int, timedelta, timedelta, tuple[Decimal, Decimal]]) -> tuple:
     """Return check-ins and check-outs of nurse-1: (visit, in after T0, out after T0, where)."""
     events = []
