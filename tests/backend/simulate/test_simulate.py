@@ -44,7 +44,7 @@ from tests.backend.conftest import START, make_app
 
 # Enough nurses for every pattern (behaviour.ALL_PATTERNS_NURSES) and patients for each to act.
 SMALL = simulate.Params("sim-small", nurses=16, patients=32, days=28, seed=7)
-TINY = {"nurses": 7, "patients": 4, "days": 10, "seed": 11}
+TINY = {"nurses": 16, "patients": 16, "days": 10, "seed": 11}
 
 
 @dataclass
@@ -247,10 +247,7 @@ def test_a_seed_reproduces_the_same_world(simulated, instance_path):
     again = _generate(app, instance_path, simulate.Params("sim-again", **TINY))
     assert _fingerprint(app, "sim-once") == _fingerprint(app, "sim-again")
     assert first.counts == again.counts
-    # Seven nurses leave no room for the nurse patterns of issue 17: the rest are injected.
-    assert [p.name for p in first.patterns] == [
-        name for name in PATTERNS if name not in NURSE_PATTERNS]
-    assert len(NURSE_PATTERNS) <= ALL_PATTERNS_NURSES - MIN_NURSES
+    assert [p.name for p in first.patterns] == list(PATTERNS)
     assert [(p.started_at, p.sessions, p.amounts) for p in first.patterns] == [
         (p.started_at, p.sessions, p.amounts) for p in again.patterns]
 
@@ -263,7 +260,11 @@ def test_the_command_simulates_and_reports(tmp_path, monkeypatch):
     made = runner.invoke(cli, ["simulate", "--org", "sim-cli", "--nurses", "7",
                                "--patients", "6", "--days", "7"])
     assert made.exit_code == 0, (made.output, made.exception)
-    assert (tmp_path / "simulations" / "sim-cli.json").exists()
+    written = ground_truth.read(tmp_path / "simulations" / "sim-cli.json")
+    # Seven nurses leave no room for the nurse patterns of issue 17: the rest are injected.
+    assert [p.name for p in written.patterns] == [
+        name for name in PATTERNS if name not in NURSE_PATTERNS]
+    assert len(NURSE_PATTERNS) <= ALL_PATTERNS_NURSES - MIN_NURSES
     scored = runner.invoke(cli, ["simulate", "--report", "--org", "sim-cli"])
     assert scored.exit_code == 0, (scored.output, scored.exception)
     assert "injected patterns (days to catch" in scored.output
