@@ -30,6 +30,7 @@ from backend.custody.verify import verify
 from backend.flags.models import Flag
 from backend.patients.models import Patient as PatientModel
 from backend.patients.models import PatientWeight
+from backend.plans.models import PlanVersion
 from backend.simulate import truth as ground_truth
 from backend.simulate.behaviour import (
     ALL_PATTERNS_NURSES,
@@ -40,6 +41,7 @@ from backend.simulate.behaviour import (
 from backend.simulate.report import FlagFact, render, score
 from backend.simulate.truth import ExpectedEvent, Pattern, Truth
 from backend.simulate.world import TIMEZONE
+from backend.visits.models import Visit
 from tests.backend.conftest import START, make_app
 
 # Enough nurses for every pattern (behaviour.ALL_PATTERNS_NURSES) and patients for each to act.
@@ -159,6 +161,22 @@ def _nurse_ids(simulated: Simulated) -> list[uuid.UUID]:
     with simulated.session() as session:
         return list(session.scalars(select(User.id).where(
             User.organisation_id == simulated.organisation_id, User.role == Role.NURSE)))
+
+
+def test_honest_nurses_give_each_dose_as_its_own_plan_sets_it(simulated):
+    # The high-dose prescriber's plans too: a nurse who follows them gives what they set.
+    injected = simulated.truth.injected_ids()
+    high = set(simulated.truth.pattern("high_dose_prescriber").subjects["patient_ids"])
+    with simulated.session() as session:
+        doses = session.execute(select(
+            DoseRecord.nurse_id, Visit.patient_id, DoseRecord.ug_per_kg,
+            PlanVersion.dose_ug_per_kg).join(Visit, Visit.id == DoseRecord.visit_id).join(
+            PlanVersion, PlanVersion.id == DoseRecord.plan_version_id).where(
+            DoseRecord.organisation_id == simulated.organisation_id)).all()
+    honest = [dose for dose in doses if str(dose.nurse_id) not in injected]
+    assert any(str(dose.patient_id) in high for dose in honest)
+    for dose in honest:
+        assert abs(dose.ug_per_kg / dose.dose_ug_per_kg - 1) < Decimal("0.02"), dose
 
 
 def test_honest_weights_vary_slightly_and_the_inflated_ones_climb(simulated):
