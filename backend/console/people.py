@@ -108,8 +108,12 @@ class Metric:
 METRICS = (
     Metric("waste-per-visit", "Waste per visit against her peers", "waste per visit", "mg",
            lambda a: a.wasted_ug_per_visit, Fraction(1, 1000)),
-    Metric("mg-per-kg-per-dose", "mg/kg per dose against her peers", "mg/kg per dose",
-           "mg/kg", lambda a: a.ug_per_kg_per_dose, Fraction(1, 1000)),
+    # What the waste and dosing peer rules score: waste as a share of what she drew, and each
+    # dose against its own plan, so one prescriber's high plans never set her apart.
+    Metric("waste-share", "Waste as a share of what she drew against her peers",
+           "waste share of what she drew", "%", lambda a: a.waste_share, Fraction(100)),
+    Metric("dose-against-plan", "Doses against their own plans, against her peers",
+           "dose as a share of its plan", "%", lambda a: a.plan_ratio, Fraction(100)),
     Metric("visits-per-day", "Visits per day worked against her peers",
            "visits per day worked", "", lambda a: a.visits_per_day_worked, Fraction(1)),
 )

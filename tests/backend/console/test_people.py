@@ -156,10 +156,14 @@ def test_her_peer_charts_draw_the_other_nurses_and_mark_her(world: World, ward: 
     assert waste.count("peer") >= 2
     assert _svg(html, "waste-per-visit").count('class="chart-peer"') == 2
     assert _svg(html, "waste-per-visit").count('class="chart-her"') == 1
-    # 35, 28 and 21 mg at 70 kg: 0.5, 0.4 and 0.3 mg/kg per dose.
-    per_kg = _desc(html, "mg-per-kg-per-dose")
-    assert "Ann: 0.5 mg/kg; of 2 peers, 2 lower" in per_kg
-    assert "range 0.3 to 0.4 mg/kg" in per_kg
+    # 35, 28 and 21 mg against plans of 35 mg: 100, 80 and 60% of the planned dose.
+    planned = _desc(html, "dose-against-plan")
+    assert "Ann: 100 %; of 2 peers, 2 lower" in planned
+    assert "range 60 to 80 %" in planned
+    # Ann drew 50 mg and wasted 15 (30%); Bea wasted 5 of 33, Cat 2 of 23.
+    share = _desc(html, "waste-share")
+    assert "Ann: 30 %; of 2 peers, 2 lower" in share
+    assert "range 8.69565 to 15.1515 %" in share
     assert "Ann: 1; of 2 peers, 0 lower, 2 equal" in _desc(html, "visits-per-day")
     # The same numbers in a table, for those who do not read the charts.
     assert re.search(r"Waste per visit \(mg\)</th>\s*<td class=\"num\">15</td>\s*"
@@ -223,7 +227,7 @@ def test_the_nurse_pages_open_for_their_roles(world: World, ward: Pharmacy, role
 def test_the_nurse_list_shows_reviewers_each_ones_figures(world: World, ward: Pharmacy):
     html = _page(signed_in(world, ward.org, ward.users[C]), "/console/nurses")
     row = re.search(r">Bea</a></td>(.*?)</tr>", html, re.S).group(1)
-    assert re.findall(r'<td class="num">([^<]*)</td>', row) == ["1", "5", "0.4", "1"]
+    assert re.findall(r'<td class="num">([^<]*)</td>', row) == ["1", "5", "15.1515", "80", "1"]
 
 
 def test_the_nurse_list_is_paged(world: World, ward: Pharmacy):
