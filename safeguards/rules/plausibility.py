@@ -269,7 +269,7 @@ def _flat_per_kg_finding(policy: Policy, patient_id: str, weighed: list[Dose],
 
 
 FLAT_READINGS = RuleMeta(
-    id="plausibility.flat_readings", version=1,
+    id="plausibility.flat_readings", version=2,
     title="Readings that never vary across a nurse's sessions", severity=Severity.MEDIUM,
     rationale="Blood pressure, pulse and oxygen differ from one person and one day to the "
               "next, and rise after ketamine; dissociation varies widely. The same readings "
@@ -382,7 +382,8 @@ class Judged:
 
 @PLAUSIBILITY.rule(FLAT_READINGS)
 def flat_readings(facts: Facts, policy: Policy) -> Iterator[Finding]:
-    """Flag a nurse who records one identical reading at most of her latest sessions, for
+    """Flag a nurse who records one identical reading at flat_min_share or more of her latest
+    sessions (the share is the policy's minimum to review, reached at exactly it), for
     several patients, far more often than her peers record that reading."""
     by_nurse: dict[str, list[SessionReadings]] = defaultdict(list)
     for readings in sorted(facts.readings, key=lambda r: (r.recorded_at, r.visit_id)):
@@ -448,7 +449,8 @@ def _flat_finding(policy: Policy, measures: list[Judged]) -> Finding:
         f"The nurse recorded {words} ({described(found.value)}) at "
         f"{found.identical} of her latest {found.sessions} sessions "
         f"({rounded(found.share * 100, 0)}%), for {found.patients} patients, where honest "
-        f"readings vary and the policy allows {_percent(policy.value('flat_min_share'))}% at most"
+        f"readings vary and the policy reviews one reading at "
+        f"{_percent(policy.value('flat_min_share'))}% of her sessions or more"
         f"{compared}{also}. Check whether the readings were taken: compare them with the "
         "monitor's own record and ask the patients about the visits.",
         evidence(nurse_id=found.nurse_id, measure=lead.measure,

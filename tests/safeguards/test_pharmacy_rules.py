@@ -239,6 +239,13 @@ def test_a_write_noted_twice_is_one_finding():
                  [("pharmacist-1", "high")], id="short-of-order-and-invoice"),
     pytest.param({"ordered_ug": 1_200_000}, None, [("pharmacist-1", "medium")],
                  id="short-of-the-order-no-invoice"),
+    # Issue 17 report: a receipt short of its order but matching its invoice is a back-order.
+    pytest.param({"ordered_ug": 1_000_001, "invoiced_ug": 1_000_000}, None, [],
+                 id="one-ug-back-order-invoiced-as-shipped"),
+    pytest.param({"ordered_ug": 1_200_000, "invoiced_ug": 1_100_000}, None,
+                 [("pharmacist-1", "high")], id="back-order-and-short-of-the-invoice"),
+    pytest.param({"ordered_ug": 1_000_000, "invoiced_ug": 1_000_000},
+                 {"pharmacy_receipt_tolerance_ug": 1}, [], id="all-agree-with-a-tolerance"),
 ])
 def test_receipt_mismatch(fields, overrides, expected):
     given = vault(receipt(**fields), since=None)

@@ -261,6 +261,15 @@ def test_flat_readings_say_what_was_the_same_against_what():
     assert "(120/80 mmHg, HR 72, SpO2 98%) at 10 of her latest 10 sessions (100%), for 4 " \
         "patients" in finding.summary
     assert "her 8 peers record it at 1.0% of their sessions" in finding.summary
+
+
+def test_flat_readings_summary_states_the_limit_it_applies():
+    # flat_min_share 0.6 is the least share reviewed: 6 of 10 is reviewed, and the summary
+    # says "or more", not "at most", so its words match the comparison.
+    finding, = flat(peers() + nurse("nurse-x", 10, 6))
+    assert "at 6 of her latest 10 sessions (60%)" in finding.summary
+    assert "the policy reviews one reading at 60.0% of her sessions or more" in finding.summary
+    assert "at most" not in finding.summary.split("; her")[0]
     assert "Check" in finding.summary
     assert (finding.evidence["peers"], finding.evidence["peer_rate"]) == (8, Decimal("0.0102"))
 
