@@ -51,7 +51,8 @@ def _failure(meta: RuleMeta, exc: Exception) -> Finding:
     return RULE_ERROR.finding(
         Subject(SubjectKind.RULE, meta.id),
         f"Rule {meta.id} (v{meta.version}) failed with {exception}, so it checked nothing "
-        "in this run.",
+        "in this run. Check the server log for the error with an engineer; until it is "
+        "fixed, check what the rule covers by hand.",
         {"rule_id": meta.id, "rule_version": meta.version, "exception": exception},
         key=(exception,))
 

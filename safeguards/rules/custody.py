@@ -47,7 +47,8 @@ def bag_unbalanced(facts: Facts, policy: Policy) -> Iterator[Finding]:
         yield BAG_UNBALANCED.finding(
             Subject(SubjectKind.NURSE, nurse_id),
             f"The nurse's bag still held {remaining} µg (lots {lots}) at the deadline of her "
-            f"shift of {day}; it must come back to zero.",
+            f"shift of {day}; it must come back to zero. Check the bag's dispenses, doses, "
+            "wastes and returns that day, and where the remaining stock is.",
             evidence(nurse_id=nurse_id, day=day, deadline_at=max(line.deadline for line in lines),
                      remaining_ug=remaining, **figures),
             key=(day,))
@@ -107,8 +108,10 @@ def count_discrepancy(facts: Facts, policy: Policy) -> Iterator[Finding]:
             Subject(SubjectKind.LOT, count.lot),
             f"Counted {count.counted_ug} µg of lot {count.lot} in {count.holder}; the ledger "
             f"says {count.expected_ug} µg ({difference:+} µg)"
-            + (f"; adjusted: {count.reason}." if count.adjustment_id
-               else "; not adjusted, no reason given."),
+            + (f"; adjusted (reason given: {count.reason})." if count.adjustment_id
+               else "; not adjusted, no reason given.")
+            + " Check the count with whoever counted, and the lot's movements since its last "
+            "count that matched.",
             evidence(nurse_id=count.nurse_id, holder=count.holder, product_id=count.product_id,
                      lot=count.lot, ledger_ug=count.expected_ug, counted_ug=count.counted_ug,
                      difference_ug=difference, count_id=count.id,
@@ -134,7 +137,8 @@ def loss_reported(facts: Facts, policy: Policy) -> Iterator[Finding]:
             Subject(SubjectKind.LOT, loss.lot),
             f"{loss.quantity_ug} µg of lot {loss.lot} was lost from {loss.holder}, discovered "
             f"{loss.discovered_at.isoformat()}; DEA notice due by "
-            f"{loss.notice_due_at.isoformat()}, Form 106 by {loss.form_106_due_at.isoformat()}.",
+            f"{loss.notice_due_at.isoformat()}, Form 106 by {loss.form_106_due_at.isoformat()}. "
+            "Check that the loss is being investigated and that both filings are made on time.",
             evidence(nurse_id=loss.nurse_id, loss_report_id=loss.id, entry_id=loss.entry_id,
                      holder=loss.holder, lot=loss.lot, quantity_ug=loss.quantity_ug,
                      discovered_at=loss.discovered_at, notice_due_at=loss.notice_due_at,
@@ -153,6 +157,10 @@ LOSS_DEADLINE_MISSED = RuleMeta(
     cadence=Cadence.POPULATION)
 
 
+# The filings in a reviewer's words.
+FILINGS = {"dea_notice": "DEA written notice", "form_106": "DEA Form 106"}
+
+
 @CUSTODY.rule(LOSS_DEADLINE_MISSED)
 def loss_deadline_missed(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag each DEA filing whose deadline passed with nothing filed."""
@@ -164,8 +172,10 @@ def loss_deadline_missed(facts: Facts, policy: Policy) -> Iterator[Finding]:
                 continue
             yield LOSS_DEADLINE_MISSED.finding(
                 Subject(SubjectKind.LOT, loss.lot),
-                f"The {filing.replace('_', ' ')} for the loss of {loss.quantity_ug} µg of lot "
-                f"{loss.lot} was due by {due_at.isoformat()} and has not been filed.",
+                f"The {FILINGS[filing]} for the loss of {loss.quantity_ug} µg of lot "
+                f"{loss.lot} was due by {due_at.isoformat()} and has not been filed; DEA wants "
+                "written notice within 1 business day and Form 106 within 45 days. Check with "
+                "the pharmacist in charge that it is filed now, and record the filing.",
                 evidence(nurse_id=loss.nurse_id, loss_report_id=loss.id, entry_id=loss.entry_id,
                          filing=filing, due_at=due_at, discovered_at=loss.discovered_at,
                          holder=loss.holder, lot=loss.lot, quantity_ug=loss.quantity_ug),
@@ -192,7 +202,9 @@ def ledger_break(facts: Facts, policy: Policy) -> Iterator[Finding]:
         at = f" (sequence {broken.seq})" if broken.seq is not None else ""
         yield LEDGER_BREAK.finding(
             Subject(SubjectKind.ORGANISATION, facts.organisation_id),
-            f"The custody ledger fails verification at {where}{at}: {broken.problem}.",
+            f"The custody ledger fails verification at {where}{at}: {broken.problem}; every "
+            "balance after it is in doubt. Check the entry against the database backups and "
+            "the audit log for who changed it.",
             evidence(entry_id=broken.entry_id, seq=broken.seq, problem=broken.problem,
                      detail=broken.detail),
             key=(broken.problem, broken.entry_id or "", "" if broken.seq is None else broken.seq))
@@ -215,7 +227,9 @@ def quarantined_event(facts: Facts, policy: Policy) -> Iterator[Finding]:
         subject = (Subject(SubjectKind.DEVICE, held.device_id) if held.device_id
                    else Subject(SubjectKind.NURSE, held.user_id))
         yield QUARANTINED.finding(
-            subject, f"A {held.record_type} record from a phone was quarantined: {held.reason}",
+            subject,
+            f"A {held.record_type} record from a phone was quarantined: {held.reason}. Check the "
+            "record and the phone with the nurse, and decide what really happened.",
             # The user who pushed it is the phone's nurse; the queue filters on nurse_id.
             evidence(quarantine_id=held.id, record_type=held.record_type,
                      record_id=held.record_id or "", reason=held.reason,

@@ -33,7 +33,9 @@ def clock_drift(facts: Facts, policy: Policy) -> Iterator[Finding]:
         yield CLOCK_DRIFT.finding(
             Subject(SubjectKind.DEVICE, clock.device_id),
             f"The phone's clock is off by up to {worst} s over {clock.events} events (at most "
-            f"{limit} s allowed): its dose and observation times are that far out.",
+            f"{limit} s allowed): its dose and observation times are that far out. Check the "
+            "phone's time settings with the nurse, and the times between the doses it "
+            "recorded.",
             evidence(device_id=clock.device_id, nurse_id=clock.nurse_id, events=clock.events,
                      max_lead_seconds=clock.max_lead_seconds,
                      reported_offset_seconds=offset, limit_seconds=limit,

@@ -63,7 +63,8 @@ def creep(facts: Facts, policy: Policy) -> Iterator[Finding]:
             f"The patient's last {recent_count} doses have a median {measure.replace('_', ' ')} "
             f"of {rounded(now, 3)}, {rounded(rise * 100, 0)}% above the {rounded(before, 3)} "
             f"of the {len(values) - recent_count} doses before them (at most "
-            f"{rounded(limit * 100, 0)}% allowed).",
+            f"{rounded(limit * 100, 0)}% allowed). Check the prescriber's orders for a step "
+            "up, and the patient's response and the nurse's wastes at these doses.",
             evidence(patient_id=patient_id, nurse_id=recent[-1].nurse_id, measure=measure,
                      recent_median=rounded(now, 3), earlier_median=rounded(before, 3),
                      rise=rounded(rise, 3), max_rise=limit, doses=len(values),
@@ -97,7 +98,8 @@ def low_dose_large_waste(facts: Facts, policy: Policy) -> Iterator[Finding]:
             Subject(SubjectKind.NURSE, dose.nurse_id),
             f"A dose of {dose.quantity_ug} µg was given against a planned {dose.planned_ug} µg "
             f"(under {low} of it), and {waste} µg was wasted at the visit (at least {large} of "
-            "the planned dose).",
+            "the planned dose). Check the waste's witness, and ask the nurse why so little of "
+            "the planned dose was given.",
             evidence(nurse_id=dose.nurse_id, patient_id=dose.patient_id, dose_id=dose.id,
                      visit_id=dose.visit_id, dose_ug=dose.quantity_ug,
                      planned_ug=dose.planned_ug, wasted_ug=waste, low_dose_ratio=low,

@@ -221,7 +221,9 @@ def _overlap(nurse_id: str, first: Stay, second: Stay) -> Finding:
         nurse_id, first, second,
         f"The nurse checked in at a home {apart} m away at "
         f"{second.arrived.occurred_at.isoformat()}, before checking out of the previous one "
-        f"at {first.left.occurred_at.isoformat()}.",
+        f"at {first.left.occurred_at.isoformat()}: she cannot be at two homes at once. "
+        "Check both visits' check-in and check-out places and times, and whether both were "
+        "made.",
         distance_m=apart, first_checked_in_at=first.arrived.occurred_at,
         first_checked_out_at=first.left.occurred_at,
         second_checked_in_at=second.arrived.occurred_at)
@@ -234,7 +236,8 @@ def _travel(nurse_id: str, first: Stay, second: Stay, fastest: int) -> Finding:
     return _pair(
         nurse_id, first, second,
         f"The nurse checked in {apart} m away {minutes(took)} min after checking out of the "
-        f"previous home: faster than {fastest} km/h.",
+        f"previous home: faster than the {fastest} km/h a road allows. Check both visits' "
+        "check-in and check-out places and times, and whether both were made.",
         distance_m=apart, minutes_between=minutes(took), max_kmh=fastest,
         first_checked_out_at=first.left.occurred_at,
         second_checked_in_at=second.arrived.occurred_at)

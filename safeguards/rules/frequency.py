@@ -84,7 +84,8 @@ def interval_below_min(facts: Facts, policy: Policy) -> Iterator[Finding]:
             yield INTERVAL.finding(
                 Subject(SubjectKind.PATIENT, patient_id),
                 f"A dose was given {hours(gap)} h after the previous one; the phase requires "
-                f"at least {least} h (less {slack // timedelta(minutes=1)} min for timing).",
+                f"at least {least} h (less {slack // timedelta(minutes=1)} min for timing). "
+                "Check the visit schedule and the nurse's notes for why the dose came early.",
                 evidence(patient_id=patient_id, nurse_id=dose.nurse_id, dose_id=dose.id,
                          previous_dose_id=previous.id, given_at=dose.given_at,
                          previous_given_at=previous.given_at, hours_apart=hours(gap),
@@ -135,7 +136,8 @@ def _window_finding(patient_id: str, window: list[Dose], span: int, limit: int,
     return WINDOW.finding(
         Subject(SubjectKind.PATIENT, patient_id),
         f"{len(window)} doses were given in the {span} days {start.isoformat()} to "
-        f"{end.isoformat()}; the phase allows {limit}.",
+        f"{end.isoformat()}; the phase allows {limit}. Check the patient's visits in those "
+        "days for the extra dose and who booked it.",
         evidence(patient_id=patient_id, nurse_id=dose.nurse_id, dose_id=dose.id,
                  doses=len(window), days=span, limit=limit, window_start=start.isoformat(),
                  window_end=end.isoformat(), dose_ids=",".join(d.id for d in window),
@@ -169,7 +171,9 @@ def dose_without_visit(facts: Facts, policy: Policy) -> Iterator[Finding]:
             continue
         yield WITHOUT_VISIT.finding(
             Subject(SubjectKind.NURSE, dose.nurse_id),
-            f"A dose of {dose.quantity_ug} µg at {dose.given_at.isoformat()} {problem}.",
+            f"A dose of {dose.quantity_ug} µg at {dose.given_at.isoformat()} {problem}; every "
+            "dose is given at a scheduled home visit. Check the nurse's visits to this patient "
+            "that day, and whether the dose was really given.",
             evidence(nurse_id=dose.nurse_id, patient_id=dose.patient_id, dose_id=dose.id,
                      visit_id=dose.visit_id, given_at=dose.given_at,
                      visit_status=visit.status if visit else None,
@@ -226,7 +230,8 @@ def extra_visit_cluster(facts: Facts, policy: Policy) -> Iterator[Finding]:
             Subject(SubjectKind.PATIENT, patient_id),
             f"The patient had {len(cluster)} override or out-of-series visits within {span} "
             f"days ({cluster[0].scheduled_start.date().isoformat()} to "
-            f"{cluster[-1].scheduled_start.date().isoformat()}); {least} make a cluster.",
+            f"{cluster[-1].scheduled_start.date().isoformat()}); {least} make a cluster. Check "
+            "the reason given for each extra visit and who asked for it.",
             evidence(patient_id=patient_id, nurse_id=cluster[-1].nurse_id,
                      visits=len(cluster), days=span, cluster_count=least,
                      overrides=sum(visit.override for visit in cluster),

@@ -64,7 +64,8 @@ def bp_hold_without_justification(facts: SessionFacts, policy: Policy) -> Iterat
     yield BP_HOLD.finding(
         facts.subject,
         f"Dosed at a pre-dose blood pressure of {pre.systolic}/{pre.diastolic} mmHg, over the "
-        f"{systolic}/{diastolic} mmHg hold, with no justification recorded.",
+        f"{systolic}/{diastolic} mmHg hold, with no justification recorded. Check the "
+        "session's notes for why the dose was given over the hold, and ask the nurse.",
         _evidence(facts, systolic=pre.systolic, diastolic=pre.diastolic,
                   hold_systolic=systolic, hold_diastolic=diastolic))
 
@@ -90,7 +91,10 @@ def dose_without_pre_dose_vitals(facts: SessionFacts, policy: Policy) -> Iterato
     reasons = ([f"missing {', '.join(missing)}"] if missing else []) + (
         ["taken after the dose began"] if late else [])
     yield NO_PRE_DOSE.finding(
-        facts.subject, f"A dose was given without pre-dose vitals: {'; '.join(reasons)}.",
+        facts.subject,
+        f"A dose was given without pre-dose vitals: {'; '.join(reasons)}; blood pressure, "
+        "heart rate, SpO2 and respiratory rate are required before every dose. Check the "
+        "session's record for vitals taken but not entered, and ask the nurse why she dosed.",
         _evidence(facts, missing=", ".join(missing) or None,
                   pre_dose_recorded="yes" if pre is not None else "no",
                   pre_dose_minutes_after_start=_minutes(
@@ -113,7 +117,8 @@ def above_plan_max(facts: SessionFacts, policy: Policy) -> Iterator[Finding]:
     yield ABOVE_PLAN.finding(
         facts.subject,
         f"A dose of {facts.dose_ug} µg was given; the plan allows at most "
-        f"{facts.plan_max_dose_ug} µg.",
+        f"{facts.plan_max_dose_ug} µg. Check the dose against the prescriber's order and the "
+        "visit's waste, and ask the nurse why more was given.",
         _evidence(facts, dose_ug=facts.dose_ug, plan_max_dose_ug=facts.plan_max_dose_ug))
 
 
@@ -149,7 +154,8 @@ def above_ceiling(facts: SessionFacts, policy: Policy) -> Iterator[Finding]:
     yield ABOVE_CEILING.finding(
         facts.subject,
         f"Racemic ketamine IV at {facts.ug_per_kg / 1000} mg/kg, above the {ceiling} mg/kg "
-        "ceiling.",
+        "ceiling. Check the weight and the dose recorded, and the patient's observations "
+        "after it.",
         _evidence(facts, ug_per_kg=facts.ug_per_kg, mg_per_kg=facts.ug_per_kg / 1000,
                   ceiling_mg_per_kg=ceiling, dose_ug=facts.dose_ug, weight_g=facts.weight_g))
 
@@ -173,7 +179,8 @@ def infusion_short(facts: SessionFacts, policy: Policy) -> Iterator[Finding]:
     yield INFUSION_SHORT.finding(
         facts.subject,
         f"The infusion ran {_minutes(ran)} min; the plan says {facts.plan_infusion_minutes} "
-        f"min, and {tolerance} min less is the shortest allowed.",
+        f"min, and {tolerance} min less is the shortest allowed. Check the infusion's start "
+        "and end times and the patient's observations during it.",
         _evidence(facts, infusion_minutes=_minutes(ran),
                   plan_infusion_minutes=facts.plan_infusion_minutes,
                   tolerance_minutes=tolerance))
@@ -197,7 +204,8 @@ def early_discharge(facts: SessionFacts, policy: Policy) -> Iterator[Finding]:
     yield EARLY_DISCHARGE.finding(
         facts.subject,
         f"Discharged {_minutes(monitored)} min after the dose began; monitoring lasts at "
-        f"least {window} min.",
+        f"least {window} min. Check the discharge observations, and ask the nurse why she "
+        "left early.",
         _evidence(facts, minutes_monitored=_minutes(monitored), window_minutes=window))
 
 
@@ -227,7 +235,10 @@ def discharge_not_recovered(facts: SessionFacts, policy: Policy) -> Iterator[Fin
     if not reasons:
         return
     yield NOT_RECOVERED.finding(
-        facts.subject, f"Discharged before recovering: {'; '.join(reasons)}.",
+        facts.subject,
+        f"Discharged before recovering: {'; '.join(reasons)}; sedation, dissociation and blood "
+        "pressure must be back near the pre-dose readings. Check the discharge observations "
+        "and the nurse's notes for why the patient was left.",
         _evidence(facts, moaas=end.moaas, pre_dose_moaas=pre.moaas,
                   cadss_total=end.cadss_total, cadss_limit=cadss_limit,
                   systolic=end.systolic, diastolic=end.diastolic,
@@ -262,7 +273,10 @@ def missing_observations(facts: SessionFacts, policy: Policy) -> Iterator[Findin
     if not reasons:
         return
     yield MISSING_OBSERVATIONS.finding(
-        facts.subject, f"Observations missing: {'; '.join(reasons)}.",
+        facts.subject,
+        f"Observations missing: {'; '.join(reasons)} (one is due every {interval} min, and a "
+        f"blood pressure near the {peak}-min peak). Check the session's record for "
+        "observations taken but not entered, and ask the nurse how the patient was watched.",
         _evidence(facts, observations=len(taken), required=required,
                   minutes_monitored=monitored, interval_minutes=interval,
                   bp_at_peak="yes" if peak_bp else "no"))
@@ -281,15 +295,20 @@ def weight_stale(facts: SessionFacts, policy: Policy) -> Iterator[Finding]:
         return
     oldest = policy.value("weight_max_age_days")
     if facts.weight_g is None or facts.weight_measured_at is None:
-        yield WEIGHT_STALE.finding(facts.subject, "A dose was given with no weight recorded.",
-                                   _evidence(facts, max_age_days=oldest))
+        yield WEIGHT_STALE.finding(
+            facts.subject,
+            f"A dose was given with no weight recorded, so its mg/kg is unknown; a weight at "
+            f"most {oldest} days old is required. Check the patient's chart for a current "
+            "weight and the dose against it.",
+            _evidence(facts, max_age_days=oldest))
         return
     age = facts.infusion_started_at - facts.weight_measured_at
     if age <= timedelta(days=oldest):
         return
     yield WEIGHT_STALE.finding(
         facts.subject,
-        f"The weight used was {age.days} days old at the dose; at most {oldest} days allowed.",
+        f"The weight used was {age.days} days old at the dose; at most {oldest} days allowed. "
+        "Check the patient's chart for a current weight and the dose against it.",
         _evidence(facts, weight_g=facts.weight_g, weight_age_days=age.days,
                   max_age_days=oldest))
 
@@ -351,5 +370,8 @@ def alarming_vitals(facts: SessionFacts, policy: Policy) -> Iterator[Finding]:
             words.append(f"{place} {name} {value} ({why})")
     if not words:
         return
-    yield ALARMING.finding(facts.subject, f"Alarming vital signs: {'; '.join(words)}.",
-                           _evidence(facts, alarms=len(words), **evidence))
+    yield ALARMING.finding(
+        facts.subject,
+        f"Alarming vital signs: {'; '.join(words)}. Check the session's notes for what the "
+        "nurse did about them, and the patient's readings at discharge.",
+        _evidence(facts, alarms=len(words), **evidence))

@@ -30,7 +30,8 @@ def missed_visit(facts: Facts, policy: Policy) -> Iterator[Finding]:
         yield MISSED_VISIT.finding(
             Subject(SubjectKind.VISIT, visit.id),
             f"Visit scheduled for {visit.scheduled_start.isoformat()} was missed; a dose was "
-            "due.",
+            "due. Check with the nurse and the patient why it did not take place, and whether "
+            "a dose was given off the record.",
             evidence(visit_id=visit.id, patient_id=visit.patient_id, nurse_id=visit.nurse_id,
                      scheduled_start=visit.scheduled_start, reason=visit.status_reason))
 
@@ -53,7 +54,9 @@ def frequency_override(facts: Facts, policy: Policy) -> Iterator[Finding]:
         yield FREQUENCY_OVERRIDE.finding(
             Subject(SubjectKind.VISIT, visit.id),
             f"A prescriber scheduled the visit of {visit.scheduled_start.isoformat()} past a "
-            f"frequency limit; reason given: {visit.override_reason or 'none'}.",
+            f"frequency limit of the patient's plan (reason given: "
+            f"{visit.override_reason or 'none'}). Check the reason against the patient's "
+            "record and the prescriber's other overrides.",
             evidence(visit_id=visit.id, patient_id=visit.patient_id, nurse_id=visit.nurse_id,
                      prescriber_id=visit.override_by_id, reason=visit.override_reason,
                      scheduled_start=visit.scheduled_start))
@@ -85,7 +88,8 @@ def off_plan_product(facts: Facts, policy: Policy) -> Iterator[Finding]:
         yield OFF_PLAN_PRODUCT.finding(
             Subject(SubjectKind.VISIT, dose.visit_id or dose.id),
             f"The dose's {what} differs from the plan version in force "
-            f"(route {dose.route}, plan route {dose.plan_route}).",
+            f"(route {dose.route}, plan route {dose.plan_route}). Check the prescriber's order "
+            "and the stock the nurse took for this visit.",
             evidence(dose_id=dose.id, visit_id=dose.visit_id, patient_id=dose.patient_id,
                      nurse_id=dose.nurse_id, product_id=dose.product_id,
                      plan_product_id=dose.plan_product_id, route=dose.route,
@@ -110,7 +114,9 @@ def administer_discrepancy(facts: Facts, policy: Policy) -> Iterator[Finding]:
             continue
         yield ADMINISTER_DISCREPANCY.finding(
             Subject(SubjectKind.VISIT, dose.visit_id or dose.id),
-            f"A dose of {dose.quantity_ug} µg from lot {dose.lot} was recorded, but the "
-            "nurse's bag did not hold it: the administration is kept, custody was not moved.",
+            f"A dose of {dose.quantity_ug} µg from lot {dose.lot} was recorded, but the ledger "
+            "shows the nurse's bag did not hold it: the administration is kept, custody was "
+            "not moved. Check where the stock came from: the bag's dispenses, its last count "
+            "and the phone's unsynced records.",
             evidence(dose_id=dose.id, visit_id=dose.visit_id, patient_id=dose.patient_id,
                      nurse_id=dose.nurse_id, lot=dose.lot, quantity_ug=dose.quantity_ug))

@@ -34,7 +34,8 @@ def unwitnessed(facts: Facts, policy: Policy) -> Iterator[Finding]:
         yield UNWITNESSED.finding(
             Subject(SubjectKind.NURSE, waste.nurse_id),
             f"{waste.quantity_ug} µg was wasted at {waste.occurred_at.isoformat()} with no "
-            "witness.",
+            "witness; every waste needs one. Check with the nurse who saw the drug go, and her "
+            "other wastes.",
             evidence(nurse_id=waste.nurse_id, patient_id=waste.patient_id, waste_id=waste.id,
                      visit_id=waste.visit_id, quantity_ug=waste.quantity_ug, lot=waste.lot,
                      occurred_at=waste.occurred_at),
@@ -71,7 +72,8 @@ def witness_pair(facts: Facts, policy: Policy) -> Iterator[Finding]:
             f"Witness {pair.witness_id} signed {pair.together} of the nurse's "
             f"{pair.nurse_wastes} wastes ({rounded(seen * 100, 0)}%); with "
             f"{pair.available_witnesses} witnesses to choose from, chance gives that with "
-            f"probability {significant(p_value)}.",
+            f"probability {significant(p_value)}. Check the wastes they signed together, and "
+            "whether the witness was really there.",
             evidence(nurse_id=pair.nurse_id, witness_id=pair.witness_id,
                      together=pair.together, nurse_wastes=pair.nurse_wastes,
                      available_witnesses=pair.available_witnesses, share=rounded(seen, 3),
@@ -107,7 +109,9 @@ def exceeds_remainder(facts: Facts, policy: Policy) -> Iterator[Finding]:
         yield EXCEEDS_REMAINDER.finding(
             Subject(SubjectKind.VISIT, visit_id),
             f"{wasted[visit_id]} µg was wasted at the visit, but the container held "
-            f"{container} µg and {given} µg was given: {excess} µg more than was left.",
+            f"{container} µg and {given} µg was given: {excess} µg more than was left. Check "
+            "the container size, the dose and the waste recorded against the stock dispensed "
+            "for the visit.",
             evidence(nurse_id=first.nurse_id, patient_id=first.patient_id, visit_id=visit_id,
                      wasted_ug=wasted[visit_id], container_ug=container, dose_ug=given,
                      remainder_ug=container - given, excess_ug=excess),
@@ -139,7 +143,8 @@ def late(facts: Facts, policy: Policy) -> Iterator[Finding]:
         yield LATE.finding(
             Subject(SubjectKind.NURSE, waste.nurse_id),
             f"{waste.quantity_ug} µg was wasted {hours(delay)} h after the dose ended; at most "
-            f"{limit} h is expected.",
+            f"{limit} h is expected. Check where the remainder was in between, and who "
+            "witnessed the waste.",
             evidence(nurse_id=waste.nurse_id, patient_id=waste.patient_id, waste_id=waste.id,
                      visit_id=waste.visit_id, quantity_ug=waste.quantity_ug,
                      dose_ended_at=max(ends), occurred_at=waste.occurred_at,

@@ -232,6 +232,14 @@ def test_evidence_names_the_nurse_or_patient(findings, rule_id):
             finding.summary)
 
 
+def test_every_summary_ends_on_what_a_reviewer_should_check(findings):
+    # Issue 17: what was seen, against what, and the reviewer's next step, as a sentence.
+    for finding in findings:
+        sentences = finding.summary.split(". ")
+        assert any(sentence.startswith("Check ") for sentence in sentences), finding.summary
+        assert finding.summary.endswith("."), finding.summary
+
+
 def test_sessions_carry_their_visit_s_nurse_and_patient(findings):
     session_findings = [f for f in findings if f.rule_id in {r.meta.id for r in MONITORING}]
     assert session_findings

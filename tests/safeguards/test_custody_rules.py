@@ -236,7 +236,8 @@ def test_every_quarantined_record_is_flagged_about_its_phone(device_id, subject)
     [finding] = found(CUSTODY, facts(quarantined=(held,)))
     assert finding.subject == subject
     assert finding.summary == "A dose record from a phone was quarantined: signature does " \
-                              "not verify"
+                              "not verify. Check the record and the phone with the nurse, and " \
+                              "decide what really happened."
     assert finding.evidence["nurse_id"] == "nurse-1"
     assert finding.dedup_key == dedup_key("sync.quarantined_event", subject,
                                           ("dose", "signature does not verify"))

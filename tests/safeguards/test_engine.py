@@ -103,6 +103,7 @@ def test_a_failing_rule_becomes_a_finding_and_others_still_run(exception, name, 
     assert dict(error.evidence) == {"rule_id": "test.broken", "rule_version": 3,
                                     "exception": name}
     assert "test.broken" in error.summary
+    assert ". Check the server log for the error" in error.summary
     assert "Jane" not in str(error)
     assert "test.broken" in caplog.text
 
