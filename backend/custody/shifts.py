@@ -31,7 +31,8 @@ OUTGOING = {Kind.ADMINISTER: "administered_ug", Kind.WASTE: "wasted_ug",
             Kind.LOSS: "lost_ug", Kind.ADJUST: "adjusted_down_ug"}
 # Far enough back to cover a local day and its deadline, so a late run still sees the shift.
 LOOKBACK = timedelta(days=2)
-SHIFT_OVER = (VisitStatus.COMPLETED, VisitStatus.MISSED)
+# A visit over, whatever its outcome: each ends its nurse's shift for the bag's deadline.
+SHIFT_OVER = (VisitStatus.COMPLETED, VisitStatus.MISSED, VisitStatus.CANCELLED)
 
 
 @dataclass
@@ -140,15 +141,18 @@ def statement_entries(session: Session, organisation_id: uuid.UUID, nurse_id: uu
 
 @dataclass(frozen=True)
 class Shift:
-    """A nurse's working day: its local date, and when her last visit ended (None: not over)."""
+    """A nurse's working day: its local date, when her last visit ended (None: one is still
+    open), and when the day is over for her bag even so (None: no visits)."""
 
     nurse_id: uuid.UUID
     day: date
     ended_at: datetime | None
+    closes_at: datetime | None = None
 
     def deadline_at(self, deadline: timedelta) -> datetime | None:
         """Return when the bag must be back to zero, once the day's visits are over."""
-        return None if self.ended_at is None else self.ended_at + deadline
+        over = self.ended_at or self.closes_at
+        return None if over is None else over + deadline
 
     def period(self, zone: ZoneInfo, deadline: timedelta,
                now: datetime) -> tuple[datetime, datetime]:
@@ -159,28 +163,70 @@ class Shift:
         return start_of_day(self.day, zone), min(end, now)
 
 
+@dataclass(frozen=True)
+class VisitOutcome:
+    """What a shift needs of one visit: its times and how it went."""
+
+    status: VisitStatus
+    scheduled_start: datetime
+    scheduled_end: datetime
+    checked_in_at: datetime | None
+    checked_out_at: datetime | None
+    # When its status last changed: for a cancelled visit, when it was called off.
+    updated_at: datetime
+
+
+def visit_end(visit: VisitOutcome, zone: ZoneInfo) -> tuple[datetime | None, bool]:
+    """Return when a visit stopped holding its nurse's bag open, and whether it is over.
+
+    Whatever its outcome: checked out, called off (on its own day, once she checked in or
+    before; on the doorstep), missed at its scheduled end. A visit called off before its day
+    is no part of it (None). No visit holds the bag open past the later of its scheduled end
+    and the next local midnight: one left open, or called off later, ends there.
+    """
+    day = visit.scheduled_start.astimezone(zone).date()
+    latest = max(visit.scheduled_end, start_of_day(day + timedelta(days=1), zone))
+    if visit.status == VisitStatus.COMPLETED:
+        return visit.checked_out_at or visit.scheduled_end, True
+    if visit.status == VisitStatus.MISSED:
+        return visit.scheduled_end, True
+    if visit.status == VisitStatus.CANCELLED:
+        if visit.checked_in_at is None and visit.updated_at < start_of_day(day, zone):
+            return None, True
+        return min(visit.updated_at, latest), True
+    return latest, False
+
+
+def shift_of(nurse_id: uuid.UUID, day: date, visits: list[VisitOutcome],
+             zone: ZoneInfo) -> Shift | None:
+    """Return a nurse's shift of `day` from its visits: over when the last of them ends."""
+    ends = [visit_end(visit, zone) for visit in visits]
+    counted = [(at, over) for at, over in ends if at is not None]
+    if not counted:
+        return None
+    closes_at = max(at for at, _ in counted)
+    return Shift(nurse_id, day, closes_at if all(over for _, over in counted) else None,
+                 closes_at)
+
+
 def _shifts(session: Session, organisation_id: uuid.UUID, zone: ZoneInfo, first_day: date,
             until: datetime, nurse_id: uuid.UUID | None = None) -> list[Shift]:
     """Return each nurse's working day from `first_day`, of visits scheduled before `until`."""
     query = select(
-        Visit.nurse_id, Visit.scheduled_start, Visit.scheduled_end, Visit.status,
-        Visit.checked_out_at,
+        Visit.nurse_id, Visit.status, Visit.scheduled_start, Visit.scheduled_end,
+        Visit.checked_in_at, Visit.checked_out_at, Visit.updated_at,
     ).where(Visit.organisation_id == organisation_id,
-            Visit.status.not_in((VisitStatus.CANCELLED, VisitStatus.RESCHEDULED)),
+            Visit.status != VisitStatus.RESCHEDULED,
             Visit.scheduled_start >= start_of_day(first_day, zone),
             Visit.scheduled_start < until)
     if nurse_id is not None:
         query = query.where(Visit.nurse_id == nurse_id)
     days = defaultdict(list)
-    for visit in session.execute(query):
-        days[visit.nurse_id, visit.scheduled_start.astimezone(zone).date()].append(visit)
-    shifts = []
-    for (nurse_id, day), of_day in days.items():
-        # A day is over when each visit is checked out or missed; a missed one ends on schedule.
-        ended = (max(visit.checked_out_at or visit.scheduled_end for visit in of_day)
-                 if all(visit.status in SHIFT_OVER for visit in of_day) else None)
-        shifts.append(Shift(nurse_id, day, ended))
-    return shifts
+    for row in session.execute(query):
+        visit = VisitOutcome(VisitStatus(row.status), *row[2:])
+        days[row.nurse_id, visit.scheduled_start.astimezone(zone).date()].append(visit)
+    return [shift for (nurse_id, day), of_day in days.items()
+            if (shift := shift_of(nurse_id, day, of_day, zone)) is not None]
 
 
 def _ended_shifts(session: Session, organisation_id: uuid.UUID, zone: ZoneInfo,
