@@ -440,6 +440,10 @@ class WitnessPair:
     # pharmacists), not the whole organisation, so the backend counts the witnesses she did
     # use, at least two: one friend standing in for everyone still stands out.
     available_witnesses: int
+    # The same counts over the window's last days alone (policy witness_pair_recent_days):
+    # a friendship that has just begun is diluted by the weeks before it in the whole window.
+    recent_together: int = 0
+    recent_wastes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

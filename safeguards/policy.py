@@ -243,6 +243,16 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "Vigil practice default (no published rule): one witness on at least half of "
               "a nurse's wastes, so a small team's regular partner is not flagged on p alone",
               minimum=Decimal("0.1"), maximum=Decimal("1.0"), practice=True),
+    Threshold("witness_pair_recent_days", 7, "days",
+              "Vigil practice default (no published rule): the recent period a nurse's "
+              "witnesses are also compared with chance in, so a friendship that has just "
+              "begun shows within a week; CLINICAL.md Diversion: waste score (BD/CareFusion)",
+              minimum=1, maximum=90, practice=True),
+    Threshold("witness_pair_recent_min_wastes", 6, "wastes",
+              "Vigil practice default (no published rule): fewest wastes of a nurse in the "
+              "recent period (witness_pair_recent_days) before its witnesses are compared "
+              "with chance",
+              minimum=2, maximum=1000, practice=True),
     Threshold("waste_rate_z", Decimal("3.5"), "modified z",
               "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier (Epstein's 2 SD "
               "flags ~1 in 40 honest nurses); CLINICAL.md Diversion: more waste than usual "

@@ -414,22 +414,35 @@ def _activity(session: Session, scope: Scope, zone: ZoneInfo, roles: dict[str, s
             for nurse, figures in totals.items()]
 
 
-def _witness_pairs(session: Session, scope: Scope) -> list[f.WitnessPair]:
+def _witness_pairs(session: Session, scope: Scope,
+                   recent_days: int | None = None) -> list[f.WitnessPair]:
+    """Count each witness on each nurse's wastes in the window; with `recent_days`, also over
+    the window's last days on their own (the database marks which wastes are recent)."""
     per_nurse: dict[str, int] = defaultdict(int)
     together: dict[tuple[str, str], int] = defaultdict(int)
+    recent_per_nurse: dict[str, int] = defaultdict(int)
+    recent_together: dict[tuple[str, str], int] = defaultdict(int)
     circle: dict[str, set[str]] = defaultdict(set)
-    for nurse, confirmations in session.execute(
-            select(CustodyEntry.actor_id, CustodyEntry.confirmations).where(
+    recent_since = scope.as_of - timedelta(days=recent_days) if recent_days else None
+    recent_column = ([case((CustodyEntry.occurred_at >= recent_since, 1), else_=0)]
+                     if recent_since else [])
+    for nurse, confirmations, *recent in session.execute(
+            select(CustodyEntry.actor_id, CustodyEntry.confirmations, *recent_column).where(
                 CustodyEntry.organisation_id == scope.organisation_id,
                 CustodyEntry.kind == Kind.WASTE, CustodyEntry.occurred_at >= scope.since)):
+        counts_recent = int(recent[0]) if recent else 0
         per_nurse[str(nurse)] += 1
+        recent_per_nurse[str(nurse)] += counts_recent
         for confirmation in confirmations or ():
             together[str(nurse), confirmation["user_id"]] += 1
+            recent_together[str(nurse), confirmation["user_id"]] += counts_recent
             circle[str(nurse)].add(confirmation["user_id"])
     # Chance is judged within her own circle (see WitnessPair), never fewer than two people.
     return [f.WitnessPair(nurse_id=nurse, witness_id=witness, together=count,
                           nurse_wastes=per_nurse[nurse],
-                          available_witnesses=max(len(circle[nurse]), MIN_CIRCLE))
+                          available_witnesses=max(len(circle[nurse]), MIN_CIRCLE),
+                          recent_together=recent_together[nurse, witness],
+                          recent_wastes=recent_per_nurse[nurse])
             for (nurse, witness), count in together.items()]
 
 
@@ -819,7 +832,8 @@ def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.
         visits=tuple(extra_visits),
         activity=tuple(_activity(session, scope, zone, roles, int(policy_for(
             session, scope.organisation_id).value("waste_share_recent_days")))),
-        witness_pairs=tuple(_witness_pairs(session, scope)),
+        witness_pairs=tuple(_witness_pairs(session, scope, int(policy_for(
+            session, scope.organisation_id).value("witness_pair_recent_days")))),
         clocks=tuple(_clocks(session, scope)),
         work_events=tuple(_work_events(session, scope)),
         weighings=tuple(_weighings(session, scope, zone)),

@@ -43,42 +43,69 @@ def unwitnessed(facts: Facts, policy: Policy) -> Iterator[Finding]:
 
 
 WITNESS_PAIR = RuleMeta(
-    id="waste.witness_pair", version=1, title="One witness on far more wastes than chance",
+    id="waste.witness_pair", version=2, title="One witness on far more wastes than chance",
     severity=Severity.HIGH,
     rationale="A witness who signs for a friend makes witnessed waste worthless; it shows as "
-              "one name on a nurse's wastes far more often than her colleagues would be.",
+              "one name on a nurse's wastes far more often than her colleagues would be, over "
+              "the whole window or, once the friendship has just begun, over its last days.",
     source="CLINICAL.md Diversion: waste score (BD/CareFusion patents); DEA: waste with a "
-           "witness (practice); binomial test against a uniform choice of witness",
+           "witness (practice); binomial test against a uniform choice of witness, over the "
+           "window and its recent period, Bonferroni-corrected for the two looks",
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
+
+
+def _witness_look(together: int, wastes: int, available: int, least: int, share: Fraction,
+                  max_p: Fraction) -> tuple[Fraction, Fraction] | None:
+    """Return (share, p-value) of one look at a pair when it is beyond chance, else None."""
+    if wastes < least or available < 1:
+        return None
+    seen = Fraction(together, wastes)
+    # The share is checked first: it is cheap, and it alone spares a large team's pairs.
+    if seen < share:
+        return None
+    p_value = binomial_upper_tail(together, wastes, Fraction(1, available))
+    return (seen, p_value) if p_value <= max_p else None
 
 
 @WASTE.rule(WITNESS_PAIR)
 def witness_pair(facts: Facts, policy: Policy) -> Iterator[Finding]:
-    """Flag a witness on more of a nurse's wastes than a random choice of witness explains."""
-    least, share = policy.value("witness_pair_min_wastes"), policy.value("witness_pair_min_share")
+    """Flag a witness on more of a nurse's wastes than a random choice of witness explains,
+    over the whole window or over its recent period."""
+    share = Fraction(policy.value("witness_pair_min_share"))
+    limit = policy.value("witness_pair_max_p_value")
+    # Two looks at each pair (the window, its last days): Bonferroni halves the p-value limit
+    # of each, so an honest pair is flagged by either no more often than the policy allows.
+    max_p = Fraction(limit) / 2
+    days = policy.value("witness_pair_recent_days")
     for pair in facts.witness_pairs:
-        if pair.nurse_wastes < least or pair.available_witnesses < 1:
-            continue
-        seen = Fraction(pair.together, pair.nurse_wastes)
-        # The share is checked first: it is cheap, and it alone spares a large team's pairs.
-        if seen < share:
-            continue
-        chance = Fraction(1, pair.available_witnesses)
-        p_value = binomial_upper_tail(pair.together, pair.nurse_wastes, chance)
-        if p_value > policy.value("witness_pair_max_p_value"):
+        whole = _witness_look(pair.together, pair.nurse_wastes, pair.available_witnesses,
+                              policy.value("witness_pair_min_wastes"), share, max_p)
+        recent = _witness_look(pair.recent_together, pair.recent_wastes,
+                               pair.available_witnesses,
+                               policy.value("witness_pair_recent_min_wastes"), share, max_p)
+        if whole is not None:
+            together, wastes, (seen, p_value) = pair.together, pair.nurse_wastes, whole
+            period = "the window"
+        elif recent is not None:
+            together, wastes, (seen, p_value) = pair.recent_together, pair.recent_wastes, recent
+            period = f"the last {days} days"
+        else:
             continue
         yield WITNESS_PAIR.finding(
             Subject(SubjectKind.NURSE, pair.nurse_id),
-            f"Witness {pair.witness_id} signed {pair.together} of the nurse's "
-            f"{pair.nurse_wastes} wastes ({rounded(seen * 100, 0)}%); with "
-            f"{pair.available_witnesses} witnesses to choose from, chance gives that with "
-            f"probability {significant(p_value)}. Check the wastes they signed together, and "
-            "whether the witness was really there.",
+            f"Witness {pair.witness_id} signed {together} of the nurse's {wastes} wastes "
+            f"over {period} ({rounded(seen * 100, 0)}%); with {pair.available_witnesses} "
+            f"witnesses to choose from, chance gives that with probability "
+            f"{significant(p_value)} (at most {significant(max_p)} allowed for each of the two "
+            "looks). Check the wastes they signed together, and whether the witness was "
+            "really there.",
             evidence(nurse_id=pair.nurse_id, witness_id=pair.witness_id,
                      together=pair.together, nurse_wastes=pair.nurse_wastes,
+                     recent_together=pair.recent_together, recent_wastes=pair.recent_wastes,
+                     recent_days=days, period="window" if whole is not None else "recent",
                      available_witnesses=pair.available_witnesses, share=rounded(seen, 3),
-                     p_value=significant(p_value),
-                     max_p_value=policy.value("witness_pair_max_p_value")),
+                     p_value=significant(p_value), max_p_value=limit,
+                     max_p_value_each_look=significant(max_p)),
             key=(pair.witness_id,))
 
 

@@ -47,12 +47,15 @@ WITNESS_CASES = [
     # witness_pair_min_share 0.5
     ("5 of 10 of 40 witnesses", pair(5, 10, 40), {}, True),
     ("4 of 10", pair(4, 10, 40), {}, False),
-    # witness_pair_max_p_value 0.0001; with 2 witnesses P(10 of 10) = 1/1024 = 0.0009765625
+    # witness_pair_max_p_value 0.0001, halved for the two looks; with 2 witnesses
+    # P(10 of 10) = 1/1024 = 0.0009765625, so the limit it meets is twice that
     ("10 of 10 of 2 witnesses", pair(10, 10, 2), {}, False),
-    ("p exactly at the limit", pair(10, 10, 2),
-     {"witness_pair_max_p_value": Decimal("0.0009765625")}, True),
-    ("p just over the limit", pair(10, 10, 2),
-     {"witness_pair_max_p_value": Decimal("0.0009765624")}, False),
+    ("p exactly at the halved limit", pair(10, 10, 2),
+     {"witness_pair_max_p_value": Decimal("0.001953125")}, True),
+    ("p just over the halved limit", pair(10, 10, 2),
+     {"witness_pair_max_p_value": Decimal("0.001953124")}, False),
+    ("p at the unhalved limit is over the halved one", pair(10, 10, 2),
+     {"witness_pair_max_p_value": Decimal("0.0009765625")}, False),
     ("only one witness to choose", pair(30, 30, 1), {}, False),
     ("no witnesses known", pair(30, 30, 0), {}, False),
 ]
@@ -63,6 +66,56 @@ WITNESS_CASES = [
 def test_witness_pair_thresholds(witnessed, overrides, expected):
     findings = found(WASTE, facts(witness_pairs=(witnessed,)), overrides)
     assert ("waste.witness_pair" in ids(findings)) is expected
+
+
+def recent_pair(together: int, wastes: int, available: int = 40) -> WitnessPair:
+    """Return a pair the whole window clears (6 of 40 wastes), with `together` of `wastes`
+    in the recent period."""
+    return WitnessPair("nurse-1", "nurse-7", 6, 40, available, together, wastes)
+
+
+RECENT_WITNESS_CASES = [
+    ("no recent counts", WitnessPair("nurse-1", "nurse-7", 6, 40, 40), {}, False),
+    # witness_pair_recent_min_wastes 6
+    ("5 of 5 recent", recent_pair(5, 5), {}, False),
+    ("6 of 6 recent", recent_pair(6, 6), {}, True),
+    ("7 of 7 recent", recent_pair(7, 7), {}, True),
+    ("6 of 6 recent, minimum 7", recent_pair(6, 6),
+     {"witness_pair_recent_min_wastes": 7}, False),
+    # witness_pair_min_share 0.5, as the whole window
+    ("5 of 10 recent", recent_pair(5, 10), {}, True),
+    ("4 of 10 recent", recent_pair(4, 10), {}, False),
+    # witness_pair_max_p_value halved; with 2 witnesses P(6 of 6) = 1/64 = 0.015625
+    ("6 of 6 recent of 2 witnesses", recent_pair(6, 6, 2), {}, False),
+    ("recent p exactly at the halved limit", recent_pair(6, 6, 2),
+     {"witness_pair_max_p_value": Decimal("0.03125")}, True),
+    ("recent p just over the halved limit", recent_pair(6, 6, 2),
+     {"witness_pair_max_p_value": Decimal("0.03124")}, False),
+    ("recent, one witness to choose", recent_pair(10, 10, 1), {}, False),
+    # 10 of 10 of 8 witnesses: 1/8**10, far under
+    ("a small circle, 9 of 10 recent", recent_pair(9, 10, 8), {}, True),
+    ("a small circle, 5 of 8 recent", recent_pair(5, 8, 8), {}, False),
+]
+
+
+@pytest.mark.parametrize(("witnessed", "overrides", "expected"),
+                         [c[1:] for c in RECENT_WITNESS_CASES],
+                         ids=[c[0] for c in RECENT_WITNESS_CASES])
+def test_witness_pair_recent_thresholds(witnessed, overrides, expected):
+    findings = found(WASTE, facts(witness_pairs=(witnessed,)), overrides)
+    assert ("waste.witness_pair" in ids(findings)) is expected
+
+
+def test_witness_pair_recent_finding_says_the_period_and_keeps_the_key():
+    [recent] = found(WASTE, facts(witness_pairs=(recent_pair(9, 10, 8),)))
+    assert recent.evidence["period"] == "recent"
+    assert (recent.evidence["recent_together"], recent.evidence["recent_wastes"]) == (9, 10)
+    assert recent.evidence["recent_days"] == 7
+    assert "last 7 days" in recent.summary and "Check" in recent.summary
+    [whole] = found(WASTE, facts(witness_pairs=(
+        WitnessPair("nurse-1", "nurse-7", 30, 40, 8, 9, 10),)))
+    assert whole.evidence["period"] == "window"
+    assert whole.dedup_key == recent.dedup_key
 
 
 def test_witness_pair_evidence_and_key_per_pair():
@@ -149,3 +202,33 @@ def test_late_waste_policy_can_allow_longer():
     [finding] = found(WASTE, given)
     assert str(finding.evidence["hours_after_dose"]) == "5.0"
     assert finding.evidence["patient_id"] == "patient-1"
+
+
+def circle_pairs(rng: random.Random, nurses: int, circle: int, wastes: int, recent: int,
+                 friend_share: float = 0.0) -> list[WitnessPair]:
+    """Return each nurse's witness counts over a window of `wastes` whose last `recent` are
+    the recent period, each chosen from a circle of `circle` colleagues; nurse-0's friend
+    takes `friend_share` of her recent wastes only (a friendship just begun)."""
+    pairs = []
+    for nurse in range(nurses):
+        others = [f"witness-{nurse}-{n}" for n in range(circle)]
+        share = friend_share if nurse == 0 else 0.0
+        chosen = [rng.choice(others) for _ in range(wastes - recent)]
+        late = [others[0] if rng.random() < share else rng.choice(others) for _ in range(recent)]
+        whole, last = Counter(chosen + late), Counter(late)
+        pairs += [WitnessPair(f"nurse-{nurse}", witness, together, wastes, circle,
+                              last[witness], recent) for witness, together in whole.items()]
+    return pairs
+
+
+def test_honest_small_circles_raise_no_recent_witness_pair_but_a_new_friendship_is_caught():
+    rng = random.Random(11)
+    for _ in range(20):
+        honest = circle_pairs(rng, nurses=40, circle=8, wastes=40, recent=10)
+        assert found(WASTE, facts(witness_pairs=tuple(honest))) == []
+    # A week of a friend on 90% of ten wastes, after three weeks of chance: the window's 40
+    # wastes dilute it, the recent period does not.
+    friendly = circle_pairs(rng, nurses=40, circle=8, wastes=40, recent=10, friend_share=0.9)
+    findings = found(WASTE, facts(witness_pairs=tuple(friendly)))
+    assert [(f.evidence["nurse_id"], f.evidence["period"]) for f in findings] == [
+        ("nurse-0", "recent")]

@@ -13,7 +13,7 @@ from backend.custody.models import CustodyEntry
 from backend.custody.verify import Slice, verify_slice
 from backend.flags.models import Flag
 from backend.jobs.scheduler import SCHEDULE
-from backend.scan import chain
+from backend.scan import chain, loaders
 from backend.scan import service as scan
 from safeguards.findings import Severity
 from tests.backend.administration.test_sessions import PRE, Session, dose
@@ -88,6 +88,28 @@ def test_the_scan_reads_the_organisations_facts_and_a_second_scan_adds_no_flag(w
     assert again.new_flags == 0
     assert {(f.rule_id, f.dedup_key) for f in _flags(world, org_id)} == before
     assert set(again.seconds) == {"load", "ledger", "rules", "flags"}
+
+
+def test_witness_pairs_count_the_recent_period_apart_in_the_database(world: World):
+    visit = _dosed(world)
+    assert _waste(visit, 400_000).status_code == 201
+    org_id, now = visit.pharmacy.org.id, world.rt.clock.now()
+    witness = str(visit.pharmacy.users[Role.PHARMACIST].id)
+
+    def pairs(as_of: datetime, recent_days: int | None) -> list[tuple]:
+        scope = loaders.Scope(org_id, as_of, as_of - timedelta(days=30))
+        return [(p.witness_id, p.together, p.nurse_wastes, p.recent_together, p.recent_wastes)
+                for p in loaders._witness_pairs(world.session, scope, recent_days)]
+
+    # The waste (15:55, an hour before now) is within the last 7 days, and within the
+    # last day; 8 days on it is in the window but no longer recent; with no period, none is.
+    assert pairs(now, 7) == [(witness, 1, 1, 1, 1)]
+    assert pairs(now, 1) == [(witness, 1, 1, 1, 1)]
+    assert pairs(now + timedelta(days=8), 7) == [(witness, 1, 1, 0, 0)]
+    assert pairs(now, None) == [(witness, 1, 1, 0, 0)]
+    facts = loaders.load_population(world.session, loaders.Scope(
+        org_id, now, now - timedelta(days=30)), bag_return_hours=24)
+    assert [(p.recent_together, p.recent_wastes) for p in facts.witness_pairs] == [(1, 1)]
 
 
 def _tamper(connection, org_id: uuid.UUID, seq: int) -> None:
