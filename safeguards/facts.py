@@ -364,6 +364,31 @@ class NurseActivity:
     recent_planned_doses: int = 0
     recent_planned_given_ug: int = 0
     recent_planned_ug: int = 0
+    # What the plans leave in the containers her doses were drawn from, summed over her doses
+    # (issue 17): per dose, the containers it needed times their size, less its planned dose
+    # (the dose given when no plan set one). An honest nurse wastes about this whatever her
+    # patients weigh; over the window and since recent_since.
+    planned_remainder_ug: int = 0
+    recent_planned_remainder_ug: int = 0
+
+    @property
+    def waste_of_remainder(self) -> Fraction | None:
+        """Return her µg wasted over what the plans left in her doses' containers, or None
+        when they left nothing (about 1 when she wastes just what the plans leave)."""
+        return (Fraction(self.wasted_ug, self.planned_remainder_ug)
+                if self.planned_remainder_ug > 0 else None)
+
+    @property
+    def recent_waste_of_remainder(self) -> Fraction | None:
+        """Return waste_of_remainder since recent_since, or None when nothing was left."""
+        return (Fraction(self.recent_wasted_ug, self.recent_planned_remainder_ug)
+                if self.recent_planned_remainder_ug > 0 else None)
+
+    @property
+    def earlier_waste_of_remainder(self) -> Fraction | None:
+        """Return waste_of_remainder before recent_since, or None when nothing was left."""
+        left = self.planned_remainder_ug - self.recent_planned_remainder_ug
+        return Fraction(self.wasted_ug - self.recent_wasted_ug, left) if left > 0 else None
 
     @property
     def wasted_ug_per_visit(self) -> Fraction | None:

@@ -303,9 +303,10 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "wasted + returned (Bluesight), peer score within a role (Omnicell)",
               minimum=Decimal("2.0"), maximum=Decimal("10.0")),
     Threshold("waste_share_spread_floor", Decimal("0.08"), "share of the peer median",
-              "Vigil practice default (no published rule): smallest spread µg wasted per µg "
-              "given is scored on, as it varies with patients' weights against one vial "
-              "size; MAD implodes when peers nearly tie (Rousseeuw & Croux 1993)",
+              "Vigil practice default (no published rule): smallest spread µg wasted over "
+              "what her doses' plans left in their containers is scored on, as honest nurses "
+              "sit near 1 and nearly tie; MAD implodes when peers nearly tie (Rousseeuw & "
+              "Croux 1993)",
               minimum=Decimal("0.01"), maximum=Decimal("1.0"), practice=True),
     Threshold("waste_share_recent_days", 14, "days",
               "Vigil practice default (no published rule): the recent period a nurse's waste "
@@ -321,8 +322,8 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "period for her own history to be a baseline",
               minimum=3, maximum=1000, practice=True),
     Threshold("waste_share_rise_min", Decimal("0.25"), "ratio to her earlier figure",
-              "Vigil practice default (no published rule): smallest rise of µg wasted per µg "
-              "given over her own earlier figure worth a review",
+              "Vigil practice default (no published rule): smallest rise of µg wasted over "
+              "what her plans left over her own earlier figure worth a review",
               minimum=Decimal("0.05"), maximum=Decimal("5.0"), practice=True),
     Threshold("waste_share_rise_z", Decimal("3.5"), "modified z",
               "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier, of her rise among "

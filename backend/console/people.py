@@ -108,10 +108,12 @@ class Metric:
 METRICS = (
     Metric("waste-per-visit", "Waste per visit against her peers", "waste per visit", "mg",
            lambda a: a.wasted_ug_per_visit, Fraction(1, 1000)),
-    # What the waste and dosing peer rules score: waste as a share of what she drew, and each
-    # dose against its own plan, so one prescriber's high plans never set her apart.
-    Metric("waste-share", "Waste as a share of what she drew against her peers",
-           "waste share of what she drew", "%", lambda a: a.waste_share, Fraction(100)),
+    # What the waste and dosing peer rules score: waste against what her doses' plans left in
+    # their containers (about 100% when honest, whatever her patients weigh), and each dose
+    # against its own plan, so one prescriber's high plans never set her apart.
+    Metric("waste-share", "Waste against what the plans left in the containers, against her "
+           "peers", "waste as a share of what the plans left", "%",
+           lambda a: a.waste_of_remainder, Fraction(100)),
     Metric("dose-against-plan", "Doses against their own plans, against her peers",
            "dose as a share of its plan", "%", lambda a: a.plan_ratio, Fraction(100)),
     Metric("visits-per-day", "Visits per day worked against her peers",

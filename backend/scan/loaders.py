@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, select, union_all
+from sqlalchemy import Integer, and_, case, cast, func, select, union_all
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from backend.accounts.models import Organisation, Role, User
@@ -345,6 +345,42 @@ def _planned_sums(session: Session, scope: Scope, recent_since: datetime | None)
         .group_by(DoseRecord.nurse_id))
 
 
+def _remainder_sums(session: Session, scope: Scope, recent_since: datetime | None) -> Any:
+    """Return per nurse what the plans left in her doses' containers (NurseActivity
+    .planned_remainder_ug), over the window and, with `recent_since`, over its last days.
+
+    Per dose, worked out and summed in the database: the containers its larger of given and
+    planned needs, times their size, less the planned dose (as _planned_sums works it out;
+    the dose given when no plan set one), never below nothing.
+    """
+    phase = aliased(PlanPhase)
+    weight = func.nullif(DoseRecord.weight_g, 0)
+    given = DoseRecord.quantity_ug
+    planned = func.coalesce(phase.dose_ug, phase.dose_ug_per_kg * weight // 1000,
+                            PlanVersion.dose_ug, PlanVersion.dose_ug_per_kg * weight // 1000,
+                            given)
+    container = cast(DrugProduct.ug_per_unit * DrugProduct.units_per_container, Integer)
+    larger = case((given > planned, given), else_=planned)
+    # The containers `larger` needs times their size, less `larger`, plus what it exceeds the
+    # plan by: the containers' size less the planned dose, in whole-integer arithmetic.
+    left = (container - larger % container) % container + (larger - planned)
+    left = case((container > 0, left), else_=0)
+    sums = [func.sum(left)]
+    if recent_since:
+        sums.append(func.sum(case((DoseRecord.infusion_started_at >= recent_since, left),
+                                  else_=0)))
+    return session.execute(
+        select(DoseRecord.nurse_id, *sums)
+        .join(DrugProduct, DrugProduct.id == DoseRecord.product_id)
+        .outerjoin(Visit, Visit.id == DoseRecord.visit_id)
+        .outerjoin(PlanVersion, PlanVersion.id == DoseRecord.plan_version_id)
+        .outerjoin(phase, and_(phase.version_id == Visit.plan_version_id,
+                               phase.ordinal == Visit.phase_ordinal))
+        .where(DoseRecord.organisation_id == scope.organisation_id,
+               DoseRecord.infusion_started_at >= scope.since)
+        .group_by(DoseRecord.nurse_id))
+
+
 def _recent_sums(session: Session, scope: Scope, recent_since: datetime) -> Any:
     """Return per nurse her doses, µg given and µg wasted since `recent_since`."""
     doses = (select(DoseRecord.nurse_id.label("nurse"), func.count().label("doses"),
@@ -400,6 +436,11 @@ def _activity(session: Session, scope: Scope, zone: ZoneInfo, roles: dict[str, s
             totals[str(nurse)].update(recent_planned_doses=recent[0],
                                       recent_planned_given_ug=int(recent[1]),
                                       recent_planned_ug=int(recent[2]))
+    for nurse, left, *recent_left in _remainder_sums(session, scope, recent_since):
+        totals[str(nurse)].update(planned_remainder_ug=max(int(left or 0), 0))
+        if recent_left:
+            totals[str(nurse)].update(recent_planned_remainder_ug=max(int(recent_left[0] or 0),
+                                                                      0))
     if recent_since:
         for figures in totals.values():
             figures["recent_since"] = recent_since

@@ -13,8 +13,9 @@ difference from looking extreme:
   who nearly tie) cannot turn 1.55 visits a day against 1.91 into a z of -27.
 
 Doses are compared with their own plans (dose ÷ planned dose), so that one prescriber's high
-plans never make the nurses who give them look like outliers; waste is compared as a share of
-what she drew (administered + wasted), against her peers and against her own earlier weeks.
+plans never make the nurses who give them look like outliers; waste is compared with what her
+doses' plans left in their containers (about 1 when honest, whatever her patients weigh),
+against her peers and against her own earlier weeks.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
-from safeguards.facts import Facts, NurseActivity, share_of_drawn
+from safeguards.facts import Facts, NurseActivity
 from safeguards.findings import EvidenceValue, Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
@@ -138,67 +139,77 @@ def rate_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
 
 
 SHARE_OUTLIER = RuleMeta(
-    id="waste.share_outlier", version=1, title="Waste as a share of what she drew, above peers'",
+    id="waste.share_outlier", version=2,
+    title="Waste against what the plans left in the containers, above peers'",
     severity=Severity.MEDIUM,
-    rationale="A nurse who gives less and wastes more of each vial than the nurses in her "
-              "role may be keeping the difference; a share of what she drew does not depend "
-              "on how many visits she made.",
+    rationale="A nurse who wastes more than her doses' plans leave in their containers, by "
+              "much more than the nurses in her role, may be wasting vials she never opened "
+              "for a patient or keeping what she gave short. Set against each dose's own plan "
+              "and container, an honest nurse wastes about what is left whatever her patients "
+              "weigh, so light patients (more of each vial left over) do not set her apart.",
     source="CLINICAL.md Diversion: more waste than usual (BD/CareFusion patents), dispense = "
            "administered + wasted + returned (Bluesight), peer score within a role (Omnicell; "
-           "Bluesight IRIS); scored as µg wasted per µg given, the odds of the share, which "
-           f"does not saturate when most of each vial is wasted; {METHOD}",
+           "Bluesight IRIS); scored as µg wasted over the µg her doses' plans left in their "
+           "containers (containers needed x size - planned dose, per dose), about 1 when "
+           f"honest; {METHOD}",
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
+
+
+def _of_remainder(ratio: Fraction) -> str:
+    return f"{_percent(ratio)} of what the plans left"
 
 
 @PEERS.rule(SHARE_OUTLIER)
 def share_outlier(facts: Facts, policy: Policy) -> Iterator[Finding]:
-    """Flag a nurse whose waste, as a share of what she drew, is a high outlier in her role.
+    """Flag a nurse whose waste, over what her doses' plans left in their containers, is a high
+    outlier in her role.
 
-    What she drew is what the ledger records for her patients: µg administered plus µg wasted
-    in the window. What was dispensed to her is not used, as a kit's spare vials go back.
+    What the plans left is summed per dose (NurseActivity.planned_remainder_ug): an honest
+    nurse's waste is about it, however light or heavy her patients, so her figure is near 1.
     """
     limit = policy.value("waste_share_z")
     least = policy.value("peer_min_doses")
-    for found in _outliers(facts, policy, lambda n: n.wasted_per_given,
-                           lambda n: n.doses >= least and n.administered_ug > 0,
+    for found in _outliers(facts, policy, lambda n: n.waste_of_remainder,
+                           lambda n: n.doses >= least and n.planned_remainder_ug > 0,
                            "waste_share_spread_floor"):
         if found.z < limit:
             continue
         nurse = found.nurse
         yield SHARE_OUTLIER.finding(
             Subject(SubjectKind.NURSE, nurse.nurse_id),
-            f"The nurse wasted {_percent(share_of_drawn(found.value))} of what she drew "
-            f"({rounded(found.value, 2)} µg for each µg she gave) over {nurse.doses} doses "
-            f"and {nurse.wastes} wastes, against a median of "
-            f"{_percent(share_of_drawn(found.peer_median))} "
-            f"({rounded(found.peer_median, 2)} µg per µg) among {_against(found)} "
-            f"({_score(found, limit)}). Check her doses against their plans and her wastes "
-            f"against the vials' remainders, with their witnesses.",
-            {**_evidence(found, "wasted_per_given", "waste_share_z",
+            f"The nurse wasted {nurse.wasted_ug} µg in {nurse.wastes} wastes over "
+            f"{nurse.doses} doses, where those doses' plans left {nurse.planned_remainder_ug} "
+            f"µg in their containers: {_of_remainder(found.value)}, against a median of "
+            f"{_of_remainder(found.peer_median)} among {_against(found)} "
+            f"({_score(found, limit)}). Each dose is set against its own plan and container, "
+            f"so her patients' weights do not enter. Check her wastes against the vials each "
+            f"visit opened and the doses their plans set, with their witnesses.",
+            {**_evidence(found, "waste_of_remainder", "waste_share_z",
                          "waste_share_spread_floor", policy),
-             "waste_share": rounded(share_of_drawn(found.value), 4),
-             "peer_median_waste_share": rounded(share_of_drawn(found.peer_median), 4),
-             "wasted_ug": nurse.wasted_ug, "administered_ug": nurse.administered_ug,
-             "wastes": nurse.wastes})
+             "wasted_ug": nurse.wasted_ug, "planned_remainder_ug": nurse.planned_remainder_ug,
+             "administered_ug": nurse.administered_ug, "wastes": nurse.wastes})
 
 
 SHARE_RISE = RuleMeta(
-    id="waste.share_rise", version=1, title="Waste share risen against her own history",
+    id="waste.share_rise", version=2,
+    title="Waste against what the plans left, risen against her own history",
     severity=Severity.MEDIUM,
-    rationale="A nurse who starts keeping part of each vial wastes more of what she draws "
-              "than she used to; her own earlier weeks are the baseline that her patients, "
-              "vials and habits set, and her role's changes over the same days are the "
-              "yardstick of an honest drift.",
+    rationale="A nurse who starts wasting more than her doses' plans leave in their "
+              "containers wastes more of what is left than she used to; her own earlier weeks "
+              "are the baseline her vials and habits set, and her role's changes over the same "
+              "days are the yardstick of an honest drift. Set against each dose's own plan, a "
+              "change in her patients' weights does not move it.",
     source="CLINICAL.md Diversion: more waste than usual (BD/CareFusion patents), dispense = "
-           "administered + wasted + returned (Bluesight); her recent µg wasted per µg given "
-           "over her earlier figure in the scan window, that rise scored among her role's "
-           f"rises; minimum doses on both sides and a minimum rise; {METHOD}",
+           "administered + wasted + returned (Bluesight); her recent µg wasted over what her "
+           "doses' plans left in their containers, over her earlier figure in the scan window, "
+           "that rise scored among her role's rises; minimum doses on both sides and a "
+           f"minimum rise; {METHOD}",
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
 def _rise(nurse: NurseActivity) -> Fraction | None:
-    earlier, recent = nurse.earlier_wasted_per_given, nurse.recent_wasted_per_given
-    # Nothing wasted before leaves no rate to rise from: the share against peers judges her.
+    earlier, recent = nurse.earlier_waste_of_remainder, nurse.recent_waste_of_remainder
+    # Nothing wasted before leaves no rate to rise from: the comparison with peers judges her.
     if not earlier or recent is None:
         return None
     return recent / earlier
@@ -206,7 +217,8 @@ def _rise(nurse: NurseActivity) -> Fraction | None:
 
 @PEERS.rule(SHARE_RISE)
 def share_rise(facts: Facts, policy: Policy) -> Iterator[Finding]:
-    """Flag a nurse whose recent waste share rose well above her own earlier share."""
+    """Flag a nurse whose recent waste, over what her plans left, rose well above her own
+    earlier figure."""
     limit = policy.value("waste_share_rise_z")
     recent_least = policy.value("waste_share_min_recent_doses")
     earlier_least = policy.value("waste_share_min_earlier_doses")
@@ -219,29 +231,26 @@ def share_rise(facts: Facts, policy: Policy) -> Iterator[Finding]:
         if found.z < limit or found.value < least_rise:
             continue
         nurse = found.nurse
-        recent, earlier = nurse.recent_wasted_per_given, nurse.earlier_wasted_per_given
+        recent, earlier = nurse.recent_waste_of_remainder, nurse.earlier_waste_of_remainder
         assert recent is not None and earlier is not None and nurse.recent_since is not None
         since = nurse.recent_since.date().isoformat()
         yield SHARE_RISE.finding(
             Subject(SubjectKind.NURSE, nurse.nurse_id),
-            f"The nurse wasted {_percent(share_of_drawn(recent))} of what she drew "
-            f"({rounded(recent, 2)} µg per µg given) over her {nurse.recent_doses} doses since "
-            f"{since}, against {_percent(share_of_drawn(earlier))} ({rounded(earlier, 2)} "
-            f"µg per µg) over her {nurse.earlier_doses} doses before: {rounded(found.value, 2)} "
-            f"times her own earlier figure, where the median change among {_against(found)} "
-            f"is {rounded(found.peer_median, 2)} times ({_score(found, limit)}). Check her "
-            f"doses and wastes since {since}: what each patient's plan called for, what each "
-            f"vial held and who witnessed the wastes.",
+            f"The nurse wasted {_of_remainder(recent)} in their containers over her "
+            f"{nurse.recent_doses} doses since {since}, against {_of_remainder(earlier)} over "
+            f"her {nurse.earlier_doses} doses before: {rounded(found.value, 2)} times her own "
+            f"earlier figure, where the median change among {_against(found)} is "
+            f"{rounded(found.peer_median, 2)} times ({_score(found, limit)}). Check her doses "
+            f"and wastes since {since}: what each patient's plan called for, what each vial "
+            f"held and who witnessed the wastes.",
             {**_evidence(found, "rise", "waste_share_rise_z",
                          "waste_share_rise_spread_floor", policy),
              "recent_since": since, "recent_doses": nurse.recent_doses,
              "earlier_doses": nurse.earlier_doses,
-             "recent_wasted_per_given": rounded(recent, 3),
-             "earlier_wasted_per_given": rounded(earlier, 3),
-             "recent_waste_share": rounded(share_of_drawn(recent), 4),
-             "earlier_waste_share": rounded(share_of_drawn(earlier), 4),
+             "recent_waste_of_remainder": rounded(recent, 3),
+             "earlier_waste_of_remainder": rounded(earlier, 3),
              "recent_wasted_ug": nurse.recent_wasted_ug,
-             "recent_administered_ug": nurse.recent_administered_ug,
+             "recent_planned_remainder_ug": nurse.recent_planned_remainder_ug,
              "min_rise": policy.value("waste_share_rise_min")})
 
 

@@ -100,7 +100,8 @@ def team() -> tuple[NurseActivity, ...]:
                            planned_given_ug=3_500_000 - 1_000 * (n % 4),
                            recent_since=AS_OF - timedelta(days=14), recent_doses=20,
                            recent_administered_ug=700_000,
-                           recent_wasted_ug=300_000 + 2_000 * (n % 5))
+                           recent_wasted_ug=300_000 + 2_000 * (n % 5),
+                           planned_remainder_ug=1_500_000, recent_planned_remainder_ug=300_000)
              for n in range(20)]
     return (*alike,
             replace(alike[0], nurse_id="nurse-waste", wasted_ug=3_000_000),

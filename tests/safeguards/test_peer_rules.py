@@ -1,5 +1,6 @@
-"""Peer outliers: waste per visit and as a share, doses against their plans, visits per day,
-and a nurse's recent waste share against her own history, each at and around its thresholds."""
+"""Peer outliers: waste per visit and against what the plans left, doses against their plans,
+visits per day, and a nurse's recent waste against her own history, each at and around its
+thresholds."""
 
 from __future__ import annotations
 
@@ -42,10 +43,10 @@ def wasting(nurse_id: str, per_visit: Fraction, visits: int = SAMPLE,
 
 def sharing(nurse_id: str, per_mille: Fraction, doses: int = SAMPLE,
             role: str = "nurse") -> NurseActivity:
-    """A nurse who wastes per_mille / 1000 µg for each µg she gives."""
+    """A nurse who wastes per_mille / 1000 of what her doses' plans left in their containers."""
     return NurseActivity(nurse_id, role, visits=doses, days_worked=10, doses=doses,
                          administered_ug=1000 * doses, wastes=doses,
-                         wasted_ug=whole(per_mille * doses))
+                         wasted_ug=whole(per_mille * doses), planned_remainder_ug=1000 * doses)
 
 
 def planning(nurse_id: str, per_mille: Fraction, doses: int = SAMPLE,
@@ -59,7 +60,7 @@ def planning(nurse_id: str, per_mille: Fraction, doses: int = SAMPLE,
 
 def rising(nurse_id: str, per_mille: Fraction, recent: int = 20, earlier: int = 40,
            role: str = "nurse") -> NurseActivity:
-    """A nurse who wasted 1 µg per µg given before and per_mille / 1000 of that recently."""
+    """A nurse who wasted what her plans left before and per_mille / 1000 of it recently."""
     earlier_ug, recent_ug = 1000 * earlier, 1000 * recent
     return NurseActivity(nurse_id, role, visits=recent + earlier, days_worked=10,
                          doses=recent + earlier, administered_ug=earlier_ug + recent_ug,
@@ -67,7 +68,9 @@ def rising(nurse_id: str, per_mille: Fraction, recent: int = 20, earlier: int = 
                          wasted_ug=earlier_ug + whole(per_mille * recent),
                          recent_since=RECENT_SINCE, recent_doses=recent,
                          recent_administered_ug=recent_ug,
-                         recent_wasted_ug=whole(per_mille * recent))
+                         recent_wasted_ug=whole(per_mille * recent),
+                         planned_remainder_ug=earlier_ug + recent_ug,
+                         recent_planned_remainder_ug=recent_ug)
 
 
 def working(nurse_id: str, per_day: Fraction, days: int = SAMPLE) -> NurseActivity:
@@ -241,37 +244,90 @@ def test_a_week_of_short_doses_shows_in_the_recent_window():
 
 def test_waste_share_summary_and_evidence():
     finding = one("waste.share_outlier", team(sharing, Fraction(1350)))
-    assert finding.rule_version == 1
-    assert finding.evidence["wasted_per_given"] == Decimal("1.350")
-    assert finding.evidence["waste_share"] == Decimal("0.5745")
-    assert finding.evidence["peer_median_waste_share"] == Decimal("0.5000")
+    assert finding.rule_version == 2
+    assert finding.evidence["waste_of_remainder"] == Decimal("1.350")
+    assert finding.evidence["peer_median_waste_of_remainder"] == Decimal("1.000")
+    assert finding.evidence["planned_remainder_ug"] == 20_000
+    assert finding.evidence["wasted_ug"] == 27_000
     assert finding.evidence["robust_z"] == Decimal("3.50")
     assert finding.summary.startswith(
-        "The nurse wasted 57.4% of what she drew (1.35 µg for each µg she gave) over 20 doses "
-        "and 20 wastes, against a median of 50.0% (1.00 µg per µg)")
+        "The nurse wasted 27000 µg in 20 wastes over 20 doses, where those doses' plans left "
+        "20000 µg in their containers: 135.0% of what the plans left, against a median of "
+        "100.0% of what the plans left among the 21 nurses")
+    assert "Check her wastes against the vials" in finding.summary
     assert finding.summary.endswith("with their witnesses.")
 
 
-def test_waste_share_needs_something_given():
+def test_waste_share_needs_something_left_by_the_plans():
     activity = (*team(sharing, Fraction(1000))[:-1],
                 NurseActivity("nurse-x", "nurse", visits=20, days_worked=10, doses=20,
-                              administered_ug=0, wastes=20, wasted_ug=50_000))
+                              administered_ug=20_000, wastes=20, wasted_ug=50_000))
     assert flagged("waste.share_outlier", activity) == set()
 
 
-def test_the_skimmer_of_the_simulator_is_caught_by_her_waste_share():
-    # A 200 mg vial a visit for a 35 mg dose: honest nurses waste about 82% of what they draw;
-    # one who gives 65% of the dose and wastes the rest wastes 89%, 7 points more on the share
-    # but 63% more µg per µg given, which is what the rule scores.
+def _vials(nurse_id: str, doses: list[int], planned: list[int] | None = None,
+           extra_ug: int = 0, vial: int = 200_000) -> NurseActivity:
+    """A nurse who draws each dose from a 200 mg vial and wastes the rest (plus `extra_ug`)."""
+    planned = planned or doses
+    left = sum(vial - plan for plan in planned)
+    return NurseActivity(nurse_id, "nurse", visits=len(doses), days_worked=20,
+                         doses=len(doses), administered_ug=sum(doses), wastes=len(doses),
+                         wasted_ug=sum(vial - dose for dose in doses) + extra_ug,
+                         planned_remainder_ug=left)
+
+
+# waste_share_z 3.5 on the waste over what the plans left: honest nurses sit at 1 whatever
+# their patients weigh, with the spread floor (8% of the median) as the scale.
+HONEST_DOSES = [35_000, 33_000, 37_000, 36_000]
+LIGHT = [14_000, 15_000, 16_000, 13_000]   # light patients: most of each vial left
+PLAN_CASES = [
+    ("light patients, honest waste", _vials("nurse-x", LIGHT * 10), set()),
+    ("heavy patients, honest waste", _vials("nurse-x", [70_000] * 40), set()),
+    # 40 doses of a 165 mg remainder: 6 600 mg left. z 3.5 at 1.28, 1 848 mg extra.
+    ("an extra 9 vials (1.27)", _vials("nurse-x", [35_000] * 40, extra_ug=1_782_000), set()),
+    ("at the limit (1.28)", _vials("nurse-x", [35_000] * 40, extra_ug=1_848_000),
+     {"nurse-x"}),
+    ("an extra 10 vials (1.30)", _vials("nurse-x", [35_000] * 40, extra_ug=2_000_000),
+     {"nurse-x"}),
+    # Gives 60% of a 35 mg plan and wastes the rest of the vial: 14 mg over each remainder.
+    ("short doses, rest wasted", _vials("nurse-x", [21_000] * 40, [35_000] * 40), set()),
+    ("short doses, rest wasted, light plans",
+     _vials("nurse-x", [8_000] * 40, [20_000] * 40), set()),
+]
+
+
+@pytest.mark.parametrize(("nurse", "expected"), [c[1:] for c in PLAN_CASES],
+                         ids=[c[0] for c in PLAN_CASES])
+def test_waste_is_set_against_what_each_dose_plan_left(nurse, expected):
+    peers = tuple(_vials(f"nurse-{n}", [HONEST_DOSES[(n + k) % 4] for k in range(40)])
+                  for n in range(12))
+    assert flagged("waste.share_outlier", (*peers, nurse)) == expected
+
+
+def test_light_patients_and_honest_waste_raise_nothing_where_the_raw_share_did():
+    # The simulator's false positive: her patients are light, so she wastes more of each vial.
+    # Against her peers' µg wasted per µg given she stood out (z 3.75); against what the
+    # plans left she wastes exactly it, like them.
+    peers = tuple(_vials(f"nurse-{n}", [HONEST_DOSES[(n + k) % 4] for k in range(40)])
+                  for n in range(12))
+    light = _vials("nurse-x", LIGHT * 10)
+    assert light.waste_of_remainder == 1
+    assert light.wasted_per_given > 2 * peers[0].wasted_per_given
+    assert flagged("waste.share_outlier", (*peers, light)) == set()
+    assert flagged("waste.share_rise", (*peers, light)) == set()
+
+
+def test_the_skimmer_of_the_simulator_is_caught_by_her_waste_against_the_plans():
+    # A 200 mg vial a visit for a 35 mg dose: honest nurses waste what the plans leave, 165 mg;
+    # one who gives 65% of the dose and wastes the rest wastes 177 mg of it, 7% more: too
+    # little on its own, which dosing.plan_ratio_outlier catches. Wasting whole extra vials
+    # besides, a vial every four visits, she stands out.
     rng = random.Random(3)
     nurses = []
     for n in range(20):
-        dose = 35_000 + rng.randint(-2_500, 2_500)
-        nurses.append(NurseActivity(f"nurse-{n}", "nurse", visits=40, days_worked=20,
-                                    doses=40, administered_ug=40 * dose, wastes=40,
-                                    wasted_ug=40 * (200_000 - dose)))
-    skimmer = replace(nurses[0], nurse_id="skimmer", administered_ug=40 * 22_750,
-                      wasted_ug=40 * (200_000 - 22_750))
+        doses = [35_000 + rng.randint(-2_500, 2_500) for _ in range(40)]
+        nurses.append(_vials(f"nurse-{n}", doses))
+    skimmer = _vials("skimmer", [22_750] * 40, [35_000] * 40, extra_ug=10 * 200_000)
     assert flagged("waste.share_outlier", (*nurses, skimmer)) == {"skimmer"}
     assert flagged("waste.share_outlier", tuple(nurses)) == set()
 
@@ -309,7 +365,7 @@ def test_a_rise_needs_the_recent_split_and_an_earlier_waste():
     unsplit = replace(rising("nurse-x", Fraction(2000)), recent_since=None)
     assert flagged("waste.share_rise", (*peers, unsplit)) == set()
     nothing_before = replace(rising("nurse-x", Fraction(2000)), wasted_ug=40_000)
-    assert nothing_before.earlier_wasted_per_given == 0
+    assert nothing_before.earlier_waste_of_remainder == 0
     assert flagged("waste.share_rise", (*peers, nothing_before)) == set()
 
 
@@ -325,12 +381,14 @@ def test_waste_share_rise_summary_and_evidence():
     assert finding.evidence["rise"] == Decimal("2.000")
     assert finding.evidence["recent_doses"] == 20
     assert finding.evidence["earlier_doses"] == 40
-    assert finding.evidence["recent_waste_share"] == Decimal("0.6667")
-    assert finding.evidence["earlier_waste_share"] == Decimal("0.5000")
+    assert finding.rule_version == 2
+    assert finding.evidence["recent_waste_of_remainder"] == Decimal("2.000")
+    assert finding.evidence["earlier_waste_of_remainder"] == Decimal("1.000")
+    assert finding.evidence["recent_planned_remainder_ug"] == 20_000
     assert finding.summary.startswith(
-        "The nurse wasted 66.7% of what she drew (2.00 µg per µg given) over her 20 doses "
-        "since 2026-11-17, against 50.0% (1.00 µg per µg) over her 40 doses before: 2.00 "
-        "times her own earlier figure, where the median change among the 21 nurses")
+        "The nurse wasted 200.0% of what the plans left in their containers over her 20 doses "
+        "since 2026-11-17, against 100.0% of what the plans left over her 40 doses before: "
+        "2.00 times her own earlier figure, where the median change among the 21 nurses")
     assert "Check her doses and wastes since 2026-11-17" in finding.summary
 
 
@@ -482,7 +540,9 @@ def honest_team(rng: random.Random, nurses: int, visits: int,
                                   planned_given_ug=given, planned_ug=35_000 * visits,
                                   recent_since=RECENT_SINCE, recent_doses=recent,
                                   recent_administered_ug=given * recent // visits,
-                                  recent_wasted_ug=recent_wasted))
+                                  recent_wasted_ug=recent_wasted,
+                                  planned_remainder_ug=15_000 * visits,
+                                  recent_planned_remainder_ug=15_000 * recent))
     return tuple(team)
 
 

@@ -160,10 +160,12 @@ def test_her_peer_charts_draw_the_other_nurses_and_mark_her(world: World, ward: 
     planned = _desc(html, "dose-against-plan")
     assert "Ann: 100 %; of 2 peers, 2 lower" in planned
     assert "range 60 to 80 %" in planned
-    # Ann drew 50 mg and wasted 15 (30%); Bea wasted 5 of 33, Cat 2 of 23.
+    # Against what the plans left: each 35 mg plan leaves 465 mg of a 500 mg vial (10 mL of
+    # 50 mg/mL); Ann wasted 15 mg of it (3.2%), Bea 5 mg and Cat 2 mg.
     share = _desc(html, "waste-share")
-    assert "Ann: 30 %; of 2 peers, 2 lower" in share
-    assert "range 8.69565 to 15.1515 %" in share
+    assert "Waste as a share of what the plans left for 2 peers" in share
+    assert "Ann: 3.22581 %; of 2 peers, 2 lower" in share
+    assert "range 0.430108 to 1.07527 %" in share
     assert "Ann: 1; of 2 peers, 0 lower, 2 equal" in _desc(html, "visits-per-day")
     # The same numbers in a table, for those who do not read the charts.
     assert re.search(r"Waste per visit \(mg\)</th>\s*<td class=\"num\">15</td>\s*"
@@ -227,7 +229,8 @@ def test_the_nurse_pages_open_for_their_roles(world: World, ward: Pharmacy, role
 def test_the_nurse_list_shows_reviewers_each_ones_figures(world: World, ward: Pharmacy):
     html = _page(signed_in(world, ward.org, ward.users[C]), "/console/nurses")
     row = re.search(r">Bea</a></td>(.*?)</tr>", html, re.S).group(1)
-    assert re.findall(r'<td class="num">([^<]*)</td>', row) == ["1", "5", "15.1515", "80", "1"]
+    # Bea wasted 5 mg of the 465 mg her 35 mg plan left (1.07527%) and gave 80% of the plan.
+    assert re.findall(r'<td class="num">([^<]*)</td>', row) == ["1", "5", "1.07527", "80", "1"]
 
 
 def test_the_nurse_list_is_paged(world: World, ward: Pharmacy):

@@ -43,6 +43,12 @@ def test_a_dose_is_summed_against_its_own_plan_and_her_recent_waste_apart(world:
     assert (activity.recent_doses, activity.recent_administered_ug,
             activity.recent_wasted_ug) == (1, 28_000, 12_000)
     assert activity.waste_share == Fraction(12_000, 40_000)
+    # What the plan left: a 500 mg vial (10 mL of 50 mg/mL) less the 35 mg plan, summed in
+    # the database; her 12 mg wasted are a small share of it.
+    assert (activity.planned_remainder_ug, activity.recent_planned_remainder_ug) == (
+        465_000, 465_000)
+    assert activity.waste_of_remainder == Fraction(12_000, 465_000)
+    assert activity.recent_waste_of_remainder == Fraction(12_000, 465_000)
     assert (activity.recent_planned_doses, activity.recent_planned_given_ug,
             activity.recent_planned_ug) == (1, 28_000, 35_000)
     assert activity.earlier_doses == 0
@@ -56,6 +62,9 @@ def test_three_weeks_later_the_dose_is_her_earlier_history(world: World):
             activity.recent_wasted_ug) == (0, 0, 0)
     assert activity.earlier_doses == 1
     assert activity.earlier_wasted_per_given == Fraction(15_000, 35_000)
+    assert (activity.planned_remainder_ug, activity.recent_planned_remainder_ug) == (465_000, 0)
+    assert activity.earlier_waste_of_remainder == Fraction(15_000, 465_000)
+    assert activity.recent_waste_of_remainder is None
     assert activity.plan_ratio == 1
     assert activity.recent_planned_doses == 0
     assert activity.recent_plan_ratio is None
