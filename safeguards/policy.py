@@ -209,6 +209,20 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "CLINICAL.md Drugs: 0.2 mg/kg is subtherapeutic against the usual 0.5 mg/kg, "
               "Krystal et al. 2019: a dose under 0.4 of the plan's treats nothing",
               minimum=Decimal("0.05"), maximum=Decimal("1.0")),
+    Threshold("below_plan_run_doses", 4, "doses",
+              "Vigil practice default (no published rule): how many of a nurse's last doses "
+              "must each fall under their own plans (dosing.below_plan_run); honest doses "
+              "follow their plan, so a run this long is rarely clinical chance",
+              minimum=2, maximum=50, practice=True),
+    Threshold("below_plan_run_max_ratio", Decimal("0.85"), "ratio of the planned dose",
+              "Vigil practice default (no published rule): a dose under this share of its "
+              "plan's counts in a run; above dosing.low_dose_ratio (0.4), which flags one "
+              "subtherapeutic dose alone; CLINICAL.md Diversion: under-dosing, BD/CareFusion",
+              minimum=Decimal("0.1"), maximum=Decimal("1.0"), practice=True),
+    Threshold("below_plan_run_min_patients", 2, "patients",
+              "Vigil practice default (no published rule): the run must span this many "
+              "patients, so one patient's own tolerance or reduced plan is not her nurse's run",
+              minimum=1, maximum=20, practice=True),
     Threshold("large_waste_ratio", Decimal("0.5"), "ratio of the planned dose",
               "Vigil practice default (no published rule): waste this large a share of the "
               "planned dose; CLINICAL.md Diversion: whole-dose waste, BD/CareFusion patents",

@@ -107,3 +107,54 @@ def low_dose_large_waste(facts: Facts, policy: Policy) -> Iterator[Finding]:
                      dose_ratio=rounded(Fraction(dose.quantity_ug, dose.planned_ug), 3)),
             # The nurse is the root cause: one case, each such dose an occurrence of it.
             occurrence=dose.id)
+
+
+BELOW_PLAN_RUN = RuleMeta(
+    id="dosing.below_plan_run", version=1,
+    title="A nurse's last doses each under their plans, across patients",
+    severity=Severity.HIGH,
+    rationale="Honest doses follow their plan; a nurse whose last few doses each fall well "
+              "under their own plans, for more than one patient, is giving less than she "
+              "draws. A single very low dose with a large waste is dosing.low_dose_large_waste; "
+              "this is the run of moderately low doses, whatever was wasted, that the peer "
+              "comparison (dosing.plan_ratio_outlier) sees only once enough doses are in.",
+    source="CLINICAL.md Diversion: doses under the order with the remainder wasted "
+           "(BD/CareFusion patents); the run's length, ratio and patients are practice; each "
+           "dose against its own plan, so one prescriber's plans do not set a nurse apart",
+    mode=Mode.ENABLED)
+
+
+@DOSING.rule(BELOW_PLAN_RUN)
+def below_plan_run(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag a nurse whose last doses with a plan are each under the policy share of it,
+    across at least the policy's number of patients."""
+    length = policy.value("below_plan_run_doses")
+    ratio = policy.value("below_plan_run_max_ratio")
+    patients = policy.value("below_plan_run_min_patients")
+    by_nurse: dict[str, list[Dose]] = {}
+    for dose in facts.doses:
+        if dose.planned_ug:
+            by_nurse.setdefault(dose.nurse_id, []).append(dose)
+    for nurse_id, doses in sorted(by_nurse.items()):
+        run = sorted(doses, key=lambda d: (d.given_at, d.id))[-length:]
+        if len(run) < length or any(d.quantity_ug >= ratio * d.planned_ug for d in run):
+            continue
+        seen = sorted({d.patient_id for d in run})
+        if len(seen) < patients:
+            continue
+        given, planned = sum(d.quantity_ug for d in run), sum(d.planned_ug for d in run)
+        highest = max(Fraction(d.quantity_ug, d.planned_ug) for d in run)
+        last = run[-1]
+        yield BELOW_PLAN_RUN.finding(
+            Subject(SubjectKind.NURSE, nurse_id),
+            f"The nurse's last {length} doses, for {len(seen)} patients, were each under "
+            f"{ratio} of their own plans' doses (at most {rounded(highest, 3)} of it; "
+            f"{given} µg given against {planned} µg planned). Check what she drew and "
+            "wasted at these visits, and ask why each dose was under its plan.",
+            evidence(nurse_id=nurse_id, patient_id=last.patient_id, dose_id=last.id,
+                     dose_ids=",".join(d.id for d in run), patients=len(seen),
+                     doses=length, given_ug=given, planned_ug=planned,
+                     highest_ratio=rounded(highest, 3), max_ratio=ratio,
+                     min_patients=patients),
+            # The nurse is the root cause: one case, each run's last dose an occurrence of it.
+            occurrence=last.id)

@@ -47,7 +47,7 @@ RULE_IDS = [
     "dosing.above_plan_max", "dosing.above_ceiling", "monitoring.infusion_short",
     "monitoring.early_discharge", "monitoring.discharge_not_recovered",
     "monitoring.missing_observations", "monitoring.weight_stale", "monitoring.alarming_vitals",
-    "dosing.creep", "dosing.low_dose_large_waste",
+    "dosing.creep", "dosing.low_dose_large_waste", "dosing.below_plan_run",
     "frequency.interval_below_min", "frequency.window_exceeded",
     "frequency.dose_without_visit", "frequency.extra_visit_cluster",
     "visit.missed", "scheduling.frequency_override", "dosing.off_plan_product",
@@ -171,8 +171,13 @@ def everything(**more) -> dict:
     travel = (evv("check_in", T0, 30, distance_m=400), evv("check_out", T0 + 3 * H, 30),
               evv("check_in", T0 + 2 * H, 31, NORTH_1KM),
               evv("check_out", T0 + 5 * H, 31, NORTH_1KM, distance_m=900))
+    # Nurse-2's last four doses, for two patients, each at 25 of its planned 35 mg.
+    under = [dose(40 + n, T0 + timedelta(days=8 + n), quantity_ug=25_000, nurse_id="nurse-2",
+                  patient_id=f"patient-{4 + n % 2}") for n in range(4)]
+    visits += [visit(40 + n, d.given_at, patient_id=d.patient_id, nurse_id="nurse-2")
+               for n, d in enumerate(under)]
     given = dict(
-        sessions=(session(),), doses=(*rising, low, stray), visits=(*visits, *extras),
+        sessions=(session(),), doses=(*rising, low, stray, *under), visits=(*visits, *extras),
         wastes=(waste(1, witness_ids=(), quantity_ug=16_000),
                 waste(7, T0 + timedelta(days=21), quantity_ug=20_000, patient_id="patient-2")),
         witness_pairs=(WitnessPair("nurse-1", "nurse-7", 24, 30, 39),), activity=team(),

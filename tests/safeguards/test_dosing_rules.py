@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from safeguards.rules.dosing import DOSING
-from tests.safeguards.factories import dose, doses_every, facts, found, ids, waste, with_quantities
+from tests.safeguards.factories import (
+    T0,
+    dose,
+    doses_every,
+    facts,
+    found,
+    ids,
+    waste,
+    with_quantities,
+)
 
 # Six doses twice a week; the first three as planned (35 mg), the last three as given here.
 EARLIER = [35_000] * 3
@@ -113,3 +123,59 @@ def test_low_dose_sums_every_waste_of_the_visit():
 def test_low_dose_needs_a_planned_dose():
     given = facts(doses=(dose(quantity_ug=1_000, planned_ug=None),), wastes=(waste(),))
     assert found(DOSING, given) == []
+
+
+def run_of(quantities: list[int], patients: list[str] | None = None, planned: int = 40_000,
+           nurse: str = "nurse-1") -> list:
+    """Return one dose a day by `nurse` with `planned` µg planned, given as `quantities`,
+    for `patients` in turn (two patients by default)."""
+    patients = patients or ["patient-1", "patient-2"]
+    return [dose(n, T0 + timedelta(days=n), quantity_ug=q, planned_ug=planned,
+                 patient_id=patients[n % len(patients)], nurse_id=nurse)
+            for n, q in enumerate(quantities)]
+
+
+# below_plan_run_max_ratio 0.85 of 40 mg planned is 34 mg; below_plan_run_doses 4.
+RUN_CASES = [
+    ("four at 30 mg for two patients", run_of([30_000] * 4), {}, True),
+    ("four just under 0.85", run_of([33_999] * 4), {}, True),
+    ("one exactly at 0.85", run_of([30_000] * 3 + [34_000]), {}, False),
+    ("one as planned among them", run_of([30_000, 40_000, 30_000, 30_000]), {}, False),
+    ("three under plan only", run_of([30_000] * 3), {}, False),
+    ("an honest dose before a run of four", run_of([40_000] + [30_000] * 4), {}, True),
+    ("an honest last dose ends the run", run_of([30_000] * 4 + [40_000]), {}, False),
+    ("four for one patient", run_of([30_000] * 4, ["patient-1"]), {}, False),
+    ("four for one patient, one patient allowed", run_of([30_000] * 4, ["patient-1"]),
+     {"below_plan_run_min_patients": 1}, True),
+    ("four when five are asked", run_of([30_000] * 4), {"below_plan_run_doses": 5}, False),
+    ("three when three are asked", run_of([30_000] * 3), {"below_plan_run_doses": 3}, True),
+    ("under a stricter ratio", run_of([30_000] * 4),
+     {"below_plan_run_max_ratio": Decimal("0.75")}, False),
+    ("no plans known", [replace(d, planned_ug=None) for d in run_of([30_000] * 4)], {}, False),
+    ("honest doses as planned", run_of([40_000] * 8), {}, False),
+]
+
+
+@pytest.mark.parametrize(("doses", "overrides", "expected"), [c[1:] for c in RUN_CASES],
+                         ids=[c[0] for c in RUN_CASES])
+def test_below_plan_run_thresholds(doses, overrides, expected):
+    findings = found(DOSING, facts(doses=tuple(doses)), overrides)
+    assert ("dosing.below_plan_run" in ids(findings)) is expected
+
+
+def test_below_plan_run_is_per_nurse_and_says_what_to_check():
+    # Two nurses' runs interleaved: each her own four doses, neither the other's.
+    mine = run_of([30_000] * 2, nurse="nurse-1")
+    theirs = [replace(d, id=f"other-{d.id}") for d in run_of([30_000] * 2, nurse="nurse-2")]
+    assert "dosing.below_plan_run" not in ids(found(DOSING, facts(doses=(*mine, *theirs))))
+    [finding] = [f for f in found(DOSING, facts(doses=tuple(run_of([30_000] * 4))))
+                 if f.rule_id == "dosing.below_plan_run"]
+    assert finding.evidence["nurse_id"] == "nurse-1"
+    assert finding.evidence["patients"] == 2
+    assert finding.evidence["highest_ratio"] == Decimal("0.750")
+    assert (finding.evidence["given_ug"], finding.evidence["planned_ug"]) == (120_000, 160_000)
+    assert "Check" in finding.summary
+    later = run_of([30_000] * 5)
+    [again] = [f for f in found(DOSING, facts(doses=tuple(later)))
+               if f.rule_id == "dosing.below_plan_run"]
+    assert again.dedup_key == finding.dedup_key
