@@ -262,10 +262,11 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "witnesses are also compared with chance in, so a friendship that has just "
               "begun shows within a week; CLINICAL.md Diversion: waste score (BD/CareFusion)",
               minimum=1, maximum=90, practice=True),
-    Threshold("witness_pair_recent_min_wastes", 6, "wastes",
+    Threshold("witness_pair_recent_min_wastes", 5, "wastes",
               "Vigil practice default (no published rule): fewest wastes of a nurse in the "
               "recent period (witness_pair_recent_days) before its witnesses are compared "
-              "with chance",
+              "with chance; the halved p limit is the gate (5 of 5 passes it only with 8 or "
+              "more witnesses to choose from)",
               minimum=2, maximum=1000, practice=True),
     Threshold("waste_rate_z", Decimal("3.5"), "modified z",
               "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier (Epstein's 2 SD "

@@ -76,12 +76,16 @@ def recent_pair(together: int, wastes: int, available: int = 40) -> WitnessPair:
 
 RECENT_WITNESS_CASES = [
     ("no recent counts", WitnessPair("nurse-1", "nurse-7", 6, 40, 40), {}, False),
-    # witness_pair_recent_min_wastes 6
-    ("5 of 5 recent", recent_pair(5, 5), {}, False),
+    # witness_pair_recent_min_wastes 5
+    ("4 of 4 recent", recent_pair(4, 4), {}, False),
+    ("5 of 5 recent", recent_pair(5, 5), {}, True),
     ("6 of 6 recent", recent_pair(6, 6), {}, True),
-    ("7 of 7 recent", recent_pair(7, 7), {}, True),
-    ("6 of 6 recent, minimum 7", recent_pair(6, 6),
-     {"witness_pair_recent_min_wastes": 7}, False),
+    ("5 of 5 recent, minimum 6", recent_pair(5, 5),
+     {"witness_pair_recent_min_wastes": 6}, False),
+    # the halved p limit (0.00005) is the gate: 5 of 5 of 8 is 1/8**5 = 0.0000305, of 7 is
+    # 1/7**5 = 0.0000595
+    ("5 of 5 recent of 8 witnesses", recent_pair(5, 5, 8), {}, True),
+    ("5 of 5 recent of 7 witnesses", recent_pair(5, 5, 7), {}, False),
     # witness_pair_min_share 0.5, as the whole window
     ("5 of 10 recent", recent_pair(5, 10), {}, True),
     ("4 of 10 recent", recent_pair(4, 10), {}, False),
