@@ -122,6 +122,8 @@ def test_a_nurse_who_gives_less_than_the_plans_and_wastes_the_rest_is_found(worl
     peers = team.flags()
     assert peers["dosing.plan_ratio_outlier"] == {str(skimmer.id)}
     assert peers["waste.share_outlier"] == {str(skimmer.id)}
+    # Her last four doses, for four patients, each at 0.6 of its plan: the run rule too.
+    assert peers["dosing.below_plan_run"] == {str(skimmer.id)}
     flag = world.session.scalars(select(Flag).where(
         Flag.rule_id == "dosing.plan_ratio_outlier")).one()
     assert "60.0% of what their own plans set" in flag.summary
@@ -133,3 +135,4 @@ def test_nurses_who_give_what_their_plans_set_raise_no_peer_flag(world: World):
     team.work({})
     found = team.flags()
     assert not {rule for rule in found if rule.endswith(("_outlier", "share_rise"))}, found
+    assert "dosing.below_plan_run" not in found, found
