@@ -71,10 +71,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     security_headers.init_app(app)
     untrusted.init_app(app)
-    api.init_app(app, _blueprints())
-    from backend.health.resources import blp as health
+    from backend import schema
+    from backend.health import resources as health
 
-    app.register_blueprint(health)
+    health.init_app(app, api.init_app(app, _blueprints()), schema.heads())
     console.init_app(app)
     if app.config["TRUST_PROXY"]:
         # The proxy's X-Forwarded-For is the client's address, its X-Forwarded-Proto whether

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
 from backend.accounts import models as _accounts  # noqa: F401  (registers tables)
@@ -79,6 +80,11 @@ def downgrade(engine: Engine, revision: str, phi: PhiCipher | None = None) -> No
     """Migrate the database down to `revision` (`base` removes everything)."""
     with _migrating(engine) as connection:
         command.downgrade(_alembic(engine, connection, phi), revision)
+
+
+def heads() -> frozenset[str]:
+    """Return the head revision(s) of the migration scripts: where `upgrade` leads."""
+    return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())
 
 
 def current(engine: Engine) -> str | None:

@@ -111,7 +111,8 @@ MATRIX = [
 ]
 PUBLIC = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/login/factor",
           "/api/v1/auth/login/enrol", "/api/v1/auth/login/webauthn-options", "/api/v1/openapi.json",
-          "/api/v1/docs", "/api/v1/docs/<path:filename>", "/healthz"}
+          "/api/v1/docs", "/api/v1/docs/<path:filename>", "/healthz",
+          "/readyz"}
 
 
 PLACEHOLDERS = {"user": "<uuid:user_id>", "device": "<uuid:device_id>",
