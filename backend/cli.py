@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.serving import run_simple
 
-from backend import boundary, create_app, db, demo, schema, simulate
+from backend import boundary, create_app, db, demo, env_sample, schema, simulate
 from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role
 from backend.custody import checkpoints
@@ -161,6 +161,21 @@ def sync_docs(check: bool) -> None:
     docs.PATH.parent.mkdir(exist_ok=True)
     docs.PATH.write_text(text)
     click.echo(f"wrote {docs.PATH}")
+
+
+@cli.command("env-sample")
+@click.option("--check", is_flag=True, help="Fail if the sample differs from the settings.")
+def env_sample_command(check: bool) -> None:
+    """Write deploy/vigil.env.sample, every setting with its doc, from backend/config.py."""
+    text = env_sample.render()
+    if check:
+        if not env_sample.PATH.exists() or env_sample.PATH.read_text() != text:
+            raise click.ClickException(f"{env_sample.PATH} is out of date: run `vigil env-sample`")
+        click.echo(f"{env_sample.PATH} is current")
+        return
+    env_sample.PATH.parent.mkdir(exist_ok=True)
+    env_sample.PATH.write_text(text)
+    click.echo(f"wrote {env_sample.PATH}")
 
 
 @cli.command("serve")
