@@ -254,9 +254,13 @@ def _beyond_chain(checker: _Checker, seqs: Iterable[int]) -> Problem | None:
     """Name the first missing entry when a signed checkpoint covers more than the chain holds."""
     beyond = [seq for seq in seqs if seq > checker.count]
     if beyond:
+        # Said plainly for the operator: after a restore, this is the backup being older than
+        # the checkpoints kept off the database, and the entries in between are lost.
         return Problem(checker.count + 1, f"entry seq {checker.count + 1} is missing: a signed "
                                           f"checkpoint covers seq {max(beyond)}, the entries "
-                                          f"end at {checker.count}")
+                                          f"end at {checker.count}; the chain went backwards "
+                                          "(a backup older than the checkpoints was restored, "
+                                          "or the last entries were removed)")
     return None
 
 
