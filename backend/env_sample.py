@@ -10,9 +10,17 @@ PATH = PROJECT_ROOT / "deploy" / "vigil.env.sample"
 # Where docs/operations.md installs it and the systemd units read it.
 INSTALLED_AT = "/etc/vigil/vigil.env"
 
-INSTANCE = Setting("VIGIL_INSTANCE_PATH", "INSTANCE_PATH", None, str,
-                   "The instance folder: development keys, the SQLite file, the simulator's "
-                   "output (default `instance/` in the project).")
+# Read outside the settings table: by `config.instance_path()` and by gunicorn.conf.py.
+OUTSIDE = (
+    Setting("VIGIL_INSTANCE_PATH", "INSTANCE_PATH", None, str,
+            "The instance folder: development keys, the SQLite file, the simulator's output "
+            "(default `instance/` in the project)."),
+    Setting("VIGIL_BIND", "BIND", "127.0.0.1:8000", str,
+            "Where gunicorn listens (gunicorn.conf.py): an address of this host that only the "
+            "reverse proxy reaches."),
+    Setting("VIGIL_WORKERS", "WORKERS", None, int,
+            "gunicorn's worker processes (gunicorn.conf.py); default 2 × cores + 1, at most 16."),
+)
 # The production layout of docs/operations.md: these lines are set, not left to the defaults.
 PRODUCTION = {"VIGIL_ENV": "production", "VIGIL_INSTANCE_PATH": "/var/lib/vigil",
               "VIGIL_CHECKPOINT_DIR": "/srv/vigil-checkpoints",
@@ -33,9 +41,9 @@ HEADER = f"""\
 # Install as {INSTALLED_AT}, owned by root, mode 0600 (it holds the keys):
 #   install -o root -g root -m 0600 deploy/vigil.env.sample {INSTALLED_AT}
 # Lines set below are the production layout of docs/operations.md; commented lines show the
-# default, which applies while the line stays commented. Keys are never in this file: generate
-# each one on the server and keep a copy offline (without the PHI and signing keys, backups
-# cannot be read or verified).
+# default, which applies while the line stays commented. The sample holds no key: generate
+# each on the server with its `Generate:` command, set it in the installed copy only, and keep
+# a copy offline (without the PHI and signing keys, a backup can be neither read nor verified).
 """
 
 
@@ -66,4 +74,4 @@ def _entry(setting: Setting) -> str:
 
 def render() -> str:
     """Return the sample environment file: every setting, its doc, its default or its value."""
-    return "\n\n".join([HEADER.rstrip("\n"), *map(_entry, (INSTANCE, *SETTINGS))]) + "\n"
+    return "\n\n".join([HEADER.rstrip("\n"), *map(_entry, (*OUTSIDE, *SETTINGS))]) + "\n"

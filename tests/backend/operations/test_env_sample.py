@@ -15,6 +15,7 @@ from backend import config, create_app, env_sample
 from backend.cli import cli
 from backend.health.service import keys_loaded
 
+GUNICORN_CONF = config.PROJECT_ROOT / "gunicorn.conf.py"
 ASSIGNMENT = re.compile(r"^(?:# )?([A-Z][A-Z0-9_]*)=(.*)$")
 
 
@@ -46,11 +47,18 @@ def entry_of(text: str, name: str) -> str:
 def test_every_setting_appears_once_with_its_doc():
     text = env_sample.render()
     names = [match[1] for line in text.splitlines() if (match := ASSIGNMENT.match(line))]
-    assert names == ["VIGIL_INSTANCE_PATH", *(setting.env for setting in config.SETTINGS)]
-    for setting in config.SETTINGS:
+    assert names == [setting.env for setting in (*env_sample.OUTSIDE, *config.SETTINGS)]
+    for setting in (*env_sample.OUTSIDE, *config.SETTINGS):
         comments = " ".join(line.removeprefix("# ") for line in
                             entry_of(text, setting.env).splitlines()[:-1])
         assert setting.doc in comments, setting.env
+
+
+def test_every_variable_gunicorn_reads_is_in_the_sample():
+    read = re.findall(r"environ\.get\(\"(VIGIL_[A-Z_]+)\"", GUNICORN_CONF.read_text())
+    assert read
+    assert set(read) <= {match[1] for line in env_sample.render().splitlines()
+                         if (match := ASSIGNMENT.match(line))}
 
 
 def test_the_sample_holds_no_key_and_marks_the_keys_required():
