@@ -157,8 +157,8 @@ def seeded(site) -> Iterator[Seeded]:
     database = site.createdb("backup_source")
     succeeded(site.vigil(database, "db", "upgrade"))
     app = site.app(database)
+    world = World(app)
     try:
-        world = World(app)
         pharmacy = Pharmacy(world)
         seeded = Seeded(database, app, world, pharmacy)
         seeded.receive("L1")
@@ -180,8 +180,8 @@ def checkpoint(site: Site, seeded: Seeded) -> str:
 def read_patient(site: Site, database: str, seeded: Seeded) -> dict:
     """Find the seeded patient by MRN through the API of an app on `database`."""
     app = site.app(database)
+    restored = World(app)
     try:
-        restored = World(app)
         # The restored second factors are the seeded ones: the same authenticators sign in.
         restored.authenticators = seeded.world.authenticators
         pharmacy = seeded.pharmacy
@@ -191,9 +191,9 @@ def read_patient(site: Site, database: str, seeded: Seeded) -> dict:
         found = restored.client.get("/api/v1/patients", query_string={"mrn": mrn},
                                     headers=headers)
         assert found.status_code == 200, found.json
-        restored.session.close()
         return found.json
     finally:
+        restored.session.close()
         app.extensions["vigil.db"].engine.dispose()
 
 
