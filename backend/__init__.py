@@ -9,11 +9,22 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from backend import api, boundary, changes, config, console, errors, security_headers, untrusted
+from backend import (
+    api,
+    boundary,
+    changes,
+    config,
+    console,
+    errors,
+    metrics,
+    security_headers,
+    untrusted,
+)
 from backend.boundary import VigilFlask
 from backend.clock import SystemClock
 from backend.db import Database
 from backend.keys import load_keyring
+from backend.metrics import committed
 from backend.phi import sealed
 from backend.phi.cipher import PhiCipher
 from backend.runtime import build_runtime
@@ -64,7 +75,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO)
     keys = load_keyring(app.config, instance)
     app.extensions["vigil.runtime"] = build_runtime(app.config, clock, keys)
-    Database(app.config["DATABASE_URL"], clock, on_session=[sequence.install, sealed.install],
+    Database(app.config["DATABASE_URL"], clock,
+             on_session=[sequence.install, sealed.install, committed.install],
              info={changes.JUDGE: boundary.judge_with(app.extensions["vigil.runtime"]),
                    sealed.PHI: PhiCipher.from_keyring(keys)}
              ).init_app(app)
@@ -76,6 +88,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     health.init_app(app, api.init_app(app, _blueprints()), schema.heads())
     console.init_app(app)
+    metrics.init_app(app)
     if app.config["TRUST_PROXY"]:
         # The proxy's X-Forwarded-For is the client's address, its X-Forwarded-Proto whether
         # the client came over TLS (which turns HSTS on).

@@ -24,6 +24,7 @@ from backend.custody.verify import verify as verify_ledger
 from backend.errors import VigilError
 from backend.jobs import scheduler as job_scheduler
 from backend.keys import rotate_signing_key
+from backend.metrics.scheduler import SchedulerMetrics
 from backend.mfa import policy_service as mfa_policy
 from backend.phi import keyfile, rotation
 from backend.phi.cipher import PhiCipher
@@ -205,8 +206,13 @@ def _job_periods(_ctx: click.Context, _param: click.Parameter,
               show_default=True, help="How long the SQLite lease lasts unless renewed.")
 @click.option("--run-for", type=click.FloatRange(min=0.1), default=None,
               help="Stop after SECONDS (default: until SIGTERM or Ctrl-C).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve this scheduler's Prometheus metrics at /metrics on PORT.")
+@click.option("--metrics-address", default="127.0.0.1", show_default=True,
+              help="The address the metrics port listens on.")
 def scheduler_command(periods: dict[str, int], retry_seconds: float, lease_seconds: float,
-                      run_for: float | None) -> None:
+                      run_for: float | None, metrics_port: int | None,
+                      metrics_address: str) -> None:
     """Run the scheduled jobs; however many run, only one is active at a time."""
     try:
         schedule = job_scheduler.with_periods(job_scheduler.SCHEDULE, periods)
@@ -220,8 +226,13 @@ def scheduler_command(periods: dict[str, int], retry_seconds: float, lease_secon
     lock = job_scheduler.lock_for(database, rt.clock, holder, lease_seconds)
     click.echo(f"scheduler {holder} started; jobs: "
                + ", ".join(f"{spec.name} every {spec.seconds} s" for spec in schedule))
+    listener = None
+    if metrics_port is not None:
+        metrics = SchedulerMetrics(lock.held, [spec.name for spec in schedule])
+        metrics.serve(metrics_address, metrics_port)
+        listener = metrics.heard
     job_scheduler.run(database.sessions, rt, lock, holder, schedule,
-                      retry_seconds=retry_seconds, run_for=run_for)
+                      retry_seconds=retry_seconds, run_for=run_for, listener=listener)
 
 
 @cli.group("keys")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -33,6 +34,19 @@ ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 def _parse_origins(raw: str) -> tuple[str, ...]:
     return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _networks_valid(networks: tuple[str, ...]) -> bool:
+    try:
+        for network in networks:
+            ipaddress.ip_network(network)
+    except ValueError:
+        return False
+    return True
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -86,6 +100,12 @@ SETTINGS: tuple[Setting, ...] = (
             "The origins where security keys are used, comma-separated (e.g. "
             "`https://vigil.example.org`); the relying party id is the origin's host name. "
             "Empty: the origin each request arrives at."),
+    Setting("VIGIL_METRICS_TOKEN", "METRICS_TOKEN", None, str,
+            "Bearer token (≥ 32 characters) a scraper sends to `/metrics`; with it set, only the "
+            "token or `VIGIL_METRICS_NETWORKS` admit a scrape. Neither set: this host only."),
+    Setting("VIGIL_METRICS_NETWORKS", "METRICS_NETWORKS", (), _parse_list,
+            "Networks that may scrape `/metrics` without the token, comma-separated CIDRs (e.g. "
+            "`10.0.5.0/24,fd00::/64`)."),
 )
 
 KEY_SETTINGS = ("SECRET_KEY", "SIGNING_KEY", "PHI_KEYS", "BLIND_INDEX_KEY")
@@ -122,5 +142,10 @@ def validate(config: Mapping[str, Any]) -> None:
     if not all(ORIGIN.fullmatch(origin) for origin in config["WEBAUTHN_ORIGINS"]):
         raise ValueError("VIGIL_WEBAUTHN_ORIGINS must be origins such as "
                          "https://vigil.example.org (a scheme and a host, no path)")
+    if config["METRICS_TOKEN"] is not None and len(config["METRICS_TOKEN"]) < 32:
+        raise ValueError("VIGIL_METRICS_TOKEN must be at least 32 characters")
+    if not _networks_valid(config["METRICS_NETWORKS"]):
+        raise ValueError("VIGIL_METRICS_NETWORKS must be networks such as 10.0.5.0/24 "
+                         "(no host bits set)")
     if config["VIGIL_ENV"] not in {"development", "production", "test"}:
         raise ValueError("VIGIL_ENV must be development, production or test")

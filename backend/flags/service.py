@@ -29,6 +29,8 @@ from backend.flags.models import (
     FlagStatus,
     Resolution,
 )
+from backend.metrics import committed
+from backend.metrics.registry import FLAGS_RAISED
 from backend.mfa.policy import Action, require_fresh
 from backend.patients.models import Patient
 from backend.policy.service import policy_for
@@ -266,6 +268,7 @@ def _first_raise(session: Session, now: datetime, organisation_id: uuid.UUID,
     session.flush()
     _count(session, flag, key, finding, now)
     session.flush()
+    committed.count(session, FLAGS_RAISED, rule=finding.rule_id, severity=finding.severity.value)
     return flag
 
 

@@ -13,11 +13,12 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, delete, or_, text
@@ -29,7 +30,7 @@ from backend import boundary
 from backend.clock import Clock
 from backend.db import Database, upsert
 from backend.jobs import service
-from backend.jobs.models import SchedulerLease
+from backend.jobs.models import JobRun, SchedulerLease
 from backend.runtime import Runtime
 from backend.scan import service as scan
 from backend.sync import checks, tombstones
@@ -226,10 +227,10 @@ def keep_lock(lock: Lock, holder: str) -> None:
 
 
 def run_job(sessions: sessionmaker[Session], rt: Runtime, spec: JobSpec, lock: Lock,
-            holder: str) -> None:
-    """Run `spec` for the current slot, if this scheduler is the active one."""
+            holder: str) -> JobRun | None:
+    """Run `spec` for the current slot if this scheduler is the active one; return the run."""
     if not lock.held():
-        return
+        return None
     # APScheduler 3 does not pass the fire time. Triggers fire on period boundaries from the
     # epoch, and a run later than its grace (under one period) is dropped as misfired, so the
     # boundary at or before now is the fire time.
@@ -240,6 +241,7 @@ def run_job(sessions: sessionmaker[Session], rt: Runtime, spec: JobSpec, lock: L
         log.info("job %s slot %s already ran", spec.name, slot)
     else:
         log.info("job %s slot %s ran by %s: %s", spec.name, slot, holder, run.outcome)
+    return run
 
 
 class Stop(Exception):
@@ -252,9 +254,15 @@ def _stop(_signum: int, _frame: object) -> None:
 
 def run(sessions: sessionmaker[Session], rt: Runtime, lock: Lock, holder: str,
         schedule: tuple[JobSpec, ...] = SCHEDULE, *, retry_seconds: float = 5.0,
-        run_for: float | None = None) -> None:
-    """Run `schedule` until stopped, doing the work only while this process holds `lock`."""
+        run_for: float | None = None,
+        listener: Callable[[JobExecutionEvent], None] | None = None) -> None:
+    """Run `schedule` until stopped, doing the work only while this process holds `lock`.
+
+    `listener` hears each job's end: what it returned, or what it raised.
+    """
     scheduler = BlockingScheduler(timezone=UTC)
+    if listener is not None:
+        scheduler.add_listener(listener, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     scheduler.add_job(keep_lock, IntervalTrigger(seconds=retry_seconds, timezone=UTC),
                       args=(lock, holder), id="lock", coalesce=True, max_instances=1)
     for spec in schedule:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,8 @@ from backend.client_ids import stored_twin
 from backend.custody import service as custody
 from backend.devices.models import Device
 from backend.errors import Conflict, Forbidden, NotFound, SignatureInvalid, VigilError
+from backend.metrics import committed
+from backend.metrics.registry import SYNC_PUSHES, SYNC_RECORDS
 from backend.phi.sealed import cipher_of, digest, sealed_values
 from backend.runtime import Runtime
 from backend.sync import checks, origin
@@ -93,6 +96,7 @@ def apply(session: Session, rt: Runtime, caller: Caller, request: PushRequest) -
     _visit_fields(session, rt, pushed_visits, summary)
     summary.queued = checks.enqueue(session, rt.clock.now(), caller.organisation_id,
                                     summary.sessions)
+    summary.count_when_committed(session)
     return summary.body()
 
 
@@ -158,6 +162,14 @@ class Summary:
     def count(self, into: dict[str, int], table: str) -> None:
         """Count one record of `table`."""
         into[table] = into.get(table, 0) + 1
+
+    def count_when_committed(self, session: Session) -> None:
+        """Count the push and its records in the metrics once its transaction commits."""
+        committed.count(session, SYNC_PUSHES)
+        for outcome, tables in (("applied", self.applied), ("unchanged", self.unchanged),
+                                ("quarantined", Counter(q["table"] for q in self.quarantined))):
+            for table, records in tables.items():
+                committed.count(session, SYNC_RECORDS, records, table=table, outcome=outcome)
 
     def body(self) -> dict[str, Any]:
         """Return the push's answer."""

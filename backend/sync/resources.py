@@ -14,6 +14,8 @@ from backend.accounts.models import Role
 from backend.api import Blueprint
 from backend.auth.guard import current_caller, requires
 from backend.errors import VigilError
+from backend.metrics import committed
+from backend.metrics.registry import SYNC_PULLS
 from backend.runtime import runtime
 from backend.sync import clock, pull, push, pushed, receipts
 from backend.sync.schemas import (
@@ -62,6 +64,7 @@ class Sync(MethodView):
                 from_version=migration["from"], tables=frozenset(migration["tables"]),
                 columns={k: tuple(v) for k, v in migration["columns"].items()})
             if migration else None))
+        committed.count(session, SYNC_PULLS)
         return answer
 
     @requires(Role.NURSE)
