@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from backend import (
     config,
     console,
     errors,
+    logs,
     metrics,
     security_headers,
     untrusted,
@@ -72,7 +72,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["CHECKPOINT_DIR"] = Path(app.config["CHECKPOINT_DIR"] or instance / "checkpoints")
     if not app.config["DATABASE_URL"]:
         app.config["DATABASE_URL"] = f"sqlite:///{instance / 'vigil.sqlite3'}"
-    logging.basicConfig(level=logging.INFO)
+    logs.init_app(app)
     keys = load_keyring(app.config, instance)
     app.extensions["vigil.runtime"] = build_runtime(app.config, clock, keys)
     Database(app.config["DATABASE_URL"], clock,

@@ -100,6 +100,11 @@ SETTINGS: tuple[Setting, ...] = (
             "The origins where security keys are used, comma-separated (e.g. "
             "`https://vigil.example.org`); the relying party id is the origin's host name. "
             "Empty: the origin each request arrives at."),
+    Setting("VIGIL_LOG_FORMAT", "LOG_FORMAT", None, str,
+            "`json` (one JSON object per line, for a log shipper) or `text` (for a terminal); "
+            "default `json` when `VIGIL_ENV=production`, else `text`."),
+    Setting("VIGIL_LOG_LEVEL", "LOG_LEVEL", "INFO", str.upper,
+            "`DEBUG`, `INFO`, `WARNING` or `ERROR`; INFO logs one line per request and job run."),
     Setting("VIGIL_METRICS_TOKEN", "METRICS_TOKEN", None, str,
             "Bearer token (≥ 32 characters) a scraper sends to `/metrics`; with it set, only the "
             "token or `VIGIL_METRICS_NETWORKS` admit a scrape. Neither set: this host only."),
@@ -142,6 +147,10 @@ def validate(config: Mapping[str, Any]) -> None:
     if not all(ORIGIN.fullmatch(origin) for origin in config["WEBAUTHN_ORIGINS"]):
         raise ValueError("VIGIL_WEBAUTHN_ORIGINS must be origins such as "
                          "https://vigil.example.org (a scheme and a host, no path)")
+    if config["LOG_FORMAT"] not in {None, "json", "text"}:
+        raise ValueError("VIGIL_LOG_FORMAT must be json or text")
+    if config["LOG_LEVEL"] not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("VIGIL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     if config["METRICS_TOKEN"] is not None and len(config["METRICS_TOKEN"]) < 32:
         raise ValueError("VIGIL_METRICS_TOKEN must be at least 32 characters")
     if not _networks_valid(config["METRICS_NETWORKS"]):

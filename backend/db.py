@@ -100,11 +100,14 @@ def _release_advisory_locks(dbapi_connection: Any, record: Any) -> None:
 
 def build_engine(url: str) -> Engine:
     """Create the engine for `url`; SQLite gets foreign keys, WAL and queued writers."""
+    # hide_parameters: a statement's values (PHI, search terms) stay out of its errors' text.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False},
+                               hide_parameters=True)
         _configure_sqlite(engine)
         return engine
-    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                           hide_parameters=True)
     event.listen(engine, "checkin", _release_advisory_locks)
     return engine
 

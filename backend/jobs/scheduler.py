@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend import boundary
+from backend import boundary, logs
 from backend.clock import Clock
 from backend.db import Database, upsert
 from backend.jobs import service
@@ -235,13 +236,25 @@ def run_job(sessions: sessionmaker[Session], rt: Runtime, spec: JobSpec, lock: L
     # epoch, and a run later than its grace (under one period) is dropped as misfired, so the
     # boundary at or before now is the fire time.
     slot = slot_of(rt.clock.now(), spec.seconds)
-    with boundary.unit(sessions, rt) as session:
-        run = service.run_slot(session, rt, spec.name, slot, holder, spec.body)
-    if run is None:
-        log.info("job %s slot %s already ran", spec.name, slot)
-    else:
-        log.info("job %s slot %s ran by %s: %s", spec.name, slot, holder, run.outcome)
+    started = time.perf_counter()
+    with logs.context(job=spec.name, slot=slot, holder=holder):
+        try:
+            with boundary.unit(sessions, rt) as session:
+                run = service.run_slot(session, rt, spec.name, slot, holder, spec.body)
+        except Exception:
+            log.exception("job %s slot %s failed", spec.name, slot,
+                          extra={"duration_ms": _since(started)})
+            raise
+        if run is None:
+            log.info("job %s slot %s already ran", spec.name, slot)
+        else:
+            log.info("job %s slot %s ran by %s: %s", spec.name, slot, holder, run.outcome,
+                     extra={"duration_ms": _since(started), "outcome": run.outcome})
     return run
+
+
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
 
 
 class Stop(Exception):
@@ -276,6 +289,8 @@ def run(sessions: sessionmaker[Session], rt: Runtime, lock: Lock, holder: str,
     if run_for:
         signal.signal(signal.SIGALRM, _stop)
         signal.setitimer(signal.ITIMER_REAL, run_for)
+    log.info("scheduler %s started; jobs: %s", holder,
+             ", ".join(f"{spec.name} every {spec.seconds} s" for spec in schedule))
     keep_lock(lock, holder)
     try:
         scheduler.start()
