@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.serving import run_simple
 
-from backend import boundary, create_app, db, demo, env_sample, schema, simulate
+from backend import boundary, create_app, db, demo, env_sample, logs, schema, simulate
 from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role
 from backend.custody import checkpoints
@@ -186,7 +186,10 @@ def serve(host: str, port: int) -> None:
     """Serve the API with the development server (use gunicorn in production)."""
     click.echo(f"API docs: http://{host}:{port}/api/v1/docs")
     # Flask ignores app.run() under its own CLI, so serve through werkzeug directly.
-    run_simple(host, port, current_app._get_current_object(), threaded=True)
+    # Without werkzeug's access line, which shows the raw path and query: the app logs each
+    # request by its route.
+    run_simple(host, port, current_app._get_current_object(), threaded=True,
+               request_handler=logs.QuietRequestHandler)
 
 
 def _job_periods(_ctx: click.Context, _param: click.Parameter,
@@ -224,8 +227,6 @@ def scheduler_command(periods: dict[str, int], retry_seconds: float, lease_secon
     database, rt = current_app.extensions["vigil.db"], runtime()
     holder = job_scheduler.holder_id()
     lock = job_scheduler.lock_for(database, rt.clock, holder, lease_seconds)
-    click.echo(f"scheduler {holder} started; jobs: "
-               + ", ".join(f"{spec.name} every {spec.seconds} s" for spec in schedule))
     listener = None
     if metrics_port is not None:
         metrics = SchedulerMetrics(lock.held, [spec.name for spec in schedule])
