@@ -6,6 +6,7 @@ than counted in one process. Organisations are aggregated away: no id reaches a 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from datetime import datetime
@@ -13,11 +14,14 @@ from datetime import datetime
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from backend.custody.models import CustodyCheckpoint, CustodyHead
 from backend.jobs.models import JobRun
 from backend.jobs.service import DONE, LEDGER_VERIFY
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseCollector(Collector):
@@ -28,7 +32,23 @@ class DatabaseCollector(Collector):
         self.now = now
 
     def collect(self) -> Iterator[Metric]:
-        """Yield the ledger's gap to its checkpoint, its verify age, and each job's last run."""
+        """Yield whether the database answered, then what it says about the ledger and jobs."""
+        up = GaugeMetricFamily("vigil_database_up", "1 if this scrape could read the "
+                               "database, else 0 (the rest of the scrape is still served).")
+        try:
+            facts = [*self._read()]
+        except SQLAlchemyError as exc:
+            # An outage is when the request counters matter most: serve them without these.
+            log.warning("metrics: the database could not be read (%s)", type(exc).__name__)
+            self.session.rollback()
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from facts
+
+    def _read(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "vigil_ledger_entries_since_checkpoint", "Ledger entries after the last signed "
             "checkpoint, in the organisation with the most.", value=self._unsigned())

@@ -22,7 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
 
-from backend import boundary
+from backend import boundary, create_app
 from backend.accounts.models import Role
 from backend.custody.models import CustodyHead
 from backend.jobs import service as jobs
@@ -338,3 +338,22 @@ def test_gunicorns_workers_add_up_in_one_scrape(database_url, instance_path, clo
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+UNREACHABLE = ["postgresql+psycopg://nobody@127.0.0.1:1/none",
+               "sqlite:////nonexistent-vigil-dir/vigil.sqlite3"]
+
+
+@pytest.mark.parametrize("url", UNREACHABLE, ids=["postgresql", "sqlite"])
+def test_a_scrape_during_a_database_outage_still_serves_the_request_counts(url, tmp_path):
+    app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": tmp_path, "VIGIL_ENV": "test"})
+    try:
+        client = app.test_client()
+        client.get("/healthz")
+        samples = scrape(client)
+    finally:
+        app.extensions["vigil.db"].engine.dispose()
+    assert samples[("vigil_database_up", ())] == 0
+    assert not any(name.startswith("vigil_ledger_") for name, _ in samples)
+    assert _value(samples, "vigil_http_requests_total", route="/healthz", method="GET",
+                  status="200") >= 1
