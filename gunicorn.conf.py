@@ -22,6 +22,24 @@ graceful_timeout = 30
 keepalive = 5
 # The app logs each request itself, by route and without the query string.
 accesslog = None
+# gunicorn's own lines (workers booted, timeouts) as JSON beside the app's, when the app logs JSON
+# (backend/logs.py: VIGIL_LOG_FORMAT, else JSON in production). The formatter is configured
+# here, not imported from backend, which the master must not import before on_starting. Each
+# worker's app puts its own handler on the root logger.
+if (os.environ.get("VIGIL_LOG_FORMAT")
+        or ("json" if os.environ.get("VIGIL_ENV") == "production" else "text")) == "json":
+    logconfig_dict = {
+        "version": 1, "disable_existing_loggers": False,
+        "root": {"level": "INFO", "handlers": []},
+        "formatters": {"json": {
+            "()": "pythonjsonlogger.json.JsonFormatter", "fmt": "{levelname}{name}{message}",
+            "style": "{", "timestamp": "time",
+            "rename_fields": {"levelname": "level", "name": "logger"}}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                                "stream": "ext://sys.stderr"}},
+        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"],
+                                       "propagate": False}},
+    }
 # Set before any worker imports prometheus-client, which reads it once at import.
 METRICS_DIR = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(
     Path(tempfile.gettempdir()) / f"vigil-metrics-{os.getpid()}")))
