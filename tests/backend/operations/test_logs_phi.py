@@ -2,9 +2,9 @@
 
 Every record of every logger goes through Vigil's own JSON handler (and pytest's caplog) while
 the session registers a patient, finds her by MRN, plans, schedules, moves stock, sends bad
-input, pushes by sync (a quarantined record, a malformed push) and fails twice with PHI in the
-exception. Each line must be JSON; request lines carry their id, route, status and duration;
-none holds a PHI value or a patient id.
+input, pushes by sync (a quarantined record, a malformed push), reads her at the console and
+fails twice with PHI in the exception. Each line must be JSON; request lines carry their id,
+route, status and duration; none holds a PHI value or a patient id.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from backend import db, logs
 from backend.accounts.models import Role
 from backend.jobs import scheduler
+from tests.backend.console.conftest import Desk
 from tests.backend.sync.test_sync import DAY1, Handset, session_rows
 from tests.factories import Pharmacy, World
 
@@ -135,10 +136,20 @@ def sync_session(pharmacy: Pharmacy, patient_id: str) -> None:
     answered(handset.push({}, cursor=PHI["mrn"]), 422)
 
 
+def console_session(pharmacy: Pharmacy, patient_id: str) -> None:
+    """Sign in at the console, find the patient by MRN and open her page."""
+    desk = Desk(pharmacy.world.app.test_client(), pharmacy.world)
+    answered(desk.sign_in(pharmacy.org, pharmacy.users[Role.ADMIN]), 302)
+    found = answered(desk.get("/console/patients", query_string={"mrn": SEARCH}), 200)
+    assert PHI["name"] in found.get_data(as_text=True)
+    answered(desk.get(f"/console/patients/{patient_id}"), 200)
+
+
 def test_a_whole_session_logs_no_phi(pharmacy_with_failures, captured, caplog):
     pharmacy = pharmacy_with_failures
     patient_id = rest_session(pharmacy)
     sync_session(pharmacy, patient_id)
+    console_session(pharmacy, patient_id)
     answered(pharmacy.client.get("/test-only/explode"), 500)
     answered(pharmacy.client.get("/test-only/statement"), 500)
 
@@ -159,13 +170,14 @@ def test_a_whole_session_logs_no_phi(pharmacy_with_failures, captured, caplog):
     assert len(requests) >= 20
     for line in requests:
         assert all(line.get(name) is not None for name in REQUEST_FIELDS if name != "route"), line
-        assert "?" not in (line["route"] or "") and "/api/v1/patients/" + patient_id not in line
+        assert "?" not in (line["route"] or "")
     routes = {line["route"] for line in requests}
     assert {"/api/v1/patients", "/api/v1/patients/<uuid:patient_id>", "/api/v1/sync",
-            "/test-only/explode"} <= routes
+            "/console/patients/<patient_id>", "/test-only/explode"} <= routes
     statuses = {line["status"] for line in requests}
     assert {200, 201, 400, 409, 422, 500} <= statuses
-    signed_in = [line for line in requests if line["route"] == "/api/v1/patients"]
+    signed_in = [line for line in requests
+                 if line["route"] in {"/api/v1/patients", "/console/patients/<patient_id>"}]
     assert all(line["user_id"] and line["organisation_id"] == str(pharmacy.org.id)
                for line in signed_in)
 
