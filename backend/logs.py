@@ -163,6 +163,8 @@ def configure(log_format: str, level: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler(log_format))
     root.setLevel(level)
+    # Alembic announces each of its plugins whenever a worker reads the migrations' heads.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(root.level, logging.WARNING))
 
 
 def _start_request() -> None:
