@@ -20,6 +20,7 @@ from backend import boundary, create_app, db, demo, env_sample, logs, schema, si
 from backend.accounts import service as accounts
 from backend.accounts.models import Organisation, Role
 from backend.custody import checkpoints
+from backend.custody.verify import record_verified
 from backend.custody.verify import verify as verify_ledger
 from backend.errors import VigilError
 from backend.jobs import scheduler as job_scheduler
@@ -319,20 +320,34 @@ def _organisations(session: Session, slug: str | None) -> list[Organisation]:
 
 @ledger_group.command("verify")
 @click.option("--org", "org_slug", default=None, help="Only this organisation (default: all).")
-def ledger_verify(org_slug: str | None) -> None:
+@click.option("--incremental", is_flag=True,
+              help="Start after the checkpoint the last passing verify reached (default: the "
+                   "whole chain).")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+              show_default="the number of cores",
+              help="Processes walking stretches of a chain at once (PostgreSQL).")
+def ledger_verify(org_slug: str | None, incremental: bool, workers: int) -> None:
     """Recompute each chain and check its signatures, checkpoints and balances."""
-    session, rt = db.session(), runtime()
+    rt = runtime()
     failed = 0
-    for org in _organisations(session, org_slug):
-        report = verify_ledger(session, org.id, rt.keys.verifying_keys(),
-                               current_app.config["CHECKPOINT_DIR"])
+    with _unit() as session:
+        orgs = [(org.id, org.slug) for org in _organisations(session, org_slug)]
+    for organisation_id, slug in orgs:
+        # A unit per organisation: how far each verified is kept even if a later one fails.
+        with _unit() as session:
+            report = verify_ledger(session, organisation_id, rt.keys.verifying_keys(),
+                                   current_app.config["CHECKPOINT_DIR"], workers=workers,
+                                   incremental=incremental)
+            record_verified(session, rt.clock.now(), report)
         checked = f"{report.entries} entries, {report.checkpoints} checkpoints"
+        if report.since:
+            checked += f", walked from seq {report.since + 1}"
         if report.ok:
-            click.echo(f"{org.slug}: {checked} checked, OK")
+            click.echo(f"{slug}: {checked} checked, OK")
             continue
         failed += 1
         where = "balances" if report.problem.seq is None else f"seq {report.problem.seq}"
-        click.echo(f"{org.slug}: FAILED at {where}: {report.problem.message} ({checked} read)")
+        click.echo(f"{slug}: FAILED at {where}: {report.problem.message} ({checked} read)")
     if failed:
         raise click.ClickException(f"{failed} organisation(s) failed verification")
 

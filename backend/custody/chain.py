@@ -23,7 +23,8 @@ SIGNED_FIELDS = ("id", "kind", "product_id", "lot", "expiry", "quantity_ug", "fr
                  "to_holder", "visit_id", "details", "occurred_at")
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """Return a hashed field's value as its canonical JSON has it."""
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, datetime):
@@ -40,14 +41,14 @@ def canonical_entry(fields: Mapping[str, Any]) -> bytes:
     Ledger values are strings, integers, booleans, null and objects of those, for which sorted,
     compact, UTF-8 JSON is exactly RFC 8785; the stdlib encoder does it many times faster.
     """
-    plain = {name: _plain(fields[name]) for name in HASHED_FIELDS}
+    plain = {name: plain_value(fields[name]) for name in HASHED_FIELDS}
     return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode()
 
 
 def signed_payload(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Return the JSON object a device signs for an entry (RFC 8785 canonical form)."""
-    return {name: _plain(fields[name]) for name in SIGNED_FIELDS}
+    return {name: plain_value(fields[name]) for name in SIGNED_FIELDS}
 
 
 def entry_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
@@ -72,7 +73,7 @@ def checkpoint_bytes(organisation_id: uuid.UUID, seq: int, head_hash: str,
                      signed_at: datetime) -> bytes:
     """Return the bytes a checkpoint signature covers."""
     return json.dumps({"organisation_id": str(organisation_id), "seq": seq,
-                       "head_hash": head_hash, "signed_at": _plain(signed_at)},
+                       "head_hash": head_hash, "signed_at": plain_value(signed_at)},
                       sort_keys=True, separators=(",", ":")).encode()
 
 

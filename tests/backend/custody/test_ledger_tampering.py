@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from backend.accounts.models import Role
 from backend.cli import cli
 from backend.custody import checkpoints
+from backend.custody import verify as verifying
 from backend.custody.chain import GENESIS, HASHED_FIELDS, entry_hash, sign_checkpoint, sign_entry
 from backend.custody.models import (
     CustodyBalance,
@@ -26,7 +27,14 @@ from backend.custody.models import (
     CustodyHead,
     LossReport,
 )
-from backend.custody.verify import Problem, Report, exported_checkpoints, verify
+from backend.custody.verify import (
+    Problem,
+    Report,
+    exported_checkpoints,
+    last_verified,
+    record_verified,
+    verify,
+)
 from backend.jobs.scheduler import SCHEDULE
 from backend.keys import KeyRing
 from backend.phi.cipher import PhiCipher
@@ -120,11 +128,20 @@ class Ledger:
         checkpoints.sign_head(session, self.pharmacy.world.rt, self.org_id, self.export_dir)
         session.commit()
 
-    def verify(self) -> Report:
-        """Verify through a fresh session, so nothing cached hides what the tampering did."""
+    def verify(self, *, workers: int = 1, incremental: bool = False,
+               record: bool = False) -> Report:
+        """Verify through a fresh session, so nothing cached hides what the tampering did.
+
+        With `record`, keep how far a passing walk verified, as the command and the scan do.
+        """
         with self.app.extensions["vigil.db"].sessions(
                 bind=self.connection, join_transaction_mode="create_savepoint") as session:
-            return verify(session, self.org_id, self.keys.verifying_keys(), self.export_dir)
+            report = verify(session, self.org_id, self.keys.verifying_keys(), self.export_dir,
+                            workers=workers, incremental=incremental)
+            if record:
+                record_verified(session, self.pharmacy.world.rt.clock.now(), report)
+                session.commit()
+            return report
 
     def allow_changes(self) -> None:
         """Take the append-only triggers away, inside the test's transaction only."""
@@ -751,3 +768,77 @@ def test_a_different_entry_under_a_stored_id_is_refused(ledger: Ledger):
     assert stolen.status_code == 409
     assert stolen.json["error"]["code"] == "append_only"
     assert _entries(pharmacy) == before
+
+
+@pytest.mark.parametrize("tampering", TAMPERINGS, ids=[t.name for t in TAMPERINGS])
+def test_a_walk_in_stretches_reports_what_one_walk_does(ledger: Ledger, tampering: Tampering,
+                                                        monkeypatch):
+    # Stretches of one entry: every boundary falls somewhere a tampering could be.
+    monkeypatch.setattr(verifying, "MIN_STRETCH", 1)
+    ledger.allow_changes()
+    tampering.apply(ledger)
+    assert ledger.verify(workers=3) == ledger.verify()
+
+
+def _recorded(ledger: Ledger) -> tuple[int, str] | None:
+    return last_verified(ledger.pharmacy.world.session, ledger.org_id)
+
+
+def test_a_passing_walk_records_the_last_checkpoint_it_reached(ledger: Ledger):
+    assert _recorded(ledger) is None
+    report = ledger.verify(record=True)
+    assert report.verified_to == (END, ledger.entry(END)["entry_hash"]) == _recorded(ledger)
+    ledger.extend()
+    ledger.sign()
+    again = ledger.verify(incremental=True, record=True)
+    assert (again.ok, again.since, again.entries) == (True, END, LAST), again.problem
+    assert _recorded(ledger) == (LAST, ledger.entry(LAST)["entry_hash"])
+
+
+def test_an_incremental_walk_catches_a_change_after_the_last_verified_checkpoint(
+        ledger: Ledger):
+    ledger.verify(record=True)
+    ledger.extend()
+    ledger.allow_changes()
+    _rewrite_receive(ledger, PAST)
+    report = ledger.verify(incremental=True, record=True)
+    assert (report.since, report.problem.seq) == (END, PAST), report.problem
+    assert SERVER_MISMATCH in report.problem.message
+    # A failing walk moves the record nowhere.
+    assert _recorded(ledger) == (END, ledger.entry(END)["entry_hash"])
+
+
+def test_a_change_before_the_last_verified_checkpoint_is_left_to_the_full_walk(ledger: Ledger):
+    ledger.verify(record=True)
+    ledger.extend()
+    ledger.allow_changes()
+    ledger.change(3, details_enc=ledger.entry(2)["details_enc"])
+    incremental = ledger.verify(incremental=True)
+    assert (incremental.ok, incremental.since) == (True, END), incremental.problem
+    full = ledger.verify()
+    assert full.problem.seq == 3, full.problem
+    assert "entry_hash does not match" in full.problem.message
+
+
+def test_an_incremental_walk_trusts_no_record_its_checkpoint_does_not_bear_out(ledger: Ledger):
+    ledger.verify(record=True)
+    ledger.allow_changes()
+    # A database-only forger rewrote the chain from seq 2 and the record with it.
+    hashes = _rewrite_receive(ledger, 2)
+    record_verified(ledger.pharmacy.world.session, ledger.pharmacy.world.rt.clock.now(),
+                    replace(ledger.verify(), problem=None, verified_to=(END, hashes[END])))
+    report = ledger.verify(incremental=True)
+    assert (report.since, report.problem.seq) == (0, 2), report.problem
+    assert SERVER_MISMATCH in report.problem.message
+
+
+def test_the_verify_command_walks_from_the_last_verified_checkpoint(ledger: Ledger):
+    slug = ledger.pharmacy.org.slug
+    full = _ledger_cli(ledger.app, "verify", "--org", slug, "--incremental")
+    assert full.exit_code == 0, full.output
+    assert f"{slug}: 12 entries, 2 checkpoints checked, OK" in full.output
+    ledger.extend()
+    incremental = _ledger_cli(ledger.app, "verify", "--org", slug, "--incremental")
+    assert incremental.exit_code == 0, incremental.output
+    assert (f"{slug}: {LAST} entries, 2 checkpoints, walked from seq {END + 1} checked, OK"
+            in incremental.output)
