@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -247,6 +250,43 @@ def test_the_report_scores_the_stored_flags(simulated, instance_path):
     for name in PATTERNS:
         assert name in text
     assert "honest population:" in text
+
+
+# What seed 7 gives at the SMALL size: the ground truth (server-made ids by first appearance,
+# without the slug and the time it took) and the report (without the time it took). A change
+# that speeds the simulator up must leave both as they are; one that means to change what is
+# simulated updates these figures with the reason.
+SMALL_TRUTH_SHA256 = "c9892ffe678f35010a8e49cc3ea5bd7fc1975edde2bdd89d56db8c6269492c80"
+SMALL_REPORT_SHA256 = "ec70ee8ff82918b9f9809719e412301fc84303c8282812e741d394299c1936fe"
+SMALL_REPORT_LINES = [
+    "  caught within 7 days of their start: 12 of 14",
+    "honest population: 26 sessions, 0 false positives (0.000 per 1,000 sessions; the target "
+    "is at most 1)",
+    "overall: precision 1.000, recall 0.929"]
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _without_server_ids(text: str) -> str:
+    """Replace each id by the order it first appears in: server-made ids differ between runs."""
+    seen: dict[str, int] = {}
+    return UUID.sub(lambda match: f"id{seen.setdefault(match.group(0), len(seen))}", text)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_seed_pins_the_ground_truth_and_the_report(simulated, instance_path):
+    written = json.loads(ground_truth.truth_path(instance_path, SMALL.slug).read_text())
+    del written["organisation"], written["generation_seconds"]
+    with simulated.session() as session:
+        report = simulate.report(session, instance_path, SMALL.slug)
+    report = _without_server_ids(re.sub(r", generated in [0-9.]+ s", "", report))
+    figures = [line for line in report.splitlines()
+               if line.startswith(("  caught within", "honest population", "overall"))]
+    assert figures == SMALL_REPORT_LINES
+    assert _sha256(report) == SMALL_REPORT_SHA256, report
+    assert _sha256(_without_server_ids(json.dumps(written, indent=1))) == SMALL_TRUTH_SHA256
 
 
 def _fingerprint(app: Flask, slug: str) -> list[tuple]:
