@@ -10,9 +10,12 @@ patient: the visit, its EVV check-in and check-out near the home, the signed dos
 order with the app's `entry_hash`, and everything is loaded with COPY, then ANALYZEd. A few
 misuse patterns are injected and printed as ground truth. Then `scan_organisation` runs three
 times: over every session, the same again (it must raise no new flag) and over the policy
-window (the nightly default). Needs PostgreSQL in BENCH_DATABASE_URL (its name must contain
-"bench"; its public schema is dropped first); without it, says so and stops.
-Usage: python bench/scan.py [--weeks 200] [--nurses 200] [--workers 2] [--profile]
+window (the nightly default). The seed is kept (the database and, beside the app's keys, a
+marker) so `--reuse` scans it again. Needs PostgreSQL in BENCH_DATABASE_URL (its name must
+contain "bench"; its public schema is dropped first unless --reuse); without it, says so and
+stops. A smaller seed (e.g. --weeks 20: 100,000 sessions) also prints the full scan
+extrapolated to 1,000,000 sessions, in proportion to the sessions scanned.
+Usage: python bench/scan.py [--weeks 200] [--nurses 200] [--workers 2] [--reuse] [--profile]
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ import math
 import multiprocessing
 import multiprocessing.util
 import os
-import platform
 import pstats
 import random
+import shutil
+import tempfile
 import time
 import uuid
 from collections import Counter, deque
@@ -39,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -79,11 +84,14 @@ from backend.runtime import Runtime
 from backend.scan.service import ScanResult, scan_organisation
 from backend.visits.models import EvvEvent, Visit, VisitStatus
 from database import describe, migrated_app
+from machine import describe as machine_description
 from safeguards.rules.evv import distance_m
 from schedule import CHEAP_ARGON2, PASSWORD, WEEKLY_PHASE, as_caller
 
 ORG = "bench"
-TARGET_SECONDS = 60
+# Issue 16's targets: every one of 1,000,000 sessions, and the nightly policy window.
+TARGET_SESSIONS, FULL_TARGET_SECONDS, NIGHTLY_TARGET_SECONDS = 1_000_000, 60, 15
+MARKER = "scan-bench-seed.json"
 SEED = 7
 # 25 patients a week, each on their own weekday and round: 4 visits a day on Monday to
 # Thursday, 3 on Friday to Sunday.
@@ -132,6 +140,8 @@ def parse_args() -> argparse.Namespace:
                         help=f"nurses, each with {PATIENTS_PER_NURSE} patients")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes generating and signing the sessions")
+    parser.add_argument("--reuse", action="store_true",
+                        help="scan the database an earlier run of this size seeded")
     parser.add_argument("--profile", action="store_true",
                         help="profile one more nightly scan and print its costliest functions")
     args = parser.parse_args()
@@ -782,7 +792,7 @@ class Scan:
     load_average: float
 
 
-def timed_scan(app: Flask, clinic: Clinic, label: str, since: datetime | None,
+def timed_scan(app: Flask, organisation_id: str, label: str, since: datetime | None,
                profile: cProfile.Profile | None = None) -> Scan:
     """Scan the organisation since `since` (None: the policy window) and commit its flags."""
     rt, load_average = app.extensions["vigil.runtime"], os.getloadavg()[0]
@@ -790,7 +800,7 @@ def timed_scan(app: Flask, clinic: Clinic, label: str, since: datetime | None,
         began = time.perf_counter()
         if profile:
             profile.enable()
-        result = scan_organisation(session, rt, uuid.UUID(clinic.organisation_id), since)
+        result = scan_organisation(session, rt, uuid.UUID(organisation_id), since)
         if profile:
             profile.disable()
         scanned = time.perf_counter()
@@ -837,11 +847,11 @@ def seed(app: Flask, args: argparse.Namespace) -> Seeded:
     return Seeded(clinic, chain, injected, seconds, loading, load_average)
 
 
-def print_seed(seeded: Seeded, workers: int) -> None:
-    """Print how long each part of the seed took."""
+def seed_line(seeded: Seeded, workers: int) -> str:
+    """Say how long each part of the seed took."""
     seconds = seeded.seconds
     parts = ", ".join(f"{name} {spent:.0f} s" for name, spent in seeded.loading.items())
-    print(f"seed      {sum(seconds.values()):.0f} s (load average {seeded.load_average:.1f} as "
+    return (f"seed      {sum(seconds.values()):.0f} s (load average {seeded.load_average:.1f} as "
           f"it began): services {seconds['services']:.0f} s (users, phones, patients with "
           f"PHI, weights, plans); sessions {seconds['sessions']:.0f} s ({workers} processes "
           "generating, signing and storing visits and EVV; the main process chaining and "
@@ -849,21 +859,21 @@ def print_seed(seeded: Seeded, workers: int) -> None:
           f"{seconds['finish']:.0f} s")
 
 
-def print_ledger(chain: Chain) -> None:
+def ledger_line(chain: Chain) -> str:
     """Describe the generated chain and what in it is signed."""
-    print(f"ledger    {chain.seq:,} entries, chained with the app's entry_hash; "
+    return (f"ledger    {chain.seq:,} entries, chained with the app's entry_hash; "
           f"{chain.signed:,} signed by the nurses' phones (waste, return; a full `verify` "
           "checks every one), the rest unsigned as the app writes them (administer beside a "
           "signed dose record; pharmacy receive and dispense); witnesses confirm by password")
 
 
-def print_injected(clinic: Clinic, injected: Counter[str]) -> None:
-    """Print the misuse the seed injected: the ground truth for the findings."""
+def injected_lines(clinic: Clinic, injected: Counter[str]) -> list[str]:
+    """Say what misuse the seed injected: the ground truth for the findings."""
     def name(nurse: int) -> str:
         return f"nurse{nurse:03d} ({clinic.seats[nurse].id[:8]})"
 
     creeping = clinic.homes[CREEPING_PATIENT[0]][CREEPING_PATIENT[1]].id[:8]
-    for line in (
+    return [f"injected  {line}" for line in (
             f"{name(SKIMMER)} records 0.30-0.40 mg/kg instead of 0.5 and wastes the rest, "
             f"last {SKIM_WEEKS} weeks",
             f"{name(FRIENDLY_WITNESS)} witnesses 80% of {name(FRIEND)}'s wastes, all weeks",
@@ -873,8 +883,7 @@ def print_injected(clinic: Clinic, injected: Counter[str]) -> None:
             f"last {LATE_WEEKS} weeks",
             f"patient {creeping}'s dose creeps from 0.5 to 0.95 mg/kg, last {CREEP_WEEKS} weeks",
             f"{injected['far check-ins']} check-ins 1.5-3 km from home (with a reason), "
-            f"last {FAR_DAYS} days"):
-        print(f"injected  {line}")
+            f"last {FAR_DAYS} days")]
 
 
 def print_scan(scan: Scan) -> None:
@@ -908,45 +917,82 @@ def print_profile(profile: cProfile.Profile) -> None:
         print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
 
 
-def measure(app: Flask, seeded: Seeded, args: argparse.Namespace) -> None:
+def measure(app: Flask, marker: dict, args: argparse.Namespace) -> None:
     """Time a scan of every session, the same again and the nightly one; print each."""
-    clinic = seeded.clinic
-    first = datetime.combine(clinic.first_day - timedelta(days=1), clock_time(), UTC)
+    organisation_id = marker["organisation_id"]
+    first = datetime.combine(date.fromisoformat(marker["first_day"]) - timedelta(days=1),
+                             clock_time(), UTC)
     sessions = args.nurses * PATIENTS_PER_NURSE * args.weeks
     scans = []
     for label, since in ((f"of every session ({sessions:,})", first),
                          ("of every session again", first),
                          ("nightly (the policy window)", None)):
-        scans.append(timed_scan(app, clinic, label, since))
+        scans.append(timed_scan(app, organisation_id, label, since))
         print_scan(scans[-1])
     full, again, nightly = (scan.seconds + scan.commit_seconds for scan in scans)
-    print(f"target    nightly scan {nightly:.1f} s, target under {TARGET_SECONDS} s on this "
-          f"machine; every session {full:.1f} s, again {again:.1f} s; the second scan raised "
-          f"{scans[1].result.new_flags} new flags (must be 0); {flag_count(app):,} flags stored")
+    print(f"target    every session: {full:.1f} s for {sessions:,} sessions"
+          + (f", {full * TARGET_SESSIONS / sessions:.0f} s extrapolated to "
+             f"{TARGET_SESSIONS:,} in proportion" if sessions != TARGET_SESSIONS else "")
+          + f", target under {FULL_TARGET_SECONDS} s for {TARGET_SESSIONS:,}; again "
+          f"{again:.1f} s, raising {scans[1].result.new_flags} new flags (must be 0)")
+    print(f"target    nightly (policy window): {nightly:.1f} s, target under "
+          f"{NIGHTLY_TARGET_SECONDS} s; {flag_count(app):,} flags stored")
     if args.profile:
         profile = cProfile.Profile()
-        print_scan(timed_scan(app, clinic, "nightly, profiled", None, profile))
+        print_scan(timed_scan(app, organisation_id, "nightly, profiled", None, profile))
         print_profile(profile)
 
 
+def instance_of(url: str) -> Path:
+    """Return the folder that keeps this database's app keys and seed marker between runs."""
+    return Path(tempfile.gettempdir()) / f"vigil-{make_url(url).database}"
+
+
+def seeded_marker(instance: Path, args: argparse.Namespace) -> dict:
+    """Return the marker of an earlier seed of this size, or stop saying why there is none."""
+    path = instance / MARKER
+    if not path.exists():
+        raise SystemExit(f"--reuse: no seed marker at {path}; run once without --reuse")
+    marker = json.loads(path.read_text())
+    if (marker["weeks"], marker["nurses"]) != (args.weeks, args.nurses):
+        raise SystemExit(f"--reuse: the database holds --weeks {marker['weeks']} --nurses "
+                         f"{marker['nurses']}; ask for that size, or seed again")
+    return marker
+
+
+def seeded(app: Flask, args: argparse.Namespace) -> dict:
+    """Seed the organisation and return the marker that lets a later run reuse it."""
+    done = seed(app, args)
+    return {"weeks": args.weeks, "nurses": args.nurses,
+            "organisation_id": done.clinic.organisation_id,
+            "first_day": done.clinic.first_day.isoformat(),
+            "lines": [seed_line(done, args.workers), f"rows      {row_counts(app)}",
+                      ledger_line(done.chain), *injected_lines(done.clinic, done.injected)]}
+
+
 def main() -> None:
-    """Seed a million sessions, time the three scans and print the figures."""
+    """Seed (or reuse) a million sessions, time the three scans and print the figures."""
     args = parse_args()
-    if not os.environ.get("BENCH_DATABASE_URL"):
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if not url:
         # `make bench` runs on machines without PostgreSQL; COPY and this size need it.
         print("scan      skipped: set BENCH_DATABASE_URL to a PostgreSQL bench database")
         return
-    with migrated_app(CHEAP_ARGON2) as app:
-        seeded = seed(app, args)
-        name = make_url(os.environ["BENCH_DATABASE_URL"]).database
-        print(f"database  {describe(app.extensions['vigil.db'].engine)}, {name}, on this "
-              "machine")
-        print(f"machine   {os.cpu_count()} CPUs, Python {platform.python_version()}")
-        print_seed(seeded, args.workers)
-        print(f"rows      {row_counts(app)}")
-        print_ledger(seeded.chain)
-        print_injected(seeded.clinic, seeded.injected)
-        measure(app, seeded, args)
+    print(machine_description())
+    instance = instance_of(url)
+    marker = seeded_marker(instance, args) if args.reuse else None
+    if marker is None:
+        shutil.rmtree(instance, ignore_errors=True)
+    with migrated_app(CHEAP_ARGON2, instance=instance, reuse=args.reuse) as app:
+        if marker is None:
+            marker = seeded(app, args)
+            # Written last: a seed cut short leaves no marker, so --reuse refuses it.
+            (instance / MARKER).write_text(json.dumps(marker, indent=2))
+        print(f"database  {describe(app.extensions['vigil.db'].engine)}, "
+              f"{make_url(url).database}, on this machine"
+              + (" (reusing an earlier seed)" if args.reuse else ""))
+        print("\n".join(marker["lines"]))
+        measure(app, marker, args)
 
 
 if __name__ == "__main__":

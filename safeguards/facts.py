@@ -65,6 +65,50 @@ class Dose:
 
 
 @dataclass(frozen=True, slots=True)
+class SeriesDose:
+    """One of a patient's latest doses, with the figures the per-patient dose trends read."""
+
+    id: str
+    nurse_id: str
+    plan_version_id: str | None
+    given_at: datetime
+    quantity_ug: int
+    ug_per_kg: Decimal | None = None
+    planned_ug: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DoseTally:
+    """How many of a patient's earlier doses had the same figures."""
+
+    quantity_ug: int
+    ug_per_kg: Decimal | None
+    planned_ug: int | None
+    doses: int
+
+
+@dataclass(frozen=True)
+class DoseSeries:
+    """A patient's doses for the trends (dosing.creep, plausibility.mg_rise_flat_per_kg).
+
+    `latest` holds, oldest first by (given_at, id), the last `tail` doses of each kind a trend
+    keeps (all doses, those with a planned dose, those with a µg/kg, those with a non-zero
+    µg/kg); `earlier` tallies every other dose by its figures. A trend may look at no more
+    than the last `tail` doses of a kind one by one; a median needs only the tallies.
+    """
+
+    patient_id: str
+    tail: int
+    latest: tuple[SeriesDose, ...]
+    earlier: tuple[DoseTally, ...] = ()
+
+    @property
+    def doses(self) -> int:
+        """Return how many doses the series holds."""
+        return len(self.latest) + sum(tally.doses for tally in self.earlier)
+
+
+@dataclass(frozen=True, slots=True)
 class Waste:
     """One waste of a partly used container, with who witnessed it."""
 
@@ -576,6 +620,9 @@ class Facts:
     # The organisation's IANA zone: the 7- and 28-day limits count its calendar days.
     timezone: str = "UTC"
     doses: tuple[Dose, ...] = ()
+    # The population scan's per-patient summary of the doses, in place of the doses
+    # themselves; rules given doses alone derive it (safeguards.rules.indexes.dose_series).
+    dose_series: tuple[DoseSeries, ...] | None = None
     wastes: tuple[Waste, ...] = ()
     visits: tuple[Visit, ...] = ()
     evv: tuple[EvvEvent, ...] = ()

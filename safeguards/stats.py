@@ -37,6 +37,26 @@ def median(values: Sequence[Exact]) -> Fraction:
     return (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def median_of_counts(counted: Sequence[tuple[Exact, int]]) -> Fraction:
+    """Return the median of the values each taken `count` times, as `median` of them all."""
+    ordered = sorted((Fraction(value), count) for value, count in counted if count)
+    total = sum(count for _, count in ordered)
+    if not total:
+        raise ValueError("the median of nothing is undefined")
+
+    def at(index: int) -> Fraction:
+        for value, count in ordered:
+            if index < count:
+                return value
+            index -= count
+        raise IndexError(index)
+
+    middle = total // 2
+    if total % 2:
+        return at(middle)
+    return (at(middle - 1) + at(middle)) / 2
+
+
 def mad(values: Sequence[Exact]) -> Fraction:
     """Return the median absolute deviation of `values` from their median."""
     centre = median(values)

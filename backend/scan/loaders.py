@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, and_, case, cast, func, select, union_all
+from sqlalchemy import Integer, and_, case, cast, func, or_, select, true, union_all
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from backend.accounts.models import Organisation, Role, User
@@ -130,6 +130,86 @@ def _dose(row: Any, phases: dict[tuple, f.Phase]) -> f.Dose:
         custody_entry_id=_text(row.custody_entry_id))
 
 
+def _planned_dose(phase: Any) -> Any:
+    """Return SQL for a dose's planned µg as _dose works it out: the phase's dose, else the
+    version's, each in µg or µg/kg times the weight recorded with the dose."""
+    weight = func.nullif(DoseRecord.weight_g, 0)
+    return func.coalesce(
+        func.nullif(func.coalesce(phase.dose_ug, phase.dose_ug_per_kg * weight // 1000), 0),
+        PlanVersion.dose_ug, PlanVersion.dose_ug_per_kg * weight // 1000)
+
+
+def _series_kinds(columns: Any) -> tuple[Any, ...]:
+    """Return SQL for the kinds of dose f.DoseSeries keeps the latest of: all, planned,
+    weighed, weighed above zero."""
+    return (true(), columns.planned_ug != 0, columns.ug_per_kg.is_not(None),
+            columns.ug_per_kg != 0)
+
+
+def _series_rows(scope: Scope, tail: int) -> Any:
+    """Return SQL for the doses _doses reads, each patient's latest `tail` of each kind (see
+    f.DoseSeries) one by one and the rest grouped by their figures, with their count."""
+    phase = aliased(PlanPhase)
+    doses = (
+        select(Visit.patient_id, DoseRecord.id, DoseRecord.nurse_id, DoseRecord.plan_version_id,
+               DoseRecord.infusion_started_at.label("given_at"), DoseRecord.quantity_ug,
+               DoseRecord.ug_per_kg, _planned_dose(phase).label("planned_ug"))
+        .join(Visit, Visit.id == DoseRecord.visit_id)
+        .join(PlanVersion, PlanVersion.id == DoseRecord.plan_version_id)
+        .join(DrugProduct, DrugProduct.id == DoseRecord.product_id)
+        .outerjoin(phase, and_(phase.version_id == Visit.plan_version_id,
+                               phase.ordinal == Visit.phase_ordinal))
+        .where(DoseRecord.organisation_id == scope.organisation_id,
+               DoseRecord.infusion_started_at >= scope.context_since))
+    doses = scope.bounded(doses, DoseRecord.infusion_started_at).subquery()
+    # How many doses of each kind the patient had from this one on, the newest counting 1.
+    newest_first = {"partition_by": doses.c.patient_id,
+                    "order_by": (doses.c.given_at.desc(), doses.c.id.desc())}
+    ranked = select(doses, *(
+        func.sum(case((kind, 1), else_=0)).over(**newest_first).label(f"newest_{number}")
+        for number, kind in enumerate(_series_kinds(doses.c)))).subquery()
+    latest = or_(*(and_(kind, ranked.c[f"newest_{number}"] <= tail)
+                   for number, kind in enumerate(_series_kinds(ranked.c))))
+    marked = select(ranked.c.patient_id, ranked.c.quantity_ug, ranked.c.ug_per_kg,
+                    ranked.c.planned_ug, *(case((latest, ranked.c[name])).label(name) for name in
+                                           ("id", "nurse_id", "plan_version_id", "given_at"))
+                    ).subquery()
+    columns = [marked.c[name] for name in ("patient_id", "id", "nurse_id", "plan_version_id",
+                                           "given_at", "quantity_ug", "ug_per_kg", "planned_ug")]
+    return select(*columns, func.count().label("doses")).group_by(*columns)
+
+
+def _series_tail(policy: Policy, overrides: dict[str, dict[str, object]]) -> int:
+    """Return how many of a patient's latest doses of a kind the trends may read one by one:
+    the most that the policy, or a plan's override, asks dosing.creep or
+    plausibility.mg_rise_flat_per_kg to compare."""
+    asked = [policy.value("creep_recent_doses"), policy.value("weight_dose_recent_doses")]
+    asked += [int(values["creep_recent_doses"]) for values in overrides.values()
+              if "creep_recent_doses" in values]
+    return max(1, *(int(value) for value in asked))
+
+
+def _dose_series(session: Session, scope: Scope, tail: int) -> list[f.DoseSeries]:
+    """Return each patient's doses as the trends read them, their statistics' inputs summed
+    up in the database: of a million doses only each patient's latest few leave it whole."""
+    latest: dict[uuid.UUID, list[f.SeriesDose]] = defaultdict(list)
+    earlier: dict[uuid.UUID, list[f.DoseTally]] = defaultdict(list)
+    for row in session.execute(_series_rows(scope, tail)):
+        if row.id is None:
+            earlier[row.patient_id].append(f.DoseTally(
+                quantity_ug=row.quantity_ug, ug_per_kg=row.ug_per_kg,
+                planned_ug=row.planned_ug, doses=row.doses))
+            continue
+        latest[row.patient_id].append(f.SeriesDose(
+            id=str(row.id), nurse_id=str(row.nurse_id),
+            plan_version_id=_text(row.plan_version_id), given_at=row.given_at,
+            quantity_ug=row.quantity_ug, ug_per_kg=row.ug_per_kg, planned_ug=row.planned_ug))
+    return [f.DoseSeries(patient_id=str(patient), tail=tail,
+                         latest=tuple(sorted(doses, key=lambda dose: (dose.given_at, dose.id))),
+                         earlier=tuple(earlier[patient]))
+            for patient, doses in sorted(latest.items(), key=lambda item: str(item[0]))]
+
+
 def _wastes(session: Session, scope: Scope) -> list[f.Waste]:
     query = (
         select(CustodyEntry.id, CustodyEntry.actor_id, CustodyEntry.visit_id, Visit.patient_id,
@@ -174,7 +254,7 @@ def _visit_fact(session: Session, scope: Scope, row: Any) -> f.Visit:
                    plan_infusion_minutes=row.infusion_minutes)
 
 
-def _visits(session: Session, scope: Scope) -> list[f.Visit]:
+def _visits(session: Session, scope: Scope, *where: Any) -> list[f.Visit]:
     query = (
         select(Visit.id, Visit.patient_id, Visit.nurse_id, Visit.scheduled_start,
                Visit.scheduled_end, Visit.status, Visit.override_reason_enc, Visit.series_id,
@@ -182,7 +262,7 @@ def _visits(session: Session, scope: Scope) -> list[f.Visit]:
                Visit.override_by_id, Visit.status_reason_enc, PlanVersion.infusion_minutes)
         .join(PlanVersion, PlanVersion.id == Visit.plan_version_id)
         .where(Visit.organisation_id == scope.organisation_id,
-               Visit.scheduled_start >= scope.context_since))
+               Visit.scheduled_start >= scope.context_since, *where))
     query = scope.bounded(query, Visit.scheduled_start)
     if scope.patient_id:
         query = query.where(Visit.patient_id == scope.patient_id)
@@ -315,60 +395,29 @@ def _days_worked(session: Session, scope: Scope, zone: ZoneInfo) -> dict[str, in
     return {nurse: len(dates) for nurse, dates in days.items()}
 
 
-def _planned_sums(session: Session, scope: Scope, recent_since: datetime | None) -> Any:
-    """Return per nurse her doses whose plan set a dose, what they gave and what was planned,
-    over the window and, with `recent_since`, over its last days too.
+def _plan_sums(session: Session, scope: Scope, recent_since: datetime | None) -> Any:
+    """Return per nurse, summed in the database over the window and, with `recent_since`,
+    over its last days (columns `recent_…`): her doses whose plan set a dose, what they gave
+    and what was planned (the loaders' own planned dose, _dose's), and what the plans left in
+    her doses' containers (NurseActivity.planned_remainder_ug).
 
-    The planned dose is the loaders' own (_dose): the phase's dose, else the version's, in µg
-    or µg/kg times the weight recorded with the dose, worked out and summed in the database.
+    What a dose's plan left: the containers its larger of given and planned needs, times their
+    size, less the planned dose (the dose given when no plan set one), never below nothing.
     """
     phase = aliased(PlanPhase)
-    weight = func.nullif(DoseRecord.weight_g, 0)
-    planned = func.coalesce(phase.dose_ug, phase.dose_ug_per_kg * weight // 1000,
-                            PlanVersion.dose_ug, PlanVersion.dose_ug_per_kg * weight // 1000)
-    sums = [func.count(planned),
-            func.sum(case((planned.is_not(None), DoseRecord.quantity_ug), else_=0)),
-            func.sum(planned)]
-    if recent_since:
-        recent = and_(planned.is_not(None), DoseRecord.infusion_started_at >= recent_since)
-        sums += [func.count(case((recent, 1))),
-                 func.sum(case((recent, DoseRecord.quantity_ug), else_=0)),
-                 func.sum(case((recent, planned), else_=0))]
-    return session.execute(
-        select(DoseRecord.nurse_id, *sums)
-        .outerjoin(Visit, Visit.id == DoseRecord.visit_id)
-        .outerjoin(PlanVersion, PlanVersion.id == DoseRecord.plan_version_id)
-        .outerjoin(phase, and_(phase.version_id == Visit.plan_version_id,
-                               phase.ordinal == Visit.phase_ordinal))
-        .where(DoseRecord.organisation_id == scope.organisation_id,
-               DoseRecord.infusion_started_at >= scope.since)
-        .group_by(DoseRecord.nurse_id))
-
-
-def _remainder_sums(session: Session, scope: Scope, recent_since: datetime | None) -> Any:
-    """Return per nurse what the plans left in her doses' containers (NurseActivity
-    .planned_remainder_ug), over the window and, with `recent_since`, over its last days.
-
-    Per dose, worked out and summed in the database: the containers its larger of given and
-    planned needs, times their size, less the planned dose (as _planned_sums works it out;
-    the dose given when no plan set one), never below nothing.
-    """
-    phase = aliased(PlanPhase)
-    weight = func.nullif(DoseRecord.weight_g, 0)
     given = DoseRecord.quantity_ug
-    planned = func.coalesce(phase.dose_ug, phase.dose_ug_per_kg * weight // 1000,
-                            PlanVersion.dose_ug, PlanVersion.dose_ug_per_kg * weight // 1000,
-                            given)
+    planned = _planned_dose(phase)
     container = cast(DrugProduct.ug_per_unit * DrugProduct.units_per_container, Integer)
-    larger = case((given > planned, given), else_=planned)
+    meant = func.coalesce(planned, given)
+    larger = case((given > meant, given), else_=meant)
     # The containers `larger` needs times their size, less `larger`, plus what it exceeds the
     # plan by: the containers' size less the planned dose, in whole-integer arithmetic.
-    left = (container - larger % container) % container + (larger - planned)
-    left = case((container > 0, left), else_=0)
-    sums = [func.sum(left)]
+    left = case((container > 0, (container - larger % container) % container
+                 + (larger - meant)), else_=0)
+    sums = _plan_figures(planned, given, left, None)
     if recent_since:
-        sums.append(func.sum(case((DoseRecord.infusion_started_at >= recent_since, left),
-                                  else_=0)))
+        sums += _plan_figures(planned, given, left,
+                              DoseRecord.infusion_started_at >= recent_since)
     return session.execute(
         select(DoseRecord.nurse_id, *sums)
         .join(DrugProduct, DrugProduct.id == DoseRecord.product_id)
@@ -379,6 +428,17 @@ def _remainder_sums(session: Session, scope: Scope, recent_since: datetime | Non
         .where(DoseRecord.organisation_id == scope.organisation_id,
                DoseRecord.infusion_started_at >= scope.since)
         .group_by(DoseRecord.nurse_id))
+
+
+def _plan_figures(planned: Any, given: Any, left: Any, recent: Any) -> list[Any]:
+    """Return the sums _plan_sums gives, over the doses `recent` marks (all when None)."""
+    prefix = "recent_" if recent is not None else ""
+    counted = planned.is_not(None) if recent is None else and_(planned.is_not(None), recent)
+    return [func.count(case((counted, 1))).label(f"{prefix}planned_doses"),
+            func.sum(case((counted, given), else_=0)).label(f"{prefix}planned_given_ug"),
+            func.sum(case((counted, planned), else_=0)).label(f"{prefix}planned_ug"),
+            func.sum(left if recent is None else case((recent, left), else_=0))
+            .label(f"{prefix}remainder_ug")]
 
 
 def _recent_sums(session: Session, scope: Scope, recent_since: datetime) -> Any:
@@ -427,20 +487,19 @@ def _activity(session: Session, scope: Scope, zone: ZoneInfo, roles: dict[str, s
             .group_by(CustodyEntry.actor_id)):
         totals[str(nurse)].update(wastes=wastes, wasted_ug=int(wasted))
     recent_since = scope.as_of - timedelta(days=recent_days) if recent_days else None
-    for nurse, planned_doses, given, planned, *recent in _planned_sums(session, scope,
-                                                                        recent_since):
-        if planned_doses:
-            totals[str(nurse)].update(planned_doses=planned_doses, planned_given_ug=int(given),
-                                      planned_ug=int(planned))
-        if recent and recent[0]:
-            totals[str(nurse)].update(recent_planned_doses=recent[0],
-                                      recent_planned_given_ug=int(recent[1]),
-                                      recent_planned_ug=int(recent[2]))
-    for nurse, left, *recent_left in _remainder_sums(session, scope, recent_since):
-        totals[str(nurse)].update(planned_remainder_ug=max(int(left or 0), 0))
-        if recent_left:
-            totals[str(nurse)].update(recent_planned_remainder_ug=max(int(recent_left[0] or 0),
-                                                                      0))
+    for row in _plan_sums(session, scope, recent_since):
+        figures = totals[str(row.nurse_id)]
+        if row.planned_doses:
+            figures.update(planned_doses=row.planned_doses,
+                           planned_given_ug=int(row.planned_given_ug),
+                           planned_ug=int(row.planned_ug))
+        figures.update(planned_remainder_ug=max(int(row.remainder_ug or 0), 0))
+        if recent_since and row.recent_planned_doses:
+            figures.update(recent_planned_doses=row.recent_planned_doses,
+                           recent_planned_given_ug=int(row.recent_planned_given_ug),
+                           recent_planned_ug=int(row.recent_planned_ug))
+        if recent_since:
+            figures.update(recent_planned_remainder_ug=max(int(row.recent_remainder_ug or 0), 0))
     if recent_since:
         for figures in totals.values():
             figures["recent_since"] = recent_since
@@ -862,14 +921,15 @@ def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.
     people = dict(session.execute(select(User.id, User.role).where(
         User.organisation_id == scope.organisation_id, User.active)).all())
     roles = {str(user): str(role) for user, role in people.items()}
-    phases: dict[tuple, f.Phase] = {}
+    overrides = _plan_overrides(session, scope)
     # With the loaders' look-back: a trend needs the doses before the window to compare with.
-    extra_visits = [visit for visit in _visits(session, scope)
-                    if visit.override or not visit.series]
+    series = _dose_series(session, scope, _series_tail(policy_for(
+        session, scope.organisation_id), overrides))
+    extra_visits = _visits(session, scope, Visit.override_reason_enc.is_not(None)
+                           | Visit.series_id.is_(None))
     return f.Facts(
         organisation_id=str(scope.organisation_id), as_of=scope.as_of,
-        timezone=organisation.timezone,
-        doses=tuple(_dose(row, phases) for row in _doses(session, scope)),
+        timezone=organisation.timezone, dose_series=tuple(series),
         visits=tuple(extra_visits),
         activity=tuple(_activity(session, scope, zone, roles, int(policy_for(
             session, scope.organisation_id).value("waste_share_recent_days")))),
@@ -887,4 +947,4 @@ def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.
         plans=tuple(_plans(session, scope)),
         # The pharmacy side: its movements and differing counts over the window.
         **_vault(session, scope),
-        plan_overrides=_plan_overrides(session, scope))
+        plan_overrides=overrides)

@@ -70,8 +70,9 @@ def scan_organisation(session: Session, rt: Runtime, organisation_id: uuid.UUID,
     raised = raise_flags(session, now, organisation_id, findings)
     result.new_flags = sum(one.new for one in raised)
     timer.lap("flags")
-    result.facts = {name: len(getattr(population, name)) for name in (
-        "doses", "activity", "witness_pairs", "clocks", "losses", "holdings", "ledger_breaks")}
+    result.facts = {"doses": sum(series.doses for series in population.dose_series)}
+    result.facts |= {name: len(getattr(population, name)) for name in (
+        "activity", "witness_pairs", "clocks", "losses", "holdings", "ledger_breaks")}
     result.facts |= {f"recent_{name}": len(getattr(events, name))
                      for name in ("doses", "wastes", "visits", "evv", "quarantined")}
     result.findings = len(findings)

@@ -6,16 +6,16 @@ rules; these look at a patient's doses together and at a dose beside its visit's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 
-from safeguards.facts import Dose, Facts
+from safeguards.facts import Dose, DoseSeries, DoseTally, Facts, SeriesDose
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
-from safeguards.rules.indexes import doses_by_patient, plan_policies, wasted_by_visit
-from safeguards.stats import median, rounded
+from safeguards.rules.indexes import Kept, dose_series, kept, plan_policies, wasted_by_visit
+from safeguards.stats import median, median_of_counts, rounded
 
 DOSING = Registry()
 
@@ -28,15 +28,31 @@ CREEP = RuleMeta(
     mode=Mode.ENABLED, cadence=Cadence.POPULATION)
 
 
-def _measured(doses: list[Dose], least: int) -> tuple[str, list[Dose], list[Fraction]] | None:
-    """Return the measure, the doses that have it, and their values; None if too few do."""
+def _planned(dose: SeriesDose | DoseTally) -> bool:
+    return bool(dose.planned_ug)
+
+
+def _weighed(dose: SeriesDose | DoseTally) -> bool:
+    return dose.ug_per_kg is not None
+
+
+def _ratio(dose: SeriesDose | DoseTally) -> Fraction:
+    return Fraction(dose.quantity_ug, dose.planned_ug)
+
+
+def _mg_per_kg(dose: SeriesDose | DoseTally) -> Fraction:
+    return Fraction(dose.ug_per_kg) / 1000
+
+
+def _measured(series: DoseSeries, least: int,
+              recent: int) -> tuple[str, Kept, Callable[[SeriesDose | DoseTally], Fraction]] | None:
+    """Return the measure, the doses that have it, and its value; None if too few do."""
     # Against the plan where it is known, so that a prescribed step up is not creep.
-    planned = [dose for dose in doses if dose.planned_ug]
-    if len(planned) >= least:
-        return "ratio_to_plan", planned, [Fraction(d.quantity_ug, d.planned_ug) for d in planned]
-    weighed = [dose for dose in doses if dose.ug_per_kg is not None]
-    if len(weighed) >= least:
-        return "mg_per_kg", weighed, [Fraction(d.ug_per_kg) / 1000 for d in weighed]
+    for measure, keep, value in (("ratio_to_plan", _planned, _ratio),
+                                 ("mg_per_kg", _weighed, _mg_per_kg)):
+        doses = kept(series, keep, recent)
+        if doses.count >= least:
+            return measure, doses, value
     return None
 
 
@@ -44,30 +60,33 @@ def _measured(doses: list[Dose], least: int) -> tuple[str, list[Dose], list[Frac
 def creep(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a patient whose median recent dose rose beyond policy over the earlier doses'."""
     policy_of = plan_policies(facts, policy)
-    for patient_id, doses in doses_by_patient(facts).items():
-        rules = policy_of(doses[-1].plan_version_id)
+    for series in dose_series(facts):
+        patient_id = series.patient_id
+        rules = policy_of(series.latest[-1].plan_version_id)
         # At least one recent dose, and at least one earlier dose to compare it with.
         recent_count = max(rules.value("creep_recent_doses"), 1)
-        measured = _measured(doses, max(rules.value("creep_min_doses"), recent_count + 1))
+        measured = _measured(series, max(rules.value("creep_min_doses"), recent_count + 1),
+                             recent_count)
         if measured is None:
             continue
-        measure, kept, values = measured
-        before, now = median(values[:-recent_count]), median(values[-recent_count:])
+        measure, doses, value = measured
+        before = median_of_counts([(value(dose), count) for dose, count in doses.earlier])
+        now = median([value(dose) for dose in doses.recent])
         limit = rules.value("creep_max_rise")
         rise = now / before - 1 if before > 0 else None
         if rise is None or rise <= limit:
             continue
-        recent = kept[-recent_count:]
+        recent = doses.recent
         yield CREEP.finding(
             Subject(SubjectKind.PATIENT, patient_id),
             f"The patient's last {recent_count} doses have a median {measure.replace('_', ' ')} "
             f"of {rounded(now, 3)}, {rounded(rise * 100, 0)}% above the {rounded(before, 3)} "
-            f"of the {len(values) - recent_count} doses before them (at most "
+            f"of the {doses.count - recent_count} doses before them (at most "
             f"{rounded(limit * 100, 0)}% allowed). Check the prescriber's orders for a step "
             "up, and the patient's response and the nurse's wastes at these doses.",
             evidence(patient_id=patient_id, nurse_id=recent[-1].nurse_id, measure=measure,
                      recent_median=rounded(now, 3), earlier_median=rounded(before, 3),
-                     rise=rounded(rise, 3), max_rise=limit, doses=len(values),
+                     rise=rounded(rise, 3), max_rise=limit, doses=doses.count,
                      recent_dose_ids=",".join(dose.id for dose in recent),
                      last_dose_at=recent[-1].given_at))
 

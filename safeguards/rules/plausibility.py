@@ -16,12 +16,21 @@ from decimal import Decimal
 from fractions import Fraction
 from itertools import pairwise
 
-from safeguards.facts import Dose, Facts, SessionReadings, Vitals, Weighing
+from safeguards.facts import (
+    Dose,
+    DoseTally,
+    Facts,
+    SeriesDose,
+    SessionReadings,
+    Vitals,
+    Weighing,
+)
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Number, Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
 from safeguards.rules.evidence import evidence
-from safeguards.stats import binomial_upper_tail, median, rounded, significant
+from safeguards.rules.indexes import Kept, dose_series, kept
+from safeguards.stats import binomial_upper_tail, median, median_of_counts, rounded, significant
 
 PLAUSIBILITY = Registry()
 WEEK = timedelta(days=7)
@@ -209,10 +218,11 @@ class Medians:
     ug_per_kg: Fraction
 
     @classmethod
-    def of(cls, doses: list[Dose]) -> Medians:
-        """Return the medians of `doses`, each with its µg/kg."""
-        return cls(median([d.quantity_ug for d in doses]),
-                   median([Fraction(d.ug_per_kg or 0) for d in doses]))
+    def of(cls, counted: list[tuple[SeriesDose | DoseTally, int]]) -> Medians:
+        """Return the medians of the doses, each taken as often as counted, with its µg/kg."""
+        return cls(median_of_counts([(d.quantity_ug, count) for d, count in counted]),
+                   median_of_counts([(Fraction(d.ug_per_kg or 0), count)
+                                     for d, count in counted]))
 
     @property
     def weight_g(self) -> Fraction:
@@ -220,39 +230,40 @@ class Medians:
         return self.ug * 1000 / self.ug_per_kg
 
 
+def _per_kg(dose: SeriesDose | DoseTally) -> bool:
+    return bool(dose.ug_per_kg)
+
+
 @PLAUSIBILITY.rule(MG_RISE_FLAT_PER_KG)
 def mg_rise_flat_per_kg(facts: Facts, policy: Policy) -> Iterator[Finding]:
     """Flag a patient whose recent doses rose in mg while their mg/kg stayed flat."""
     recent_count = int(policy.value("weight_dose_recent_doses"))
     least = max(int(policy.value("weight_dose_min_doses")), recent_count + 1)
-    doses: dict[str, list[Dose]] = defaultdict(list)
-    for dose in sorted(facts.doses, key=lambda dose: (dose.given_at, dose.id)):
-        if dose.ug_per_kg:
-            doses[dose.patient_id].append(dose)
-    for patient_id, weighed in doses.items():
-        if len(weighed) < least:
+    for series in dose_series(facts):
+        weighed = kept(series, _per_kg, recent_count)
+        if weighed.count < least:
             continue
-        before = Medians.of(weighed[:-recent_count])
-        now = Medians.of(weighed[-recent_count:])
+        before = Medians.of(weighed.earlier)
+        now = Medians.of([(dose, 1) for dose in weighed.recent])
         rise = now.ug / before.ug - 1
         drift = now.ug_per_kg / before.ug_per_kg - 1
         if (rise <= Fraction(policy.value("weight_dose_min_rise"))
                 or abs(drift) > Fraction(policy.value("weight_dose_flat_tolerance"))):
             continue
-        yield _flat_per_kg_finding(policy, patient_id, weighed, before, now, rise, drift,
+        yield _flat_per_kg_finding(policy, series.patient_id, weighed, before, now, rise, drift,
                                    recent_count)
 
 
-def _flat_per_kg_finding(policy: Policy, patient_id: str, weighed: list[Dose],
+def _flat_per_kg_finding(policy: Policy, patient_id: str, weighed: Kept,
                          before: Medians, now: Medians, rise: Fraction, drift: Fraction,
                          recent_count: int) -> Finding:
-    recent = weighed[-recent_count:]
+    recent = weighed.recent
     return MG_RISE_FLAT_PER_KG.finding(
         Subject(SubjectKind.PATIENT, patient_id),
         f"The patient's last {recent_count} doses have a median of "
         f"{rounded(now.ug / 1000, 1)} mg, {rounded(rise * 100, 0)}% above the "
-        f"{rounded(before.ug / 1000, 1)} mg of the {len(weighed) - recent_count} doses before, "
-        f"while their mg/kg moved {rounded(drift * 100, 1)}% (within "
+        f"{rounded(before.ug / 1000, 1)} mg of the {weighed.count - recent_count} doses "
+        f"before, while their mg/kg moved {rounded(drift * 100, 1)}% (within "
         f"{_percent(policy.value('weight_dose_flat_tolerance'))}%): the weight behind them went "
         f"from {_kg(before.weight_g)} kg to {_kg(now.weight_g)} kg. Check the weighings "
         "those doses used, who recorded them, and the vials drawn against the doses given.",
@@ -264,7 +275,7 @@ def _flat_per_kg_finding(policy: Policy, patient_id: str, weighed: list[Dose],
                  per_kg_drift=rounded(drift, 3),
                  flat_tolerance=policy.value("weight_dose_flat_tolerance"),
                  recent_weight_g=int(now.weight_g), earlier_weight_g=int(before.weight_g),
-                 doses=len(weighed), recent_dose_ids=",".join(d.id for d in recent),
+                 doses=weighed.count, recent_dose_ids=",".join(d.id for d in recent),
                  last_dose_at=recent[-1].given_at))
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
-from safeguards.rules.dosing import DOSING
+from safeguards.facts import DoseSeries, DoseTally
+from safeguards.policy import Policy
+from safeguards.rules.dosing import DOSING, creep
+from safeguards.rules.indexes import dose_series
 from tests.safeguards.factories import (
     T0,
     dose,
@@ -179,3 +183,27 @@ def test_below_plan_run_is_per_nurse_and_says_what_to_check():
     [again] = [f for f in found(DOSING, facts(doses=tuple(later)))
                if f.rule_id == "dosing.below_plan_run"]
     assert again.dedup_key == finding.dedup_key
+
+
+def _tallied(doses: list, tail: int) -> DoseSeries:
+    """Return the doses of one patient as the scan's loader sums them, `tail` latest apart."""
+    [whole] = dose_series(facts(doses=tuple(doses)))
+    latest = whole.latest[-tail:]
+    earlier = Counter((d.quantity_ug, d.ug_per_kg, d.planned_ug) for d in whole.latest[:-tail])
+    return DoseSeries(whole.patient_id, tail, latest,
+                      tuple(DoseTally(*figures, doses=count) for figures, count in earlier.items()))
+
+
+@pytest.mark.parametrize(("doses", "overrides", "expected"),
+                         [case[1:] for case in CREEP_CASES], ids=[c[0] for c in CREEP_CASES])
+def test_creep_finds_the_same_in_a_series_with_its_earlier_doses_tallied(doses, overrides,
+                                                                          expected):
+    series = facts(dose_series=(_tallied(doses, 3),))
+    assert (list(creep(series, Policy().with_overrides(overrides)))
+            == list(creep(facts(doses=tuple(doses)), Policy().with_overrides(overrides))))
+
+
+def test_creep_refuses_a_series_that_tallied_doses_it_compares_one_by_one():
+    series = facts(dose_series=(_tallied(creeping([42_001] * 3), 2),))
+    with pytest.raises(ValueError, match="3 recent doses"):
+        list(creep(series, Policy()))

@@ -18,6 +18,7 @@ from safeguards.stats import (
     mad,
     mean_absolute_deviation,
     median,
+    median_of_counts,
     robust_scores,
     robust_spread,
     robust_z,
@@ -39,6 +40,15 @@ def test_median(values, expected):
 def test_median_of_nothing_is_refused():
     with pytest.raises(ValueError, match="nothing"):
         median([])
+    with pytest.raises(ValueError, match="nothing"):
+        median_of_counts([(3, 0)])
+
+
+@given(st.lists(st.tuples(st.fractions(max_denominator=1000), st.integers(0, 4)), min_size=1))
+def test_median_of_counts_is_the_median_of_the_values_repeated(counted):
+    values = [value for value, count in counted for _ in range(count)]
+    assume(values)
+    assert median_of_counts(counted) == median(values)
 
 
 @pytest.mark.parametrize(("values", "expected_mad", "expected_mean_ad"), [
