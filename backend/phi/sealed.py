@@ -156,6 +156,8 @@ def install(factory: sessionmaker[Session]) -> None:
     """Seal the values set on rows at each flush of the factory's sessions."""
     event.listen(factory, "before_flush", _seal_flushed)
     event.listen(factory, "loaded_as_persistent", _remember_cipher)
+    # A row inserted by Core and attached as stored (`custody.ledger.append` returns one).
+    event.listen(factory, "detached_to_persistent", _remember_cipher)
 
 
 def sealed_values(box: PhiCipher, model: type, values: Mapping[str, Any]) -> dict[str, Any]:
