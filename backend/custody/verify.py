@@ -622,6 +622,15 @@ def record_verified(session: Session, now: datetime, report: Report) -> None:
                      detail={"seq": seq, "head_hash": head_hash, "since": report.since})
 
 
+def verified_through(session: Session, organisation_id: uuid.UUID,
+                     server_keys: Mapping[str, bytes], export_dir: Path) -> int:
+    """Return the seq of the last verified checkpoint if it still holds, else 0."""
+    keys = _server_keys(server_keys)
+    evidence = Evidence.gather(_checkpoint_rows(session, organisation_id),
+                               exported_checkpoints(export_dir, organisation_id), keys)
+    return _start(session, organisation_id, evidence, incremental=True).seq
+
+
 def _start(session: Session, organisation_id: uuid.UUID, evidence: Evidence,
            incremental: bool) -> _After:
     """Return where the walk starts: after the last verified checkpoint if it still holds."""
@@ -704,7 +713,8 @@ def verify_slice(session: Session, organisation_id: uuid.UUID, server_keys: Mapp
                or next(iter(evidence.problems), None)
                or _beyond_chain(walked, [seq for seq in evidence.heads if seq <= part.last])
                or (_head_problem(walked, head) if head and part.last >= head.seq else None))
-    return Report(organisation_id, walked.count - part.first + 1, len(in_part), problem)
+    return Report(organisation_id, walked.count - part.first + 1, len(in_part), problem,
+                  _verified_to(evidence, walked.count), part.first - 1)
 
 
 def _head_problem(checker: _Walked, head: CustodyHead | None) -> Problem | None:

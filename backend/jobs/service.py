@@ -16,7 +16,7 @@ from backend.audit import service as audit
 from backend.auth.caller import Caller
 from backend.custody import checkpoints, shifts
 from backend.custody.models import LossReport
-from backend.custody.verify import verify
+from backend.custody.verify import record_verified, verify
 from backend.db import new_id
 from backend.errors import Conflict, NotFound
 from backend.jobs.models import JobRun, Notification
@@ -227,6 +227,8 @@ def run_ledger_verify(session: Session, rt: Runtime, run_id: uuid.UUID) -> JobRu
         return run
     organisation_id = uuid.UUID(run.outcome["organisation_id"])
     report = verify(session, organisation_id, rt.keys.verifying_keys(), rt.checkpoint_dir)
+    # The nightly scan's incremental walk starts where this full one found the chain whole.
+    record_verified(session, rt.clock.now(), report)
     problem = report.problem
     _finish_verify(session, rt, run, DONE, ok=report.ok, entries=report.entries,
                    checkpoints=report.checkpoints,

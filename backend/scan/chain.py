@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from backend.audit.models import AuditEvent
 from backend.custody.models import CustodyEntry, CustodyHead
-from backend.custody.verify import Slice, verify_slice
+from backend.custody.verify import Slice, record_verified, verified_through, verify_slice
 from backend.runtime import Runtime
 from backend.scan.judge import INLINE_WINDOW
 from safeguards import facts as f
@@ -23,14 +23,23 @@ REHASH_PER_SCAN = 150_000
 SCAN_ACTION = "safeguards.scan"
 
 
-def _slices(session: Session, organisation_id: uuid.UUID, now: datetime) -> list[Slice]:
-    """Return tonight's parts of the chain: what came in lately, and the next slice in turn."""
+def _slices(session: Session, rt: Runtime, organisation_id: uuid.UUID,
+            now: datetime) -> list[tuple[Slice, bool]]:
+    """Return tonight's parts of the chain, each with whether it starts where a walk verified.
+
+    The next slice in turn, and what came in since: incrementally, the entries after the
+    checkpoint the last passing walk verified to or, with none that still holds, the entries
+    received lately.
+    """
     head = session.get(CustodyHead, organisation_id)
     if head is None or head.seq == 0:
         return []
     recent = now - INLINE_WINDOW
-    first_recent = session.scalar(select(func.min(CustodyEntry.seq)).where(
-        CustodyEntry.organisation_id == organisation_id, CustodyEntry.received_at >= recent))
+    verified = verified_through(session, organisation_id, rt.keys.verifying_keys(),
+                                rt.checkpoint_dir)
+    first_recent = verified + 1 if verified else session.scalar(
+        select(func.min(CustodyEntry.seq)).where(CustodyEntry.organisation_id == organisation_id,
+                                                 CustodyEntry.received_at >= recent))
     # The scans run so far pick the slice, so every entry is re-hashed once in `slices` scans
     # however often (or on which weekdays) the scan runs.
     done = session.scalar(select(func.count()).select_from(AuditEvent).where(
@@ -39,19 +48,25 @@ def _slices(session: Session, organisation_id: uuid.UUID, now: datetime) -> list
     slices = max(SLICES, -(-head.seq // REHASH_PER_SCAN))
     size = -(-head.seq // slices)
     first = (done % slices) * size + 1
-    parts = [Slice(first, min(first + size - 1, head.seq), recent)] if first <= head.seq else []
-    if first_recent is not None:
-        parts.append(Slice(first_recent, head.seq, recent))
+    parts = ([(Slice(first, min(first + size - 1, head.seq), recent), False)]
+             if first <= head.seq else [])
+    if first_recent is not None and first_recent <= head.seq:
+        parts.append((Slice(first_recent, head.seq, recent), bool(verified)))
     return parts
 
 
 def ledger_breaks(session: Session, rt: Runtime, organisation_id: uuid.UUID,
                   now: datetime) -> tuple[f.LedgerBreak, ...]:
-    """Return where tonight's slices of the organisation's chain do not verify."""
+    """Return where tonight's slices of the organisation's chain do not verify.
+
+    A part that starts where a walk verified and passes moves that record to its end.
+    """
     breaks = []
-    for part in _slices(session, organisation_id, now):
+    for part, incremental in _slices(session, rt, organisation_id, now):
         report = verify_slice(session, organisation_id, rt.keys.verifying_keys(),
                               rt.checkpoint_dir, part)
+        if incremental:
+            record_verified(session, now, report)
         if not report.ok:
             problem = report.problem
             entry_id = session.scalar(select(CustodyEntry.id).where(

@@ -9,8 +9,9 @@ from sqlalchemy import func, select, text, update
 
 from backend.accounts.models import Role
 from backend.cli import cli
+from backend.custody import checkpoints
 from backend.custody.models import CustodyEntry
-from backend.custody.verify import Slice, verify_slice
+from backend.custody.verify import Slice, last_verified, record_verified, verify, verify_slice
 from backend.flags.models import Flag
 from backend.jobs.scheduler import SCHEDULE
 from backend.scan import chain, loaders
@@ -169,6 +170,39 @@ def test_a_slice_without_the_changed_entry_verifies_and_one_with_it_does_not(
     assert report(3, 3).ok
     broken = report(1, 3)
     assert (broken.ok, broken.problem.seq) == (False, 2)
+
+
+def _signed_and_verified(world: World, org_id: uuid.UUID) -> tuple[int, str]:
+    """Sign the head as the minute job does, verify the whole chain and record it."""
+    checkpoint = checkpoints.sign_head(world.session, world.rt, org_id, world.rt.checkpoint_dir)
+    report = verify(world.session, org_id, world.rt.keys.verifying_keys(),
+                    world.rt.checkpoint_dir)
+    record_verified(world.session, world.rt.clock.now(), report)
+    world.session.commit()
+    assert report.verified_to == (checkpoint.seq, checkpoint.head_hash), report
+    return report.verified_to
+
+
+def test_the_scan_walks_on_from_the_last_verified_checkpoint_and_records_how_far(
+        world: World, connection):
+    visit = _dosed(world)
+    org_id = visit.pharmacy.org.id
+    verified_seq, _ = _signed_and_verified(world, org_id)
+    assert visit.pharmacy.receive(1_000).status_code == 201
+    signed = checkpoints.sign_head(world.session, world.rt, org_id, world.rt.checkpoint_dir)
+    world.session.commit()
+    [incremental] = [part for part, walks_on in chain._slices(
+        world.session, world.rt, org_id, world.rt.clock.now()) if walks_on]
+    assert (incremental.first, incremental.last) == (verified_seq + 1, signed.seq)
+    scan.scan_organisation(world.session, world.rt, org_id)
+    assert last_verified(world.session, org_id) == (signed.seq, signed.head_hash)
+    # Changed past the record: the next night's incremental part names it.
+    assert visit.pharmacy.receive(2_000).status_code == 201
+    _tamper(connection, org_id, signed.seq + 1)
+    scan.scan_organisation(world.session, world.rt, org_id)
+    [flag] = _flags(world, org_id, "custody.ledger_break")
+    assert flag.evidence["seq"] == signed.seq + 1
+    assert last_verified(world.session, org_id) == (signed.seq, signed.head_hash)
 
 
 def test_a_disabled_rule_raises_nothing_inline_or_in_the_scan(world: World):
