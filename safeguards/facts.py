@@ -638,6 +638,8 @@ class Facts:
     witness_pairs: tuple[WitnessPair, ...] = ()
     clocks: tuple[DeviceClock, ...] = ()
     refusals: tuple[CustodyRefusal, ...] = ()
+    # A visit is one occasion for the hours rules, dated by its first event: the scan's loader
+    # gives that one alone, marked with a reason if any of the visit's check-ins had one.
     work_events: tuple[WorkEvent, ...] = ()
     weighings: tuple[Weighing, ...] = ()
     readings: tuple[SessionReadings, ...] = ()

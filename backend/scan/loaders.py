@@ -10,7 +10,22 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, and_, case, cast, func, or_, select, true, union_all
+from sqlalchemy import (
+    Integer,
+    String,
+    Uuid,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from backend.accounts.models import Organisation, Role, User
@@ -740,39 +755,55 @@ def _bag_nurse(from_holder: str, to_holder: str) -> str:
 
 
 def _work_events(session: Session, scope: Scope) -> list[f.WorkEvent]:
-    """Return the window's doses, check-ins and bag movements, for the hours they were at."""
+    """Return the window's work by the hour: each visit's first dose, check-in or bag movement,
+    marked with a reason when any of its check-ins gave one, and each bag movement outside a
+    visit.
+
+    A visit is one occasion however many events it had (safeguards.rules.hours.occasions),
+    dated by its first: the database picks that one, so the rest never leave it.
+    """
     org, since, until = scope.organisation_id, scope.since, scope.as_of
-    doses = session.execute(
-        select(DoseRecord.id, DoseRecord.nurse_id, DoseRecord.infusion_started_at,
-               DoseRecord.visit_id, Visit.patient_id)
+    no_nurse, no_holder = cast(null(), Uuid), cast(null(), String)
+    doses = (
+        select(DoseRecord.id, literal("dose", String).label("kind"), DoseRecord.nurse_id,
+               no_holder.label("from_holder"), no_holder.label("to_holder"),
+               DoseRecord.infusion_started_at.label("occurred_at"), DoseRecord.visit_id,
+               Visit.patient_id, false().label("has_reason"))
         .join(Visit, Visit.id == DoseRecord.visit_id)
         .where(DoseRecord.organisation_id == org, DoseRecord.infusion_started_at >= since,
                DoseRecord.infusion_started_at <= until))
-    found = [f.WorkEvent(id=str(row.id), kind="dose", nurse_id=str(row.nurse_id),
-                         occurred_at=row.infusion_started_at, patient_id=str(row.patient_id),
-                         visit_id=str(row.visit_id)) for row in doses]
-    check_ins = session.execute(
-        select(EvvEvent.id, EvvEvent.nurse_id, EvvEvent.occurred_at, EvvEvent.visit_id,
-               Visit.patient_id, EvvEvent.reason_enc.is_not(None).label("has_reason"))
+    check_ins = (
+        select(EvvEvent.id, literal("check_in", String), EvvEvent.nurse_id, no_holder,
+               no_holder, EvvEvent.occurred_at, EvvEvent.visit_id, Visit.patient_id,
+               EvvEvent.reason_enc.is_not(None))
         .join(Visit, Visit.id == EvvEvent.visit_id)
         .where(EvvEvent.organisation_id == org, EvvEvent.kind == "check_in",
                EvvEvent.occurred_at >= since, EvvEvent.occurred_at <= until))
-    found += [f.WorkEvent(id=str(row.id), kind="check_in", nurse_id=str(row.nurse_id),
-                          occurred_at=row.occurred_at, patient_id=str(row.patient_id),
-                          visit_id=str(row.visit_id), has_reason=bool(row.has_reason))
-              for row in check_ins]
-    moves = session.execute(
-        select(CustodyEntry.id, CustodyEntry.kind, CustodyEntry.from_holder,
+    moves = (
+        select(CustodyEntry.id, CustodyEntry.kind, no_nurse, CustodyEntry.from_holder,
                CustodyEntry.to_holder, CustodyEntry.occurred_at, CustodyEntry.visit_id,
-               Visit.patient_id)
+               Visit.patient_id, false())
         .outerjoin(Visit, Visit.id == CustodyEntry.visit_id)
         .where(CustodyEntry.organisation_id == org, CustodyEntry.kind.in_(BAG_WORK),
                CustodyEntry.occurred_at >= since, CustodyEntry.occurred_at <= until,
                CustodyEntry.from_holder.like("bag:%") | CustodyEntry.to_holder.like("bag:%")))
-    return found + [f.WorkEvent(id=str(row.id), kind=str(row.kind),
-                                nurse_id=_bag_nurse(row.from_holder, row.to_holder),
-                                occurred_at=row.occurred_at, patient_id=_text(row.patient_id),
-                                visit_id=_text(row.visit_id)) for row in moves]
+    work = union_all(doses, check_ins, moves).subquery()
+    per_visit = {"partition_by": work.c.visit_id}
+    ranked = select(
+        work, func.row_number().over(**per_visit, order_by=(work.c.occurred_at, work.c.id))
+        .label("order_in_visit"),
+        func.max(case((work.c.has_reason, 1), else_=0)).over(**per_visit)
+        .label("visit_has_reason")).subquery()
+    rows = session.execute(select(ranked).where(ranked.c.visit_id.is_(None)
+                                                | (ranked.c.order_in_visit == 1)))
+    return [f.WorkEvent(id=str(row.id), kind=row.kind,
+                        nurse_id=(str(row.nurse_id) if row.nurse_id is not None
+                                  else _bag_nurse(row.from_holder, row.to_holder)),
+                        occurred_at=row.occurred_at, patient_id=_text(row.patient_id),
+                        visit_id=_text(row.visit_id),
+                        has_reason=bool(row.visit_has_reason if row.visit_id is not None
+                                        else row.has_reason))
+            for row in rows]
 
 
 def _weighings(session: Session, scope: Scope, zone: ZoneInfo) -> list[f.Weighing]:
