@@ -28,6 +28,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/auth.py
+	$(BIN)/python bench/requests.py
 	$(BIN)/python bench/schedule.py
 	$(BIN)/python bench/session.py
 	$(BIN)/python bench/scan.py

@@ -8,6 +8,9 @@ flag, the push log), then judged and committed in the same transaction. So a ref
 are in before the unit lets go of the database: SQLite's write lock, and the advisory locks
 that make the password limit atomic (`backend.auth.limiter`), last until they are committed.
 What a step kept and a caller then caught (a quarantined part of a session) is written too.
+A read (GET, HEAD, OPTIONS) runs without the savepoint, which would cost it two of its few
+round trips: a refused read keeps no audit row, so it rolls back whole, and anything it kept
+is written in a unit of its own.
 """
 
 from __future__ import annotations
@@ -122,7 +125,8 @@ class VigilFlask(Flask):
 
     def dispatch_request(self) -> Any:
         """Run the view, then commit what it did; roll back and keep the refusal's records."""
-        begin(db.session())
+        if request.method in WRITES:
+            begin(db.session())
         try:
             answer = super().dispatch_request()
         except BaseException as error:

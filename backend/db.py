@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import select
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from flask import Flask, current_app, g
 from sqlalchemy import DateTime, Engine, MetaData, Uuid, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -98,6 +101,19 @@ def _release_advisory_locks(dbapi_connection: Any, record: Any) -> None:
         record.invalidate()
 
 
+def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    # Instead of pool_pre_ping's SELECT 1, a round trip on every checkout: a server that closed
+    # an idle connection (a restart, pg_terminate_backend, an idle timeout) has sent its notice
+    # or end of file, so the socket is readable; a live idle connection has nothing to read.
+    # SQLAlchemy then discards the connection and checks out another.
+    try:
+        readable, _, _ = select.select([dbapi_connection.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError) as closed:
+        raise DisconnectionError("the pooled connection is closed") from closed
+    if readable:
+        raise DisconnectionError("the server closed the pooled connection")
+
+
 def build_engine(url: str) -> Engine:
     """Create the engine for `url`; SQLite gets foreign keys, WAL and queued writers."""
     # hide_parameters: a statement's values (PHI, search terms) stay out of its errors' text.
@@ -106,8 +122,11 @@ def build_engine(url: str) -> Engine:
                                hide_parameters=True)
         _configure_sqlite(engine)
         return engine
-    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+    local_check = make_url(url).get_driver_name() == "psycopg"
+    engine = create_engine(url, pool_pre_ping=not local_check, pool_size=10, max_overflow=20,
                            hide_parameters=True)
+    if local_check:
+        event.listen(engine, "checkout", _refuse_closed)
     event.listen(engine, "checkin", _release_advisory_locks)
     return engine
 

@@ -8,7 +8,7 @@ from flask.views import MethodView
 
 from backend import db, examples
 from backend.accounts import service
-from backend.accounts.models import Organisation, Role, User
+from backend.accounts.models import Organisation, Role
 from backend.accounts.schemas import (
     MeSchema,
     OrganisationSchema,
@@ -34,10 +34,8 @@ class Me(MethodView):
     def get(self):
         """Return the caller's user, role and organisation."""
         caller = current_caller()
-        session = db.session()
-        return {"user": session.get(User, caller.user_id),
-                "organisation": session.get(Organisation, caller.organisation_id),
-                "device_id": caller.device_id}
+        user, organisation = service.me(db.session(), caller)
+        return {"user": user, "organisation": organisation, "device_id": caller.device_id}
 
 
 @blp.route("/organisation")

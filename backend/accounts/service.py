@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from backend.accounts.models import Organisation, Role, User
@@ -115,6 +115,16 @@ def list_nurses(session: Session, caller: Caller, *, limit: int, offset: int = 0
     return list(session.scalars(select(User).where(
         User.organisation_id == caller.organisation_id, User.role == Role.NURSE)
         .order_by(User.display_name, User.username).limit(limit).offset(offset)))
+
+
+# Built once: every app screen asks for it.
+_ME = (select(User, Organisation).join(Organisation, Organisation.id == User.organisation_id)
+       .where(User.id == bindparam("user_id")))
+
+
+def me(session: Session, caller: Caller) -> tuple[User, Organisation]:
+    """Return the caller's user and organisation, read together."""
+    return session.execute(_ME, {"user_id": caller.user_id}).one()
 
 
 def get_user(session: Session, caller: Caller, user_id: uuid.UUID) -> User:

@@ -6,11 +6,12 @@ import uuid
 
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from backend.accounts.models import Role, User
 from backend.auth.models import RefreshToken, TokenFamily
 from backend.auth.service import hash_refresh_token
+from backend.devices.models import Device
 from tests.backend.conftest import make_app
 from tests.factories import PASSWORD, World
 
@@ -227,3 +228,32 @@ def test_lockout_holds_across_two_app_instances(database_url, instance_path, clo
     world.session.close()
     for app in (first, second):
         app.extensions["vigil.db"].engine.dispose()
+
+
+def test_a_token_checked_before_is_refused_at_once_when_its_session_device_or_user_ends(
+        world: World, client):
+    # A token's signature is checked once per process; its session, device and user every time.
+    import jwt
+
+    org = world.org()
+    nurse = world.user(org, Role.NURSE)
+    device_id, _ = world.device(org, nurse)
+    on_phone = [world.login(org, nurse, device_id)["access_token"] for _ in range(2)]
+    elsewhere = world.login(org, nurse)["access_token"]
+
+    def me(token: str) -> int:
+        return client.get("/api/v1/me", headers=bearer(token)).status_code
+
+    assert [me(token) for token in [*on_phone, elsewhere]] == [200, 200, 200]
+    now = world.rt.clock.now()
+    family_id = uuid.UUID(jwt.decode(on_phone[0], options={"verify_signature": False})["sid"])
+    world.session.execute(update(TokenFamily).where(TokenFamily.id == family_id)
+                          .values(revoked_at=now, revoked_reason="logout"))
+    world.commit()
+    assert [me(on_phone[0]), me(on_phone[1])] == [401, 200]
+    world.session.execute(update(Device).where(Device.id == device_id).values(revoked_at=now))
+    world.commit()
+    assert [me(on_phone[1]), me(elsewhere)] == [401, 200]
+    world.session.execute(update(User).where(User.id == nurse.id).values(active=False))
+    world.commit()
+    assert me(elsewhere) == 401
