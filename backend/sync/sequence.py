@@ -12,9 +12,9 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import event, select, update
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db import clock_of, upsert
@@ -57,11 +57,8 @@ def _forget(session: Session, transaction: Any) -> None:
 
 def take(session: Session, organisation_id: uuid.UUID, count: int) -> int:
     """Take `count` numbers from the organisation's sequence; return the last one."""
-    session.execute(upsert(session, SyncCounter).values(
-        organisation_id=organisation_id, value=0, horizon=0).on_conflict_do_nothing())
-    return session.execute(
-        update(SyncCounter).where(SyncCounter.organisation_id == organisation_id)
-        .values(value=SyncCounter.value + count).returning(SyncCounter.value)).scalar_one()
+    return session.execute(_upserts(session).counter, {
+        "organisation": organisation_id, "count": count}).scalar_one()
 
 
 def _stamp(session: Session) -> None:
@@ -167,13 +164,7 @@ def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], fir
                                               patient_id=item[1], nurse_id=item[2], seq=seq,
                                               revoked_at=now))
     if rows:
-        insert = upsert(session, SyncRow.__table__)
-        session.execute(insert.on_conflict_do_update(
-            index_elements=["table_name", "record_id"],
-            set_={"seq": insert.excluded.seq, "patient_id": insert.excluded.patient_id,
-                  "nurse_id": insert.excluded.nurse_id, "deleted": False,
-                  "peer_nurse_id": insert.excluded.peer_nurse_id,
-                  "changed_at": insert.excluded.changed_at}), rows)
+        session.execute(_upserts(session).rows, rows)
     if drops:
         # A record stored since under that id keeps its row: the phone gets it as an update.
         session.execute(upsert(session, SyncRow.__table__).on_conflict_do_nothing(), drops)
@@ -183,6 +174,41 @@ def _write(session: Session, organisation_id: uuid.UUID, items: list[tuple], fir
     if revocations:
         session.add_all(revocations)
         session.flush()
+
+
+class _Upserts(NamedTuple):
+    counter: Any
+    rows: Any
+
+
+# By dialect name: the statements below, once built.
+_UPSERTS: dict[str, _Upserts] = {}
+
+
+def _upserts(session: Session) -> _Upserts:
+    """Return the counter's and the changed rows' upserts, built once per dialect.
+
+    They run at every commit that changed a synced row, under the counter's lock, and building
+    them (`excluded` above all) costs more than running them.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect not in _UPSERTS:
+        counter, rows = upsert(session, SyncCounter.__table__), upsert(session, SyncRow.__table__)
+        _UPSERTS[dialect] = _Upserts(
+            # One statement, which takes the counter row's lock as an UPDATE does: a commit
+            # waits on it once, in a single round trip.
+            counter.values(organisation_id=bindparam("organisation"), value=bindparam("count"),
+                           horizon=0).on_conflict_do_update(
+                index_elements=["organisation_id"],
+                set_={"value": SyncCounter.value + bindparam("count")})
+            .returning(SyncCounter.value),
+            rows.on_conflict_do_update(
+                index_elements=["table_name", "record_id"],
+                set_={"seq": rows.excluded.seq, "patient_id": rows.excluded.patient_id,
+                      "nurse_id": rows.excluded.nurse_id, "deleted": False,
+                      "peer_nurse_id": rows.excluded.peer_nurse_id,
+                      "changed_at": rows.excluded.changed_at}))
+    return _UPSERTS[dialect]
 
 
 def install(sessions: sessionmaker[Session]) -> None:

@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import Any
 
 from marshmallow import Schema, fields
-from sqlalchemy import Select, null, select
+from sqlalchemy import Select, bindparam, null, select
 from sqlalchemy.orm import Session
 
 from backend.administration import schemas as clinical
@@ -247,11 +247,16 @@ def bag_nurse(holder: str | None) -> uuid.UUID | None:
     return None
 
 
+# Built once: every commit that appends to the ledger reads it, under the chain head's lock.
+_CUSTODY_HOLDERS = select(CustodyEntry.id, CustodyEntry.organisation_id,
+                          CustodyEntry.from_holder, CustodyEntry.to_holder).where(
+    CustodyEntry.id.in_(bindparam("ids", expanding=True)))
+
+
 def _custody_audience(session: Session, ids: Sequence[uuid.UUID]) -> list[Audience]:
     return [Audience(entry_id, organisation_id, None, bag_nurse(giver), bag_nurse(taker))
             for entry_id, organisation_id, giver, taker in session.execute(
-                select(CustodyEntry.id, CustodyEntry.organisation_id, CustodyEntry.from_holder,
-                       CustodyEntry.to_holder).where(CustodyEntry.id.in_(ids)))]
+                _CUSTODY_HOLDERS, {"ids": list(ids)})]
 
 
 PATIENT_SYNCED_PHI = ("mrn", "name", "date_of_birth", "address", "phone", "emergency_contact")
