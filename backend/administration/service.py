@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -31,7 +31,7 @@ from backend.custody import service as custody
 from backend.custody.doses import administered
 from backend.custody.ledger import Attestation, InsufficientStock, append
 from backend.custody.models import CustodyEntry, Kind
-from backend.devices.signatures import verify_device_signature
+from backend.devices.signatures import live_device, verify_all
 from backend.errors import Conflict, InvalidField, SignatureInvalid, VigilError
 from backend.phi.sealed import digest
 from backend.products import service as products
@@ -101,18 +101,31 @@ def quarantine(session: Session, rt: Runtime, caller: Caller, visit_id: uuid.UUI
 def verify_record(session: Session, caller: Caller, record_type: str,
                   raw: dict[str, Any]) -> dict[str, Any]:
     """Return what the caller's phone signed of `raw`; raise `Untrusted` if it did not."""
-    payload = {k: v for k, v in raw.items() if k != "signature"}
+    checked = verify_records(session, caller, record_type, [raw])[0]
+    if isinstance(checked, Untrusted):
+        raise checked
+    return checked
+
+
+def verify_records(session: Session, caller: Caller, record_type: str,
+                   raws: Sequence[dict[str, Any]]) -> list[dict[str, Any] | Untrusted]:
+    """Return what the caller's phone signed of each record, or why it cannot be trusted."""
+    payloads = [{k: v for k, v in raw.items() if k != "signature"} for raw in raws]
     try:
         if caller.device_id is None:
             raise SignatureInvalid("Records come signed from a registered phone.",
                                    {"reason": "no_device"})
-        verify_device_signature(session, organisation_id=caller.organisation_id,
-                                user_id=caller.user_id, device_id=caller.device_id,
-                                payload=payload, signature_b64=raw.get("signature") or "")
+        device = live_device(session, organisation_id=caller.organisation_id,
+                             user_id=caller.user_id, device_id=caller.device_id)
+        refusals = verify_all(device.public_key, [
+            (payload, raw.get("signature") or "") for payload, raw in zip(payloads, raws,
+                                                                         strict=True)])
     except SignatureInvalid as exc:
-        raise Untrusted("signature_invalid", exc.message, record_type, raw,
-                        f"signature_invalid: {exc.details.get('reason', exc.message)}") from exc
-    return payload
+        refusals = [exc] * len(raws)
+    return [payload if refused is None else Untrusted(
+        "signature_invalid", refused.message, record_type, raw,
+        f"signature_invalid: {refused.details.get('reason', refused.message)}")
+        for payload, raw, refused in zip(payloads, raws, refusals, strict=True)]
 
 
 def _trust(session: Session, caller: Caller, visit: Visit, model: type,
