@@ -102,7 +102,7 @@ def _release_advisory_locks(dbapi_connection: Any, record: Any) -> None:
 
 
 def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-    # Instead of pool_pre_ping's SELECT 1, a round trip on every checkout: a server that closed
+    # pool_pre_ping's SELECT 1 costs a round trip on every checkout. Instead: a server that closed
     # an idle connection (a restart, pg_terminate_backend, an idle timeout) has sent its notice
     # or end of file, so the socket is readable; a live idle connection has nothing to read.
     # SQLAlchemy then discards the connection and checks out another.
