@@ -2,11 +2,15 @@
 
 Appends: writer threads call `ledger.append` (which signs each entry with the server's key),
 each append its own committed transaction, first one writer then 8 into one organisation's
-chain, then 8 spread over 20 organisations.
+chain, then 8 spread over 20 organisations. Their ceiling, on PostgreSQL, is the same 8 writers
+chaining hashed, signed rows from bare psycopg with the same two statements and a commit under
+the lock.
 Verification: a chain of 1,000,000 entries is generated in Python with correct hashes and server
-signatures and bulk-inserted in batches (not through `append`), then `verify.verify` walks it;
-the same rows hashed and their signatures checked in memory, and the same rows only read, show
-where its time goes.
+signatures, and a checkpoint signed every 50,000 entries as the minute job would, and
+bulk-inserted in batches (not through `append`); `verify.verify` walks it in one process and in
+one per core, then incrementally from the last verified checkpoint; a shorter chain whose every
+entry a phone signed is walked on every core. The ceilings are measured in the same run: the
+same SELECT only read, the same canonical bytes only SHA-256-chained, one Ed25519 verify.
 
 Runs on the PostgreSQL database in BENCH_DATABASE_URL (its name must contain "bench"), whose
 public schema is dropped and recreated first; without it, on a temporary SQLite file, where
@@ -19,10 +23,12 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
+import hashlib
 import io
 import os
 import platform
 import pstats
+import resource
 import statistics
 import tempfile
 import threading
@@ -39,7 +45,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, text
 
 from backend.accounts import service as accounts
 from backend.accounts.models import Role
@@ -47,29 +53,44 @@ from backend.auth.caller import Caller
 from backend.custody.chain import (
     GENESIS,
     HASHED_FIELDS,
+    canonical_entry,
     entry_hash,
     entry_signed_bytes,
+    sign_checkpoint,
     sign_entry,
     signed_payload,
 )
 from backend.custody.ledger import VAULT, Attestation, Movement, append, bag
-from backend.custody.models import CustodyBalance, CustodyEntry, CustodyHead, Kind
-from backend.custody.verify import verify
+from backend.custody.models import (
+    CustodyBalance,
+    CustodyCheckpoint,
+    CustodyEntry,
+    CustodyHead,
+    Kind,
+)
+from backend.custody.verify import POSTGRESQL_LINES, record_verified, verify
+from backend.devices.models import Device
 from backend.devices.signatures import canonical_bytes, verify_with_key
 from backend.keys import KeyRing
 from backend.phi.cipher import PhiCipher
 from backend.phi.sealed import sealed_values
 from backend.products import service as products
 from database import describe, migrated_app
+from machine import describe as describe_machine
 
 # The seeded logins are never used: this benchmark measures the ledger, not argon2id.
 CHEAP_ARGON2 = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_KIB": 1024, "ARGON2_PARALLELISM": 1}
-TARGET_APPENDS, TARGET_VERIFIED = 1_500, 300_000
+TARGET_APPENDS, TARGET_VERIFIED, TARGET_DEVICE_SIGNED = 1_500, 300_000, 20_000
 EXPIRY = date(2028, 1, 31)
 BATCH = 10_000
 # Phone-signed entries whose signature check, and chain entries whose reading, are timed
 # apart from `verify`: enough for a steady rate.
 SIGNED_SAMPLE, READ_SAMPLE = 2_000, 100_000
+# The checkpoint job signs the head every minute; a busy chain moves this far between two.
+CHECKPOINT_EVERY = 50_000
+# Entries appended past the last checkpoint before the incremental walk, as in a night.
+TONIGHT = 1_000
+WORKERS = os.cpu_count() or 1
 # Stock each organisation's vault holds before the timed appends draw on it.
 OPENING_STOCK = 1_000_000_000
 SUPPLIER = {"supplier_name": "Bench Wholesale", "supplier_address": "1 Depot Rd",
@@ -104,6 +125,8 @@ def parse_args() -> argparse.Namespace:
                         help="organisations the spread run writes to")
     parser.add_argument("--entries", type=int, default=1_000_000,
                         help="length of the chain `verify` walks")
+    parser.add_argument("--device-signed", type=int, default=100_000,
+                        help="length of the chain whose every entry a phone signed")
     parser.add_argument("--profile", action="store_true",
                         help="also profile `verify` and print its costliest functions")
     args = parser.parse_args()
@@ -189,17 +212,76 @@ def measure_appends(app: Flask, args: argparse.Namespace) -> dict[str, Load]:
     """Time one writer, then `writers` on one organisation, then on `organisations`."""
     pharmacies = [stock(app, add_pharmacy(app, number)) for number in range(args.organisations)]
     append_load(app, pharmacies[:1], 50, 1)  # Untimed: warms the pool and the caches.
-    return {
+    loads = {
         "1 organisation, 1 writer": append_load(app, pharmacies[:1], args.appends // 4, 1),
         f"1 organisation, {args.writers} writers": append_load(app, pharmacies[:1], args.appends,
                                                               args.writers),
         f"{args.organisations} organisations, {args.writers} writers": append_load(
             app, pharmacies, args.appends, args.writers),
     }
+    if app.extensions["vigil.db"].engine.dialect.name == "postgresql":
+        loads[f"ceiling: raw psycopg, 1 chain, {args.writers} writers"] = raw_chain_load(
+            app, args.appends, args.writers)
+    return loads
 
 
-def chain_rows(pharmacy: Pharmacy, entries: int) -> Iterator[list[dict]]:
-    """Yield the chain's rows in batches, unhashed: receipts, dispenses, returns, recounts."""
+RAW_TABLES = """
+CREATE TABLE bench_raw_head (id integer PRIMARY KEY, seq integer NOT NULL,
+                             head_hash varchar(64) NOT NULL);
+CREATE TABLE bench_raw_entry (seq integer PRIMARY KEY, body text NOT NULL,
+                              prev_hash varchar(64) NOT NULL, entry_hash varchar(64) NOT NULL,
+                              signature varchar(100) NOT NULL);
+INSERT INTO bench_raw_head VALUES (1, 0, repeat('0', 64));
+"""
+RAW_LOCK = "SELECT seq, head_hash FROM bench_raw_head WHERE id = 1 FOR NO KEY UPDATE"
+RAW_CHAIN = ("WITH entry AS (INSERT INTO bench_raw_entry VALUES (%s, %s, %s, %s, %s) "
+             "RETURNING seq, entry_hash) UPDATE bench_raw_head SET seq = entry.seq, "
+             "head_hash = entry.entry_hash FROM entry WHERE id = 1")
+
+
+def raw_chain_load(app: Flask, appends: int, writers: int) -> Load:
+    """Time the same chain with no ORM: lock, hash and sign, insert, commit, from bare psycopg.
+
+    Two statements and a commit under the lock, as `append` on PostgreSQL: what the database
+    and driver allow an append of this shape on this machine.
+    """
+    engine, key = app.extensions["vigil.db"].engine, app.extensions["vigil.runtime"].keys
+    with engine.begin() as conn:
+        conn.exec_driver_sql(RAW_TABLES)
+    start = threading.Barrier(writers + 1)
+
+    def writer(first: int) -> list[float]:
+        samples, raw = [], engine.raw_connection()
+        try:
+            cursor = raw.driver_connection.cursor()
+            start.wait()
+            for number in range(first, appends, writers):
+                body = f'{{"writer":{first},"number":{number}}}'
+                began = time.perf_counter()
+                seq, prev = cursor.execute(RAW_LOCK).fetchone()
+                digest = entry_hash(prev, {name: body for name in HASHED_FIELDS})
+                cursor.execute(RAW_CHAIN, (seq + 1, body, prev, digest,
+                                           sign_entry(key.signing_key, digest)))
+                raw.driver_connection.commit()
+                samples.append((time.perf_counter() - began) * 1000)
+        finally:
+            raw.close()
+        return samples
+
+    with ThreadPoolExecutor(writers) as pool:
+        running = [pool.submit(writer, first) for first in range(writers)]
+        start.wait()
+        began = time.perf_counter()
+        samples = [sample for future in running for sample in future.result()]
+    return Load(time.perf_counter() - began, samples)
+
+
+def chain_rows(pharmacy: Pharmacy, entries: int,
+               phone: Phone | None = None) -> Iterator[list[dict]]:
+    """Yield the chain's rows in batches, unhashed: receipts, dispenses, returns, recounts.
+
+    With a `phone`, every entry carries its signature, as a nurse's entries do.
+    """
     nurse_bag, start = bag(pharmacy.nurse_id), datetime(2026, 1, 1, tzinfo=UTC)
     cycle = ((Kind.RECEIVE, "supplier", VAULT, 1_000, SUPPLIER),
              (Kind.DISPENSE, VAULT, nurse_bag, 500, {"seal_id": "S-1"}),
@@ -210,31 +292,62 @@ def chain_rows(pharmacy: Pharmacy, entries: int) -> Iterator[list[dict]]:
         for seq in range(first, min(first + BATCH, entries + 1)):
             kind, source, target, quantity, details = cycle[(seq - 1) % len(cycle)]
             at = start + timedelta(seconds=seq)
-            batch.append({
+            row = {
                 "id": uuid.uuid4(), "organisation_id": pharmacy.organisation_id, "seq": seq,
                 "kind": kind.value, "product_id": pharmacy.product_id, "lot": "L1",
                 "expiry": EXPIRY, "quantity_ug": quantity, "from_holder": source,
                 "to_holder": target, "actor_id": pharmacy.pharmacist_id, "device_id": None,
                 "device_signature": None, "visit_id": None, "corrects_id": None,
                 "details": details, "confirmations": [], "occurred_at": at, "received_at": at,
-                "signed_record": None})
+                "signed_record": None}
+            if phone is not None:
+                row["device_id"] = phone.device_id
+                row["device_signature"] = base64.b64encode(phone.key.sign(
+                    canonical_bytes(signed_payload(row)))).decode()
+            batch.append(row)
         yield batch
 
 
-def bulk_chain(app: Flask, pharmacy: Pharmacy, entries: int) -> dict[str, float]:
-    """Insert a hashed, signed chain with its head and balances; return seconds per part."""
+@dataclass(frozen=True)
+class Phone:
+    """A nurse's registered phone and its private key."""
+
+    device_id: uuid.UUID
+    key: Ed25519PrivateKey
+
+
+def add_phone(app: Flask, pharmacy: Pharmacy) -> Phone:
+    """Register a phone for the pharmacy's nurse."""
+    key = Ed25519PrivateKey.generate()
+    device = Device(organisation_id=pharmacy.organisation_id, user_id=pharmacy.nurse_id,
+                    label="bench phone", registered_at=datetime.now(UTC),
+                    public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+    with app.extensions["vigil.db"].sessions() as session:
+        session.add(device)
+        session.commit()
+        return Phone(device.id, key)
+
+
+def bulk_chain(app: Flask, pharmacy: Pharmacy, entries: int, phone: Phone | None = None,
+               bodies: list[bytes] | None = None) -> dict[str, float]:
+    """Insert a hashed, signed chain with its head, balances and checkpoints.
+
+    Return seconds per part; keep the first `READ_SAMPLE` canonical bytes in `bodies`.
+    """
     keys: KeyRing = app.extensions["vigil.runtime"].keys
     box = PhiCipher.from_keyring(keys)
     seconds: Counter[str] = Counter()
     held: Counter[str] = Counter()
     digest = GENESIS
     with app.extensions["vigil.db"].engine.begin() as conn:
-        for batch in chain_rows(pharmacy, entries):
+        for batch in chain_rows(pharmacy, entries, phone):
             began = time.perf_counter()
             for row in batch:
                 row["prev_hash"], digest = digest, entry_hash(digest, row)
                 row["entry_hash"] = digest
             seconds["hash"] += time.perf_counter() - began
+            if bodies is not None and len(bodies) < READ_SAMPLE:
+                bodies.extend(canonical_entry(row) for row in batch)
             began = time.perf_counter()
             for row in batch:
                 row["server_key_id"] = keys.signing_key_id
@@ -243,6 +356,8 @@ def bulk_chain(app: Flask, pharmacy: Pharmacy, entries: int) -> dict[str, float]
             for row in batch:
                 held[row["from_holder"]] -= row["quantity_ug"]
                 held[row["to_holder"]] += row["quantity_ug"]
+            checkpoints = [row for row in batch
+                           if row["seq"] % CHECKPOINT_EVERY == 0 or row["seq"] == entries]
             began = time.perf_counter()
             # The details as the app stores them: encrypted, after the hash covered them.
             batch = [sealed_values(box, CustodyEntry, row) for row in batch]
@@ -250,6 +365,10 @@ def bulk_chain(app: Flask, pharmacy: Pharmacy, entries: int) -> dict[str, float]
             began = time.perf_counter()
             conn.execute(insert(CustodyEntry.__table__), batch)
             seconds["insert"] += time.perf_counter() - began
+            if checkpoints:
+                conn.execute(insert(CustodyCheckpoint.__table__), [
+                    checkpoint(keys, pharmacy, row["seq"], row["entry_hash"])
+                    for row in checkpoints])
         conn.execute(insert(CustodyHead.__table__).values(
             organisation_id=pharmacy.organisation_id, seq=entries, head_hash=digest))
         conn.execute(insert(CustodyBalance.__table__), [
@@ -264,19 +383,44 @@ def bulk_chain(app: Flask, pharmacy: Pharmacy, entries: int) -> dict[str, float]
     return seconds
 
 
+def checkpoint(keys: KeyRing, pharmacy: Pharmacy, seq: int, head_hash: str) -> dict:
+    """Return a checkpoint row over the head at `seq`, signed as the minute job signs it."""
+    now = datetime.now(UTC)
+    return {"id": uuid.uuid4(), "organisation_id": pharmacy.organisation_id, "seq": seq,
+            "head_hash": head_hash, "signed_at": now, "key_id": keys.signing_key_id,
+            "public_key": base64.b64encode(keys.signing_public_key()).decode(),
+            "signature": sign_checkpoint(keys.signing_key, pharmacy.organisation_id, seq,
+                                         head_hash, now)}
+
+
+def extend_chain(app: Flask, pharmacy: Pharmacy, entries: int) -> None:
+    """Append `entries` through `append`, past the last checkpoint, as a day's would be."""
+    rt = app.extensions["vigil.runtime"]
+    with app.extensions["vigil.db"].sessions() as session:
+        for number in range(entries):
+            append(session, pharmacy.organisation_id, receipt(pharmacy, number + 1),
+                   Attestation(pharmacy.pharmacist_id), rt.clock.now(), keys=rt.keys)
+        session.commit()
+
+
 def read_only(app: Flask, pharmacy: Pharmacy, count: int) -> float:
-    """Return the seconds it takes only to read `count` entries' columns, as `verify` does."""
-    # The details as stored: ciphertext, which `verify` decrypts (timed apart, in the walk).
-    columns = [CustodyEntry.__table__.c[name] for name in (*HASHED_FIELDS, "prev_hash",
-                                                           "entry_hash")
-               if name != "details"] + [CustodyEntry.details_enc]
+    """Return the seconds it takes only to read `count` entries with `verify`'s own SELECT."""
     began = time.perf_counter()
     with app.extensions["vigil.db"].sessions() as session, session.execute(
-            select(*columns).where(CustodyEntry.organisation_id == pharmacy.organisation_id)
-            .order_by(CustodyEntry.seq).limit(count)
-            .execution_options(yield_per=BATCH)) as result:
-        for _ in result.mappings():
+            POSTGRESQL_LINES, {"organisation_id": pharmacy.organisation_id, "first": 1,
+                               "last": count},
+            execution_options={"yield_per": BATCH}) as result:
+        for _ in result:
             pass
+    return time.perf_counter() - began
+
+
+def sha_chaining(bodies: list[bytes]) -> float:
+    """Return the seconds raw SHA-256 chaining over `bodies` takes, nothing else."""
+    began = time.perf_counter()
+    digest = bytes(32)
+    for body in bodies:
+        digest = hashlib.sha256(digest + body).digest()
     return time.perf_counter() - began
 
 
@@ -299,7 +443,7 @@ def signature_checks(count: int) -> float:
 
 
 def server_signature_checks(app: Flask, count: int) -> float:
-    """Return the seconds `verify` spends checking `count` entries' server signatures."""
+    """Return the seconds one core takes for `count` bare Ed25519 verifies (the ceiling)."""
     keys: KeyRing = app.extensions["vigil.runtime"].keys
     public_key = keys.signing_key.public_key()
     signed = [(digest, base64.b64decode(sign_entry(keys.signing_key, digest)))
@@ -310,20 +454,38 @@ def server_signature_checks(app: Flask, count: int) -> float:
     return time.perf_counter() - began
 
 
-def timed_verify(app: Flask, pharmacy: Pharmacy, export_dir: Path,
-                 profile: cProfile.Profile | None = None) -> float:
-    """Verify the pharmacy's chain, which must pass; return the seconds it took."""
+def cpu_seconds() -> float:
+    """Return the CPU seconds this process and its finished workers have used."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def timed_verify(app: Flask, pharmacy: Pharmacy, export_dir: Path, workers: int = 1,
+                 incremental: bool = False, profile: cProfile.Profile | None = None) -> float:
+    """Verify the pharmacy's chain, which must pass, and record it; return the seconds.
+
+    Also print the CPU seconds Python spent (the database server's are not counted): on a
+    machine other work shares, what the walk itself costs.
+    """
     keys = app.extensions["vigil.runtime"].keys.verifying_keys()
     with app.extensions["vigil.db"].sessions() as session:
+        cpu = cpu_seconds()
         began = time.perf_counter()
         if profile:
             profile.enable()
-        report = verify(session, pharmacy.organisation_id, keys, export_dir)
+        report = verify(session, pharmacy.organisation_id, keys, export_dir, workers=workers,
+                        incremental=incremental)
         if profile:
             profile.disable()
         seconds = time.perf_counter() - began
+        cpu = cpu_seconds() - cpu
+        record_verified(session, datetime.now(UTC), report)
+        session.commit()
     if not report.ok:
         raise RuntimeError(f"the generated chain does not verify: {report.problem}")
+    walked = report.entries - report.since
+    print(f"  ({walked:,} entries in {workers} process(es): {seconds:.2f} s, Python CPU "
+          f"{cpu:.2f} s, {walked / cpu:,.0f} entries per CPU second)")
     return seconds
 
 
@@ -339,20 +501,14 @@ def print_appends(loads: dict[str, Load]) -> None:
               f"{cuts[49]:>9.1f}{cuts[94]:>9.1f}")
 
 
-def print_verify(entries: int, build: dict[str, float], verified: float, read: float,
-                 signatures: float, server: float) -> None:
-    """Print the verification throughput and how it divides into reading, hashing, signatures."""
-    print(f"chain     {entries:,} pharmacy entries (no phone signatures) generated: hashing "
-          f"{build['hash']:.1f} s, signing {build['sign']:.1f} s, encrypting the details "
-          f"{build['encrypt']:.1f} s, inserting in batches of {BATCH:,} {build['insert']:.1f} s")
-    print(f"{'verify':<50}{'n':>10}{'s':>8}{'per s':>10}")
-    for name, count, seconds in (
-            ("verify.verify, whole chain", entries, verified),
-            ("  reading the rows only (same SELECT)", min(entries, READ_SAMPLE), read),
-            ("  hashing the rows only (in memory)", entries, build["hash"]),
-            ("  an entry's server signature (in memory)", SIGNED_SAMPLE, server),
-            ("  a phone-signed entry's signature (in memory)", SIGNED_SAMPLE, signatures)):
-        print(f"{name:<50}{count:>10,}{seconds:>8.1f}{count / seconds:>10,.0f}")
+def print_verify(build: dict[str, float], lines: list[tuple[str, int, float]]) -> None:
+    """Print the verification throughputs and the ceilings measured in the same run."""
+    print(f"chain     generated: hashing {build['hash']:.1f} s, signing {build['sign']:.1f} s, "
+          f"encrypting the details {build['encrypt']:.1f} s, inserting in batches of "
+          f"{BATCH:,} {build['insert']:.1f} s; a checkpoint every {CHECKPOINT_EVERY:,} entries")
+    print(f"{'verify':<58}{'n':>10}{'s':>8}{'per s':>10}")
+    for name, count, seconds in lines:
+        print(f"{name:<58}{count:>10,}{seconds:>8.2f}{count / seconds:>10,.0f}")
 
 
 def print_profile(profile: cProfile.Profile) -> None:
@@ -365,6 +521,7 @@ def print_profile(profile: cProfile.Profile) -> None:
 def main() -> None:
     """Run the append and verification benchmarks on a fresh database and print the figures."""
     args = parse_args()
+    print(describe_machine())
     with migrated_app(CHEAP_ARGON2) as app, tempfile.TemporaryDirectory() as export_dir:
         print(f"database  {describe(app.extensions['vigil.db'].engine)}")
         print(f"machine   {os.cpu_count()} CPUs, Python {platform.python_version()}; "
@@ -372,18 +529,39 @@ def main() -> None:
         loads = measure_appends(app, args)
         print_appends(loads)
         chained = add_pharmacy(app, args.organisations)
-        build = bulk_chain(app, chained, args.entries)
-        verified = timed_verify(app, chained, Path(export_dir))
+        bodies: list[bytes] = []
+        build = bulk_chain(app, chained, args.entries, bodies=bodies)
+        serial = timed_verify(app, chained, Path(export_dir))
+        parallel = timed_verify(app, chained, Path(export_dir), WORKERS)
+        extend_chain(app, chained, TONIGHT)
+        incremental = timed_verify(app, chained, Path(export_dir), WORKERS, incremental=True)
+        signed = add_pharmacy(app, args.organisations + 1)
+        bulk_chain(app, signed, args.device_signed, add_phone(app, signed))
+        device_signed = timed_verify(app, signed, Path(export_dir), WORKERS)
         read = read_only(app, chained, READ_SAMPLE)
-        print_verify(args.entries, build, verified, read, signature_checks(SIGNED_SAMPLE),
-                     server_signature_checks(app, SIGNED_SAMPLE))
+        print_verify(build, [
+            ("verify, whole chain, 1 process", args.entries, serial),
+            (f"verify, whole chain, {WORKERS} processes", args.entries, parallel),
+            (f"verify --incremental, {TONIGHT:,} entries past the last", TONIGHT, incremental),
+            (f"verify, every entry phone-signed, {WORKERS} processes", args.device_signed,
+             device_signed),
+            ("  ceiling: the same SELECT only read", min(args.entries, READ_SAMPLE), read),
+            ("  ceiling: the canonical bytes only SHA-256-chained", len(bodies),
+             sha_chaining(bodies)),
+            ("  ceiling: one Ed25519 verify, one core", SIGNED_SAMPLE,
+             server_signature_checks(app, SIGNED_SAMPLE)),
+            ("  a phone-signed entry's signature (in memory), one core", SIGNED_SAMPLE,
+             signature_checks(SIGNED_SAMPLE))])
         one = loads[f"1 organisation, {args.writers} writers"]
         print(f"targets   one organisation {len(one.samples) / one.seconds:,.0f} appends/s "
-              f"(target {TARGET_APPENDS:,}); verify {args.entries / verified:,.0f} entries/s "
-              f"(target {TARGET_VERIFIED:,})")
+              f"(target {TARGET_APPENDS:,}); verify {args.entries / parallel:,.0f} entries/s "
+              f"(target {TARGET_VERIFIED:,}); phone-signed "
+              f"{args.device_signed / device_signed:,.0f} entries/s "
+              f"(target {TARGET_DEVICE_SIGNED:,}); load average at the end "
+              f"{' '.join(f'{load:.2f}' for load in os.getloadavg())}")
         if args.profile:
             profile = cProfile.Profile()
-            timed_verify(app, chained, Path(export_dir), profile)
+            timed_verify(app, chained, Path(export_dir), profile=profile)
             print_profile(profile)
 
 
