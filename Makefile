@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/scan.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/records.py
 
 clean:
