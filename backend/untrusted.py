@@ -69,10 +69,38 @@ class _Beyond:
 
 
 _BEYOND = _Beyond()
+# What only a document that may hold refused text contains: an escape (a NUL or a lone
+# surrogate is written `\u0000`, `\ud800`), a raw NUL, or a surrogate's UTF-8 bytes, which
+# `json.loads` decodes from bytes with surrogatepass.
+SUSPECT_BYTES = re.compile(rb"\\u|\x00|\xed[\xa0-\xbf]")
+SUSPECT_TEXT = re.compile(r"\\u|\x00|[\ud800-\udfff]")
 
 
-def _integer(digits: str) -> int | _Beyond:
-    return int(digits) if len(digits.lstrip("-")) <= MAX_INTEGER_DIGITS else _BEYOND
+class _Numbers:
+    """The decoder's number hooks, noting whether any number it read would be refused."""
+
+    def __init__(self) -> None:
+        self.suspect = False
+
+    def integer(self, digits: str) -> int | _Beyond:
+        """Return an integer, or _BEYOND for one too long to convert."""
+        if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+            self.suspect = True
+            return _BEYOND
+        value = int(digits)
+        self.suspect |= abs(value) > MAX_SAFE_INTEGER
+        return value
+
+    def decimal(self, digits: str) -> float:
+        """Return a float, noting one too large to be finite (`1e400`)."""
+        value = float(digits)
+        self.suspect |= not math.isfinite(value)
+        return value
+
+    def constant(self, name: str) -> float:
+        """Return NaN or an infinity, which are always refused."""
+        self.suspect = True
+        return float(name)
 
 
 def loads(document: bytes | str, root: str = "") -> Any:
@@ -80,14 +108,41 @@ def loads(document: bytes | str, root: str = "") -> Any:
 
     Raise `json.JSONDecodeError` (a ValueError) when it is not JSON at all.
     """
+    numbers = _Numbers()
     try:
-        decoded = json.loads(document, parse_int=_integer)
+        decoded = json.loads(document, parse_int=numbers.integer, parse_float=numbers.decimal,
+                             parse_constant=numbers.constant)
     except RecursionError:
         # Python gives up near a thousand levels, before any path can be walked.
         raise RefusedInput("json", {root or "body": DEEPER}) from None
-    if problems := refusals(decoded, root):
+    # Walking every value costs more than decoding it, so only a document that may hold
+    # something refused is walked: the number hooks and one scan of the text tell which.
+    suspect = (numbers.suspect or _may_hold_refused_text(document)
+               or _deeper_than(document, decoded))
+    if suspect and (problems := refusals(decoded, root)):
         raise RefusedInput("json", problems)
     return decoded
+
+
+def _may_hold_refused_text(document: bytes | str) -> bool:
+    pattern = SUSPECT_TEXT if isinstance(document, str) else SUSPECT_BYTES
+    return pattern.search(document) is not None
+
+
+def _deeper_than(document: bytes | str, decoded: Any) -> bool:
+    """Tell whether `decoded` nests containers more than MAX_DEPTH levels deep."""
+    brackets = (b"[", b"{") if isinstance(document, bytes) else ("[", "{")
+    if document.count(brackets[0]) + document.count(brackets[1]) <= MAX_DEPTH:
+        # Fewer opening brackets in the whole text, strings included, than levels allowed.
+        return False
+    level = [decoded] if isinstance(decoded, dict | list) else []
+    for _ in range(MAX_DEPTH):
+        level = [child for value in level
+                 for child in (value.values() if isinstance(value, dict) else value)
+                 if isinstance(child, dict | list)]
+        if not level:
+            return False
+    return True
 
 
 def text_problem(text: str) -> str | None:

@@ -11,6 +11,8 @@ import json
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend import untrusted
 from tests.backend.scene import (
@@ -338,6 +340,52 @@ def test_refusals_stop_at_the_depth_limit_and_name_it_once():
         document = [document]
     assert untrusted.refusals(document) == {
         ".".join(["0"] * untrusted.MAX_DEPTH): untrusted.DEEPER}
+
+
+# Values at and around every refusal: text with NUL, lone surrogates and escapes, integers
+# around 2^53 and past 20 digits, floats that are or become infinite, and nesting around the
+# depth limit.
+TEXTS = st.text(alphabet=st.sampled_from(["a", "\\", "u", "\x00", "\ud800", "\udfff", "é",
+                                          "\U0001f600", "\"", "{", "["]), max_size=6)
+NUMBERS = st.one_of(st.integers(-(2**54), 2**54), st.integers(10**19, 10**22).map(lambda n: -n),
+                    st.sampled_from([2**53 - 1, 2**53, -(2**53), 10**21]),
+                    st.floats(allow_nan=True, allow_infinity=True), st.just(1e308))
+SCALARS = st.one_of(st.none(), st.booleans(), TEXTS, NUMBERS)
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(TEXTS, inner, max_size=3)), max_leaves=12)
+
+
+def _nested(value, levels: int):
+    for level in range(levels):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def _reference(document: bytes | str) -> dict[str, str]:
+    """Return what the gate refused before it skipped the walk: every value walked."""
+    decoded = json.loads(document, parse_int=lambda digits: int(digits) if len(
+        digits.lstrip("-")) <= untrusted.MAX_INTEGER_DIGITS else untrusted._BEYOND)
+    return untrusted.refusals(decoded)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(value=VALUES, levels=st.integers(0, untrusted.MAX_DEPTH + 2), ascii_only=st.booleans(),
+       as_bytes=st.booleans(), exponent=st.booleans())
+def test_the_gate_refuses_exactly_what_walking_every_value_refuses(value, levels, ascii_only,
+                                                                    as_bytes, exponent):
+    document = json.dumps(_nested(value, levels), ensure_ascii=ascii_only)
+    if exponent:
+        # A float written so that it overflows only as it is read.
+        document = document.replace("1e+308", "1e400")
+    if as_bytes:
+        document = document.encode("utf-8", "surrogatepass")
+    expected = _reference(document)
+    try:
+        untrusted.loads(document)
+    except untrusted.RefusedInput as refused:
+        assert refused.problems == expected
+    else:
+        assert expected == {}
 
 
 def test_a_password_with_a_nul_is_refused_before_any_account_is_touched(scene, connection):
