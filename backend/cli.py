@@ -150,34 +150,30 @@ def demo_command() -> None:
         click.echo(f"  {username:<18} {password}")
 
 
+def _write_or_check(path: Path, text: str, command: str, check: bool) -> None:
+    """Write a generated file, or with check fail when the file on disk differs."""
+    if check:
+        if not path.exists() or path.read_text() != text:
+            raise click.ClickException(f"{path} is out of date: run `{command}`")
+        click.echo(f"{path} is current")
+        return
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    click.echo(f"wrote {path}")
+
+
 @cli.command("sync-docs")
 @click.option("--check", is_flag=True, help="Fail if docs/sync.md differs from the tables.")
 def sync_docs(check: bool) -> None:
     """Write docs/sync.md, the phone-side schema, from the synced tables."""
-    text = docs.render()
-    if check:
-        if not docs.PATH.exists() or docs.PATH.read_text() != text:
-            raise click.ClickException(f"{docs.PATH} is out of date: run `vigil sync-docs`")
-        click.echo(f"{docs.PATH} is current")
-        return
-    docs.PATH.parent.mkdir(exist_ok=True)
-    docs.PATH.write_text(text)
-    click.echo(f"wrote {docs.PATH}")
+    _write_or_check(docs.PATH, docs.render(), "vigil sync-docs", check)
 
 
 @cli.command("env-sample")
 @click.option("--check", is_flag=True, help="Fail if the sample differs from the settings.")
 def env_sample_command(check: bool) -> None:
     """Write deploy/vigil.env.sample, every setting with its doc, from backend/config.py."""
-    text = env_sample.render()
-    if check:
-        if not env_sample.PATH.exists() or env_sample.PATH.read_text() != text:
-            raise click.ClickException(f"{env_sample.PATH} is out of date: run `vigil env-sample`")
-        click.echo(f"{env_sample.PATH} is current")
-        return
-    env_sample.PATH.parent.mkdir(exist_ok=True)
-    env_sample.PATH.write_text(text)
-    click.echo(f"wrote {env_sample.PATH}")
+    _write_or_check(env_sample.PATH, env_sample.render(), "vigil env-sample", check)
 
 
 @cli.command("serve")

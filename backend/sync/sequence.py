@@ -186,11 +186,9 @@ _UPSERTS: dict[str, _Upserts] = {}
 
 
 def _upserts(session: Session) -> _Upserts:
-    """Return the counter's and the changed rows' upserts, built once per dialect.
-
-    They run at every commit that changed a synced row, under the counter's lock, and building
-    them (`excluded` above all) costs more than running them.
-    """
+    """Return the counter's and the changed rows' upserts, built once per dialect."""
+    # They run at every commit that changed a synced row, under the counter's lock, and
+    # building them (`excluded` above all) costs more than running them.
     dialect = session.get_bind().dialect.name
     if dialect not in _UPSERTS:
         counter, rows = upsert(session, SyncCounter.__table__), upsert(session, SyncRow.__table__)
