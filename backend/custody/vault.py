@@ -7,13 +7,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from backend import changes
 from backend.accounts.models import User
 from backend.custody.ledger import VAULT
 from backend.custody.models import CustodyEntry, Kind
+from backend.phi.sealed import cipher_of, open_stored
 from safeguards import facts as f
 
 # What the pharmacy does in the ledger; administer, waste and transfer are the nurses'.
@@ -24,6 +25,8 @@ PHARMACY_KINDS = (Kind.RECEIVE, Kind.DISPENSE, Kind.RETURN, Kind.ADJUST, Kind.LO
 READ_DETAILS = (Kind.RECEIVE, Kind.ADJUST)
 # Judged as they are written: a receipt against its invoice, an adjustment against its lot.
 NOTED = (Kind.RECEIVE, Kind.ADJUST)
+MOVEMENT_COLUMNS = ("id", "kind", "actor_id", "from_holder", "to_holder", "lot", "product_id",
+                    "quantity_ug", "occurred_at", "corrects_id")
 
 
 def _whole(value: Any) -> int | None:
@@ -37,7 +40,11 @@ def _text(value: Any) -> str | None:
 
 def movement_fact(entry: CustodyEntry, role: str | None) -> f.VaultMovement:
     """Return a ledger entry as the pharmacy rules see it, `role` being its actor's."""
-    details = entry.details if entry.kind in READ_DETAILS else {}
+    return _fact(entry, entry.details if entry.kind in READ_DETAILS else None, role)
+
+
+def _fact(entry: Any, details: Any, role: str | None) -> f.VaultMovement:
+    details = details or {}
     return f.VaultMovement(
         id=str(entry.id), kind=str(entry.kind), actor_id=str(entry.actor_id),
         from_holder=entry.from_holder, to_holder=entry.to_holder, lot=entry.lot,
@@ -51,13 +58,20 @@ def movement_fact(entry: CustodyEntry, role: str | None) -> f.VaultMovement:
 def movements(session: Session, organisation_id: uuid.UUID, since: datetime,
               as_of: datetime) -> list[f.VaultMovement]:
     """Return the organisation's pharmacy movements that occurred from `since` to `as_of`."""
+    # Columns, not entries: a window holds tens of thousands of dispenses and returns, and
+    # only receipts' and adjustments' details are read (and so fetched and decrypted).
     rows = session.execute(
-        select(CustodyEntry, User.role).join(User, User.id == CustodyEntry.actor_id)
+        select(*(CustodyEntry.__table__.c[name] for name in MOVEMENT_COLUMNS),
+               case((CustodyEntry.kind.in_(READ_DETAILS), CustodyEntry.details_enc))
+               .label("details_enc"), User.role)
+        .join(User, User.id == CustodyEntry.actor_id)
         .where(CustodyEntry.organisation_id == organisation_id,
                CustodyEntry.kind.in_(PHARMACY_KINDS), CustodyEntry.occurred_at >= since,
                CustodyEntry.occurred_at <= as_of)
         .order_by(CustodyEntry.seq))
-    return [movement_fact(entry, role) for entry, role in rows]
+    box = cipher_of(session)
+    return [_fact(row, open_stored(box, CustodyEntry, "details", organisation_id, row.id,
+                                   row.details_enc), row.role) for row in rows]
 
 
 def note(session: Session, organisation_id: uuid.UUID, entry: CustodyEntry,

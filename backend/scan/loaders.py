@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import (
     Integer,
     String,
+    Text,
     Uuid,
     and_,
     case,
@@ -23,7 +24,9 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     true,
+    type_coerce,
     union_all,
 )
 from sqlalchemy.orm import Session, aliased, selectinload
@@ -81,6 +84,13 @@ class Scope:
         return query.where(column <= self.as_of) if self.window_only else query
 
 
+def _id_text(session: Session, column: Any) -> Any:
+    """Return SQL reading a UUID column as its text: PostgreSQL casts it, SQLite's type reads it."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(column, Text)
+    return type_coerce(column, Uuid(as_uuid=False))
+
+
 def _text(value: uuid.UUID | None) -> str | None:
     return None if value is None else str(value)
 
@@ -93,30 +103,35 @@ def _planned_ug(dose_ug: int | None, ug_per_kg: int | None, weight_g: int | None
     return None
 
 
+def _in_scope(query: Any, scope: Scope, phase: Any) -> Any:
+    """Join a query of doses to their visit, plan version, product and phase, in `scope`."""
+    query = (query
+             .join(Visit, Visit.id == DoseRecord.visit_id)
+             .join(PlanVersion, PlanVersion.id == DoseRecord.plan_version_id)
+             .join(DrugProduct, DrugProduct.id == DoseRecord.product_id)
+             .outerjoin(phase, and_(phase.version_id == Visit.plan_version_id,
+                                    phase.ordinal == Visit.phase_ordinal))
+             .where(DoseRecord.organisation_id == scope.organisation_id,
+                    DoseRecord.infusion_started_at >= scope.context_since))
+    return scope.bounded(query, DoseRecord.infusion_started_at)
+
+
 def _doses(session: Session, scope: Scope) -> list[Any]:
     phase = aliased(PlanPhase)
-    query = (
-        select(DoseRecord.id, Visit.patient_id, DoseRecord.nurse_id, DoseRecord.visit_id,
-               DoseRecord.device_id, DoseRecord.plan_version_id, DoseRecord.infusion_started_at,
-               DoseRecord.infusion_ended_at, DoseRecord.occurred_at, DoseRecord.received_at,
-               DoseRecord.quantity_ug, DoseRecord.ug_per_kg, DoseRecord.weight_g, DoseRecord.lot,
-               PlanVersion.max_dose_ug, PlanVersion.dose_ug, PlanVersion.dose_ug_per_kg,
-               phase.name, phase.min_interval_hours, phase.max_per_7_days, phase.max_per_28_days,
-               phase.ordinal, phase.starts_on,
-               phase.dose_ug.label("phase_dose_ug"),
-               phase.dose_ug_per_kg.label("phase_ug_per_kg"),
-               DrugProduct.ug_per_unit, DrugProduct.units_per_container, DoseRecord.product_id,
-               DoseRecord.route, DoseRecord.custody_entry_id,
-               PlanVersion.product_id.label("plan_product_id"),
-               PlanVersion.route.label("plan_route"))
-        .join(Visit, Visit.id == DoseRecord.visit_id)
-        .join(PlanVersion, PlanVersion.id == DoseRecord.plan_version_id)
-        .join(DrugProduct, DrugProduct.id == DoseRecord.product_id)
-        .outerjoin(phase, and_(phase.version_id == Visit.plan_version_id,
-                               phase.ordinal == Visit.phase_ordinal))
-        .where(DoseRecord.organisation_id == scope.organisation_id,
-               DoseRecord.infusion_started_at >= scope.context_since))
-    query = scope.bounded(query, DoseRecord.infusion_started_at)
+    query = select(
+        DoseRecord.id, Visit.patient_id, DoseRecord.nurse_id, DoseRecord.visit_id,
+        DoseRecord.device_id, DoseRecord.plan_version_id, DoseRecord.infusion_started_at,
+        DoseRecord.infusion_ended_at, DoseRecord.occurred_at, DoseRecord.received_at,
+        DoseRecord.quantity_ug, DoseRecord.ug_per_kg, DoseRecord.weight_g, DoseRecord.lot,
+        PlanVersion.max_dose_ug, PlanVersion.dose_ug, PlanVersion.dose_ug_per_kg,
+        phase.name, phase.min_interval_hours, phase.max_per_7_days, phase.max_per_28_days,
+        phase.ordinal, phase.starts_on,
+        phase.dose_ug.label("phase_dose_ug"), phase.dose_ug_per_kg.label("phase_ug_per_kg"),
+        DrugProduct.ug_per_unit, DrugProduct.units_per_container, DoseRecord.product_id,
+        DoseRecord.route, DoseRecord.custody_entry_id,
+        PlanVersion.product_id.label("plan_product_id"),
+        PlanVersion.route.label("plan_route"))
+    query = _in_scope(query, scope, phase)
     if scope.patient_id:
         query = query.where(Visit.patient_id == scope.patient_id)
     if scope.nurse_id:
@@ -165,18 +180,11 @@ def _series_rows(scope: Scope, tail: int) -> Any:
     """Return SQL for the doses _doses reads, each patient's latest `tail` of each kind (see
     f.DoseSeries) one by one and the rest grouped by their figures, with their count."""
     phase = aliased(PlanPhase)
-    doses = (
-        select(Visit.patient_id, DoseRecord.id, DoseRecord.nurse_id, DoseRecord.plan_version_id,
-               DoseRecord.infusion_started_at.label("given_at"), DoseRecord.quantity_ug,
-               DoseRecord.ug_per_kg, _planned_dose(phase).label("planned_ug"))
-        .join(Visit, Visit.id == DoseRecord.visit_id)
-        .join(PlanVersion, PlanVersion.id == DoseRecord.plan_version_id)
-        .join(DrugProduct, DrugProduct.id == DoseRecord.product_id)
-        .outerjoin(phase, and_(phase.version_id == Visit.plan_version_id,
-                               phase.ordinal == Visit.phase_ordinal))
-        .where(DoseRecord.organisation_id == scope.organisation_id,
-               DoseRecord.infusion_started_at >= scope.context_since))
-    doses = scope.bounded(doses, DoseRecord.infusion_started_at).subquery()
+    doses = select(
+        Visit.patient_id, DoseRecord.id, DoseRecord.nurse_id, DoseRecord.plan_version_id,
+        DoseRecord.infusion_started_at.label("given_at"), DoseRecord.quantity_ug,
+        DoseRecord.ug_per_kg, _planned_dose(phase).label("planned_ug"))
+    doses = _in_scope(doses, scope, phase).subquery()
     # How many doses of each kind the patient had from this one on, the newest counting 1.
     newest_first = {"partition_by": doses.c.patient_id,
                     "order_by": (doses.c.given_at.desc(), doses.c.id.desc())}
@@ -533,12 +541,29 @@ def _witness_pairs(session: Session, scope: Scope,
                    recent_days: int | None = None) -> list[f.WitnessPair]:
     """Count each witness on each nurse's wastes in the window; with `recent_days`, also over
     the window's last days on their own (the database marks which wastes are recent)."""
-    per_nurse: dict[str, int] = defaultdict(int)
-    together: dict[tuple[str, str], int] = defaultdict(int)
-    recent_per_nurse: dict[str, int] = defaultdict(int)
-    recent_together: dict[tuple[str, str], int] = defaultdict(int)
-    circle: dict[str, set[str]] = defaultdict(set)
     recent_since = scope.as_of - timedelta(days=recent_days) if recent_days else None
+    count = (_witness_counts_in_sql if session.get_bind().dialect.name == "postgresql"
+             else _witness_counts)
+    wastes, pairs = count(session, scope, recent_since)
+    circle: dict[str, set[str]] = defaultdict(set)
+    for nurse, witness in pairs:
+        circle[nurse].add(witness)
+    # Chance is judged within her own circle (see WitnessPair), never fewer than two people.
+    return [f.WitnessPair(nurse_id=nurse, witness_id=witness, together=together,
+                          nurse_wastes=wastes[nurse][0],
+                          available_witnesses=max(len(circle[nurse]), MIN_CIRCLE),
+                          recent_together=recent_together, recent_wastes=wastes[nurse][1])
+            for (nurse, witness), (together, recent_together) in pairs.items()]
+
+
+# Each nurse's wastes and each (nurse, witness) pair's, counted in all and in the recent days.
+_Counts = tuple[dict[str, tuple[int, int]], dict[tuple[str, str], tuple[int, int]]]
+
+
+def _witness_counts(session: Session, scope: Scope, recent_since: datetime | None) -> _Counts:
+    """Count wastes and witnesses by reading every waste's confirmations."""
+    wastes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    pairs: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     recent_column = ([case((CustodyEntry.occurred_at >= recent_since, 1), else_=0)]
                      if recent_since else [])
     for nurse, confirmations, *recent in session.execute(
@@ -546,19 +571,49 @@ def _witness_pairs(session: Session, scope: Scope,
                 CustodyEntry.organisation_id == scope.organisation_id,
                 CustodyEntry.kind == Kind.WASTE, CustodyEntry.occurred_at >= scope.since)):
         counts_recent = int(recent[0]) if recent else 0
-        per_nurse[str(nurse)] += 1
-        recent_per_nurse[str(nurse)] += counts_recent
+        totals = wastes[str(nurse)]
+        totals[0] += 1
+        totals[1] += counts_recent
         for confirmation in confirmations or ():
-            together[str(nurse), confirmation["user_id"]] += 1
-            recent_together[str(nurse), confirmation["user_id"]] += counts_recent
-            circle[str(nurse)].add(confirmation["user_id"])
-    # Chance is judged within her own circle (see WitnessPair), never fewer than two people.
-    return [f.WitnessPair(nurse_id=nurse, witness_id=witness, together=count,
-                          nurse_wastes=per_nurse[nurse],
-                          available_witnesses=max(len(circle[nurse]), MIN_CIRCLE),
-                          recent_together=recent_together[nurse, witness],
-                          recent_wastes=recent_per_nurse[nurse])
-            for (nurse, witness), count in together.items()]
+            together = pairs[str(nurse), confirmation["user_id"]]
+            together[0] += 1
+            together[1] += counts_recent
+    return ({nurse: (n, r) for nurse, (n, r) in wastes.items()},
+            {pair: (n, r) for pair, (n, r) in pairs.items()})
+
+
+# The same counts, grouped by PostgreSQL: a window's tens of thousands of wastes never leave it.
+WITNESS_COUNTS = text("""
+SELECT actor_id::text, NULL, count(*), count(*) FILTER (WHERE occurred_at >= :recent)
+FROM custody_entry
+WHERE organisation_id = :organisation_id AND kind = 'waste' AND occurred_at >= :since
+GROUP BY actor_id
+UNION ALL
+SELECT entry.actor_id::text, confirmation ->> 'user_id', count(*),
+       count(*) FILTER (WHERE entry.occurred_at >= :recent)
+FROM custody_entry AS entry
+CROSS JOIN LATERAL json_array_elements(CASE json_typeof(entry.confirmations)
+                                       WHEN 'array' THEN entry.confirmations END) AS confirmation
+WHERE entry.organisation_id = :organisation_id AND entry.kind = 'waste'
+  AND entry.occurred_at >= :since AND confirmation ->> 'user_id' IS NOT NULL
+GROUP BY entry.actor_id, confirmation ->> 'user_id'""")
+
+
+def _witness_counts_in_sql(session: Session, scope: Scope,
+                           recent_since: datetime | None) -> _Counts:
+    """Count wastes and witnesses in PostgreSQL."""
+    wastes: dict[str, tuple[int, int]] = {}
+    pairs: dict[tuple[str, str], tuple[int, int]] = {}
+    # Without a recent look, no waste is recent, whatever date its phone gave it.
+    never = datetime.max.replace(tzinfo=UTC)
+    for nurse, witness, together, recent in session.execute(WITNESS_COUNTS, {
+            "organisation_id": scope.organisation_id, "since": scope.since,
+            "recent": recent_since or never}):
+        if witness is None:
+            wastes[nurse] = (together, recent)
+        else:
+            pairs[nurse, witness] = (together, recent)
+    return wastes, pairs
 
 
 def nurse_activity(session: Session, organisation_id: uuid.UUID, since: datetime,
@@ -794,16 +849,22 @@ def _work_events(session: Session, scope: Scope) -> list[f.WorkEvent]:
         .label("order_in_visit"),
         func.max(case((work.c.has_reason, 1), else_=0)).over(**per_visit)
         .label("visit_has_reason")).subquery()
-    rows = session.execute(select(ranked).where(ranked.c.visit_id.is_(None)
-                                                | (ranked.c.order_in_visit == 1)))
-    return [f.WorkEvent(id=str(row.id), kind=row.kind,
-                        nurse_id=(str(row.nurse_id) if row.nurse_id is not None
-                                  else _bag_nurse(row.from_holder, row.to_holder)),
-                        occurred_at=row.occurred_at, patient_id=_text(row.patient_id),
-                        visit_id=_text(row.visit_id),
-                        has_reason=bool(row.visit_has_reason if row.visit_id is not None
-                                        else row.has_reason))
-            for row in rows]
+    ids = {name: _id_text(session, ranked.c[name])
+           for name in ("id", "nurse_id", "visit_id", "patient_id")}
+    rows = session.execute(
+        select(ids["id"], ranked.c.kind, ids["nurse_id"], ranked.c.from_holder,
+               ranked.c.to_holder, ranked.c.occurred_at, ids["visit_id"], ids["patient_id"],
+               case((ranked.c.visit_id.is_(None), ranked.c.has_reason),
+                    else_=ranked.c.visit_has_reason == 1))
+        .where(ranked.c.visit_id.is_(None) | (ranked.c.order_in_visit == 1)))
+    # Unpacked by position and ids read as text: a window holds a hundred thousand occasions,
+    # and reading each row's columns by name, and its UUIDs, cost as much as the query.
+    return [f.WorkEvent(id=row_id, kind=kind,
+                        nurse_id=nurse_id or _bag_nurse(from_holder, to_holder),
+                        occurred_at=occurred_at, patient_id=patient_id, visit_id=visit_id,
+                        has_reason=bool(has_reason))
+            for (row_id, kind, nurse_id, from_holder, to_holder, occurred_at, visit_id,
+                 patient_id, has_reason) in rows]
 
 
 def _weighings(session: Session, scope: Scope, zone: ZoneInfo) -> list[f.Weighing]:
