@@ -9,10 +9,11 @@ last. One case per nurse and per patient, whose severity rises as the occasions 
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
@@ -47,24 +48,64 @@ class Occasion:
         return self.visit_id is None and "dose" not in self.kinds
 
 
-def occasions(facts: Facts) -> list[Occasion]:
+class _LocalMinutes:
+    """Minutes after local midnight in one timezone, its UTC offset looked up once an hour."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        # By UTC hour: that hour's offset in seconds, or None when the offset changes within it.
+        self.offsets: dict[int, int | None] = {}
+
+    def __call__(self, at: datetime) -> int:
+        """Return how many minutes after local midnight `at` (aware) is."""
+        seconds = at.timestamp()
+        hour = int(seconds // 3600)
+        if hour not in self.offsets:
+            start = datetime.fromtimestamp(hour * 3600, UTC)
+            offsets = {moment.astimezone(self.zone).utcoffset() for moment in
+                       (start, start + timedelta(seconds=3599, microseconds=999_999))}
+            self.offsets[hour] = (int(offsets.pop().total_seconds()) if len(offsets) == 1
+                                  else None)
+        offset = self.offsets[hour]
+        if offset is None:
+            local = at.astimezone(self.zone)
+            return local.hour * 60 + local.minute
+        return int((seconds + offset) // 60) % DAY_MINUTES
+
+
+# The facts last read into occasions, weakly, and their occasions: both hours rules read them.
+_read: tuple[weakref.ref[Facts], tuple[Occasion, ...]] | None = None
+
+
+def occasions(facts: Facts) -> tuple[Occasion, ...]:
     """Return the facts' work events as occasions, each visit's events as one, oldest first."""
-    zone = ZoneInfo(facts.timezone)
+    global _read
+    last = _read
+    if last is not None and last[0]() is facts:
+        return last[1]
+    local_minute = _LocalMinutes(ZoneInfo(facts.timezone))
     grouped: dict[str, list[WorkEvent]] = defaultdict(list)
     for event in facts.work_events:
         grouped[event.visit_id or f"event:{event.id}"].append(event)
     found = []
     for key, events in grouped.items():
-        events.sort(key=lambda event: (event.occurred_at, event.id))
-        first, local = events[0], events[0].occurred_at.astimezone(zone)
+        if len(events) == 1:
+            # The scan's loader sends each visit's first event alone: nothing to gather.
+            first = events[0]
+            patient_id, kinds, has_reason = first.patient_id, (first.kind,), bool(first.has_reason)
+        else:
+            events.sort(key=lambda event: (event.occurred_at, event.id))
+            first = events[0]
+            patient_id = next((e.patient_id for e in events if e.patient_id), None)
+            kinds = tuple(sorted({event.kind for event in events}))
+            has_reason = any(event.has_reason for event in events)
         found.append(Occasion(
-            id=key, nurse_id=first.nurse_id,
-            patient_id=next((e.patient_id for e in events if e.patient_id), None),
+            id=key, nurse_id=first.nurse_id, patient_id=patient_id or None,
             visit_id=first.visit_id, started_at=first.occurred_at,
-            local_minute=local.hour * 60 + local.minute,
-            kinds=tuple(sorted({event.kind for event in events})),
-            has_reason=any(event.has_reason for event in events)))
-    return sorted(found, key=lambda occasion: (occasion.started_at, occasion.id))
+            local_minute=local_minute(first.occurred_at), kinds=kinds, has_reason=has_reason))
+    result = tuple(sorted(found, key=lambda occasion: (occasion.started_at, occasion.id)))
+    _read = (weakref.ref(facts), result)
+    return result
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from safeguards.facts import WorkEvent
 from safeguards.findings import Severity
-from safeguards.rules.hours import HOURS
+from safeguards.rules.hours import HOURS, _LocalMinutes, occasions
 from tests.safeguards.factories import facts, found
 
 ZONE = "America/New_York"
@@ -201,3 +204,40 @@ def test_a_shift_is_one_case_about_the_nurse_against_her_history():
     assert (finding.subject.kind, finding.subject.id) == ("nurse", "nurse-1")
     assert (finding.evidence["recent_late"], finding.evidence["history_late"]) == (8, 0)
     assert "against 0 of her 20 before" in finding.summary and "Check" in finding.summary
+
+
+# Zones whose offsets change on the hour, on the half hour (Lord Howe), at :45 (Chatham), or
+# never (Kathmandu's +5:45), and one far from UTC.
+ZONES = ("America/Chicago", "Europe/London", "Australia/Lord_Howe", "Pacific/Chatham",
+         "Asia/Kathmandu", "Pacific/Kiritimati")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(zone=st.sampled_from(ZONES),
+       moments=st.lists(st.integers(1_577_836_800_000_000, 1_893_456_000_000_000).map(
+           lambda micros: datetime.fromtimestamp(micros / 1_000_000, UTC)),
+           min_size=1, max_size=20))
+def test_local_minutes_match_the_zones_own_conversion(zone, moments):
+    local_minute = _LocalMinutes(ZoneInfo(zone))
+    for moment in moments:
+        local = moment.astimezone(ZoneInfo(zone))
+        assert local_minute(moment) == local.hour * 60 + local.minute
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_local_minutes_around_each_offset_change(zone):
+    local_minute, tz = _LocalMinutes(ZoneInfo(zone)), ZoneInfo(zone)
+    moment, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    while moment < end:
+        local = moment.astimezone(tz)
+        assert local_minute(moment) == local.hour * 60 + local.minute, moment
+        moment += timedelta(minutes=7)
+
+
+def test_both_hours_rules_read_the_same_occasions_once():
+    shared = facts(work_events=(WorkEvent(id="w1", kind="dose", nurse_id="n1",
+                                          occurred_at=datetime(2026, 11, 3, 23, tzinfo=UTC),
+                                          patient_id="p1", visit_id="v1", has_reason=False),))
+    assert occasions(shared) is occasions(shared)
+    assert occasions(replace(shared)) is not occasions(shared)
+    assert occasions(replace(shared)) == occasions(shared)
