@@ -8,14 +8,16 @@ patient: the visit, its EVV check-in and check-out near the home, the signed dos
 `waste`, with each nurse's daily `dispense` and `return` and the pharmacy's twice-weekly
 `receive`. Rows are generated and signed in worker processes, the custody chain is hashed in
 order with the app's `entry_hash`, and everything is loaded with COPY, then ANALYZEd. A few
-misuse patterns are injected and printed as ground truth. Then `scan_organisation` runs three
-times: over every session, the same again (it must raise no new flag) and over the policy
-window (the nightly default). The seed is kept (the database and, beside the app's keys, a
-marker) so `--reuse` scans it again. Needs PostgreSQL in BENCH_DATABASE_URL (its name must
-contain "bench"; its public schema is dropped first unless --reuse); without it, says so and
-stops. A smaller seed (e.g. --weeks 20: 100,000 sessions) also prints the full scan
-extrapolated to 1,000,000 sessions, in proportion to the sessions scanned.
-Usage: python bench/scan.py [--weeks 200] [--nurses 200] [--workers 2] [--reuse] [--profile]
+misuse patterns are injected and printed as ground truth. Then `scan_organisation` runs over
+every session, the same again (it must raise no new flag) and over the policy window (the
+nightly default) --nightly-runs times, whose median is the figure. The seed is kept (the
+database and, beside the app's keys, a marker) so `--reuse` scans it again. Needs PostgreSQL
+in BENCH_DATABASE_URL (its name must contain "bench"; its public schema is dropped first unless
+--reuse); without it, says so and stops. A smaller seed (e.g. --weeks 20: 100,000 sessions)
+also prints the full scan extrapolated to 1,000,000 sessions, in proportion to the sessions
+scanned.
+Usage: python bench/scan.py [--weeks 200] [--nurses 200] [--workers 2] [--nightly-runs 3]
+[--reuse] [--profile]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import os
 import pstats
 import random
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -142,6 +145,8 @@ def parse_args() -> argparse.Namespace:
                         help="processes generating and signing the sessions")
     parser.add_argument("--reuse", action="store_true",
                         help="scan the database an earlier run of this size seeded")
+    parser.add_argument("--nightly-runs", type=int, default=3,
+                        help="nightly scans to time, the median printed as the figure")
     parser.add_argument("--profile", action="store_true",
                         help="profile one more nightly scan and print its costliest functions")
     args = parser.parse_args()
@@ -926,16 +931,20 @@ def measure(app: Flask, marker: dict, args: argparse.Namespace) -> None:
     scans = []
     for label, since in ((f"of every session ({sessions:,})", first),
                          ("of every session again", first),
-                         ("nightly (the policy window)", None)):
+                         *((f"nightly (the policy window), run {run}", None)
+                           for run in range(1, args.nightly_runs + 1))):
         scans.append(timed_scan(app, organisation_id, label, since))
         print_scan(scans[-1])
-    full, again, nightly = (scan.seconds + scan.commit_seconds for scan in scans)
+    full, again, *nightlies = (scan.seconds + scan.commit_seconds for scan in scans)
+    # A shared machine's neighbours move one run by a third: the median of a few is the figure.
+    nightly = statistics.median(nightlies)
     print(f"target    every session: {full:.1f} s for {sessions:,} sessions"
           + (f", {full * TARGET_SESSIONS / sessions:.0f} s extrapolated to "
              f"{TARGET_SESSIONS:,} in proportion" if sessions != TARGET_SESSIONS else "")
           + f", target under {FULL_TARGET_SECONDS} s for {TARGET_SESSIONS:,}; again "
           f"{again:.1f} s, raising {scans[1].result.new_flags} new flags (must be 0)")
-    print(f"target    nightly (policy window): {nightly:.1f} s, target under "
+    print(f"target    nightly (policy window): {nightly:.1f} s, the median of "
+          f"{', '.join(f'{run:.1f}' for run in nightlies)}, target under "
           f"{NIGHTLY_TARGET_SECONDS} s; {flag_count(app):,} flags stored")
     if args.profile:
         profile = cProfile.Profile()
