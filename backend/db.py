@@ -101,6 +101,18 @@ def _release_advisory_locks(dbapi_connection: Any, record: Any) -> None:
         record.invalidate()
 
 
+def _in_utc(dbapi_connection: Any, _record: Any) -> None:
+    # psycopg returns timestamptz values in the session's time zone. Named "UTC", that zone is
+    # datetime.UTC, which UTCDateTime converts in 0.1 µs; under Debian's default "Etc/UTC", or a
+    # server's local zone, it is a ZoneInfo, and converting each value costs about 7 µs: seconds
+    # over the half-million timestamps of a nightly scan.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET TIME ZONE 'UTC'")
+    cursor.close()
+    # Committed, or ending the transaction the statement opened would undo it.
+    dbapi_connection.commit()
+
+
 def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     # pool_pre_ping's SELECT 1 costs a round trip on every checkout. Instead: a server that closed
     # an idle connection (a restart, pg_terminate_backend, an idle timeout) has sent its notice
@@ -126,6 +138,7 @@ def build_engine(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=not local_check, pool_size=10, max_overflow=20,
                            hide_parameters=True)
     if local_check:
+        event.listen(engine, "connect", _in_utc)
         event.listen(engine, "checkout", _refuse_closed)
     event.listen(engine, "checkin", _release_advisory_locks)
     return engine
