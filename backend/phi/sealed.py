@@ -48,7 +48,11 @@ def canonical_json(value: Any) -> str:
 
 def digest(value: Any) -> str:
     """Return the hex SHA-256 of a JSON value's canonical text."""
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+    return _sha256(canonical_json(value))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Sealed:
@@ -169,10 +173,17 @@ def sealed_values(box: PhiCipher, model: type, values: Mapping[str, Any]) -> dic
         value = out.pop(attribute.name)
         place = Place(out["organisation_id"], model.__tablename__, attribute.name,
                       out["id"])
-        out[attribute.column] = (None if value is None
-                                 else box.encrypt(attribute.dumps(value), place))
+        if value is None:
+            out[attribute.column] = None
+            if attribute.digest_column:
+                out[attribute.digest_column] = None
+            continue
+        plaintext = attribute.dumps(value)
+        out[attribute.column] = box.encrypt(plaintext, place)
         if attribute.digest_column:
-            out[attribute.digest_column] = None if value is None else digest(value)
+            # A JSON value's plaintext is the canonical text its digest hashes: made once.
+            out[attribute.digest_column] = (_sha256(plaintext) if attribute.as_json
+                                            else digest(value))
     return out
 
 

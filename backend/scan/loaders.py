@@ -215,22 +215,28 @@ def _series_tail(policy: Policy, overrides: dict[str, dict[str, object]]) -> int
 def _dose_series(session: Session, scope: Scope, tail: int) -> list[f.DoseSeries]:
     """Return each patient's doses as the trends read them, their statistics' inputs summed
     up in the database: of a million doses only each patient's latest few leave it whole."""
-    latest: dict[uuid.UUID, list[f.SeriesDose]] = defaultdict(list)
-    earlier: dict[uuid.UUID, list[f.DoseTally]] = defaultdict(list)
-    for row in session.execute(_series_rows(scope, tail)):
-        if row.id is None:
-            earlier[row.patient_id].append(f.DoseTally(
-                quantity_ug=row.quantity_ug, ug_per_kg=row.ug_per_kg,
-                planned_ug=row.planned_ug, doses=row.doses))
+    latest: dict[str, list[f.SeriesDose]] = defaultdict(list)
+    earlier: dict[str, list[f.DoseTally]] = defaultdict(list)
+    series = _series_rows(scope, tail).subquery()
+    # Ids as text and rows by position: tens of thousands of rows leave the database.
+    for (patient_id, dose_id, nurse_id, plan_version_id, given_at, quantity_ug, ug_per_kg,
+         planned_ug, doses) in session.execute(select(
+            *(_id_text(session, series.c[name]) for name in
+              ("patient_id", "id", "nurse_id", "plan_version_id")),
+            *(series.c[name] for name in
+              ("given_at", "quantity_ug", "ug_per_kg", "planned_ug", "doses")))):
+        if dose_id is None:
+            earlier[patient_id].append(f.DoseTally(
+                quantity_ug=quantity_ug, ug_per_kg=ug_per_kg, planned_ug=planned_ug,
+                doses=doses))
             continue
-        latest[row.patient_id].append(f.SeriesDose(
-            id=str(row.id), nurse_id=str(row.nurse_id),
-            plan_version_id=_text(row.plan_version_id), given_at=row.given_at,
-            quantity_ug=row.quantity_ug, ug_per_kg=row.ug_per_kg, planned_ug=row.planned_ug))
-    return [f.DoseSeries(patient_id=str(patient), tail=tail,
+        latest[patient_id].append(f.SeriesDose(
+            id=dose_id, nurse_id=nurse_id, plan_version_id=plan_version_id, given_at=given_at,
+            quantity_ug=quantity_ug, ug_per_kg=ug_per_kg, planned_ug=planned_ug))
+    return [f.DoseSeries(patient_id=patient, tail=tail,
                          latest=tuple(sorted(doses, key=lambda dose: (dose.given_at, dose.id))),
                          earlier=tuple(earlier[patient]))
-            for patient, doses in sorted(latest.items(), key=lambda item: str(item[0]))]
+            for patient, doses in sorted(latest.items())]
 
 
 def _wastes(session: Session, scope: Scope) -> list[f.Waste]:
