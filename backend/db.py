@@ -10,7 +10,18 @@ from typing import Any
 
 import psycopg
 from flask import Flask, current_app, g
-from sqlalchemy import DateTime, Engine, MetaData, Uuid, create_engine, event, text
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    MetaData,
+    Text,
+    Uuid,
+    cast,
+    create_engine,
+    event,
+    text,
+    type_coerce,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -49,6 +60,20 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         # SQLite returns naive values; they were written as UTC.
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def id_text(session: Session, column: Any) -> Any:
+    """Return SQL reading a UUID column as its text: PostgreSQL casts it, SQLite's type reads it."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(column, Text)
+    return type_coerce(column, Uuid(as_uuid=False))
+
+
+def ids_text(session: Session, *columns: Any) -> list[Any]:
+    """Return SQL reading UUID columns as their text, each under its own name."""
+    # A loader that turns tens of thousands of rows into facts spends more on making UUIDs
+    # and printing them again than on its query.
+    return [id_text(session, column).label(column.key) for column in columns]
 
 
 class Base(DeclarativeBase):

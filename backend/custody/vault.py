@@ -14,6 +14,7 @@ from backend import changes
 from backend.accounts.models import User
 from backend.custody.ledger import VAULT
 from backend.custody.models import CustodyEntry, Kind
+from backend.db import ids_text
 from backend.phi.sealed import cipher_of, open_stored
 from safeguards import facts as f
 
@@ -25,8 +26,8 @@ PHARMACY_KINDS = (Kind.RECEIVE, Kind.DISPENSE, Kind.RETURN, Kind.ADJUST, Kind.LO
 READ_DETAILS = (Kind.RECEIVE, Kind.ADJUST)
 # Judged as they are written: a receipt against its invoice, an adjustment against its lot.
 NOTED = (Kind.RECEIVE, Kind.ADJUST)
-MOVEMENT_COLUMNS = ("id", "kind", "actor_id", "from_holder", "to_holder", "lot", "product_id",
-                    "quantity_ug", "occurred_at", "corrects_id")
+ID_COLUMNS = ("id", "actor_id", "product_id", "corrects_id")
+MOVEMENT_COLUMNS = ("kind", "from_holder", "to_holder", "lot", "quantity_ug", "occurred_at")
 
 
 def _whole(value: Any) -> int | None:
@@ -61,7 +62,8 @@ def movements(session: Session, organisation_id: uuid.UUID, since: datetime,
     # Columns, not entries: a window holds tens of thousands of dispenses and returns, and
     # only receipts' and adjustments' details are read (and so fetched and decrypted).
     rows = session.execute(
-        select(*(CustodyEntry.__table__.c[name] for name in MOVEMENT_COLUMNS),
+        select(*ids_text(session, *(CustodyEntry.__table__.c[name] for name in ID_COLUMNS)),
+               *(CustodyEntry.__table__.c[name] for name in MOVEMENT_COLUMNS),
                case((CustodyEntry.kind.in_(READ_DETAILS), CustodyEntry.details_enc))
                .label("details_enc"), User.role)
         .join(User, User.id == CustodyEntry.actor_id)
@@ -70,8 +72,9 @@ def movements(session: Session, organisation_id: uuid.UUID, since: datetime,
                CustodyEntry.occurred_at <= as_of)
         .order_by(CustodyEntry.seq))
     box = cipher_of(session)
-    return [_fact(row, open_stored(box, CustodyEntry, "details", organisation_id, row.id,
-                                   row.details_enc), row.role) for row in rows]
+    return [_fact(row, row.details_enc and open_stored(
+        box, CustodyEntry, "details", organisation_id, uuid.UUID(row.id), row.details_enc),
+        row.role) for row in rows]
 
 
 def note(session: Session, organisation_id: uuid.UUID, entry: CustodyEntry,

@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import (
     Integer,
     String,
-    Text,
     Uuid,
     and_,
     case,
@@ -26,7 +25,6 @@ from sqlalchemy import (
     select,
     text,
     true,
-    type_coerce,
     union_all,
 )
 from sqlalchemy.orm import Session, aliased, selectinload
@@ -44,6 +42,7 @@ from backend.custody import vault
 from backend.custody.counts import COUNTED
 from backend.custody.models import CustodyBalance, CustodyEntry, Kind, LossReport
 from backend.custody.service import refusal_facts
+from backend.db import id_text, ids_text
 from backend.patients.models import Patient, PatientWeight
 from backend.phi.sealed import cipher_of, open_stored
 from backend.plans.models import PlanPhase, PlanVersion, TreatmentPlan
@@ -84,20 +83,6 @@ class Scope:
         return query.where(column <= self.as_of) if self.window_only else query
 
 
-def _id_text(session: Session, column: Any) -> Any:
-    """Return SQL reading a UUID column as its text: PostgreSQL casts it, SQLite's type reads it."""
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(column, Text)
-    return type_coerce(column, Uuid(as_uuid=False))
-
-
-def _ids_text(session: Session, *columns: Any) -> list[Any]:
-    """Return SQL reading UUID columns as their text, each under its own name."""
-    # A loader that turns tens of thousands of rows into facts spends more on making UUIDs
-    # and printing them again than on its query.
-    return [_id_text(session, column).label(column.key) for column in columns]
-
-
 def _text(value: uuid.UUID | None) -> str | None:
     return None if value is None else str(value)
 
@@ -126,10 +111,10 @@ def _in_scope(query: Any, scope: Scope, phase: Any) -> Any:
 def _doses(session: Session, scope: Scope) -> list[Any]:
     phase = aliased(PlanPhase)
     query = select(
-        *_ids_text(session, DoseRecord.id, Visit.patient_id, DoseRecord.nurse_id,
+        *ids_text(session, DoseRecord.id, Visit.patient_id, DoseRecord.nurse_id,
                    DoseRecord.visit_id, DoseRecord.device_id, DoseRecord.plan_version_id,
                    DoseRecord.product_id, DoseRecord.custody_entry_id),
-        _id_text(session, PlanVersion.product_id).label("plan_product_id"),
+        id_text(session, PlanVersion.product_id).label("plan_product_id"),
         DoseRecord.infusion_started_at,
         DoseRecord.infusion_ended_at, DoseRecord.occurred_at, DoseRecord.received_at,
         DoseRecord.quantity_ug, DoseRecord.ug_per_kg, DoseRecord.weight_g, DoseRecord.lot,
@@ -229,7 +214,7 @@ def _dose_series(session: Session, scope: Scope, tail: int) -> list[f.DoseSeries
     # Ids as text and rows by position: tens of thousands of rows leave the database.
     for (patient_id, dose_id, nurse_id, plan_version_id, given_at, quantity_ug, ug_per_kg,
          planned_ug, doses) in session.execute(select(
-            *(_id_text(session, series.c[name]) for name in
+            *(id_text(session, series.c[name]) for name in
               ("patient_id", "id", "nurse_id", "plan_version_id")),
             *(series.c[name] for name in
               ("given_at", "quantity_ug", "ug_per_kg", "planned_ug", "doses")))):
@@ -249,7 +234,7 @@ def _dose_series(session: Session, scope: Scope, tail: int) -> list[f.DoseSeries
 
 def _wastes(session: Session, scope: Scope) -> list[f.Waste]:
     query = (
-        select(*_ids_text(session, CustodyEntry.id, CustodyEntry.actor_id,
+        select(*ids_text(session, CustodyEntry.id, CustodyEntry.actor_id,
                           CustodyEntry.visit_id, Visit.patient_id),
                CustodyEntry.quantity_ug, CustodyEntry.occurred_at, CustodyEntry.received_at,
                CustodyEntry.confirmations, CustodyEntry.lot)
@@ -294,7 +279,7 @@ def _visit_fact(session: Session, scope: Scope, row: Any) -> f.Visit:
 
 def _visits(session: Session, scope: Scope, *where: Any) -> list[f.Visit]:
     query = (
-        select(Visit.id, *_ids_text(session, Visit.patient_id, Visit.nurse_id,
+        select(Visit.id, *ids_text(session, Visit.patient_id, Visit.nurse_id,
                                     Visit.override_by_id),
                Visit.scheduled_start, Visit.scheduled_end, Visit.status,
                Visit.override_reason_enc, Visit.series_id, Visit.created_at,
@@ -866,7 +851,7 @@ def _work_events(session: Session, scope: Scope) -> list[f.WorkEvent]:
         .label("order_in_visit"),
         func.max(case((work.c.has_reason, 1), else_=0)).over(**per_visit)
         .label("visit_has_reason")).subquery()
-    ids = {name: _id_text(session, ranked.c[name])
+    ids = {name: id_text(session, ranked.c[name])
            for name in ("id", "nurse_id", "visit_id", "patient_id")}
     rows = session.execute(
         select(ids["id"], ranked.c.kind, ids["nurse_id"], ranked.c.from_holder,
