@@ -131,11 +131,14 @@ def _in_utc(dbapi_connection: Any, _record: Any) -> None:
     # datetime.UTC, which UTCDateTime converts in 0.1 µs; under Debian's default "Etc/UTC", or a
     # server's local zone, it is a ZoneInfo, and converting each value costs about 7 µs: seconds
     # over the half-million timestamps of a nightly scan.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("SET TIME ZONE 'UTC'")
-    cursor.close()
-    # Committed, or ending the transaction the statement opened would undo it.
-    dbapi_connection.commit()
+    # Outside any transaction, so that no rollback undoes it: a session setting, not a unit of
+    # work.
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        dbapi_connection.execute("SET TIME ZONE 'UTC'")
+    finally:
+        dbapi_connection.autocommit = autocommit
 
 
 def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
