@@ -55,6 +55,13 @@ def bag(nurse_id: uuid.UUID) -> str:
     return f"bag:{nurse_id}"
 
 
+def bag_nurse(holder: str | None) -> uuid.UUID | None:
+    """Return the nurse whose bag `holder` names, or None."""
+    if holder and holder.startswith("bag:"):
+        return uuid.UUID(holder[4:])
+    return None
+
+
 def is_balanced(holder: str) -> bool:
     """Tell whether `holder` keeps a balance (the vault and nurses' bags)."""
     return holder.startswith(BALANCED_PREFIXES)
@@ -274,7 +281,8 @@ def append(session: Session, organisation_id: uuid.UUID, movement: Movement,
     row.update(seq=fields["seq"], prev_hash=head.head_hash, entry_hash=digest,
                server_signature=sign_entry(keys.signing_key, digest))
     _chain(session, row, through_database)
-    note(session, "custody_entries", movement.id)
+    note(session, "custody_entries", movement.id, seen_by=(
+        organisation_id, None, bag_nurse(movement.from_holder), bag_nurse(movement.to_holder)))
     return _as_loaded(session, row)
 
 

@@ -30,6 +30,7 @@ from backend.administration.models import (
     OutcomeScore,
     PreDose,
 )
+from backend.custody.ledger import bag_nurse
 from backend.custody.models import CustodyEntry
 from backend.patients.models import PATIENT_PHI, Patient
 from backend.phi.cipher import PhiCipher
@@ -238,13 +239,6 @@ def _scoped(query: Select) -> AudienceOf:
 def _signed_audience(model: type) -> AudienceOf:
     return _scoped(select(model.id, Visit.organisation_id, Visit.patient_id)
                    .join(Visit, Visit.id == model.visit_id))
-
-
-def bag_nurse(holder: str | None) -> uuid.UUID | None:
-    """Return the nurse whose bag `holder` names, or None."""
-    if holder and holder.startswith("bag:"):
-        return uuid.UUID(holder[4:])
-    return None
 
 
 # Built once: every commit that appends to the ledger reads it, under the chain head's lock.
