@@ -195,7 +195,8 @@ def _untrusted(table: SyncTable, raw: dict[str, Any], refused: Exception) -> cli
 def _append(session: Session, rt: Runtime, caller: Caller, table: SyncTable,
             record: Record, summary: Summary) -> None:
     raw = record.raw
-    visit_id = _nurse_visits(session, caller, {raw.get("visit_id")}).get(raw.get("visit_id"))
+    visit_id, _patient_id = _nurse_visits(session, caller, {raw.get("visit_id")}).get(
+        raw.get("visit_id"), (None, None))
     try:
         # A savepoint per record: one that is refused leaves no trace but its quarantine.
         with session.begin_nested():
@@ -224,9 +225,10 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
     checked = clinical.verify_records(session, caller, table.name,
                                       [record.raw for record in records])
     fresh: list[dict[str, Any]] = []
+    patients: dict[uuid.UUID, uuid.UUID] = {}
     for record, signed in zip(records, checked, strict=True):
         raw = record.raw
-        visit_id = mine.get(raw.get("visit_id"))
+        visit_id, patient_id = mine.get(raw.get("visit_id"), (None, None))
         try:
             if isinstance(signed, clinical.Untrusted):
                 raise signed
@@ -240,6 +242,7 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
             data = record.loaded()
             fresh.append({**clinical.signed_columns(
                 caller, visit_id, clinical.Received(raw=raw, data=data), rt), **columns(data)})
+            patients[record.id] = patient_id
             stored[record.id] = signed_sha256
         except REFUSALS as refused:
             _hold(session, rt, caller, table, visit_id, _untrusted(table, raw, refused),
@@ -254,13 +257,16 @@ def _append_many(session: Session, rt: Runtime, caller: Caller, table: SyncTable
         session.execute(insert(table.model.__table__),
                         [sealed_values(box, table.model, row) for row in fresh])
         for row in fresh:
-            synced.note(session, table.name, row["id"])
+            # Who sees it is known here (its visit's patient): the commit need not read it back.
+            synced.note(session, table.name, row["id"], seen_by=(
+                caller.organisation_id, patients[row["id"]], None, None))
             # Stored as exactly what the phone signed, so its copy is the server's.
             synced.pushed(session, table.name, row["id"], caller.device_id, amended=False)
 
 
-def _nurse_visits(session: Session, caller: Caller, values: set[Any]) -> dict[str, uuid.UUID]:
-    """Return the pushed visit ids that are the nurse's own visits, by their text."""
+def _nurse_visits(session: Session, caller: Caller,
+                  values: set[Any]) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
+    """Return the nurse's own visits among the pushed visit ids, by their text, with patients."""
     wanted = {}
     for value in values:
         try:
@@ -269,9 +275,10 @@ def _nurse_visits(session: Session, caller: Caller, values: set[Any]) -> dict[st
             continue
     if not wanted:
         return {}
-    return {wanted[visit_id]: visit_id for visit_id in session.scalars(select(Visit.id).where(
-        Visit.id.in_(wanted), Visit.organisation_id == caller.organisation_id,
-        Visit.nurse_id == caller.user_id))}
+    return {wanted[visit_id]: (visit_id, patient_id) for visit_id, patient_id in session.execute(
+        select(Visit.id, Visit.patient_id).where(
+            Visit.id.in_(wanted), Visit.organisation_id == caller.organisation_id,
+            Visit.nurse_id == caller.user_id))}
 
 
 def _hold(session: Session, rt: Runtime, caller: Caller, table: SyncTable,

@@ -1,9 +1,10 @@
-"""A custody append tells the sync index who sees its entry; the index never numbers a lost row.
+"""Writers tell the sync index who sees their rows; the index never numbers a lost row.
 
-`ledger.append` passes its entry's audience (organisation, the bags' nurses) to the commit's
-numbering instead of having it read back under the chain head's lock. A savepoint rolled back
-after an append takes its entry with it: the told audience must then be forgotten, or the index
-would number a row that does not exist.
+`ledger.append` passes its entry's audience (organisation, the bags' nurses), and a push its
+records' (organisation, the visit's patient), to the commit's numbering instead of having it
+read back (for an append, under the chain head's lock). What they tell must be what the table
+says. A savepoint rolled back after an append takes its entry with it: the told audience must
+then be forgotten, or the index would number a row that does not exist.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from backend.custody.ledger import VAULT, Attestation, Movement, append, bag
 from backend.custody.models import Kind
 from backend.sync.models import SyncRow
 from backend.sync.tables import BY_NAME, Audience
+from tests.backend.sync.test_sync import DAY1, Handset, session_rows
 from tests.factories import SUPPLIER, Pharmacy, World
 
 AT = datetime(2026, 11, 3, 15, 30, tzinfo=UTC)
@@ -34,10 +36,11 @@ def _append(world: World, pharmacy: Pharmacy, movement: Movement) -> uuid.UUID:
                   keys=world.rt.keys).id
 
 
-def _indexed(world: World, ids: list[uuid.UUID]) -> dict[uuid.UUID, Audience]:
+def _indexed(world: World, ids: list[uuid.UUID],
+             table: str = "custody_entries") -> dict[uuid.UUID, Audience]:
     """Return the sync index's audience of each of `ids` that it numbered."""
     rows = world.session.scalars(select(SyncRow).where(
-        SyncRow.table_name == "custody_entries", SyncRow.record_id.in_(ids)))
+        SyncRow.table_name == table, SyncRow.record_id.in_(ids)))
     return {row.record_id: Audience(row.record_id, row.organisation_id, row.patient_id,
                                     row.nurse_id, row.peer_nurse_id) for row in rows}
 
@@ -59,6 +62,24 @@ def test_an_appended_entry_is_indexed_for_whom_its_table_says(world: World):
                        BY_NAME["custody_entries"].audience(world.session, ids)}
     assert [(indexed[i].nurse_id, indexed[i].peer_nurse_id) for i in ids] == [
         (None, None), (None, pharmacy.nurse.id), (pharmacy.nurse.id, other.id), (other.id, None)]
+
+
+def test_pushed_records_are_indexed_for_whom_their_tables_say(world: World):
+    pharmacy = Pharmacy(world)
+    pharmacy.plan()
+    pharmacy.receive(1_000_000)
+    visit = pharmacy.schedule(DAY1).json
+    handset = Handset(pharmacy)
+    handset.sync_pull()
+    rows = session_rows(handset, visit["id"], pharmacy.product_id)
+    assert handset.push(rows).status_code == 200
+
+    for table, changes in rows.items():
+        ids = [uuid.UUID(row["id"]) for row in changes["created"]]
+        told = _indexed(world, ids, table)
+        assert told == {who.record_id: who for who in
+                        BY_NAME[table].audience(world.session, ids)}
+        assert {who.patient_id for who in told.values()} == {uuid.UUID(visit["patient_id"])}
 
 
 def test_an_entry_rolled_back_with_its_savepoint_is_never_indexed(world: World):
