@@ -20,11 +20,9 @@ KEYS = (CHANGED, DELETED, GAINED, LOST, DROPPED, PUSHED, KNOWN)
 def note(session: Session, table: str, record_id: uuid.UUID, *,
          seen_by: tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None, uuid.UUID | None]
          | None = None) -> None:
-    """Record that a synced row was written by a statement the ORM does not track.
-
-    `seen_by` is the row's audience (organisation, patient, nurse, peer nurse) where the writer
-    knows it, so that the commit need not read the row back to learn it.
-    """
+    """Record that a synced row was written by a statement the ORM does not track."""
+    # `seen_by` is the row's audience (organisation, patient, nurse, peer nurse) where the
+    # writer knows it: the commit then need not read the row back to learn it.
     session.info.setdefault(CHANGED, defaultdict(set))[table].add(record_id)
     if seen_by is not None:
         session.info.setdefault(KNOWN, {})[(table, record_id)] = seen_by
