@@ -36,6 +36,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/records.py
+	$(BIN)/python bench/simulate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
