@@ -33,6 +33,7 @@ SLUG = "bench-sim"
 
 
 def parse_args() -> argparse.Namespace:
+    """Read the simulation's size and seed, and whether to profile it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nurses", type=int, default=40)
     parser.add_argument("--patients", type=int, default=300)
