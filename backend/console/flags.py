@@ -184,9 +184,13 @@ def flag_queue():
 
 def _subject(flag: Flag, people: Mapping[uuid.UUID, User]) -> str:
     """Return what a flag is about, in words that name no patient."""
-    if flag.subject_kind == "nurse":
-        user = people.get(flag.nurse_id) if flag.nurse_id else None
-        return f"Nurse {user.display_name}" if user else "A nurse"
+    if flag.subject_kind in ("nurse", "prescriber"):
+        # The pharmacy rules file their pharmacist as a flag's person (kind `nurse`), and a
+        # prescriber's id is the subject's: the person's own role names them either way.
+        user = people.get(flag.nurse_id if flag.subject_kind == "nurse"
+                          else object_id(flag.subject_id))
+        return f"{user.role.capitalize()} {user.display_name}" if user \
+            else f"A {flag.subject_kind}"
     if flag.subject_kind == "lot":
         return f"Lot {flag.subject_id}"
     if flag.subject_kind == "rule":

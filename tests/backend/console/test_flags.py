@@ -404,3 +404,23 @@ def test_a_timeline_says_how_many_visits_it_left_out(dosed: Session, world: Worl
     assert "The 0 visits nearest the finding are shown; 1 more in this window are left out" in said
     assert "<strong>Dose</strong>" not in said
     assert audited(world, "session.read", dosed.visit["id"]) == 0
+
+
+@pytest.mark.parametrize("role, kind", [(PH, SubjectKind.NURSE), (PR, SubjectKind.PRESCRIBER),
+                                        (N, SubjectKind.NURSE)])
+def test_a_flag_about_a_person_names_her_role(review: Review, role, kind):
+    # The pharmacy rules file a pharmacist as the flag's person under the subject kind `nurse`.
+    person = review.users[role]
+    flag_id = review.raise_("person", subject=Subject(kind, str(person.id)),
+                            evidence={"nurse_id": str(person.id)} if kind is SubjectKind.NURSE
+                            else {})
+    named = f"{role.capitalize()} {person.display_name}"
+    desk = desk_of(review)
+    page = text(desk.get(f"/console/flags/{flag_id}"))
+    assert f"<dd>{named}</dd>" in page
+    queue = text(desk.get("/console/flags?status=any"))
+    assert f"<td>{named}</td>" in queue
+    if kind is SubjectKind.NURSE:
+        assert f"Every flag about this {role}<" in page
+        staff = person.display_name + ("" if role is N else f" ({role})")
+        assert f"<td>{staff}</td>" in queue
