@@ -37,6 +37,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/records.py
 	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/witness_power.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
