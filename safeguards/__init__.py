@@ -19,6 +19,7 @@ from safeguards.facts import (
     Visit,
     Vitals,
     Waste,
+    WitnessAttestation,
     WitnessPair,
 )
 from safeguards.findings import Finding, Severity, Subject, SubjectKind, dedup_key
@@ -61,6 +62,7 @@ __all__ = [
     "Visit",
     "Vitals",
     "Waste",
+    "WitnessAttestation",
     "WitnessPair",
     "dedup_key",
     "run",

@@ -498,6 +498,21 @@ def share_of_drawn(wasted_per_given: Fraction) -> Fraction:
 
 
 @dataclass(frozen=True, slots=True)
+class WitnessAttestation:
+    """When a witness's phone confirmed a nurse's waste, beside when the waste was recorded."""
+
+    waste_id: str
+    nurse_id: str
+    witness_id: str
+    # The witness's phone, whose clock `attested_at` is read from; the nurse's gave occurred_at.
+    device_id: str
+    occurred_at: datetime
+    attested_at: datetime
+    patient_id: str | None = None
+    visit_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WitnessPair:
     """How often one witness signed a nurse's wastes, and how many witnesses she could use."""
 
@@ -636,6 +651,8 @@ class Facts:
     plans: tuple[PlanFact, ...] = ()
     activity: tuple[NurseActivity, ...] = ()
     witness_pairs: tuple[WitnessPair, ...] = ()
+    # The window's wastes whose witness's phone said when it confirmed them.
+    attestations: tuple[WitnessAttestation, ...] = ()
     clocks: tuple[DeviceClock, ...] = ()
     refusals: tuple[CustodyRefusal, ...] = ()
     # A visit is one occasion for the hours rules, dated by its first event: the scan's loader

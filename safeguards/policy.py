@@ -268,6 +268,13 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
               "with chance; the halved p limit is the gate (5 of 5 passes it only with 8 or "
               "more witnesses to choose from)",
               minimum=2, maximum=1000, practice=True),
+    Threshold("witness_late_minutes", 30, "min",
+              "Vigil practice default (no published rule): longest a witness's phone may "
+              "confirm a waste after the nurse recorded it; a witness watches the waste, in "
+              "person or on a live call, and confirms then, and 30 min also absorbs two phone "
+              "clocks' ordinary disagreement; ASHP Guidelines on Preventing Diversion of "
+              "Controlled Substances (2017): waste witnessed as it happens",
+              minimum=5, maximum=1440, practice=True),
     Threshold("waste_rate_z", Decimal("3.5"), "modified z",
               "Iglewicz & Hoaglin 1993: modified z above 3.5 is an outlier (Epstein's 2 SD "
               "flags ~1 in 40 honest nurses); CLINICAL.md Diversion: more waste than usual "

@@ -270,13 +270,25 @@ def _holder(holder: str, people: Mapping[uuid.UUID, User], patient_id: uuid.UUID
     return HOLDERS.get(holder, holder)
 
 
+def _witness(confirmed: Mapping[str, str], people: Mapping[uuid.UUID, User],
+             occurred_at: datetime) -> str:
+    """Return a witness's name and, when her phone timed it, when she confirmed."""
+    name = _name(people, confirmed["user_id"])
+    if not confirmed.get("attested_at"):
+        return name
+    after = (datetime.fromisoformat(confirmed["attested_at"]) - occurred_at) // timedelta(
+        minutes=1)
+    return f"{name}, whose phone confirmed {abs(after)} min {'after' if after >= 0 else 'before'}"
+
+
 def _movement(entry: CustodyEntry, people: Mapping[uuid.UUID, User],
               patient_id: uuid.UUID | None) -> Moment:
     said = (f"{entry.kind.capitalize()} of {by_thousand(entry.quantity_ug)} mg "
             f"({entry.quantity_ug} µg) of lot {entry.lot} from "
             f"{_holder(entry.from_holder, people, patient_id)} to "
             f"{_holder(entry.to_holder, people, patient_id)}, by {_name(people, entry.actor_id)}")
-    witnesses = [_name(people, confirmed["user_id"]) for confirmed in entry.confirmations or ()]
+    witnesses = [_witness(confirmed, people, entry.occurred_at)
+                 for confirmed in entry.confirmations or ()]
     if witnesses:
         said += f"; witnessed by {', '.join(witnesses)}"
     elif entry.kind in (Kind.WASTE, Kind.DESTROY):

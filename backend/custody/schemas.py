@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from backend import bounded
 from backend.custody.ledger import MAX_MOVEMENT_UG
@@ -16,7 +16,9 @@ SIGNING = (
     "`{id, kind, product_id, lot, expiry, quantity_ug, from_holder, to_holder, visit_id, "
     "details, occurred_at}`, where holders are `vault`, `bag:<nurse id>`, `patient:<patient "
     "id>`, `waste`, and `occurred_at` is UTC with microseconds "
-    "(`2026-11-03T15:00:00.000000+00:00`). A witness signs the same object.")
+    "(`2026-11-03T15:00:00.000000+00:00`). A witness signs the same object; one whose phone "
+    "times its confirmation sends `attested_at` and signs the object with `attested_at` added, "
+    "in the same UTC form.")
 # What a receipt may state beside its own quantity; kept in its details (encrypted, hashed).
 RECEIPT_QUANTITIES = ("ordered_ug", "invoiced_ug")
 
@@ -34,9 +36,25 @@ class WitnessSchema(Schema):
 
     user_id = fields.UUID(required=True)
     device_id = fields.UUID(load_default=None)
-    signature = fields.String(load_default=None, validate=validate.Length(1, 100))
+    signature = fields.String(load_default=None, validate=validate.Length(1, 100), metadata={
+        "description": "The witness's phone's Ed25519 signature over the movement, as the "
+                       "recording phone signs it; with `attested_at`, over the movement with "
+                       "`attested_at` added to it."})
     password = fields.String(load_default=None, load_only=True,
                              validate=validate.Length(1, 1024))
+    attested_at = bounded.DateTime(load_default=None, metadata={
+        "description": "When the witness's phone confirmed (its clock, ISO 8601 with an "
+                       "offset); only with `device_id` and `signature`, which then cover it. "
+                       "A witness who watched the waste confirms as it happens: one who "
+                       "confirms long after it raises `waste.witness_late`."})
+
+    @validates_schema
+    def _signed_time(self, data: dict[str, Any], **_kwargs) -> None:
+        # Only the witness's own signature makes her time hers: a time beside a password is
+        # whatever the recording phone said.
+        if data.get("attested_at") and not (data.get("device_id") and data.get("signature")):
+            raise ValidationError("is signed by the witness's phone: send it with device_id "
+                                  "and signature", "attested_at")
 
 
 class EntryCreateSchema(Schema):
@@ -123,7 +141,9 @@ class EntrySchema(Schema):
     corrects_id = fields.UUID(allow_none=True)
     details = fields.Dict()
     witnesses = fields.Function(lambda entry: [
-        {"user_id": c["user_id"], "method": c["method"]} for c in entry.confirmations])
+        {"user_id": c["user_id"], "method": c["method"],
+         **({"attested_at": c["attested_at"]} if "attested_at" in c else {})}
+        for c in entry.confirmations])
     occurred_at = fields.AwareDateTime()
     received_at = fields.AwareDateTime()
     prev_hash = fields.String()

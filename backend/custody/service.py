@@ -18,6 +18,7 @@ from backend.audit import service as audit
 from backend.auth import limiter
 from backend.auth.caller import Caller
 from backend.custody import vault
+from backend.custody.chain import plain_value
 from backend.custody.deadlines import add_business_days
 from backend.custody.forms import LOSS_TYPES, UNDETERMINED
 from backend.custody.ledger import (
@@ -91,6 +92,8 @@ class Witness:
     device_id: uuid.UUID | None = None
     signature: str | None = None
     password: str | None = None
+    # When the witness's phone confirmed, by its clock; her signature covers it.
+    attested_at: datetime | None = None
 
     @property
     def by_signature(self) -> bool:
@@ -251,14 +254,19 @@ def _witness(session: Session, caller: Caller, witness: Witness) -> User:
 def _confirmation(session: Session, rt: Runtime, caller: Caller, movement: Movement,
                   witness: Witness, user: User) -> dict[str, Any]:
     if witness.by_signature:
+        attested = ({"attested_at": plain_value(witness.attested_at)}
+                    if witness.attested_at is not None else {})
         try:
             verify_device_signature(session, organisation_id=caller.organisation_id,
                                     user_id=user.id, device_id=witness.device_id,
-                                    payload=movement.signed(), signature_b64=witness.signature)
+                                    payload={**movement.signed(), **attested},
+                                    signature_b64=witness.signature)
         except SignatureInvalid as exc:
             raise WitnessRequired(f"The witness's signature failed: {exc.message}") from exc
         return {"user_id": str(user.id), "method": "device_signature",
-                "device_id": str(witness.device_id), "signature": witness.signature}
+                "device_id": str(witness.device_id), "signature": witness.signature, **attested}
+    if witness.attested_at is not None:
+        raise WitnessRequired("A witness's time is signed by her phone; a password has none.")
     if not witness.password:
         raise WitnessRequired("A witness confirms with their phone's signature or their password.")
     # A witness's password is a login's: limited, counted and audited alike (never the value).

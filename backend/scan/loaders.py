@@ -254,6 +254,26 @@ def _wastes(session: Session, scope: Scope) -> list[f.Waste]:
             for row in session.execute(query)]
 
 
+def _attestations(session: Session, scope: Scope) -> list[f.WitnessAttestation]:
+    """Return each confirmation of the window's wastes whose witness's phone timed it."""
+    query = (
+        select(*ids_text(session, CustodyEntry.id, CustodyEntry.actor_id,
+                          CustodyEntry.visit_id, Visit.patient_id),
+               CustodyEntry.occurred_at, CustodyEntry.confirmations)
+        .outerjoin(Visit, Visit.id == CustodyEntry.visit_id)
+        .where(CustodyEntry.organisation_id == scope.organisation_id,
+               CustodyEntry.kind == Kind.WASTE, CustodyEntry.occurred_at >= scope.since,
+               # Only phones that time their confirmations: most wastes need no reading.
+               cast(CustodyEntry.confirmations, String).like('%"attested_at"%')))
+    return [f.WitnessAttestation(
+                waste_id=str(row.id), nurse_id=str(row.actor_id), witness_id=c["user_id"],
+                device_id=c["device_id"], occurred_at=row.occurred_at,
+                attested_at=datetime.fromisoformat(c["attested_at"]),
+                patient_id=_text(row.patient_id), visit_id=_text(row.visit_id))
+            for row in session.execute(query) for c in row.confirmations
+            if c.get("attested_at")]
+
+
 def _opened(session: Session, model: type, name: str, organisation_id: uuid.UUID,
             row_id: uuid.UUID, stored: str | None) -> str | None:
     """Return a free-text value read as ciphertext; only the few rows a rule quotes need it."""
@@ -1007,9 +1027,9 @@ def window(session: Session, scope: Scope) -> f.Facts:
 
 
 def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.Facts:
-    """Return the population over the scope's window: peer sums, witness pairs, clocks, the
-    doses and extra visits trends need, open losses, unreturned stock and the vault's
-    movements and counts."""
+    """Return the population over the scope's window: peer sums, witness pairs and timed
+    confirmations, clocks, the doses and extra visits trends need, open losses, unreturned
+    stock and the vault's movements and counts."""
     organisation = session.get(Organisation, scope.organisation_id)
     zone = ZoneInfo(organisation.timezone)
     people = dict(session.execute(select(User.id, User.role).where(
@@ -1029,6 +1049,7 @@ def load_population(session: Session, scope: Scope, bag_return_hours: int) -> f.
             session, scope.organisation_id).value("waste_share_recent_days")))),
         witness_pairs=tuple(_witness_pairs(session, scope, int(policy_for(
             session, scope.organisation_id).value("witness_pair_recent_days")))),
+        attestations=tuple(_attestations(session, scope)),
         clocks=tuple(_clocks(session, scope)),
         work_events=tuple(_work_events(session, scope)),
         weighings=tuple(_weighings(session, scope, zone)),

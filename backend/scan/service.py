@@ -72,7 +72,8 @@ def scan_organisation(session: Session, rt: Runtime, organisation_id: uuid.UUID,
     timer.lap("flags")
     result.facts = {"doses": sum(series.doses for series in population.dose_series)}
     result.facts |= {name: len(getattr(population, name)) for name in (
-        "activity", "witness_pairs", "clocks", "losses", "holdings", "ledger_breaks")}
+        "activity", "witness_pairs", "attestations", "clocks", "losses", "holdings",
+        "ledger_breaks")}
     result.facts |= {f"recent_{name}": len(getattr(events, name))
                      for name in ("doses", "wastes", "visits", "evv", "quarantined")}
     result.findings = len(findings)

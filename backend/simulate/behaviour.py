@@ -10,7 +10,8 @@ touches, and leaves the footprint a real case would leave (documented on each cl
   check-ins are made from the car 300-900 m away (with a reason);
 - `escalating_patient`: one patient's dose creeps up 6% a session (to 0.9 mg/kg) and the
   prescriber books an extra visit every 9-12 days, overriding the frequency limits;
-- `friendly_witness`: one colleague signs 90% of one nurse's wastes;
+- `friendly_witness`: one colleague signs 90% of one nurse's wastes, without watching them:
+  her phone confirms each when she next looks at it, 40 min to 6 h later;
 - `leaky_bag`: a nurse keeps the spare vial of her kit on 60% of days instead of returning it;
 - `tampered_ledger`: someone with database access pockets a vault vial and lowers a past
   receipt (and the vault balance) to match, with a raw UPDATE (see `tamper_ledger`);
@@ -55,7 +56,7 @@ PATTERNS = {
     "skimming_nurse": "under-doses, wastes the whole remainder on record, pockets part of it",
     "phantom_doses": "records full sessions on short visits with copied vitals",
     "escalating_patient": "doses creep upward; extra visits booked over the frequency limits",
-    "friendly_witness": "one colleague witnesses almost every waste of one nurse",
+    "friendly_witness": "one colleague signs almost every waste of one nurse, hours after it",
     "leaky_bag": "keeps her kit's spare vial instead of returning it",
     "tampered_ledger": "a vault vial taken and a past receipt lowered by a raw UPDATE",
     "drifting_clock": "a phone whose clock runs ever further ahead of the server",
@@ -218,6 +219,10 @@ class Conduct:
         """Return who witnesses a waste: any plausible colleague."""
         return rng.choice(candidates)
 
+    def confirms_after(self, rng: random.Random, witness: Person, at: datetime) -> timedelta:
+        """Return how long after a waste its witness's phone confirms it: watching, at once."""
+        return timedelta(seconds=rng.randint(10, 240))
+
     def kept(self, rng: random.Random, unopened: list[Vial], at: datetime) -> list[Vial]:
         """Return the unopened vials the nurse does not hand back at the end of the day."""
         return []
@@ -283,6 +288,12 @@ class FriendlyWitness(Conduct):
         if self.active(at) and rng.random() < 0.9:
             return self.friend
         return super().witness(rng, candidates, at)
+
+    def confirms_after(self, rng: random.Random, witness: Person, at: datetime) -> timedelta:
+        """Return when the friend signs what she is sent: when she next looks, not watching."""
+        if self.active(at) and witness is self.friend:
+            return timedelta(minutes=rng.randint(40, 360))
+        return super().confirms_after(rng, witness, at)
 
     def recorded(self, session: Recorded) -> None:
         """Name the waste the friend witnessed."""

@@ -153,6 +153,12 @@ class Clinic:
                       if other.team == nurse.team and other is not nurse]
         return [*colleagues, *self.world.pharmacists]
 
+    def _clock_of(self, person: Person, at: datetime) -> datetime:
+        """Return what the person's phone clock reads at true time `at`."""
+        if isinstance(person, Nurse):
+            return self.injection.conducts[person.index].device_time(at)
+        return at
+
     def _nurse_day(self, agenda: Agenda, session: Session, day: int, nurse: Nurse,
                    bookings: list[Booking]) -> None:
         world, rng = self.world, self.world.rng
@@ -160,7 +166,7 @@ class Clinic:
         visits = [sessions.HomeVisit(booking, nurse, world.patients[booking.patient], conduct,
                                  conduct.timeline(rng, conduct.arrival(
                                      rng, booking.start, n == len(bookings) - 1)),
-                                 self._witnesses(nurse))
+                                 self._witnesses(nurse), self._clock_of)
                   for n, booking in enumerate(bookings)]
         # A patient not home: the nurse waits 10 min, calls, and the visit is called off.
         away = [conduct.not_home(rng, visit.timeline.arrive) for visit in visits]

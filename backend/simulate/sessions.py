@@ -9,6 +9,7 @@ the witnessed `waste` entry in the same transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from backend.administration.schemas import (
     OutcomeSchema,
     PreDoseSchema,
 )
-from backend.custody.chain import signed_payload
+from backend.custody.chain import plain_value, signed_payload
 from backend.custody.ledger import bag
 from backend.custody.schemas import VisitWasteSchema
 from backend.simulate import vitals
@@ -58,6 +59,8 @@ class HomeVisit:
     conduct: Conduct
     timeline: Timeline
     witnesses: list[Person]
+    # A person's phone clock: what it reads at a true time (a nurse's conduct may skew it).
+    clock_of: Callable[[Person, datetime], datetime]
 
 
 def _iso(at: datetime) -> str:
@@ -140,10 +143,13 @@ class Recorder:
     def waste(self, vial: Vial, quantity_ug: int, visit_id: uuid.UUID,
               witness: Person, reason: str | None = None) -> administration.Received:
         """Return the remainder's waste (or, with a `reason`, a whole vial's), signed by the
-        nurse's phone and the witness's."""
-        at = self.visit.conduct.device_time(
-            self.start + timedelta(minutes=self.visit.timeline.infusion + self.rng.randint(2, 6)))
+        nurse's phone and the witness's, which times its confirmation."""
+        wasted = self.start + timedelta(minutes=self.visit.timeline.infusion
+                                        + self.rng.randint(2, 6))
+        at = self.visit.conduct.device_time(wasted)
         entry_id = self.world.new_id()
+        attested = self.visit.clock_of(witness, wasted + self.visit.conduct.confirms_after(
+            self.world.confirming, witness, wasted))
         details = {"reason": reason} if reason else {}
         movement = signed_payload({
             "id": entry_id, "kind": "waste", "product_id": self.world.products[vial.product].id,
@@ -154,8 +160,9 @@ class Recorder:
                "expiry": movement["expiry"], "quantity_ug": quantity_ug, "details": details,
                "occurred_at": _iso(at), "signature": self.visit.nurse.phone.sign(movement),
                "witnesses": [{"user_id": str(witness.user_id),
-                              "device_id": str(witness.device_id),
-                              "signature": witness.phone.sign(movement)}]}
+                              "device_id": str(witness.device_id), "attested_at": _iso(attested),
+                              "signature": witness.phone.sign(
+                                  {**movement, "attested_at": plain_value(attested)})}]}
         return administration.Received(raw, WASTE_SCHEMA.load(raw))
 
 

@@ -147,6 +147,9 @@ class World:
 
     rng: random.Random
     ids: random.Random
+    # When witnesses' phones confirm wastes: a stream of its own, so timing confirmations
+    # leaves every other draw of the seed as it was.
+    confirming: random.Random
     rt: Runtime
     clock: FixedClock
     organisation_id: uuid.UUID
@@ -229,7 +232,9 @@ def build(session: Session, rt: Runtime, rng: random.Random, truth: Truth,
     # A pharmacist and a prescriber for about ten nurses, at least three of each: enough
     # colleagues for a pharmacist's or a prescriber's work to be compared with her peers'.
     desk = max(3, round(truth.nurses / 10))
-    world = World(rng=rng, ids=ids, rt=rt, clock=clock, organisation_id=org.id,
+    confirming = random.Random(f"confirming/{truth.seed}")  # noqa: S311
+    world = World(rng=rng, ids=ids, confirming=confirming, rt=rt, clock=clock,
+                  organisation_id=org.id,
                   zone=ZoneInfo(TIMEZONE), start=start, days=truth.days, truth=truth,
                   admin=person(Role.ADMIN, "sim-admin"),
                   prescribers=[person(Role.PRESCRIBER, f"sim-prescriber-{n}")

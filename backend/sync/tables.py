@@ -206,7 +206,9 @@ def _custody_rows(table: SyncTable, session: Session, _rt: Runtime,
         # In the shape a phone pushes them, signatures included: a phone sent its own entry
         # back as an update keeps its witnesses' signatures, and may push it again unchanged.
         values["witnesses"] = [{"user_id": c["user_id"], "device_id": c.get("device_id"),
-                                "signature": c.get("signature")}
+                                "signature": c.get("signature"),
+                                **({"attested_at": c["attested_at"]}
+                                   if "attested_at" in c else {})}
                                for c in entry.confirmations or []]
         values["signature"] = entry.device_signature
         out.append(record(table, entry.id, values))
@@ -353,7 +355,8 @@ CUSTODY_ENTRIES: SyncTable = SyncTable(
      Column("witnesses", "string", optional=True, json=True,
             description="JSON list of {user_id, device_id, signature} confirmations, pulled "
             "with their signatures; one confirmed by password has neither device nor "
-            "signature."),
+            "signature. A witness's phone may add `attested_at`, when it confirmed, which "
+            "its signature then covers (see `POST /api/v1/custody/entries`)."),
      Column("signature", "string", optional=True, description="Ed25519 signature of the "
             "phone over the ledger movement, as for `POST /api/v1/custody/entries`.")),
     "Custody entries of the nurse's own bag, in and out.",

@@ -10,7 +10,7 @@ from safeguards.facts import Facts
 from safeguards.findings import Finding, Severity, Subject, SubjectKind
 from safeguards.policy import Policy
 from safeguards.registry import Cadence, Mode, Registry, RuleMeta
-from safeguards.rules.evidence import evidence, hours
+from safeguards.rules.evidence import evidence, hours, minutes
 from safeguards.rules.indexes import doses_by_visit, wasted_by_visit
 from safeguards.stats import binomial_upper_tail, rounded, significant
 
@@ -107,6 +107,48 @@ def witness_pair(facts: Facts, policy: Policy) -> Iterator[Finding]:
                      p_value=significant(p_value), max_p_value=limit,
                      max_p_value_each_look=significant(max_p)),
             key=(pair.witness_id,))
+
+
+WITNESS_LATE = RuleMeta(
+    id="waste.witness_late", version=1, title="Witness confirmed a waste long after it",
+    severity=Severity.MEDIUM,
+    rationale="A witness sees the drug go, in person or on a live call, and confirms as it "
+              "goes; a witness whose phone confirmed long after the waste could not have "
+              "watched it. A friendly witness signs what she is sent, when she gets to it.",
+    source="DEA: waste of a partly used dose with a witness (practice); ASHP Guidelines on "
+           "Preventing Diversion of Controlled Substances (2017): waste witnessed as it "
+           "happens; CLINICAL.md Diversion: waste score (BD/CareFusion patents)",
+    mode=Mode.ENABLED, cadence=Cadence.POPULATION)
+
+
+@WASTE.rule(WITNESS_LATE)
+def witness_late(facts: Facts, policy: Policy) -> Iterator[Finding]:
+    """Flag a waste whose witness's phone confirmed it longer after the waste than allowed."""
+    limit = timedelta(minutes=policy.value("witness_late_minutes"))
+    leads = {clock.device_id: clock.max_lead_seconds for clock in facts.clocks}
+    for attested in facts.attestations:
+        # A phone clock known to run ahead of the server's makes its confirmations look later.
+        lead = timedelta(seconds=leads.get(attested.device_id, 0))
+        after = attested.attested_at - attested.occurred_at - lead
+        if after <= limit:
+            continue
+        ahead = (f", after allowing {minutes(lead)} min for her phone's clock running ahead"
+                 if lead else "")
+        yield WITNESS_LATE.finding(
+            Subject(SubjectKind.NURSE, attested.nurse_id),
+            f"Witness {attested.witness_id}'s phone confirmed the nurse's waste of "
+            f"{attested.occurred_at.isoformat()} {hours(after)} h after it was recorded"
+            f"{ahead}; a witness who watches a waste confirms it as it happens, within "
+            f"{minutes(limit)} min. Check with the witness how she saw it, and when she "
+            "confirmed the other wastes she signed for this nurse.",
+            evidence(nurse_id=attested.nurse_id, witness_id=attested.witness_id,
+                     witness_device_id=attested.device_id, waste_id=attested.waste_id,
+                     patient_id=attested.patient_id, visit_id=attested.visit_id,
+                     occurred_at=attested.occurred_at, attested_at=attested.attested_at,
+                     clock_lead_minutes=minutes(lead), late_minutes=minutes(after),
+                     max_late_minutes=policy.value("witness_late_minutes")),
+            # One case per nurse and witness; each waste confirmed late is an occurrence.
+            key=(attested.witness_id,), occurrence=attested.waste_id)
 
 
 EXCEEDS_REMAINDER = RuleMeta(

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from safeguards import WitnessPair
+from safeguards import DeviceClock, WitnessAttestation, WitnessPair
 from safeguards.rules.waste import WASTE
 from tests.safeguards.factories import T0, dose, facts, found, ids, waste
 
@@ -154,6 +154,64 @@ def test_an_honest_organisation_raises_no_witness_pair_but_a_friend_on_80_percen
     friendly = witness_pairs(rng, nurses=40, wastes=30, friend_share=0.8)
     [finding] = found(WASTE, facts(witness_pairs=tuple(friendly)))
     assert (finding.evidence["nurse_id"], finding.evidence["witness_id"]) == ("nurse-0", "nurse-1")
+
+
+def attested(after: timedelta, waste_id: str = "waste-1",
+             witness_id: str = "nurse-7") -> WitnessAttestation:
+    """Return a waste at T0 that the witness's phone (phone-7) confirmed `after` it."""
+    return WitnessAttestation(waste_id, "nurse-1", witness_id, "phone-7", T0, T0 + after,
+                              patient_id="patient-1", visit_id="visit-1")
+
+
+def ahead(device_id: str, lead: timedelta) -> DeviceClock:
+    return DeviceClock(device_id, "nurse-7", 40, lead // SECOND)
+
+
+MINUTE, HOUR = timedelta(minutes=1), timedelta(hours=1)
+WITNESS_LATE_CASES = [
+    # witness_late_minutes 30, less what the witness's phone clock is known to run ahead
+    ("confirmed as it happened", attested(2 * MINUTE), (), None),
+    ("30 min after: the limit", attested(30 * MINUTE), (), None),
+    ("30 min and a second after", attested(30 * MINUTE + SECOND), (), Decimal("30.0")),
+    ("confirmed before the waste", attested(-3 * HOUR), (), None),
+    ("5 h after", attested(5 * HOUR), (), Decimal("300.0")),
+    ("her clock 4 h ahead explains 4 h", attested(4 * HOUR + 20 * MINUTE),
+     (ahead("phone-7", 4 * HOUR),), None),
+    ("another phone's clock explains nothing", attested(4 * HOUR + 20 * MINUTE),
+     (ahead("phone-9", 4 * HOUR),), Decimal("260.0")),
+    ("her clock 1 h ahead leaves 4 h", attested(5 * HOUR), (ahead("phone-7", HOUR),),
+     Decimal("240.0")),
+]
+
+
+@pytest.mark.parametrize(("confirmed", "clocks", "late"), [c[1:] for c in WITNESS_LATE_CASES],
+                         ids=[c[0] for c in WITNESS_LATE_CASES])
+def test_witness_late_cases(confirmed, clocks, late):
+    findings = [f for f in found(WASTE, facts(attestations=(confirmed,), clocks=clocks))
+                if f.rule_id == "waste.witness_late"]
+    assert [f.evidence["late_minutes"] for f in findings] == ([late] if late else [])
+
+
+def test_witness_late_is_one_case_per_nurse_and_witness_with_each_waste_an_occurrence():
+    findings = found(WASTE, facts(attestations=(
+        attested(2 * HOUR, "waste-1"), attested(3 * HOUR, "waste-2"),
+        attested(3 * HOUR, "waste-3", witness_id="nurse-8"), attested(MINUTE, "waste-4"))))
+    assert len({f.dedup_key for f in findings}) == 2
+    assert sorted((f.evidence["witness_id"], f.occurrence_key) for f in findings) == [
+        ("nurse-7", "waste-1"), ("nurse-7", "waste-2"), ("nurse-8", "waste-3")]
+    first = findings[0]
+    assert (first.subject.id, first.evidence["patient_id"], first.evidence["waste_id"]) == (
+        "nurse-1", "patient-1", "waste-1")
+    # What was seen, against what, and what to check next.
+    assert "Witness nurse-7's phone confirmed the nurse's waste of 2026-11-02T15:00:00+00:00 " \
+        "2.0 h after it was recorded; a witness who watches a waste confirms it as it " \
+        "happens, within 30.0 min. Check with the witness how she saw it" in first.summary
+
+
+def test_witness_late_follows_the_policy():
+    confirmed = (attested(50 * MINUTE),)
+    assert found(WASTE, facts(attestations=confirmed)) != []
+    assert found(WASTE, facts(attestations=confirmed), {"witness_late_minutes": 60}) == []
 
 
 def one_visit(container_ug: int | None, dose_ug: int, *wasted: int) -> dict:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
 
-from backend.accounts.models import Role
+from backend.accounts.models import Role, User
 from backend.audit.models import AuditEvent
 from backend.console import timeline
+from backend.custody.models import CustodyEntry, Kind
 from backend.flags.models import Flag, FlagEvent
 from safeguards.findings import Severity, Subject, SubjectKind
 from safeguards.rules.custody import COUNT_DISCREPANCY
@@ -424,3 +426,23 @@ def test_a_flag_about_a_person_names_her_role(review: Review, role, kind):
         assert f"Every flag about this {role}<" in page
         staff = person.display_name + ("" if role is N else f" ({role})")
         assert f"<td>{staff}</td>" in queue
+
+
+@pytest.mark.parametrize(("attested_at", "said"), [
+    (None, "witnessed by Ann Lee."),
+    ("2026-11-03T16:02:30.000000+00:00", "witnessed by Ann Lee, whose phone confirmed 2 min "
+                                         "after."),
+    ("2026-11-03T19:00:00.000000+00:00", "witnessed by Ann Lee, whose phone confirmed 180 min "
+                                         "after."),
+    ("2026-11-03T15:30:00.000000+00:00", "witnessed by Ann Lee, whose phone confirmed 30 min "
+                                         "before.")])
+def test_a_timeline_says_when_a_witness_phone_confirmed_a_waste(attested_at, said):
+    nurse, witness = (User(id=uuid.uuid4(), display_name=name) for name in ("Bea Ray", "Ann Lee"))
+    confirmed = {"user_id": str(witness.id), "method": "device_signature",
+                 **({"attested_at": attested_at} if attested_at else {})}
+    entry = CustodyEntry(seq=4, kind=Kind.WASTE, quantity_ug=5_000, lot="L1",
+                         from_holder=f"bag:{nurse.id}", to_holder="waste", actor_id=nurse.id,
+                         occurred_at=datetime(2026, 11, 3, 16, 0, tzinfo=UTC),
+                         confirmations=[confirmed])
+    moment = timeline._movement(entry, {nurse.id: nurse, witness.id: witness}, None)
+    assert moment.sentence.endswith(said), moment.sentence

@@ -16,6 +16,8 @@ from backend.errors import SignatureInvalid
 from tests.factories import PASSWORD, Pharmacy, Phone, World, signed_payload
 
 DAY1 = "2026-11-03T15:00:00+00:00"
+# When a witness's phone confirmed a waste of 16:00, as sent and as its signature covers it.
+ATTESTED, ATTESTED_SIGNED = "2026-11-03T17:02:00+01:00", "2026-11-03T16:02:00.000000+00:00"
 
 
 @pytest.fixture
@@ -188,6 +190,13 @@ WITNESSES = {
     "a signature from the nurse's own phone": lambda p, colleague, body: [
         {"user_id": str(colleague[0]), "device_id": str(p.device_id),
          "signature": p.phone.sign(signed_payload(p, body))}],
+    "a time its signature does not cover": lambda p, colleague, body: [
+        {"user_id": str(colleague[0]), "device_id": str(colleague[1]),
+         "attested_at": ATTESTED, "signature": colleague[2].sign(signed_payload(p, body))}],
+    "a signature over another time": lambda p, colleague, body: [
+        {"user_id": str(colleague[0]), "device_id": str(colleague[1]),
+         "attested_at": "2026-11-03T16:01:00+00:00", "signature": colleague[2].sign(
+             {**signed_payload(p, body), "attested_at": ATTESTED_SIGNED})}],
 }
 
 
@@ -214,6 +223,34 @@ def test_a_waste_is_witnessed_by_password_or_by_the_witness_phone(pharmacy: Phar
     assert by_phone.status_code == 201, by_phone.json
     assert [r.json["witnesses"][0]["method"] for r in (by_password, by_phone)] == [
         "password", "device_signature"]
+
+
+def test_a_witness_phone_may_time_its_confirmation_under_its_signature(pharmacy: Pharmacy,
+                                                                       colleague):
+    body = _waste(pharmacy)
+    timed = pharmacy.post(Role.NURSE, {**body, "witnesses": [
+        {"user_id": str(colleague[0]), "device_id": str(colleague[1]), "attested_at": ATTESTED,
+         "signature": colleague[2].sign({**signed_payload(pharmacy, body),
+                                         "attested_at": ATTESTED_SIGNED})}]})
+    assert timed.status_code == 201, timed.json
+    assert timed.json["witnesses"] == [{"user_id": str(colleague[0]),
+                                        "method": "device_signature",
+                                        "attested_at": ATTESTED_SIGNED}]
+    listed = pharmacy.client.get("/api/v1/custody/entries", headers=pharmacy.as_(
+        Role.COMPLIANCE)).json
+    [stored] = next(entry for entry in listed if entry["id"] == body["id"])["witnesses"]
+    assert stored["attested_at"] == ATTESTED_SIGNED
+
+
+def test_a_witness_time_beside_a_password_is_refused_by_its_field(pharmacy: Pharmacy):
+    before = _ledger(pharmacy)
+    response = pharmacy.post(Role.NURSE, {**_waste(pharmacy), "witnesses": [
+        {"user_id": str(pharmacy.users[Role.PHARMACIST].id), "password": PASSWORD,
+         "attested_at": ATTESTED}]})
+    assert response.status_code == 422, response.json
+    assert _code(response) == "validation_error"
+    assert "attested_at" in response.json["error"]["details"]["fields"]["witnesses"]["0"]
+    assert _ledger(pharmacy) == before
 
 
 @pytest.mark.parametrize(("roles", "status"), [

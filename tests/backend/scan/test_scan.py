@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text, update
 from backend.accounts.models import Role
 from backend.cli import cli
 from backend.custody import checkpoints
+from backend.custody.chain import plain_value
 from backend.custody.models import CustodyEntry
 from backend.custody.verify import Slice, last_verified, record_verified, verify, verify_slice
 from backend.flags.models import Flag
@@ -18,7 +19,7 @@ from backend.scan import chain, loaders
 from backend.scan import service as scan
 from safeguards.findings import Severity
 from tests.backend.administration.test_sessions import PRE, Session, dose
-from tests.factories import PASSWORD, Pharmacy, World
+from tests.factories import PASSWORD, Pharmacy, World, signed_payload
 
 AFTER = datetime(2026, 11, 3, 16, 0, tzinfo=UTC)
 
@@ -111,6 +112,46 @@ def test_witness_pairs_count_the_recent_period_apart_in_the_database(world: Worl
     facts = loaders.load_population(world.session, loaders.Scope(
         org_id, now, now - timedelta(days=30)), bag_return_hours=24)
     assert [(p.recent_together, p.recent_wastes) for p in facts.witness_pairs] == [(1, 1)]
+
+
+def _timed_waste(visit: Session, witness: tuple, occurred_at: str, attested_at: datetime):
+    """Post a waste of the visit whose witness's phone confirmed it at `attested_at`."""
+    pharmacy = visit.pharmacy
+    body = {"id": str(uuid.uuid4()), "kind": "waste", "quantity_ug": 5_000,
+            "visit_id": visit.visit["id"], "occurred_at": occurred_at,
+            "product_id": pharmacy.product_id, "lot": "L1", "expiry": "2028-01-31"}
+    user_id, device_id, phone = witness
+    signed = {**signed_payload(pharmacy, body), "attested_at": plain_value(attested_at)}
+    response = pharmacy.post(Role.NURSE, {**body, "witnesses": [
+        {"user_id": str(user_id), "device_id": str(device_id),
+         "attested_at": attested_at.isoformat(), "signature": phone.sign(signed)}]})
+    assert response.status_code == 201, response.json
+    return body["id"]
+
+
+def test_a_witness_phone_confirming_long_after_the_waste_is_flagged_by_the_scan(world: World):
+    visit = _dosed(world)
+    pharmacy = visit.pharmacy
+    nurse = world.user(pharmacy.org, Role.NURSE)
+    witness = (nurse.id, *world.device(pharmacy.org, nurse))
+    watched = _timed_waste(visit, witness, "2026-11-03T15:50:00+00:00",
+                           datetime(2026, 11, 3, 15, 52, tzinfo=UTC))
+    late = _timed_waste(visit, witness, "2026-11-03T15:55:00+00:00",
+                        datetime(2026, 11, 3, 18, 25, tzinfo=UTC))
+    world.rt.clock.set(datetime(2026, 11, 4, 2, 0, tzinfo=UTC))
+    org_id, now = pharmacy.org.id, world.rt.clock.now()
+    facts = loaders.load_population(world.session, loaders.Scope(
+        org_id, now, now - timedelta(days=30)), bag_return_hours=24)
+    assert sorted((a.waste_id, a.witness_id, a.device_id, a.attested_at, a.patient_id)
+                  for a in facts.attestations) == sorted(
+        (waste, str(nurse.id), str(witness[1]), at, pharmacy.patient_id)
+        for waste, at in ((watched, datetime(2026, 11, 3, 15, 52, tzinfo=UTC)),
+                          (late, datetime(2026, 11, 3, 18, 25, tzinfo=UTC))))
+    result = scan.scan_organisation(world.session, world.rt, org_id)
+    assert result.facts["attestations"] == 2
+    [flag] = _flags(world, org_id, "waste.witness_late")
+    assert (flag.nurse_id, flag.evidence["waste_id"], flag.evidence["witness_id"],
+            flag.evidence["late_minutes"]) == (pharmacy.nurse.id, late, str(nurse.id), "150.0")
 
 
 def _tamper(connection, org_id: uuid.UUID, seq: int) -> None:

@@ -610,7 +610,10 @@ def test_synced_sessions_are_judged_by_the_sync_checks_job(pharmacy, visit, worl
     assert checks.judge_pending(world.session, world.rt) == {"judged": 0}
 
 
-def test_a_witnessed_waste_pushed_from_the_phone_enters_the_ledger(pharmacy, visit, world):
+# A witness's phone may time its confirmation, under its signature; pulled back as pushed.
+@pytest.mark.parametrize("attested", [{}, {"attested_at": "2026-11-03T16:02:00.000000+00:00"}])
+def test_a_witnessed_waste_pushed_from_the_phone_enters_the_ledger(pharmacy, visit, world,
+                                                                   attested):
     handset = Handset(pharmacy)
     handset.sync_pull()
     witness = world.user(pharmacy.org, Role.NURSE)
@@ -622,7 +625,7 @@ def test_a_witnessed_waste_pushed_from_the_phone_enters_the_ledger(pharmacy, vis
                 "occurred_at": "2026-11-03T16:00:00+00:00", "visit_id": visit["id"]}
         movement = signed_payload(pharmacy, body)
         confirmation = {"user_id": str(witness.id), "device_id": str(witness_device),
-                        "signature": witness_phone.sign(movement)}
+                        "signature": witness_phone.sign({**movement, **attested}), **attested}
         return {**body, "from_holder": None, "to_holder": None, "corrects_id": None,
                 "details": "{}", "witnesses": json.dumps([confirmation]),
                 "signature": (signer or handset.phone).sign(movement), "_status": "created"}
@@ -637,7 +640,8 @@ def test_a_witnessed_waste_pushed_from_the_phone_enters_the_ledger(pharmacy, vis
     entry = world.session.get(CustodyEntry, uuid.UUID(honest["id"]))
     assert (entry.kind, entry.from_holder, entry.to_holder, entry.quantity_ug) == (
         "waste", f"bag:{pharmacy.nurse.id}", "waste", 15_000)
-    assert [c["method"] for c in entry.confirmations] == ["device_signature"]
+    assert [(c["method"], c.get("attested_at")) for c in entry.confirmations] == [
+        ("device_signature", attested.get("attested_at"))]
     again = handset.push({"custody_entries": {"created": [honest], "updated": [],
                                               "deleted": []}})
     assert again.json["unchanged"] == {"custody_entries": 1}
