@@ -1,7 +1,8 @@
 """Measure how soon `waste.witness_pair` catches a friendly witness, and what honest nurses pay.
 
-A friendly witness shows only in who signs a nurse's wastes. This bench makes that data alone,
-as the simulator does (each nurse wastes at a Poisson rate and picks a witness at random from
+A friendly witness shows in who signs a nurse's wastes and, where witnesses' phones time their
+confirmations, in when (`waste.witness_late`). This bench makes the first alone, as the
+simulator does (each nurse wastes at a Poisson rate and picks a witness at random from
 her circle; from the start day, one nurse's friend signs `--share` of hers), and runs the
 production rule with the default policy the way the nightly scan does: every night, over the
 scan window and its recent days. It prints, per 40-nurse organisation, the honest nurses
@@ -9,7 +10,7 @@ flagged and the false positives per 1,000 honest wastes, and how many days after
 friend is caught (median, mean, 90th percentile, share within 7 days). Beside it, the same
 figures for a CUSUM on each pair that is told the friend's share (Page 1954; the fastest
 detector of a change at its false-alarm rate, Moustakides 1986) at a range of thresholds: what
-any statistic over the witness data can reach. It takes about 10 s with the defaults.
+any statistic over who signs can reach. It takes about 10 s with the defaults.
 Usage: python bench/witness_power.py [--witnesses 8] [--per-week 3.6] [--days 182]
 [--start 45] [--share 0.9] [--trials 300] [--organisations 20] [--seed 1]
 """
